@@ -1,0 +1,4 @@
+//! Pooling layers.
+
+mod adaptive;
+mod spp;
