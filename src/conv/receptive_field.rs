@@ -1,0 +1,1 @@
+//! Receptive field arithmetic (being written).
