@@ -1,4 +1,43 @@
-//! candle-tricks
+//! # candle-tricks
+//!
+//! Deep-learning building blocks for [candle](https://github.com/huggingface/candle): the layers and
+//! kernels that PyTorch + timm users take for granted, fast on CPU, with rustdoc that doubles as a
+//! *tips & tricks* reference. Every block implements [`candle_nn::Module`] or
+//! [`candle_nn::ModuleT`] and loads weights through [`candle_nn::VarBuilder`] under the PyTorch
+//! reference's tensor names; every hot op is our own multi-threaded kernel with a backward pass.
+//!
+//! ## The tips index
+//!
+//! One line per tip, pointing at the item whose docs explain it (when and why, the trade-off, a
+//! doc-test that asserts the claim, and the paper). `docs/TIPS.md` in the repository tracks every
+//! tip of the seed list, including the ones still planned.
+//!
+//! ### Convolutions
+//! - **Padding keeps the borders, "same" keeps the size** — [`conv::Padding`]: `Same` gives
+//!   $\lceil n/s \rceil$ outputs for any kernel, stride and dilation.
+//! - **Stack small kernels instead of one large one** — [`conv::receptive_field`]: two 3×3 layers
+//!   see 5×5 with $18C^2$ instead of $25C^2$ weights, three see 7×7 with $27C^2$ instead of $49C^2$.
+//! - **Choose depth from the receptive field you need** — [`conv::receptive_field::receptive_field`]
+//!   computes the field, jump and center of any stack.
+//! - **Small kernels matter most in 3-D** — [`conv::Conv3d`]: weights grow with $k^3$.
+//! - **Split spatial and channel mixing when compute is tight** — [`conv::DepthwiseConv2d`],
+//!   [`conv::SeparableConv2d`], on the fused kernel [`ops::depthwise_conv2d`].
+//! - **Dilate to see wider without losing resolution** — [`conv::Aspp`] (DeepLabv3), and dilation
+//!   in every convolution op.
+//!
+//! ### Pooling
+//! - **Make the head independent of the input size** — [`pool::adaptive_avg_pool2d`],
+//!   [`pool::adaptive_max_pool2d`] with PyTorch's bins.
+//! - **Fixed-length features from any image size** — [`pool::SpatialPyramidPooling`] and its
+//!   cheaper sequential form [`pool::Sppf`] (YOLOv5/8).
+//!
+//! ## Conventions
+//! - A block is a `FooConfig` (plain struct, `Default` = the reference's defaults, `with_*`
+//!   builders), the block `Foo`, and a constructor `foo(dims…, cfg, vb)`; `Foo::new` builds it from
+//!   raw tensors.
+//! - Ops in [`ops`] validate their input and return [`Error`] naming the op and the shapes; their
+//!   kernels accept f32, f16 and bf16 and accumulate in f32.
+//! - Performance claims are ratios measured in one run, recorded in `docs/PERFORMANCE.md`.
 #![deny(missing_docs)]
 
 mod check;
