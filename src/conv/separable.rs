@@ -1,0 +1,565 @@
+//! Depthwise-separable convolution: a depthwise $k \times k$ convolution (one filter per channel),
+//! an optional BatchNorm + activation, then a pointwise 1×1 convolution that mixes channels —
+//! timm's `SeparableConv2d`, with the optional norms of its aligned-Xception variant.
+//!
+//! # Shapes
+//! - input `(B, C_in, H, W)`, output `(B, C_out, Ho, Wo)`; $Ho, Wo$ follow
+//!   [`crate::conv::Padding`] for the depthwise stage (`Same` by default: $\lceil H/s \rceil$).
+//! - Tensors, under timm's names:
+//!   - `conv_dw.weight` `(C_in·m, 1, k, k)` (no bias), $m$ the channel multiplier;
+//!   - `bn_dw.{weight, bias, running_mean, running_var}` `(C_in·m)` when
+//!     [`SeparableConv2dConfig::dw_norm`] is set;
+//!   - `conv_pw.weight` `(C_out, C_in·m, 1, 1)` and `conv_pw.bias` `(C_out)` when
+//!     [`SeparableConv2dConfig::bias`] is set;
+//!   - `bn_pw.*` `(C_out)` when [`SeparableConv2dConfig::pw_norm`] is set.
+//!
+//! # Tip
+//! **Split spatial and channel mixing when compute is tight.** A dense $k \times k$ convolution
+//! from $C_{in}$ to $C_{out}$ channels filters space and mixes channels at once with
+//! $k^2 C_{in} C_{out}$ weights. The separable form does the two jobs one after the other: a
+//! depthwise $k \times k$ ($k^2 C_{in}$ weights) and a 1×1 ($C_{in} C_{out}$), so
+//!
+//! $$ \frac{k^2 C_{in} + C_{in} C_{out}}{k^2 C_{in} C_{out}} = \frac{1}{C_{out}} + \frac{1}{k^2} $$
+//!
+//! of the weights, and the same fraction of multiply-adds since both run at every output pixel:
+//! 8 to 9 times fewer for a 3×3 at 64+ channels. This is how MobileNet, Xception and EfficientNet
+//! afford their depth. The trade-offs: each layer has less capacity (the factorisation assumes
+//! spatial and cross-channel correlations can be learned separately — which is what Xception
+//! argues), so separable networks need more layers or channels for the same accuracy, and the
+//! depthwise half is memory-bound, so the wall-clock gain on hardware is smaller than the FLOP
+//! ratio. Xception found it best to put *no* non-linearity between the two halves (the default
+//! here); MobileNet v1 and DeepLab's aligned Xception put BatchNorm + ReLU after each half
+//! ([`SeparableConv2dConfig::xception`]).
+//!
+//! # Example
+//! ```
+//! use candle_core::{DType, Device, ModuleT, Tensor};
+//! use candle_nn::{VarBuilder, VarMap};
+//! use candle_tricks::conv::{separable_conv2d, SeparableConv2dConfig};
+//! # fn main() -> candle_tricks::Result<()> {
+//! let dev = Device::Cpu;
+//! let (c_in, c_out, k) = (32usize, 64usize, 3usize);
+//! let count = |vm: &VarMap| vm.all_vars().iter().map(|v| v.elem_count()).sum::<usize>();
+//!
+//! let sep_map = VarMap::new();
+//! let sep = separable_conv2d(c_in, c_out, k, SeparableConv2dConfig::default(),
+//!     VarBuilder::from_varmap(&sep_map, DType::F32, &dev))?;
+//! let dense_map = VarMap::new();
+//! let dense = candle_nn::conv2d_no_bias(c_in, c_out, k,
+//!     candle_nn::Conv2dConfig { padding: 1, ..Default::default() },
+//!     VarBuilder::from_varmap(&dense_map, DType::F32, &dev))?;
+//!
+//! // k^2 C_in + C_in C_out weights against k^2 C_in C_out.
+//! assert_eq!(count(&sep_map), k * k * c_in + c_in * c_out);
+//! assert_eq!(count(&dense_map), k * k * c_in * c_out);
+//!
+//! // Both produce the same output size, so multiply-adds are weights x output pixels and the
+//! // ratio is 1/C_out + 1/k^2 (here 0.127: 7.9 times fewer).
+//! let x = Tensor::randn(0f32, 1., (1, c_in, 16, 16), &dev)?;
+//! let (ys, yd) = (sep.forward_t(&x, false)?, x.apply_t(&dense, false)?);
+//! assert_eq!(ys.dims(), yd.dims());
+//! let pixels = 16 * 16;
+//! let ratio = (count(&sep_map) * pixels) as f64 / (count(&dense_map) * pixels) as f64;
+//! assert!((ratio - (1.0 / c_out as f64 + 1.0 / (k * k) as f64)).abs() < 1e-12);
+//! assert!(1.0 / ratio > 7.8);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # References
+//! - Chollet, *Xception: Deep Learning with Depthwise Separable Convolutions*, 2016,
+//!   <https://arxiv.org/abs/1610.02357>
+//! - Howard et al., *MobileNets: Efficient Convolutional Neural Networks for Mobile Vision
+//!   Applications*, 2017, <https://arxiv.org/abs/1704.04861>
+
+use super::depthwise::{depthwise_conv2d_no_bias, DepthwiseConv2d};
+use crate::conv::Padding;
+use crate::ops::DepthwiseConv2dConfig;
+use crate::{check, Error, Result};
+use candle_core::{Module, ModuleT, Tensor};
+use candle_nn::{Activation, BatchNorm, BatchNormConfig, Conv2d, VarBuilder};
+
+const BLOCK: &str = "SeparableConv2d";
+
+/// Configuration of a [`SeparableConv2d`]; the defaults are timm's `SeparableConv2d`
+/// (no norm, no activation, no bias).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SeparableConv2dConfig {
+    /// Stride of the depthwise convolution, > 0. Default 1.
+    pub stride: usize,
+    /// Padding of the depthwise convolution. Default [`Padding::Same`].
+    pub padding: Padding,
+    /// Dilation of the depthwise convolution, > 0. Default 1.
+    pub dilation: usize,
+    /// Channel multiplier $m$ of the depthwise stage (`C_in·m` channels reach the 1×1), > 0.
+    /// Default 1.
+    pub multiplier: usize,
+    /// Whether the pointwise convolution has a bias (`conv_pw.bias`). Default `false`; leave it
+    /// off when `pw_norm` follows.
+    pub bias: bool,
+    /// BatchNorm after the depthwise stage (`bn_dw`). Default `false`.
+    pub dw_norm: bool,
+    /// Activation after the depthwise stage (and its norm). Default `None` (Xception's choice).
+    pub dw_act: Option<Activation>,
+    /// BatchNorm after the pointwise stage (`bn_pw`). Default `false`.
+    pub pw_norm: bool,
+    /// Activation at the end of the block. Default `None`.
+    pub pw_act: Option<Activation>,
+    /// BatchNorm epsilon, > 0. Default 1e-5.
+    pub bn_eps: f64,
+    /// BatchNorm running-statistics momentum, in `[0, 1]`. Default 0.1.
+    pub bn_momentum: f64,
+}
+
+impl Default for SeparableConv2dConfig {
+    fn default() -> Self {
+        Self {
+            stride: 1,
+            padding: Padding::Same,
+            dilation: 1,
+            multiplier: 1,
+            bias: false,
+            dw_norm: false,
+            dw_act: None,
+            pw_norm: false,
+            pw_act: None,
+            bn_eps: 1e-5,
+            bn_momentum: 0.1,
+        }
+    }
+}
+
+impl SeparableConv2dConfig {
+    /// DeepLab's aligned-Xception unit (timm `xception_aligned.SeparableConv2d`): BatchNorm + ReLU
+    /// after the depthwise and after the pointwise stage, no bias. Also MobileNet v1's block.
+    pub fn xception() -> Self {
+        Self {
+            dw_norm: true,
+            dw_act: Some(Activation::Relu),
+            pw_norm: true,
+            pw_act: Some(Activation::Relu),
+            ..Self::default()
+        }
+    }
+
+    /// Sets the stride.
+    pub fn with_stride(mut self, stride: usize) -> Self {
+        self.stride = stride;
+        self
+    }
+
+    /// Sets the padding.
+    pub fn with_padding(mut self, padding: Padding) -> Self {
+        self.padding = padding;
+        self
+    }
+
+    /// Sets the dilation.
+    pub fn with_dilation(mut self, dilation: usize) -> Self {
+        self.dilation = dilation;
+        self
+    }
+
+    /// Sets the channel multiplier.
+    pub fn with_multiplier(mut self, multiplier: usize) -> Self {
+        self.multiplier = multiplier;
+        self
+    }
+
+    /// Sets whether the pointwise convolution has a bias.
+    pub fn with_bias(mut self, bias: bool) -> Self {
+        self.bias = bias;
+        self
+    }
+
+    /// Sets the norm and activation after the depthwise stage.
+    pub fn with_dw_norm_act(mut self, norm: bool, act: Option<Activation>) -> Self {
+        self.dw_norm = norm;
+        self.dw_act = act;
+        self
+    }
+
+    /// Sets the norm and activation after the pointwise stage.
+    pub fn with_pw_norm_act(mut self, norm: bool, act: Option<Activation>) -> Self {
+        self.pw_norm = norm;
+        self.pw_act = act;
+        self
+    }
+
+    /// The depthwise stage's stride, padding and dilation.
+    pub fn depthwise(&self) -> DepthwiseConv2dConfig {
+        DepthwiseConv2dConfig {
+            stride: self.stride,
+            padding: self.padding,
+            dilation: self.dilation,
+        }
+    }
+
+    /// Checks every value; errors name `SeparableConv2d`.
+    pub fn validate(&self) -> Result<()> {
+        check::positive(BLOCK, "stride", self.stride)?;
+        check::positive(BLOCK, "dilation", self.dilation)?;
+        check::positive(BLOCK, "multiplier", self.multiplier)?;
+        // `!(x > 0)` also rejects NaN.
+        if !(self.bn_eps > 0.0) {
+            return Err(Error::config(
+                BLOCK,
+                format!("bn_eps must be > 0, got {}", self.bn_eps),
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.bn_momentum) {
+            return Err(Error::config(
+                BLOCK,
+                format!("bn_momentum must be in [0, 1], got {}", self.bn_momentum),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A depthwise-separable convolution (timm's `SeparableConv2d`); see the [module docs](self).
+///
+/// Implements [`ModuleT`]: `train` only matters when a BatchNorm is configured (batch statistics
+/// and running-statistics updates in training, running statistics in inference).
+#[derive(Debug, Clone)]
+pub struct SeparableConv2d {
+    conv_dw: DepthwiseConv2d,
+    bn_dw: Option<BatchNorm>,
+    conv_pw: Conv2d,
+    bn_pw: Option<BatchNorm>,
+    cfg: SeparableConv2dConfig,
+    in_channels: usize,
+}
+
+fn check_norm(
+    what: &'static str,
+    bn: Option<&BatchNorm>,
+    expected: bool,
+    features: usize,
+) -> Result<()> {
+    match (bn, expected) {
+        (None, false) => Ok(()),
+        (Some(bn), true) => {
+            let rm = bn.running_mean();
+            if rm.dims() != [features] {
+                return Err(Error::shape(
+                    BLOCK,
+                    what,
+                    format!("({features}) features"),
+                    rm.shape().clone(),
+                ));
+            }
+            Ok(())
+        }
+        (got, _) => Err(Error::config(
+            BLOCK,
+            format!(
+                "{what}: config says norm = {expected}, but a norm was{} given",
+                if got.is_some() { "" } else { " not" }
+            ),
+        )),
+    }
+}
+
+impl SeparableConv2d {
+    /// Builds the block from its parts. `cfg` must agree with them: the depthwise layer's stride,
+    /// padding and dilation, `C_in·m` divisible by `cfg.multiplier`, a norm present exactly when
+    /// `dw_norm` / `pw_norm` is set, a `(C_out, C_in·m, 1, 1)` pointwise weight with stride 1, no
+    /// padding or groups, and a bias exactly when `cfg.bias`. Errors name `SeparableConv2d`.
+    pub fn new(
+        conv_dw: DepthwiseConv2d,
+        bn_dw: Option<BatchNorm>,
+        conv_pw: Conv2d,
+        bn_pw: Option<BatchNorm>,
+        cfg: SeparableConv2dConfig,
+    ) -> Result<Self> {
+        cfg.validate()?;
+        if conv_dw.config() != cfg.depthwise() {
+            return Err(Error::config(
+                BLOCK,
+                format!(
+                    "conv_dw has {:?}, the config says {:?}",
+                    conv_dw.config(),
+                    cfg.depthwise()
+                ),
+            ));
+        }
+        let cm = conv_dw.out_channels();
+        if cm % cfg.multiplier != 0 {
+            return Err(Error::config(
+                BLOCK,
+                format!(
+                    "conv_dw has {cm} channels, not a multiple of multiplier {}",
+                    cfg.multiplier
+                ),
+            ));
+        }
+        let w = conv_pw.weight();
+        check::rank(BLOCK, "conv_pw.weight", w, 4, "(C_out, C_in·m, 1, 1)")?;
+        check::non_empty(BLOCK, "conv_pw.weight", w)?;
+        check::same_dtype_device(BLOCK, "conv_pw.weight", conv_dw.weight(), w)?;
+        let c_out = w.dims()[0];
+        if w.dims()[1..] != [cm, 1, 1] {
+            return Err(Error::shape(
+                BLOCK,
+                "conv_pw.weight",
+                format!("(C_out, {cm}, 1, 1)"),
+                w.shape().clone(),
+            ));
+        }
+        let pc = conv_pw.config();
+        if pc.stride != 1 || pc.padding != 0 || pc.groups != 1 || pc.dilation != 1 {
+            return Err(Error::config(
+                BLOCK,
+                format!(
+                    "conv_pw must have stride 1, padding 0, dilation 1 and groups 1, got {}, {}, {}, {}",
+                    pc.stride, pc.padding, pc.dilation, pc.groups
+                ),
+            ));
+        }
+        match (conv_pw.bias(), cfg.bias) {
+            (None, false) => {}
+            (Some(b), true) => {
+                check::same_dtype_device(BLOCK, "conv_pw.bias", w, b)?;
+                if b.dims() != [c_out] {
+                    return Err(Error::shape(
+                        BLOCK,
+                        "conv_pw.bias",
+                        format!("({c_out})"),
+                        b.shape().clone(),
+                    ));
+                }
+            }
+            (b, _) => {
+                return Err(Error::config(
+                    BLOCK,
+                    format!(
+                        "config says bias = {}, but conv_pw {} a bias",
+                        cfg.bias,
+                        if b.is_some() { "has" } else { "has no" }
+                    ),
+                ))
+            }
+        }
+        check_norm("bn_dw", bn_dw.as_ref(), cfg.dw_norm, cm)?;
+        check_norm("bn_pw", bn_pw.as_ref(), cfg.pw_norm, c_out)?;
+        Ok(Self {
+            conv_dw,
+            bn_dw,
+            conv_pw,
+            bn_pw,
+            cfg,
+            in_channels: cm / cfg.multiplier,
+        })
+    }
+
+    /// The depthwise stage.
+    pub fn conv_dw(&self) -> &DepthwiseConv2d {
+        &self.conv_dw
+    }
+
+    /// The pointwise stage (a 1×1 convolution, run as a matrix product).
+    pub fn conv_pw(&self) -> &Conv2d {
+        &self.conv_pw
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> SeparableConv2dConfig {
+        self.cfg
+    }
+
+    /// Number of input channels `C_in`.
+    pub fn in_channels(&self) -> usize {
+        self.in_channels
+    }
+
+    /// Number of output channels `C_out`.
+    pub fn out_channels(&self) -> usize {
+        self.conv_pw.weight().dims()[0]
+    }
+
+    /// Kernel size `(kh, kw)` of the depthwise stage.
+    pub fn kernel_size(&self) -> (usize, usize) {
+        self.conv_dw.kernel_size()
+    }
+
+    fn check_input(&self, xs: &Tensor) -> Result<()> {
+        check::rank(BLOCK, "input", xs, 4, "(B, C_in, H, W)")?;
+        check::non_empty(BLOCK, "input", xs)?;
+        check::float_dtype(BLOCK, "input", xs)?;
+        check::same_dtype_device(BLOCK, "input", self.conv_dw.weight(), xs)?;
+        let (b, c, h, w) = xs.dims4()?;
+        if c != self.in_channels {
+            return Err(Error::shape(
+                BLOCK,
+                "input",
+                format!("(B, {}, H, W)", self.in_channels),
+                (b, c, h, w),
+            ));
+        }
+        let (kh, kw) = self.kernel_size();
+        let (s, p, d) = (self.cfg.stride, self.cfg.padding, self.cfg.dilation);
+        if p.output_size(h, kh, s, d).is_none() || p.output_size(w, kw, s, d).is_none() {
+            return Err(Error::shape(
+                BLOCK,
+                "input",
+                format!(
+                    "H, W at least the kernel extent {}x{} after {p:?} padding",
+                    d * (kh - 1) + 1,
+                    d * (kw - 1) + 1
+                ),
+                (b, c, h, w),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl ModuleT for SeparableConv2d {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        self.check_input(xs)?;
+        let mut ys = self.conv_dw.forward(xs)?;
+        if let Some(bn) = &self.bn_dw {
+            ys = bn.forward_t(&ys, train)?;
+        }
+        if let Some(act) = &self.cfg.dw_act {
+            ys = act.forward(&ys)?;
+        }
+        // The 1x1 convolution as one matrix product per image: (C_out, C·m) x (C·m, Ho·Wo).
+        let (b, cm, h, w) = ys.dims4()?;
+        let weight = self.conv_pw.weight();
+        let c_out = weight.dims()[0];
+        let mut ys = weight
+            .reshape((c_out, cm))?
+            .broadcast_matmul(&ys.contiguous()?.reshape((b, cm, h * w))?)?
+            .reshape((b, c_out, h, w))?;
+        if let Some(bias) = self.conv_pw.bias() {
+            ys = ys.broadcast_add(&bias.reshape((1, c_out, 1, 1))?)?;
+        }
+        if let Some(bn) = &self.bn_pw {
+            ys = bn.forward_t(&ys, train)?;
+        }
+        if let Some(act) = &self.cfg.pw_act {
+            ys = act.forward(&ys)?;
+        }
+        Ok(ys)
+    }
+}
+
+fn batch_norm(features: usize, cfg: &SeparableConv2dConfig, vb: VarBuilder) -> Result<BatchNorm> {
+    let bn_cfg = BatchNormConfig {
+        eps: cfg.bn_eps,
+        momentum: cfg.bn_momentum,
+        ..Default::default()
+    };
+    Ok(candle_nn::batch_norm(features, bn_cfg, vb)?)
+}
+
+/// Creates (or loads, under timm's names `conv_dw`, `bn_dw`, `conv_pw`, `bn_pw`) a separable
+/// convolution from `in_channels` to `out_channels` with a square `kernel_size` depthwise kernel.
+/// Weights and bias use PyTorch's default init (uniform, bound $1/\sqrt{fan_{in}}$).
+///
+/// Errors (naming `SeparableConv2d`) on zero channels or kernel, an invalid config, or tensors of
+/// the wrong shape in `vb`.
+pub fn separable_conv2d(
+    in_channels: usize,
+    out_channels: usize,
+    kernel_size: usize,
+    cfg: SeparableConv2dConfig,
+    vb: VarBuilder,
+) -> Result<SeparableConv2d> {
+    build(in_channels, out_channels, kernel_size, cfg, vb).map_err(|e| match e {
+        // A tensor missing from, or of the wrong shape in, the VarBuilder: say which block.
+        Error::Candle(e) => {
+            Error::Candle(e.context(format!("{BLOCK}: cannot create or load weights")))
+        }
+        other => other,
+    })
+}
+
+fn build(
+    in_channels: usize,
+    out_channels: usize,
+    kernel_size: usize,
+    cfg: SeparableConv2dConfig,
+    vb: VarBuilder,
+) -> Result<SeparableConv2d> {
+    cfg.validate()?;
+    check::positive(BLOCK, "in_channels", in_channels)?;
+    check::positive(BLOCK, "out_channels", out_channels)?;
+    check::positive(BLOCK, "kernel_size", kernel_size)?;
+    let cm = in_channels * cfg.multiplier;
+    let conv_dw = depthwise_conv2d_no_bias(
+        in_channels,
+        cfg.multiplier,
+        kernel_size,
+        cfg.depthwise(),
+        vb.pp("conv_dw"),
+    )?;
+    let bn_dw = if cfg.dw_norm {
+        Some(batch_norm(cm, &cfg, vb.pp("bn_dw"))?)
+    } else {
+        None
+    };
+    let bound = 1.0 / (cm as f64).sqrt();
+    let init = candle_nn::Init::Uniform {
+        lo: -bound,
+        up: bound,
+    };
+    let vb_pw = vb.pp("conv_pw");
+    let weight = vb_pw.get_with_hints((out_channels, cm, 1, 1), "weight", init)?;
+    let bias = if cfg.bias {
+        Some(vb_pw.get_with_hints(out_channels, "bias", init)?)
+    } else {
+        None
+    };
+    let conv_pw = Conv2d::new(weight, bias, Default::default());
+    let bn_pw = if cfg.pw_norm {
+        Some(batch_norm(out_channels, &cfg, vb.pp("bn_pw"))?)
+    } else {
+        None
+    };
+    SeparableConv2d::new(conv_dw, bn_dw, conv_pw, bn_pw, cfg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_validation_names_the_block() {
+        assert!(SeparableConv2dConfig::default().validate().is_ok());
+        assert!(SeparableConv2dConfig::xception().validate().is_ok());
+        for (cfg, needle) in [
+            (SeparableConv2dConfig::default().with_stride(0), "stride"),
+            (
+                SeparableConv2dConfig::default().with_dilation(0),
+                "dilation",
+            ),
+            (
+                SeparableConv2dConfig::default().with_multiplier(0),
+                "multiplier",
+            ),
+            (
+                SeparableConv2dConfig {
+                    bn_eps: -1.0,
+                    ..Default::default()
+                },
+                "bn_eps",
+            ),
+            (
+                SeparableConv2dConfig {
+                    bn_momentum: 2.0,
+                    ..Default::default()
+                },
+                "bn_momentum",
+            ),
+        ] {
+            let err = cfg.validate().unwrap_err().to_string();
+            assert!(
+                err.contains("SeparableConv2d") && err.contains(needle),
+                "{err}"
+            );
+        }
+    }
+}

@@ -1,0 +1,1255 @@
+//! 3-D convolution (candle has none): vol2col + `gemm` for dense and grouped filters, a direct
+//! loop kernel for depthwise ones, forward and backward, multi-threaded on CPU.
+//!
+//! # Shapes
+//! - input $x$ `(B, Cin, D, H, W)`, weight `(Cout, Cin/groups, kd, kh, kw)` (PyTorch's layout),
+//!   output `(B, Cout, Do, Ho, Wo)`. Output channel $o$ of group $g = \lfloor o / (Cout/groups)
+//!   \rfloor$ reads the input channels $g \cdot Cin/groups \dots (g+1) \cdot Cin/groups - 1$.
+//! - Each spatial axis of length $n$ with kernel $k$, stride $s$, dilation $d$ and padding
+//!   $p_b + p_a$ from [`crate::conv::Padding`] gives $n_{out} = \lfloor (n + p_b + p_a - d(k-1) -
+//!   1)/s \rfloor + 1$. `Same` may pad asymmetrically (the odd zero goes after); the kernels read
+//!   the padding as zeros without copying the input.
+//!
+//! # Tip
+//! A 3-D convolution is a matrix product in disguise: unfolding every receptive field of a
+//! group into a column ("vol2col") turns it into $W_g \cdot \mathrm{col}$ with $W_g$ of size
+//! $C_{out}/G \times K$, $K = (C_{in}/G)\, k_d k_h k_w$, and the column matrix $K \times
+//! D_o H_o W_o$. The column matrix is $k_d k_h k_w$ times larger than the input (27 times for
+//! 3×3×3), so it is never built whole: the output positions are cut into tiles whose columns
+//! fit in L2 (about 512 KiB), and each rayon task unfolds one tile and multiplies it with the
+//! `gemm` crate (runtime-dispatched AVX2/AVX-512 micro-kernels, as in candle's matmul).
+//!
+//! The backward pass reuses the same pieces: the weight gradient is
+//! $\sum_{tiles} g_{out} \cdot \mathrm{col}^\top$ (a per-thread accumulator, summed at the end);
+//! the input gradient is $\mathrm{col2vol}(W_g^\top \cdot g_{out})$, a scatter-add. Two tiles
+//! scatter into the same input only if their output depths are closer than the kernel's depth
+//! extent, so the output depth axis is cut into slabs at least that thick and the even slabs
+//! run in parallel, then the odd ones: no locks, no atomics, no per-thread copy of the input
+//! gradient. The two gradient ops have no backward of their own (no second derivatives).
+//!
+//! With one input channel per group (depthwise, `groups = Cin`, any channel multiplier) each
+//! output value is only $k_d k_h k_w$ multiply-adds and a column matrix would be pure memory
+//! traffic, so those convolutions take a direct kernel instead: one task per output volume
+//! (forward), per input volume (input gradient) or per output channel (weight gradient), with
+//! the inner loop an AXPY/dot over a contiguous output row, compiled for AVX2 + FMA when the CPU
+//! has it.
+//!
+//! f16 and bf16 tensors are widened to f32 once, computed in f32 and rounded on store.
+//!
+//! # Example
+//! ```
+//! use candle_core::{Device, Tensor};
+//! use candle_tricks::conv::Padding;
+//! use candle_tricks::ops::{conv3d, conv3d_reference, Conv3dConfig};
+//! # fn main() -> candle_tricks::Result<()> {
+//! let dev = Device::Cpu;
+//! let x = Tensor::randn(0f32, 1., (2, 4, 7, 9, 5), &dev)?;
+//! let w = Tensor::randn(0f32, 1., (6, 2, 3, 3, 3), &dev)?; // groups = 2
+//! let cfg = Conv3dConfig::default().with_stride(2).with_groups(2);
+//! let y = conv3d(&x, &w, cfg)?;
+//! // `Same` padding: ceil(n / 2) on every axis.
+//! assert_eq!(y.dims(), &[2, 6, 4, 5, 3]);
+//! // The same values as the plain-candle composition.
+//! let r = conv3d_reference(&x, &w, cfg)?;
+//! let diff = (y - r)?.abs()?.max_all()?.to_scalar::<f32>()?;
+//! assert!(diff < 1e-4);
+//! // Valid padding shrinks every axis by the kernel extent minus one.
+//! let cfg = Conv3dConfig::default().with_padding(Padding::Valid).with_groups(2);
+//! assert_eq!(conv3d(&x, &w, cfg)?.dims(), &[2, 6, 5, 7, 3]);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # References
+//! - Tran et al., *Learning Spatiotemporal Features with 3D Convolutional Networks* (C3D), 2015,
+//!   <https://arxiv.org/abs/1412.0767>
+//! - Chellapilla, Puri & Simard, *High Performance Convolutional Neural Networks for Document
+//!   Processing*, 2006 (the unfold-then-multiply formulation), <https://inria.hal.science/inria-00112631>
+
+use std::borrow::Cow;
+
+use crate::check;
+use crate::conv::{extent, output_size, Padding};
+use crate::{Error, Result};
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
+use half::{bf16, f16};
+use rayon::prelude::*;
+
+const OP: &str = "conv3d";
+const OP_REF: &str = "conv3d_reference";
+const OP_GRAD_INPUT: &str = "conv3d_grad_input";
+const OP_GRAD_WEIGHT: &str = "conv3d_grad_weight";
+
+/// Column-matrix floats per task (512 KiB), the scratch bound of the dense path.
+const COL_TARGET: usize = 1 << 17;
+/// Fewest output positions per tile (below this a gemm call costs more than it computes).
+const MIN_TILE: usize = 64;
+/// Most output positions per tile.
+const MAX_TILE: usize = 4096;
+
+// ---------------------------------------------------------------------------------------------
+// Config
+// ---------------------------------------------------------------------------------------------
+
+/// Stride, padding, dilation and groups of [`conv3d`] (the same on all three spatial axes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conv3dConfig {
+    /// Step between output positions, > 0. Default 1.
+    pub stride: usize,
+    /// How each spatial axis is padded with zeros. Default [`Padding::Same`].
+    pub padding: Padding,
+    /// Spacing between kernel taps, > 0 (1 = a dense kernel). Default 1.
+    pub dilation: usize,
+    /// Number of channel groups, > 0, dividing both channel counts (`Cin` = depthwise). Default 1.
+    pub groups: usize,
+}
+
+impl Default for Conv3dConfig {
+    fn default() -> Self {
+        Self {
+            stride: 1,
+            padding: Padding::Same,
+            dilation: 1,
+            groups: 1,
+        }
+    }
+}
+
+impl Conv3dConfig {
+    /// Sets the stride.
+    pub fn with_stride(mut self, stride: usize) -> Self {
+        self.stride = stride;
+        self
+    }
+
+    /// Sets the padding mode.
+    pub fn with_padding(mut self, padding: Padding) -> Self {
+        self.padding = padding;
+        self
+    }
+
+    /// Sets the dilation.
+    pub fn with_dilation(mut self, dilation: usize) -> Self {
+        self.dilation = dilation;
+        self
+    }
+
+    /// Sets the number of groups.
+    pub fn with_groups(mut self, groups: usize) -> Self {
+        self.groups = groups;
+        self
+    }
+
+    /// Checks that stride, dilation and groups are non-zero.
+    pub fn validate(&self) -> Result<()> {
+        self.validate_for(OP)
+    }
+
+    pub(crate) fn validate_for(&self, block: &'static str) -> Result<()> {
+        check::positive(block, "stride", self.stride)?;
+        check::positive(block, "dilation", self.dilation)?;
+        check::positive(block, "groups", self.groups)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Geometry and validation
+// ---------------------------------------------------------------------------------------------
+
+/// Every size the kernels need, fixed by the public function once the input is validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Geom {
+    b: usize,
+    cin: usize,
+    cout: usize,
+    groups: usize,
+    /// Input `(D, H, W)`.
+    n: [usize; 3],
+    /// Kernel `(kd, kh, kw)`.
+    k: [usize; 3],
+    /// Output `(Do, Ho, Wo)`.
+    o: [usize; 3],
+    /// Padding `(before, after)` per axis.
+    pad: [(usize, usize); 3],
+    stride: usize,
+    dilation: usize,
+}
+
+impl Geom {
+    fn cig(&self) -> usize {
+        self.cin / self.groups
+    }
+    fn cog(&self) -> usize {
+        self.cout / self.groups
+    }
+    fn in_vol(&self) -> usize {
+        self.n[0] * self.n[1] * self.n[2]
+    }
+    fn out_vol(&self) -> usize {
+        self.o[0] * self.o[1] * self.o[2]
+    }
+    fn taps(&self) -> usize {
+        self.k[0] * self.k[1] * self.k[2]
+    }
+    /// Rows of a group's column matrix (the gemm reduction length).
+    fn kg(&self) -> usize {
+        self.cig() * self.taps()
+    }
+    fn x_shape(&self) -> Shape {
+        Shape::from((self.b, self.cin, self.n[0], self.n[1], self.n[2]))
+    }
+    fn w_shape(&self) -> Shape {
+        Shape::from((self.cout, self.cig(), self.k[0], self.k[1], self.k[2]))
+    }
+    fn y_shape(&self) -> Shape {
+        Shape::from((self.b, self.cout, self.o[0], self.o[1], self.o[2]))
+    }
+    /// Output positions per dense tile: columns within [`COL_TARGET`], and enough tiles to keep
+    /// every thread busy.
+    fn tile(&self) -> usize {
+        let by_memory = (COL_TARGET / self.kg().max(1)).clamp(MIN_TILE, MAX_TILE);
+        let want_tasks = 4 * rayon::current_num_threads();
+        let per_volume = want_tasks.div_ceil(self.b * self.groups).max(1);
+        let by_threads = self.out_vol().div_ceil(per_volume).max(MIN_TILE);
+        by_memory.min(by_threads).min(self.out_vol()).max(1)
+    }
+}
+
+/// Validates the arguments of [`conv3d`] / [`conv3d_reference`] and resolves the geometry.
+fn geom(op: &'static str, x: &Tensor, w: &Tensor, cfg: Conv3dConfig, allow_f64: bool) -> Result<Geom> {
+    cfg.validate_for(op)?;
+    check::rank(op, "input", x, 5, "(B, Cin, D, H, W)")?;
+    check::rank(op, "weight", w, 5, "(Cout, Cin/groups, kd, kh, kw)")?;
+    check::non_empty(op, "input", x)?;
+    check::non_empty(op, "weight", w)?;
+    if !(allow_f64 && x.dtype() == DType::F64) {
+        check::float_dtype(op, "input", x)?;
+    }
+    check::same_dtype_device(op, "weight", x, w)?;
+    let (b, cin, d, h, wd) = x.dims5()?;
+    let (cout, cig, kd, kh, kw) = w.dims5()?;
+    let groups = cfg.groups;
+    if cin % groups != 0 {
+        return Err(Error::config(
+            op,
+            format!("input channels {cin} are not divisible by groups {groups}"),
+        ));
+    }
+    if cout % groups != 0 {
+        return Err(Error::config(
+            op,
+            format!("output channels {cout} (weight dim 0) are not divisible by groups {groups}"),
+        ));
+    }
+    if cig != cin / groups {
+        return Err(Error::shape(
+            op,
+            "weight",
+            format!(
+                "({cout}, Cin/groups = {}, kd, kh, kw) for Cin = {cin}, groups = {groups}",
+                cin / groups
+            ),
+            w.shape().clone(),
+        ));
+    }
+    let (s, dl) = (cfg.stride, cfg.dilation);
+    let n = [d, h, wd];
+    let k = [kd, kh, kw];
+    let mut o = [0; 3];
+    let mut pad = [(0, 0); 3];
+    for a in 0..3 {
+        let (before, after) = cfg.padding.resolve(n[a], k[a], s, dl);
+        match output_size(n[a], k[a], s, dl, before, after) {
+            Some(out) => {
+                o[a] = out;
+                pad[a] = (before, after);
+            }
+            None => {
+                return Err(Error::shape(
+                    op,
+                    "input",
+                    format!(
+                        "spatial axis {} + padding ({before} + {after}) >= kernel extent {} \
+                         (kernel {:?}, dilation {dl})",
+                        ["D", "H", "W"][a],
+                        extent(k[a], dl),
+                        k
+                    ),
+                    x.shape().clone(),
+                ))
+            }
+        }
+    }
+    Ok(Geom {
+        b,
+        cin,
+        cout,
+        groups,
+        n,
+        k,
+        o,
+        pad,
+        stride: s,
+        dilation: dl,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Public ops
+// ---------------------------------------------------------------------------------------------
+
+/// 3-D convolution with our kernels; differentiable wrt input and weight.
+///
+/// `x` is `(B, Cin, D, H, W)`, `w` is `(Cout, Cin/groups, kd, kh, kw)` and the result
+/// `(B, Cout, Do, Ho, Wo)`. Errors (naming `conv3d`) on a wrong rank, a zero-sized dimension, a
+/// dtype other than f32/f16/bf16, mixed dtypes or devices, stride, dilation or groups 0, channel
+/// counts not divisible by `groups`, `w.dim(1) != Cin / groups`, or a kernel larger than the
+/// padded input. Bias is not part of the op (see [`crate::conv::Conv3d`]).
+pub fn conv3d(x: &Tensor, w: &Tensor, cfg: Conv3dConfig) -> Result<Tensor> {
+    let g = geom(OP, x, w, cfg, false)?;
+    let x = x.contiguous()?;
+    let w = w.contiguous()?;
+    Ok(x.apply_op2(&w, Conv3dFwd { g })?)
+}
+
+/// 3-D convolution composed from candle ops: for every depth tap, the matching (strided) depth
+/// slices are folded into the batch and convolved with that tap's 2-D kernel by
+/// `Tensor::conv2d` (groups included), and the taps are summed; padding is explicit zeros.
+///
+/// Same arguments, checks and result as [`conv3d`] (errors name `conv3d_reference`), except that
+/// f64 is accepted too; differentiable through candle autograd. Slow, for tests and as the bench
+/// baseline.
+pub fn conv3d_reference(x: &Tensor, w: &Tensor, cfg: Conv3dConfig) -> Result<Tensor> {
+    let g = geom(OP_REF, x, w, cfg, true)?;
+    let (s, dl) = (g.stride, g.dilation);
+    let [(d0, d1), (h0, h1), (w0, w1)] = g.pad;
+    // `s` extra zeros at the end of the depth axis let a strided pick be narrow + reshape.
+    let xp = x
+        .pad_with_zeros(2, d0, d1 + s)?
+        .pad_with_zeros(3, h0, h1)?
+        .pad_with_zeros(4, w0, w1)?;
+    let [od, oh, ow] = g.o;
+    // Keep only the rows and columns the kernel reaches, so that candle's conv2d backward (one
+    // output padding for both axes) sees no remainder on either axis.
+    let hp = (oh - 1) * s + extent(g.k[1], dl);
+    let wp = (ow - 1) * s + extent(g.k[2], dl);
+    let xp = xp.narrow(3, 0, hp)?.narrow(4, 0, wp)?;
+    let mut acc: Option<Tensor> = None;
+    for kz in 0..g.k[0] {
+        // Depth slices kz * dl + oz * s for oz in 0..od.
+        let xs = xp.narrow(2, kz * dl, od * s)?;
+        let xs = if s > 1 {
+            xs.reshape((g.b, g.cin, od, s, hp, wp))?.narrow(3, 0, 1)?.squeeze(3)?
+        } else {
+            xs
+        };
+        let xs = xs.permute((0, 2, 1, 3, 4))?.reshape((g.b * od, g.cin, hp, wp))?;
+        let wk = w.narrow(2, kz, 1)?.squeeze(2)?.contiguous()?;
+        let y = xs.conv2d(&wk, 0, s, dl, g.groups)?;
+        let y = y.reshape((g.b, od, g.cout, oh, ow))?.permute((0, 2, 1, 3, 4))?;
+        acc = Some(match acc {
+            None => y,
+            Some(a) => (a + y)?,
+        });
+    }
+    match acc {
+        Some(a) => Ok(a.contiguous()?),
+        None => Err(Error::shape(OP_REF, "weight", "kd > 0", w.shape().clone())),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Custom ops
+// ---------------------------------------------------------------------------------------------
+
+/// Forward: `(x, w) -> y`.
+struct Conv3dFwd {
+    g: Geom,
+}
+
+/// Gradient wrt the input: `(grad_y, w) -> grad_x`. It has no backward of its own (second
+/// derivatives are not supported); it is only applied, without a graph, from
+/// [`Conv3dFwd::bwd`].
+struct Conv3dGradInput {
+    g: Geom,
+}
+
+/// Gradient wrt the weight: `(x, grad_y) -> grad_w`. It has no backward of its own (second
+/// derivatives are not supported); it is only applied, without a graph, from
+/// [`Conv3dFwd::bwd`].
+struct Conv3dGradWeight {
+    g: Geom,
+}
+
+/// Checks that an op argument has the shape the geometry promises (the public function
+/// guarantees it; this keeps a misuse from indexing out of bounds).
+fn expect_shape(op: &'static str, l: &Layout, shape: &Shape) -> candle_core::Result<()> {
+    if l.shape() != shape {
+        return Err(candle_core::Error::ShapeMismatchBinaryOp {
+            lhs: l.shape().clone(),
+            rhs: shape.clone(),
+            op,
+        });
+    }
+    Ok(())
+}
+
+/// The contiguous values of a float storage as f32: borrowed for f32, widened for f16/bf16.
+fn f32_view<'a>(s: &'a CpuStorage, l: &Layout, op: &'static str) -> candle_core::Result<Cow<'a, [f32]>> {
+    fn slice<'a, T>(v: &'a [T], l: &Layout, op: &'static str) -> candle_core::Result<&'a [T]> {
+        crate::ops::cpu::contiguous(v, l, op)
+    }
+    Ok(match s {
+        CpuStorage::F32(v) => Cow::Borrowed(slice(v, l, op)?),
+        CpuStorage::F16(v) => Cow::Owned(slice(v, l, op)?.par_iter().map(|v| v.to_f32()).collect()),
+        CpuStorage::BF16(v) => Cow::Owned(slice(v, l, op)?.par_iter().map(|v| v.to_f32()).collect()),
+        other => return Err(candle_core::Error::UnsupportedDTypeForOp(other.dtype(), op)),
+    })
+}
+
+/// Both arguments as f32 views, after checking they share a dtype; returns that dtype too.
+fn f32_pair<'a>(
+    s1: &'a CpuStorage,
+    l1: &Layout,
+    s2: &'a CpuStorage,
+    l2: &Layout,
+    op: &'static str,
+) -> candle_core::Result<(DType, Cow<'a, [f32]>, Cow<'a, [f32]>)> {
+    if s1.dtype() != s2.dtype() {
+        return Err(candle_core::Error::DTypeMismatchBinaryOp {
+            lhs: s1.dtype(),
+            rhs: s2.dtype(),
+            op,
+        });
+    }
+    Ok((s1.dtype(), f32_view(s1, l1, op)?, f32_view(s2, l2, op)?))
+}
+
+/// Rounds an f32 result to `dtype` (f32 is moved as is).
+fn store(dtype: DType, v: Vec<f32>, op: &'static str) -> candle_core::Result<CpuStorage> {
+    Ok(match dtype {
+        DType::F32 => CpuStorage::F32(v),
+        DType::F16 => CpuStorage::F16(v.par_iter().map(|&v| f16::from_f32(v)).collect()),
+        DType::BF16 => CpuStorage::BF16(v.par_iter().map(|&v| bf16::from_f32(v)).collect()),
+        other => return Err(candle_core::Error::UnsupportedDTypeForOp(other, op)),
+    })
+}
+
+impl CustomOp2 for Conv3dFwd {
+    fn name(&self) -> &'static str {
+        OP
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = self.g;
+        expect_shape(OP, l1, &g.x_shape())?;
+        expect_shape(OP, l2, &g.w_shape())?;
+        let (dtype, x, w) = f32_pair(s1, l1, s2, l2, OP)?;
+        let y = if g.cig() == 1 {
+            depthwise::forward(&g, &x, &w)
+        } else {
+            dense::forward(&g, &x, &w)
+        };
+        Ok((store(dtype, y, OP)?, g.y_shape()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let grad = grad_res.contiguous()?;
+        let x = x.contiguous()?;
+        let w = w.contiguous()?;
+        let gx = grad.apply_op2_no_bwd(&w, &Conv3dGradInput { g: self.g })?;
+        let gw = x.apply_op2_no_bwd(&grad, &Conv3dGradWeight { g: self.g })?;
+        Ok((Some(gx), Some(gw)))
+    }
+}
+
+impl CustomOp2 for Conv3dGradInput {
+    fn name(&self) -> &'static str {
+        OP_GRAD_INPUT
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = self.g;
+        expect_shape(OP_GRAD_INPUT, l1, &g.y_shape())?;
+        expect_shape(OP_GRAD_INPUT, l2, &g.w_shape())?;
+        let (dtype, gy, w) = f32_pair(s1, l1, s2, l2, OP_GRAD_INPUT)?;
+        let gx = if g.cig() == 1 {
+            depthwise::grad_input(&g, &gy, &w)
+        } else {
+            dense::grad_input(&g, &gy, &w)
+        };
+        Ok((store(dtype, gx, OP_GRAD_INPUT)?, g.x_shape()))
+    }
+}
+
+impl CustomOp2 for Conv3dGradWeight {
+    fn name(&self) -> &'static str {
+        OP_GRAD_WEIGHT
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = self.g;
+        expect_shape(OP_GRAD_WEIGHT, l1, &g.x_shape())?;
+        expect_shape(OP_GRAD_WEIGHT, l2, &g.y_shape())?;
+        let (dtype, x, gy) = f32_pair(s1, l1, s2, l2, OP_GRAD_WEIGHT)?;
+        let gw = if g.cig() == 1 {
+            depthwise::grad_weight(&g, &x, &gy)
+        } else {
+            dense::grad_weight(&g, &x, &gy)
+        };
+        Ok((store(dtype, gw, OP_GRAD_WEIGHT)?, g.w_shape()))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared kernel pieces
+// ---------------------------------------------------------------------------------------------
+
+/// One kernel tap on one axis: the outputs `lo..hi` read input `o * stride + off` (all in
+/// range); outside `lo..hi` the tap reads padding.
+#[derive(Debug, Clone, Copy)]
+struct Tap {
+    lo: usize,
+    hi: usize,
+    off: isize,
+}
+
+impl Tap {
+    #[inline(always)]
+    fn input(&self, o: usize, stride: usize) -> usize {
+        ((o * stride) as isize + self.off) as usize
+    }
+}
+
+/// Per-axis tap tables, computed once per op call.
+struct Taps {
+    axes: [Vec<Tap>; 3],
+}
+
+impl Taps {
+    fn new(g: &Geom) -> Self {
+        let axis = |a: usize| -> Vec<Tap> {
+            let s = g.stride as isize;
+            (0..g.k[a])
+                .map(|t| {
+                    let off = (t * g.dilation) as isize - g.pad[a].0 as isize;
+                    // First o with o*s + off >= 0, and one past the last with o*s + off < n.
+                    let lo = if off >= 0 { 0 } else { (-off + s - 1) / s };
+                    let last = g.n[a] as isize - 1 - off;
+                    let hi = if last < 0 { 0 } else { last / s + 1 };
+                    let hi = (hi as usize).min(g.o[a]);
+                    Tap {
+                        lo: (lo as usize).min(hi),
+                        hi,
+                        off,
+                    }
+                })
+                .collect()
+        };
+        Taps {
+            axes: [axis(0), axis(1), axis(2)],
+        }
+    }
+}
+
+/// A raw pointer that rayon tasks may share; every use documents why the writes are disjoint.
+#[derive(Clone, Copy)]
+struct SharedMut(*mut f32);
+// SAFETY: only used to hand disjoint regions of one buffer to rayon tasks (see each use).
+unsafe impl Send for SharedMut {}
+unsafe impl Sync for SharedMut {}
+
+impl SharedMut {
+    #[inline(always)]
+    fn ptr(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// Fused multiply-add when the kernel is compiled for FMA, separate otherwise.
+#[inline(always)]
+fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
+    if FMA {
+        a.mul_add(b, c)
+    } else {
+        a * b + c
+    }
+}
+
+/// Runs `$f::<FMA>($args)` compiled for AVX2 + FMA when the CPU has them.
+macro_rules! with_simd {
+    ($avx:ident, $f:ident ( $($arg:expr),* )) => {{
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                // SAFETY: the features the function is compiled for were detected above.
+                unsafe { $avx($($arg),*) }
+            } else {
+                $f::<false>($($arg),*)
+            }
+        }
+        #[cfg(target_arch = "aarch64")]
+        {
+            $f::<true>($($arg),*)
+        }
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+        {
+            $f::<false>($($arg),*)
+        }
+    }};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dense / grouped path: vol2col tiles + gemm
+// ---------------------------------------------------------------------------------------------
+
+mod dense {
+    use super::*;
+    use gemm::Parallelism;
+
+    /// Sizes of the zero-padded input volume `(Dp, Hp, Wp)`.
+    fn padded(g: &Geom) -> [usize; 3] {
+        [0, 1, 2].map(|a| g.n[a] + g.pad[a].0 + g.pad[a].1)
+    }
+
+    /// Copies every `(B, C)` volume of `x` into a zero-padded volume, so that the column
+    /// routines read whole runs without bounds logic (about 1.2 times the input for 3×3×3 on
+    /// 32³, against 27 times for the full column matrix).
+    fn pad_input(g: &Geom, x: &[f32]) -> Vec<f32> {
+        let [dp, hp, wp] = padded(g);
+        let [d, h, w] = g.n;
+        let (pd, ph, pw) = (g.pad[0].0, g.pad[1].0, g.pad[2].0);
+        let mut xp = vec![0f32; g.b * g.cin * dp * hp * wp];
+        xp.par_chunks_mut(dp * hp * wp)
+            .zip(x.par_chunks(d * h * w))
+            .for_each(|(dst, src)| {
+                for (z, plane) in src.chunks_exact(h * w).enumerate() {
+                    for (y, row) in plane.chunks_exact(w).enumerate() {
+                        let at = ((z + pd) * hp + y + ph) * wp + pw;
+                        dst[at..at + w].copy_from_slice(row);
+                    }
+                }
+            });
+        xp
+    }
+
+    /// Adds the interior of every padded `(B, C)` volume into an unpadded buffer (the adjoint
+    /// of [`pad_input`], used for the input gradient).
+    fn crop_input(g: &Geom, xp: &[f32]) -> Vec<f32> {
+        let [dp, hp, wp] = padded(g);
+        let [d, h, w] = g.n;
+        let (pd, ph, pw) = (g.pad[0].0, g.pad[1].0, g.pad[2].0);
+        let mut x = vec![0f32; g.b * g.cin * d * h * w];
+        x.par_chunks_mut(d * h * w)
+            .zip(xp.par_chunks(dp * hp * wp))
+            .for_each(|(dst, src)| {
+                for (z, plane) in dst.chunks_exact_mut(h * w).enumerate() {
+                    for (y, row) in plane.chunks_exact_mut(w).enumerate() {
+                        let at = ((z + pd) * hp + y + ph) * wp + pw;
+                        row.copy_from_slice(&src[at..at + w]);
+                    }
+                }
+            });
+        x
+    }
+
+    /// `dst = src` for short runs, in fixed 16-wide blocks the compiler inlines (a `memcpy`
+    /// call per 32-value row costs as much as the copy).
+    #[inline(always)]
+    fn copy_run(dst: &mut [f32], src: &[f32]) {
+        let mut d = dst.chunks_exact_mut(16);
+        let mut s = src.chunks_exact(16);
+        for (a, b) in (&mut d).zip(&mut s) {
+            a.copy_from_slice(b);
+        }
+        for (a, b) in d.into_remainder().iter_mut().zip(s.remainder()) {
+            *a = *b;
+        }
+    }
+
+    /// Output position `p` as `(oz, oy, ox)`.
+    #[inline(always)]
+    fn decompose(g: &Geom, p: usize) -> (usize, usize, usize) {
+        let [_, oh, ow] = g.o;
+        (p / (oh * ow), (p / ow) % oh, p % ow)
+    }
+
+    /// Calls `f(i, len, base)` for every run of output positions `p0 + i .. p0 + i + len` that
+    /// lies on one output row, with `base` the padded-volume offset of the run's first input
+    /// for kernel taps `(kz, ky, 0)`.
+    #[inline(always)]
+    fn for_runs(g: &Geom, p0: usize, n: usize, kz: usize, ky: usize, mut f: impl FnMut(usize, usize, usize)) {
+        let [_, hp, wp] = padded(g);
+        let [_, oh, ow] = g.o;
+        let (s, dl) = (g.stride, g.dilation);
+        let (mut oz, mut oy, mut ox0) = decompose(g, p0);
+        let mut i = 0;
+        while i < n {
+            let len = (ow - ox0).min(n - i);
+            let base = ((oz * s + kz * dl) * hp + oy * s + ky * dl) * wp + ox0 * s;
+            f(i, len, base);
+            i += len;
+            ox0 = 0;
+            oy += 1;
+            if oy == oh {
+                oy = 0;
+                oz += 1;
+            }
+        }
+    }
+
+    /// Unfolds output positions `p0..p0 + n` of one group into `col` (`kg` rows of `n`):
+    /// `col[r][j]` is the padded-input value tap `r = (ci, kz, ky, kx)` reads for output `p0 + j`.
+    fn vol2col(g: &Geom, xg: &[f32], p0: usize, n: usize, col: &mut [f32]) {
+        let vol_p = padded(g).iter().product::<usize>();
+        let [kd, kh, kw] = g.k;
+        let (s, dl) = (g.stride, g.dilation);
+        for ci in 0..g.cig() {
+            let xc = &xg[ci * vol_p..(ci + 1) * vol_p];
+            for kz in 0..kd {
+                for ky in 0..kh {
+                    let r0 = ((ci * kd + kz) * kh + ky) * kw;
+                    let rows = &mut col[r0 * n..(r0 + kw) * n];
+                    for_runs(g, p0, n, kz, ky, |i, len, base| {
+                        for (kx, row) in rows.chunks_exact_mut(n).enumerate() {
+                            let dst = &mut row[i..i + len];
+                            let start = base + kx * dl;
+                            if s == 1 {
+                                copy_run(dst, &xc[start..start + len]);
+                            } else {
+                                let src = xc[start..start + (len - 1) * s + 1].iter().step_by(s);
+                                for (d, v) in dst.iter_mut().zip(src) {
+                                    *d = *v;
+                                }
+                            }
+                        }
+                    });
+                }
+            }
+        }
+    }
+
+    /// The adjoint of [`vol2col`]: adds `col[r][j]` into the padded-input value tap `r` reads
+    /// for output `p0 + j`.
+    ///
+    /// # Safety
+    /// `gxg` points to one group's `cig` padded volumes, and no other thread touches the
+    /// padded input depths that output depths of `p0..p0 + n` read while this runs.
+    unsafe fn col2vol(g: &Geom, col: &[f32], p0: usize, n: usize, gxg: *mut f32) {
+        let [_, _, wp] = padded(g);
+        let vol_p = padded(g).iter().product::<usize>();
+        let [kd, kh, kw] = g.k;
+        let (s, dl) = (g.stride, g.dilation);
+        let ext_w = extent(kw, dl);
+        for ci in 0..g.cig() {
+            for kz in 0..kd {
+                for ky in 0..kh {
+                    let r0 = ((ci * kd + kz) * kh + ky) * kw;
+                    let rows = &col[r0 * n..(r0 + kw) * n];
+                    for_runs(g, p0, n, kz, ky, |i, len, base| {
+                        // SAFETY: the padded input row this run reads (`base` is its first
+                        // value for kx = 0; the row has `wp` values and the run spans
+                        // (len - 1) s + ext_w of them), inside this group's volumes; only this
+                        // task writes its depth (see the function contract).
+                        let span = (len - 1) * s + ext_w;
+                        let xrow = std::slice::from_raw_parts_mut(gxg.add(ci * vol_p + base), span);
+                        debug_assert!(base % wp + span <= wp);
+                        for (kx, row) in rows.chunks_exact(n).enumerate() {
+                            let src = &row[i..i + len];
+                            let start = kx * dl;
+                            if s == 1 {
+                                for (d, v) in xrow[start..start + len].iter_mut().zip(src) {
+                                    *d += v;
+                                }
+                            } else {
+                                let dst = xrow[start..start + (len - 1) * s + 1].iter_mut().step_by(s);
+                                for (d, v) in dst.zip(src) {
+                                    *d += v;
+                                }
+                            }
+                        }
+                    });
+                }
+            }
+        }
+    }
+
+    /// `gemm`'s threads: none when our tasks already cover the pool.
+    fn parallelism(tasks: usize) -> Parallelism {
+        let threads = rayon::current_num_threads();
+        if tasks >= threads || threads == 1 {
+            Parallelism::None
+        } else {
+            Parallelism::Rayon(threads)
+        }
+    }
+
+    pub(super) fn forward(g: &Geom, x: &[f32], w: &[f32]) -> Vec<f32> {
+        let (cig, cog, kg, p_vol) = (g.cig(), g.cog(), g.kg(), g.out_vol());
+        let vol_p = padded(g).iter().product::<usize>();
+        let xp = pad_input(g, x);
+        let nt = g.tile();
+        let tiles = p_vol.div_ceil(nt);
+        let tasks = g.b * g.groups * tiles;
+        let par = parallelism(tasks);
+        let mut y = vec![0f32; g.b * g.cout * p_vol];
+        let yp = SharedMut(y.as_mut_ptr());
+        (0..tasks).into_par_iter().for_each_init(
+            || vec![0f32; kg * nt],
+            |col, task| {
+                let (bg, tile) = (task / tiles, task % tiles);
+                let (bi, gi) = (bg / g.groups, bg % g.groups);
+                let p0 = tile * nt;
+                let n = nt.min(p_vol - p0);
+                let x0 = (bi * g.cin + gi * cig) * vol_p;
+                vol2col(g, &xp[x0..x0 + cig * vol_p], p0, n, &mut col[..kg * n]);
+                // SAFETY: dst is the (cog x n) block of rows `bi, gi * cog..` and columns
+                // `p0..p0 + n` of y, written by this task only; lhs is the group's (cog x kg)
+                // weight and rhs the (kg x n) column tile, all in bounds.
+                unsafe {
+                    gemm::gemm(
+                        cog,
+                        n,
+                        kg,
+                        yp.ptr().add((bi * g.cout + gi * cog) * p_vol + p0),
+                        1,
+                        p_vol as isize,
+                        false,
+                        w.as_ptr().add(gi * cog * kg),
+                        1,
+                        kg as isize,
+                        col.as_ptr(),
+                        1,
+                        n as isize,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        par,
+                    )
+                }
+            },
+        );
+        y
+    }
+
+    pub(super) fn grad_input(g: &Geom, gy: &[f32], w: &[f32]) -> Vec<f32> {
+        let (cig, cog, kg, p_vol) = (g.cig(), g.cog(), g.kg(), g.out_vol());
+        let vol_p = padded(g).iter().product::<usize>();
+        let nt = g.tile();
+        let plane = g.o[1] * g.o[2];
+        // Slabs of `t` output depths: slab j reads padded depths up to (t(j+1) - 1)s + e - 1
+        // and slab j + 2 starts at t(j+2)s, so they are disjoint once (t + 1)s >= e.
+        let t = extent(g.k[0], g.dilation).div_ceil(g.stride).saturating_sub(1).max(1);
+        let slabs = g.o[0].div_ceil(t);
+        let mut gxp = vec![0f32; g.b * g.cin * vol_p];
+        let gxptr = SharedMut(gxp.as_mut_ptr());
+        for phase in 0..2 {
+            let per_bg = (slabs + 1 - phase) / 2;
+            let tasks = g.b * g.groups * per_bg;
+            let par = parallelism(tasks);
+            (0..tasks).into_par_iter().for_each_init(
+                || vec![0f32; kg * nt],
+                |gcol, task| {
+                    let (bg, j) = (task / per_bg, 2 * (task % per_bg) + phase);
+                    let (bi, gi) = (bg / g.groups, bg % g.groups);
+                    let p_end = ((j + 1) * t).min(g.o[0]) * plane;
+                    let mut p0 = j * t * plane;
+                    while p0 < p_end {
+                        let n = nt.min(p_end - p0);
+                        let gcol = &mut gcol[..kg * n];
+                        // SAFETY: lhs is the group's weight read transposed (kg x cog), rhs the
+                        // (cog x n) block of grad_y, dst the task's own scratch; all in bounds.
+                        unsafe {
+                            gemm::gemm(
+                                kg,
+                                n,
+                                cog,
+                                gcol.as_mut_ptr(),
+                                1,
+                                n as isize,
+                                false,
+                                w.as_ptr().add(gi * cog * kg),
+                                kg as isize,
+                                1,
+                                gy.as_ptr().add((bi * g.cout + gi * cog) * p_vol + p0),
+                                1,
+                                p_vol as isize,
+                                0.0,
+                                1.0,
+                                false,
+                                false,
+                                false,
+                                par,
+                            );
+                            // SAFETY: tasks of one phase hold slabs two apart, whose padded
+                            // input depths are disjoint (see `t` above); different (b, group)
+                            // pairs write different channels.
+                            let base = gxptr.ptr().add((bi * g.cin + gi * cig) * vol_p);
+                            col2vol(g, gcol, p0, n, base);
+                        }
+                        p0 += n;
+                    }
+                },
+            );
+        }
+        crop_input(g, &gxp)
+    }
+
+    pub(super) fn grad_weight(g: &Geom, x: &[f32], gy: &[f32]) -> Vec<f32> {
+        let (cig, cog, kg, p_vol) = (g.cig(), g.cog(), g.kg(), g.out_vol());
+        let vol_p = padded(g).iter().product::<usize>();
+        let xp = pad_input(g, x);
+        let nt = g.tile();
+        let tiles = p_vol.div_ceil(nt);
+        let tasks = g.b * g.groups * tiles;
+        let par = parallelism(tasks);
+        let total = g.cout * kg;
+        (0..tasks)
+            .into_par_iter()
+            .fold(
+                || (vec![0f32; total], vec![0f32; kg * nt]),
+                |(mut acc, mut col), task| {
+                    let (bg, tile) = (task / tiles, task % tiles);
+                    let (bi, gi) = (bg / g.groups, bg % g.groups);
+                    let p0 = tile * nt;
+                    let n = nt.min(p_vol - p0);
+                    let x0 = (bi * g.cin + gi * cig) * vol_p;
+                    vol2col(g, &xp[x0..x0 + cig * vol_p], p0, n, &mut col[..kg * n]);
+                    // SAFETY: dst is the group's (cog x kg) block of this fold's own
+                    // accumulator, lhs the (cog x n) block of grad_y, rhs the column tile read
+                    // transposed (n x kg); all in bounds.
+                    unsafe {
+                        gemm::gemm(
+                            cog,
+                            kg,
+                            n,
+                            acc.as_mut_ptr().add(gi * cog * kg),
+                            1,
+                            kg as isize,
+                            true,
+                            gy.as_ptr().add((bi * g.cout + gi * cog) * p_vol + p0),
+                            1,
+                            p_vol as isize,
+                            col.as_ptr(),
+                            n as isize,
+                            1,
+                            1.0,
+                            1.0,
+                            false,
+                            false,
+                            false,
+                            par,
+                        )
+                    }
+                    (acc, col)
+                },
+            )
+            .map(|(acc, _)| acc)
+            .reduce_with(|mut a, b| {
+                a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
+                a
+            })
+            .unwrap_or_else(|| vec![0f32; total])
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Depthwise path (one input channel per group): direct loops
+// ---------------------------------------------------------------------------------------------
+
+mod depthwise {
+    use super::*;
+
+    /// `y[j] += a * x[j * s]` over `y`.
+    #[inline(always)]
+    fn axpy_strided<const FMA: bool>(y: &mut [f32], x: &[f32], s: usize, a: f32) {
+        if s == 1 {
+            for (yi, xi) in y.iter_mut().zip(x) {
+                *yi = madd::<FMA>(a, *xi, *yi);
+            }
+        } else {
+            for (j, yi) in y.iter_mut().enumerate() {
+                *yi = madd::<FMA>(a, x[j * s], *yi);
+            }
+        }
+    }
+
+    /// `x[j * s] += a * y[j]` over `y` (the scatter form of [`axpy_strided`]).
+    #[inline(always)]
+    fn scatter_strided<const FMA: bool>(x: &mut [f32], y: &[f32], s: usize, a: f32) {
+        if s == 1 {
+            for (xi, yi) in x.iter_mut().zip(y) {
+                *xi = madd::<FMA>(a, *yi, *xi);
+            }
+        } else {
+            for (j, yi) in y.iter().enumerate() {
+                x[j * s] = madd::<FMA>(a, *yi, x[j * s]);
+            }
+        }
+    }
+
+    /// `sum_j y[j] * x[j * s]` with 8 independent partial sums.
+    #[inline(always)]
+    fn dot_strided<const FMA: bool>(y: &[f32], x: &[f32], s: usize) -> f32 {
+        let mut acc = [0f32; 8];
+        if s == 1 {
+            let (yc, xc) = (y.chunks_exact(8), x[..y.len()].chunks_exact(8));
+            let (yr, xr) = (yc.remainder(), xc.remainder());
+            for (a, b) in yc.zip(xc) {
+                for l in 0..8 {
+                    acc[l] = madd::<FMA>(a[l], b[l], acc[l]);
+                }
+            }
+            for (a, b) in yr.iter().zip(xr) {
+                acc[0] = madd::<FMA>(*a, *b, acc[0]);
+            }
+        } else {
+            for (j, a) in y.iter().enumerate() {
+                acc[j % 8] = madd::<FMA>(*a, x[j * s], acc[j % 8]);
+            }
+        }
+        acc.iter().sum()
+    }
+
+    /// One output volume: `yv += w ⋆ xv` for a single (input, output) channel pair.
+    #[inline(always)]
+    fn fwd_volume<const FMA: bool>(g: &Geom, taps: &Taps, xv: &[f32], wk: &[f32], yv: &mut [f32]) {
+        let [_, h, w] = g.n;
+        let [od, oh, ow] = g.o;
+        let [_, kh, kw] = g.k;
+        let s = g.stride;
+        for oz in 0..od {
+            for (kz, tz) in taps.axes[0].iter().enumerate() {
+                if !(tz.lo..tz.hi).contains(&oz) {
+                    continue;
+                }
+                let iz = tz.input(oz, s);
+                for oy in 0..oh {
+                    let yrow = &mut yv[(oz * oh + oy) * ow..(oz * oh + oy + 1) * ow];
+                    for (ky, ty) in taps.axes[1].iter().enumerate() {
+                        if !(ty.lo..ty.hi).contains(&oy) {
+                            continue;
+                        }
+                        let iy = ty.input(oy, s);
+                        let xrow = &xv[(iz * h + iy) * w..(iz * h + iy + 1) * w];
+                        for (kx, tx) in taps.axes[2].iter().enumerate() {
+                            if tx.lo < tx.hi {
+                                let a = wk[(kz * kh + ky) * kw + kx];
+                                axpy_strided::<FMA>(&mut yrow[tx.lo..tx.hi], &xrow[tx.input(tx.lo, s)..], s, a);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// One input-gradient volume from one output channel: `gxv += w ⋆ᵀ gyv`.
+    #[inline(always)]
+    fn grad_input_volume<const FMA: bool>(g: &Geom, taps: &Taps, gyv: &[f32], wk: &[f32], gxv: &mut [f32]) {
+        let [_, h, w] = g.n;
+        let [od, oh, ow] = g.o;
+        let [_, kh, kw] = g.k;
+        let s = g.stride;
+        for oz in 0..od {
+            for (kz, tz) in taps.axes[0].iter().enumerate() {
+                if !(tz.lo..tz.hi).contains(&oz) {
+                    continue;
+                }
+                let iz = tz.input(oz, s);
+                for oy in 0..oh {
+                    let gyrow = &gyv[(oz * oh + oy) * ow..(oz * oh + oy + 1) * ow];
+                    for (ky, ty) in taps.axes[1].iter().enumerate() {
+                        if !(ty.lo..ty.hi).contains(&oy) {
+                            continue;
+                        }
+                        let iy = ty.input(oy, s);
+                        let gxrow = &mut gxv[(iz * h + iy) * w..(iz * h + iy + 1) * w];
+                        for (kx, tx) in taps.axes[2].iter().enumerate() {
+                            if tx.lo < tx.hi {
+                                let a = wk[(kz * kh + ky) * kw + kx];
+                                let start = tx.input(tx.lo, s);
+                                scatter_strided::<FMA>(&mut gxrow[start..], &gyrow[tx.lo..tx.hi], s, a);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// One output channel's weight gradient from one batch item: `gw += gyv ⋆ xv`, accumulated
+    /// in f64 across rows.
+    #[inline(always)]
+    fn grad_weight_volume<const FMA: bool>(g: &Geom, taps: &Taps, xv: &[f32], gyv: &[f32], gw: &mut [f64]) {
+        let [_, h, w] = g.n;
+        let [od, oh, ow] = g.o;
+        let [_, kh, kw] = g.k;
+        let s = g.stride;
+        for oz in 0..od {
+            for (kz, tz) in taps.axes[0].iter().enumerate() {
+                if !(tz.lo..tz.hi).contains(&oz) {
+                    continue;
+                }
+                let iz = tz.input(oz, s);
+                for oy in 0..oh {
+                    let gyrow = &gyv[(oz * oh + oy) * ow..(oz * oh + oy + 1) * ow];
+                    for (ky, ty) in taps.axes[1].iter().enumerate() {
+                        if !(ty.lo..ty.hi).contains(&oy) {
+                            continue;
+                        }
+                        let iy = ty.input(oy, s);
+                        let xrow = &xv[(iz * h + iy) * w..(iz * h + iy + 1) * w];
+                        for (kx, tx) in taps.axes[2].iter().enumerate() {
+                            if tx.lo < tx.hi {
+                                let d = dot_strided::<FMA>(&gyrow[tx.lo..tx.hi], &xrow[tx.input(tx.lo, s)..], s);
+                                gw[(kz * kh + ky) * kw + kx] += d as f64;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn fwd_volume_avx2(g: &Geom, taps: &Taps, xv: &[f32], wk: &[f32], yv: &mut [f32]) {
+        fwd_volume::<true>(g, taps, xv, wk, yv)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn grad_input_volume_avx2(g: &Geom, taps: &Taps, gyv: &[f32], wk: &[f32], gxv: &mut [f32]) {
+        grad_input_volume::<true>(g, taps, gyv, wk, gxv)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn grad_weight_volume_avx2(g: &Geom, taps: &Taps, xv: &[f32], gyv: &[f32], gw: &mut [f64]) {
+        grad_weight_volume::<true>(g, taps, xv, gyv, gw)
+    }
+
+    pub(super) fn forward(g: &Geom, x: &[f32], w: &[f32]) -> Vec<f32> {
+        let (cog, taps_n, in_vol, p_vol) = (g.cog(), g.taps(), g.in_vol(), g.out_vol());
+        let taps = Taps::new(g);
+        let mut y = vec![0f32; g.b * g.cout * p_vol];
+        y.par_chunks_mut(p_vol).enumerate().for_each(|(idx, yv)| {
+            let (bi, co) = (idx / g.cout, idx % g.cout);
+            let ci = co / cog; // one input channel per group
+            let xv = &x[(bi * g.cin + ci) * in_vol..(bi * g.cin + ci + 1) * in_vol];
+            let wk = &w[co * taps_n..(co + 1) * taps_n];
+            with_simd!(fwd_volume_avx2, fwd_volume(g, &taps, xv, wk, yv));
+        });
+        y
+    }
+
+    pub(super) fn grad_input(g: &Geom, gy: &[f32], w: &[f32]) -> Vec<f32> {
+        let (cog, taps_n, in_vol, p_vol) = (g.cog(), g.taps(), g.in_vol(), g.out_vol());
+        let taps = Taps::new(g);
+        let mut gx = vec![0f32; g.b * g.cin * in_vol];
+        // One task per input volume: it gathers from the `cog` output channels it feeds.
+        gx.par_chunks_mut(in_vol).enumerate().for_each(|(idx, gxv)| {
+            let (bi, ci) = (idx / g.cin, idx % g.cin);
+            for co in ci * cog..(ci + 1) * cog {
+                let gyv = &gy[(bi * g.cout + co) * p_vol..(bi * g.cout + co + 1) * p_vol];
+                let wk = &w[co * taps_n..(co + 1) * taps_n];
+                with_simd!(grad_input_volume_avx2, grad_input_volume(g, &taps, gyv, wk, gxv));
+            }
+        });
+        gx
+    }
+
+    pub(super) fn grad_weight(g: &Geom, x: &[f32], gy: &[f32]) -> Vec<f32> {
+        let (cog, taps_n, in_vol, p_vol) = (g.cog(), g.taps(), g.in_vol(), g.out_vol());
+        let taps = Taps::new(g);
+        let mut gw = vec![0f32; g.cout * taps_n];
+        gw.par_chunks_mut(taps_n).enumerate().for_each(|(co, gwc)| {
+            let ci = co / cog;
+            let mut acc = vec![0f64; taps_n];
+            for bi in 0..g.b {
+                let xv = &x[(bi * g.cin + ci) * in_vol..(bi * g.cin + ci + 1) * in_vol];
+                let gyv = &gy[(bi * g.cout + co) * p_vol..(bi * g.cout + co + 1) * p_vol];
+                with_simd!(grad_weight_volume_avx2, grad_weight_volume(g, &taps, xv, gyv, &mut acc));
+            }
+            for (o, a) in gwc.iter_mut().zip(&acc) {
+                *o = *a as f32;
+            }
+        });
+        gw
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn config_validation_names_the_op() {
+        for cfg in [
+            Conv3dConfig::default().with_stride(0),
+            Conv3dConfig::default().with_dilation(0),
+            Conv3dConfig::default().with_groups(0),
+        ] {
+            let e = cfg.validate().unwrap_err().to_string();
+            assert!(e.contains("conv3d"), "{e}");
+        }
+        assert!(Conv3dConfig::default().validate().is_ok());
+    }
+
+    #[test]
+    fn slabs_two_apart_read_disjoint_input_depths() {
+        for k in 1..6 {
+            for s in 1..4 {
+                for d in 1..4 {
+                    let e = extent(k, d);
+                    let t = e.div_ceil(s).saturating_sub(1).max(1);
+                    // Last input depth of slab 0 (pad 0) vs first of slab 2.
+                    let last0 = (t - 1) * s + e - 1;
+                    assert!(last0 < 2 * t * s, "k {k} s {s} d {d} t {t}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn tiny_dense_matches_reference() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1., (1, 3, 4, 5, 6), &dev)?;
+        let w = Tensor::randn(0f32, 1., (2, 3, 2, 3, 3), &dev)?;
+        let cfg = Conv3dConfig::default();
+        let y = conv3d(&x, &w, cfg)?;
+        let r = conv3d_reference(&x, &w, cfg)?;
+        let diff = (y - r)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(diff < 1e-4, "{diff}");
+        Ok(())
+    }
+}

@@ -1,0 +1,1208 @@
+//! Fused depthwise convolution: one pass per channel plane, forward and backward, on CPU.
+//!
+//! # Shapes
+//! - 2-D: input $x$ `(B, C, H, W)`, weight `(C·m, 1, kh, kw)` (PyTorch's layout for
+//!   `groups = C`), output `(B, C·m, Ho, Wo)`. Output channel $o$ reads input channel
+//!   $\lfloor o / m \rfloor$, where the channel multiplier is $m = $ `w.dim(0) / C`.
+//! - 1-D: input `(B, C, L)`, weight `(C·m, 1, k)`, output `(B, C·m, Lo)`.
+//! - $Ho, Wo$ follow [`crate::conv::Padding`]: with padding $p_b + p_a$ on an axis of length
+//!   $n$, kernel $k$, stride $s$ and dilation $d$, $n_{out} = \lfloor (n + p_b + p_a - d(k-1) - 1)/s
+//!   \rfloor + 1$. `Same` padding may be asymmetric (the odd zero goes after); the kernel handles
+//!   that directly, without padding the input in memory.
+//!
+//! # Tip
+//! A depthwise convolution does $k_h k_w$ multiply-adds per output value and reads each input
+//! value about $k_h k_w / s^2$ times from cache, so it is bound by memory bandwidth, not by
+//! arithmetic. A generic grouped convolution (im2col + one small matrix product per group)
+//! multiplies that traffic by $k_h k_w$ and pays a per-group overhead $C$ times, which is why
+//! candle's `Tensor::conv2d(.., groups = C)` is one to two orders of magnitude slower than this
+//! kernel. Here each rayon task owns one input plane and the $m$ output planes it feeds; for every
+//! output row and kernel tap the work is a multiply-add over a contiguous run of output columns
+//! whose valid (non-padding) range is computed once per tap, so the loops vectorise (AVX2 + FMA
+//! chosen at run time on x86-64, no `-C target-cpu` needed). Strided convolutions first split each
+//! input row into its $s$ phases so the taps read contiguous memory too.
+//!
+//! The backward pass is two more kernels of the same shape: the input gradient scatters
+//! $g_{out} \cdot w$ back into each input plane (one task per input plane, so no two threads write
+//! the same value) and the weight gradient is a sum of dot products per output channel over the
+//! batch. Neither has a backward of its own: second derivatives are not supported.
+//!
+//! f16 and bf16 planes are widened to an f32 scratch buffer, computed in f32 and rounded once on
+//! store.
+//!
+//! # Example
+//! ```
+//! use candle_core::{Device, Tensor};
+//! use candle_tricks::conv::Padding;
+//! use candle_tricks::ops::{depthwise_conv2d, depthwise_conv2d_reference, DepthwiseConv2dConfig};
+//! # fn main() -> candle_tricks::Result<()> {
+//! let dev = Device::Cpu;
+//! let x = Tensor::randn(0f32, 1., (2, 8, 13, 11), &dev)?;
+//! let w = Tensor::randn(0f32, 1., (16, 1, 3, 3), &dev)?; // channel multiplier 2
+//! let cfg = DepthwiseConv2dConfig::default().with_stride(2);
+//! let y = depthwise_conv2d(&x, &w, cfg)?;
+//! // `Same` padding: ceil(13 / 2) x ceil(11 / 2).
+//! assert_eq!(y.dims(), &[2, 16, 7, 6]);
+//! // Same values as candle's grouped convolution.
+//! let r = depthwise_conv2d_reference(&x, &w, cfg)?;
+//! let diff = (y - r)?.abs()?.max_all()?.to_scalar::<f32>()?;
+//! assert!(diff < 1e-4);
+//! // Explicit padding 1 with a 3x3 kernel keeps the size at stride 1.
+//! let cfg = DepthwiseConv2dConfig::default().with_padding(Padding::Explicit(1));
+//! assert_eq!(depthwise_conv2d(&x, &w, cfg)?.dims(), &[2, 16, 13, 11]);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # References
+//! - Howard et al., *MobileNets: Efficient Convolutional Neural Networks for Mobile Vision
+//!   Applications*, 2017, <https://arxiv.org/abs/1704.04861>
+//! - Chollet, *Xception: Deep Learning with Depthwise Separable Convolutions*, 2016,
+//!   <https://arxiv.org/abs/1610.02357>
+
+use crate::check;
+use crate::conv::{extent, output_size, Padding};
+use crate::ops::cpu::{contiguous, Element};
+use crate::{Error, Result};
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor, WithDType};
+use half::{bf16, f16};
+use rayon::prelude::*;
+
+const OP2: &str = "depthwise_conv2d";
+const OP1: &str = "depthwise_conv1d";
+const OP_GRAD_INPUT: &str = "depthwise_conv_grad_input";
+const OP_GRAD_WEIGHT: &str = "depthwise_conv_grad_weight";
+
+// ---------------------------------------------------------------------------------------------
+// Configs
+// ---------------------------------------------------------------------------------------------
+
+/// Stride, padding and dilation of [`depthwise_conv2d`] (the same on both spatial axes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DepthwiseConv2dConfig {
+    /// Step between output positions, > 0. Default 1.
+    pub stride: usize,
+    /// How each spatial axis is padded with zeros. Default [`Padding::Same`].
+    pub padding: Padding,
+    /// Spacing between kernel taps, > 0 (1 = a dense kernel). Default 1.
+    pub dilation: usize,
+}
+
+impl Default for DepthwiseConv2dConfig {
+    fn default() -> Self {
+        Self {
+            stride: 1,
+            padding: Padding::Same,
+            dilation: 1,
+        }
+    }
+}
+
+impl DepthwiseConv2dConfig {
+    /// Sets the stride.
+    pub fn with_stride(mut self, stride: usize) -> Self {
+        self.stride = stride;
+        self
+    }
+
+    /// Sets the padding mode.
+    pub fn with_padding(mut self, padding: Padding) -> Self {
+        self.padding = padding;
+        self
+    }
+
+    /// Sets the dilation.
+    pub fn with_dilation(mut self, dilation: usize) -> Self {
+        self.dilation = dilation;
+        self
+    }
+
+    /// Checks that stride and dilation are non-zero.
+    pub fn validate(&self) -> Result<()> {
+        self.validate_for(OP2)
+    }
+
+    pub(crate) fn validate_for(&self, block: &'static str) -> Result<()> {
+        check::positive(block, "stride", self.stride)?;
+        check::positive(block, "dilation", self.dilation)
+    }
+}
+
+/// Stride, padding and dilation of [`depthwise_conv1d`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DepthwiseConv1dConfig {
+    /// Step between output positions, > 0. Default 1.
+    pub stride: usize,
+    /// How the sequence is padded with zeros. Default [`Padding::Same`]; a causal convolution
+    /// uses `Padding::Explicit(k - 1)` and keeps the first `L` outputs.
+    pub padding: Padding,
+    /// Spacing between kernel taps, > 0. Default 1.
+    pub dilation: usize,
+}
+
+impl Default for DepthwiseConv1dConfig {
+    fn default() -> Self {
+        Self {
+            stride: 1,
+            padding: Padding::Same,
+            dilation: 1,
+        }
+    }
+}
+
+impl DepthwiseConv1dConfig {
+    /// Sets the stride.
+    pub fn with_stride(mut self, stride: usize) -> Self {
+        self.stride = stride;
+        self
+    }
+
+    /// Sets the padding mode.
+    pub fn with_padding(mut self, padding: Padding) -> Self {
+        self.padding = padding;
+        self
+    }
+
+    /// Sets the dilation.
+    pub fn with_dilation(mut self, dilation: usize) -> Self {
+        self.dilation = dilation;
+        self
+    }
+
+    /// Checks that stride and dilation are non-zero.
+    pub fn validate(&self) -> Result<()> {
+        self.validate_for(OP1)
+    }
+
+    pub(crate) fn validate_for(&self, block: &'static str) -> Result<()> {
+        check::positive(block, "stride", self.stride)?;
+        check::positive(block, "dilation", self.dilation)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Geometry and validation
+// ---------------------------------------------------------------------------------------------
+
+/// Every size a kernel needs, fixed by the public function once the input is validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Geom {
+    b: usize,
+    c: usize,
+    m: usize,
+    h: usize,
+    w: usize,
+    kh: usize,
+    kw: usize,
+    ho: usize,
+    wo: usize,
+    sy: usize,
+    sx: usize,
+    dy: usize,
+    dx: usize,
+    pt: usize,
+    pb: usize,
+    pl: usize,
+    pr: usize,
+}
+
+impl Geom {
+    fn cm(&self) -> usize {
+        self.c * self.m
+    }
+    fn in_plane(&self) -> usize {
+        self.h * self.w
+    }
+    fn out_plane(&self) -> usize {
+        self.ho * self.wo
+    }
+    fn taps(&self) -> usize {
+        self.kh * self.kw
+    }
+    fn x_shape(&self) -> Shape {
+        Shape::from((self.b, self.c, self.h, self.w))
+    }
+    fn w_shape(&self) -> Shape {
+        Shape::from((self.cm(), 1, self.kh, self.kw))
+    }
+    fn y_shape(&self) -> Shape {
+        Shape::from((self.b, self.cm(), self.ho, self.wo))
+    }
+}
+
+/// Validates rank, sizes, dtypes and config shared by the 1-D and 2-D ops; returns `(C, m)`.
+fn validate_common(
+    op: &'static str,
+    x: &Tensor,
+    w: &Tensor,
+    rank: usize,
+    x_pattern: &str,
+    w_pattern: &str,
+    allow_f64: bool,
+) -> Result<(usize, usize)> {
+    check::rank(op, "input", x, rank, x_pattern)?;
+    check::rank(op, "weight", w, rank, w_pattern)?;
+    check::non_empty(op, "input", x)?;
+    check::non_empty(op, "weight", w)?;
+    if !(allow_f64 && x.dtype() == DType::F64) {
+        check::float_dtype(op, "input", x)?;
+    }
+    check::same_dtype_device(op, "weight", x, w)?;
+    let c = x.dim(1)?;
+    let (cm, one) = (w.dim(0)?, w.dim(1)?);
+    if one != 1 || cm % c != 0 {
+        return Err(Error::shape(
+            op,
+            "weight",
+            format!("{w_pattern} with C = {c} (a non-zero multiple of C, then 1)"),
+            w.shape().clone(),
+        ));
+    }
+    Ok((c, cm / c))
+}
+
+/// Resolves one axis: `(before, after, out)`, or an error if the kernel does not fit.
+fn resolve_axis(
+    op: &'static str,
+    x: &Tensor,
+    padding: Padding,
+    n: usize,
+    k: usize,
+    s: usize,
+    d: usize,
+) -> Result<(usize, usize, usize)> {
+    let (before, after) = padding.resolve(n, k, s, d);
+    match output_size(n, k, s, d, before, after) {
+        Some(out) => Ok((before, after, out)),
+        None => Err(Error::shape(
+            op,
+            "input",
+            format!(
+                "spatial size + padding ({before} + {after}) >= kernel extent {}",
+                extent(k, d)
+            ),
+            x.shape().clone(),
+        )),
+    }
+}
+
+fn geom2d(x: &Tensor, w: &Tensor, cfg: DepthwiseConv2dConfig, allow_f64: bool) -> Result<Geom> {
+    let (c, m) = validate_common(OP2, x, w, 4, "(B, C, H, W)", "(C·m, 1, kh, kw)", allow_f64)?;
+    cfg.validate_for(OP2)?;
+    let (b, _, h, wd) = x.dims4()?;
+    let (_, _, kh, kw) = w.dims4()?;
+    let (s, d) = (cfg.stride, cfg.dilation);
+    let (pt, pb, ho) = resolve_axis(OP2, x, cfg.padding, h, kh, s, d)?;
+    let (pl, pr, wo) = resolve_axis(OP2, x, cfg.padding, wd, kw, s, d)?;
+    Ok(Geom {
+        b,
+        c,
+        m,
+        h,
+        w: wd,
+        kh,
+        kw,
+        ho,
+        wo,
+        sy: s,
+        sx: s,
+        dy: d,
+        dx: d,
+        pt,
+        pb,
+        pl,
+        pr,
+    })
+}
+
+fn geom1d(x: &Tensor, w: &Tensor, cfg: DepthwiseConv1dConfig, allow_f64: bool) -> Result<Geom> {
+    let (c, m) = validate_common(OP1, x, w, 3, "(B, C, L)", "(C·m, 1, k)", allow_f64)?;
+    cfg.validate_for(OP1)?;
+    let (b, _, l) = x.dims3()?;
+    let (_, _, k) = w.dims3()?;
+    let (s, d) = (cfg.stride, cfg.dilation);
+    let (pl, pr, lo) = resolve_axis(OP1, x, cfg.padding, l, k, s, d)?;
+    Ok(Geom {
+        b,
+        c,
+        m,
+        h: 1,
+        w: l,
+        kh: 1,
+        kw: k,
+        ho: 1,
+        wo: lo,
+        sy: 1,
+        sx: s,
+        dy: 1,
+        dx: d,
+        pt: 0,
+        pb: 0,
+        pl,
+        pr,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Public ops
+// ---------------------------------------------------------------------------------------------
+
+/// Depthwise 2-D convolution (`groups = C`) with our fused kernel; differentiable wrt input and
+/// weight.
+///
+/// `x` is `(B, C, H, W)`, `w` is `(C·m, 1, kh, kw)` and the result `(B, C·m, Ho, Wo)`. Errors
+/// (naming `depthwise_conv2d`) on a wrong rank, a weight whose first dimension is not a multiple
+/// of `C` or whose second is not 1, a zero-sized dimension, a dtype other than f32/f16/bf16, mixed
+/// dtypes or devices, stride or dilation 0, or a kernel larger than the padded input.
+pub fn depthwise_conv2d(x: &Tensor, w: &Tensor, cfg: DepthwiseConv2dConfig) -> Result<Tensor> {
+    let g = geom2d(x, w, cfg, false)?;
+    let x = x.contiguous()?;
+    let w = w.contiguous()?;
+    Ok(x.apply_op2(&w, DepthwiseFwd { g })?)
+}
+
+/// Depthwise 1-D convolution (`groups = C`) with the same kernel as [`depthwise_conv2d`] (a
+/// single row); differentiable wrt input and weight.
+///
+/// `x` is `(B, C, L)`, `w` is `(C·m, 1, k)` and the result `(B, C·m, Lo)`. A causal convolution
+/// (Mamba) is `Padding::Explicit(k - 1)` followed by `narrow(2, 0, L)`. Errors name
+/// `depthwise_conv1d`.
+pub fn depthwise_conv1d(x: &Tensor, w: &Tensor, cfg: DepthwiseConv1dConfig) -> Result<Tensor> {
+    let g = geom1d(x, w, cfg, false)?;
+    let x = x.contiguous()?.unsqueeze(2)?;
+    let w = w.contiguous()?.unsqueeze(2)?;
+    Ok(x.apply_op2(&w, DepthwiseFwd { g })?.squeeze(2)?)
+}
+
+/// Depthwise 2-D convolution built from candle's grouped `Tensor::conv2d` after explicit zero
+/// padding (so asymmetric `Same` padding works). Same arguments, checks and result as
+/// [`depthwise_conv2d`], except that f64 is accepted too (for gradient checks); slow, for tests
+/// and benches.
+pub fn depthwise_conv2d_reference(
+    x: &Tensor,
+    w: &Tensor,
+    cfg: DepthwiseConv2dConfig,
+) -> Result<Tensor> {
+    let g = geom2d(x, w, cfg, true)?;
+    let xp = x.pad_with_zeros(2, g.pt, g.pb)?.pad_with_zeros(3, g.pl, g.pr)?;
+    Ok(xp.conv2d(w, 0, cfg.stride, cfg.dilation, g.c)?)
+}
+
+/// Depthwise 1-D convolution built from candle's grouped `Tensor::conv1d` after explicit zero
+/// padding. Same arguments, checks and result as [`depthwise_conv1d`], except that f64 is
+/// accepted too; slow, for tests.
+pub fn depthwise_conv1d_reference(
+    x: &Tensor,
+    w: &Tensor,
+    cfg: DepthwiseConv1dConfig,
+) -> Result<Tensor> {
+    let g = geom1d(x, w, cfg, true)?;
+    let xp = x.pad_with_zeros(2, g.pl, g.pr)?;
+    Ok(xp.conv1d(w, 0, cfg.stride, cfg.dilation, g.c)?)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Custom ops
+// ---------------------------------------------------------------------------------------------
+
+/// Forward: `(x, w) -> y`.
+struct DepthwiseFwd {
+    g: Geom,
+}
+
+/// Gradient wrt the input: `(grad_y, w) -> grad_x`. Has no backward of its own (no second
+/// derivatives); it is only applied from [`DepthwiseFwd::bwd`].
+struct DepthwiseGradInput {
+    g: Geom,
+}
+
+/// Gradient wrt the weight: `(x, grad_y) -> grad_w`. Has no backward of its own (no second
+/// derivatives); it is only applied from [`DepthwiseFwd::bwd`].
+struct DepthwiseGradWeight {
+    g: Geom,
+}
+
+/// Checks that an op argument has the shape the geometry promises (the public functions
+/// guarantee it; this keeps a misuse from indexing out of bounds).
+fn expect_shape(op: &'static str, l: &Layout, shape: &Shape) -> candle_core::Result<()> {
+    if l.shape() != shape {
+        return Err(candle_core::Error::ShapeMismatchBinaryOp {
+            lhs: l.shape().clone(),
+            rhs: shape.clone(),
+            op,
+        });
+    }
+    Ok(())
+}
+
+/// Runs `$body` with `$a`, `$b` bound to the two storages' slices of one float type `$T`.
+macro_rules! dispatch_pair {
+    ($s1:expr, $s2:expr, $op:expr, |$a:ident, $b:ident : $T:ident| $body:expr) => {
+        match ($s1, $s2) {
+            (CpuStorage::F32($a), CpuStorage::F32($b)) => {
+                type $T = f32;
+                $body
+            }
+            (CpuStorage::F16($a), CpuStorage::F16($b)) => {
+                type $T = f16;
+                $body
+            }
+            (CpuStorage::BF16($a), CpuStorage::BF16($b)) => {
+                type $T = bf16;
+                $body
+            }
+            (s1, s2) if s1.dtype() != s2.dtype() => Err(candle_core::Error::DTypeMismatchBinaryOp {
+                lhs: s1.dtype(),
+                rhs: s2.dtype(),
+                op: $op,
+            }),
+            (s1, _) => Err(candle_core::Error::UnsupportedDTypeForOp(s1.dtype(), $op)),
+        }
+    };
+}
+
+impl CustomOp2 for DepthwiseFwd {
+    fn name(&self) -> &'static str {
+        OP2
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = self.g;
+        expect_shape(OP2, l1, &g.x_shape())?;
+        expect_shape(OP2, l2, &g.w_shape())?;
+        let out = dispatch_pair!(s1, s2, OP2, |x, w: T| {
+            let x = contiguous(x, l1, OP2)?;
+            let w = contiguous(w, l2, OP2)?;
+            Ok::<_, candle_core::Error>(T::to_cpu_storage_owned(forward::<T>(&g, x, w)))
+        })?;
+        Ok((out, g.y_shape()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        // `x` and `w` are the (contiguous) tensors the forward saw; for the 1-D op they are the
+        // 4-D views with H = 1, and so is `grad_res`.
+        let grad = grad_res.contiguous()?;
+        let x = x.contiguous()?;
+        let w = w.contiguous()?;
+        let gx = grad.apply_op2_no_bwd(&w, &DepthwiseGradInput { g: self.g })?;
+        let gw = x.apply_op2_no_bwd(&grad, &DepthwiseGradWeight { g: self.g })?;
+        Ok((Some(gx), Some(gw)))
+    }
+}
+
+impl CustomOp2 for DepthwiseGradInput {
+    fn name(&self) -> &'static str {
+        OP_GRAD_INPUT
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = self.g;
+        expect_shape(OP_GRAD_INPUT, l1, &g.y_shape())?;
+        expect_shape(OP_GRAD_INPUT, l2, &g.w_shape())?;
+        let out = dispatch_pair!(s1, s2, OP_GRAD_INPUT, |gy, w: T| {
+            let gy = contiguous(gy, l1, OP_GRAD_INPUT)?;
+            let w = contiguous(w, l2, OP_GRAD_INPUT)?;
+            Ok::<_, candle_core::Error>(T::to_cpu_storage_owned(grad_input::<T>(&g, gy, w)))
+        })?;
+        Ok((out, g.x_shape()))
+    }
+}
+
+impl CustomOp2 for DepthwiseGradWeight {
+    fn name(&self) -> &'static str {
+        OP_GRAD_WEIGHT
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = self.g;
+        expect_shape(OP_GRAD_WEIGHT, l1, &g.x_shape())?;
+        expect_shape(OP_GRAD_WEIGHT, l2, &g.y_shape())?;
+        let out = dispatch_pair!(s1, s2, OP_GRAD_WEIGHT, |x, gy: T| {
+            let x = contiguous(x, l1, OP_GRAD_WEIGHT)?;
+            let gy = contiguous(gy, l2, OP_GRAD_WEIGHT)?;
+            Ok::<_, candle_core::Error>(T::to_cpu_storage_owned(grad_weight::<T>(&g, x, gy)))
+        })?;
+        Ok((out, g.w_shape()))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kernels
+// ---------------------------------------------------------------------------------------------
+
+/// An element the kernels accept: f32 is used in place, f16/bf16 go through f32 scratch.
+trait Kern: Element {
+    fn as_f32(s: &[Self]) -> Option<&[f32]>;
+    fn as_f32_mut(s: &mut [Self]) -> Option<&mut [f32]>;
+}
+
+impl Kern for f32 {
+    fn as_f32(s: &[Self]) -> Option<&[f32]> {
+        Some(s)
+    }
+    fn as_f32_mut(s: &mut [Self]) -> Option<&mut [f32]> {
+        Some(s)
+    }
+}
+
+impl Kern for f16 {
+    fn as_f32(_: &[Self]) -> Option<&[f32]> {
+        None
+    }
+    fn as_f32_mut(_: &mut [Self]) -> Option<&mut [f32]> {
+        None
+    }
+}
+
+impl Kern for bf16 {
+    fn as_f32(_: &[Self]) -> Option<&[f32]> {
+        None
+    }
+    fn as_f32_mut(_: &mut [Self]) -> Option<&mut [f32]> {
+        None
+    }
+}
+
+/// The instruction set the hot loops are compiled for, detected once per op call.
+#[derive(Debug, Clone, Copy)]
+enum Simd {
+    /// Whatever the build's target features give, separate multiply and add.
+    Portable,
+    /// Fused multiply-add is part of the baseline (aarch64).
+    #[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
+    Fma,
+    /// x86-64 with AVX2 and FMA detected at run time.
+    #[cfg(target_arch = "x86_64")]
+    Avx2Fma,
+}
+
+fn detect_simd() -> Simd {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            return Simd::Avx2Fma;
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        return Simd::Fma;
+    }
+    #[allow(unreachable_code)]
+    Simd::Portable
+}
+
+/// Layout of the per-task f32 scratch plane: the input plane with its zero padding, each padded
+/// row split into its `sx` phases (phase `p` holds padded columns `p, p + sx, …`), so that every
+/// tap of every output row reads a contiguous run and no border needs special handling.
+struct Plan {
+    /// Values per phase of a padded row: `ceil((pl + W + pr) / sx)`.
+    wq: usize,
+    /// Length of a padded, phased row: `sx * wq`.
+    rl: usize,
+    /// Scratch length: `hp * rl` plus slack so the last row's 8-wide tail block stays inside.
+    len: usize,
+    /// Per tap `ky * kw + kx`: where output `(0, 0)` reads, `ky·dy·rl + (kx·dx mod sx)·wq +
+    /// kx·dx div sx`; output `(oy, ox)` reads `oy·sy·rl + ox` further.
+    tap_off: Vec<usize>,
+}
+
+/// Scratch slack after the padded plane (floats).
+const SLACK: usize = 16;
+
+impl Plan {
+    fn new(g: &Geom) -> Self {
+        let hp = g.pt + g.h + g.pb;
+        let wq = (g.pl + g.w + g.pr).div_ceil(g.sx);
+        let rl = g.sx * wq;
+        let tap_off = (0..g.kh)
+            .flat_map(|ky| {
+                (0..g.kw).map(move |kx| {
+                    let c = kx * g.dx;
+                    ky * g.dy * rl + (c % g.sx) * wq + c / g.sx
+                })
+            })
+            .collect();
+        Plan {
+            wq,
+            rl,
+            len: hp * rl + SLACK,
+            tap_off,
+        }
+    }
+}
+
+#[inline(always)]
+fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
+    if FMA {
+        a.mul_add(b, c)
+    } else {
+        a * b + c
+    }
+}
+
+/// The tap count: `NT` when the kernel size is known at compile time (loops unroll), else `n`.
+#[inline(always)]
+fn ntaps<const NT: usize>(n: usize) -> usize {
+    if NT > 0 {
+        NT
+    } else {
+        n
+    }
+}
+
+/// `y += a * x`, element-wise over equal-length slices; vectorises.
+#[inline(always)]
+fn axpy<const FMA: bool>(y: &mut [f32], x: &[f32], a: f32) {
+    for (yi, xi) in y.iter_mut().zip(x) {
+        *yi = madd::<FMA>(a, *xi, *yi);
+    }
+}
+
+/// `dst[p * wq + q] = src[q * sx + p]`: one padded row into its phases.
+#[inline(always)]
+fn deinterleave(src: &[f32], dst: &mut [f32], sx: usize, wq: usize) {
+    if sx == 2 {
+        let (even, odd) = dst.split_at_mut(wq);
+        for ((e, o), pair) in even.iter_mut().zip(odd.iter_mut()).zip(src.chunks_exact(2)) {
+            *e = pair[0];
+            *o = pair[1];
+        }
+    } else {
+        for (q, group) in src.chunks_exact(sx).enumerate() {
+            for (p, v) in group.iter().enumerate() {
+                dst[p * wq + q] = *v;
+            }
+        }
+    }
+}
+
+/// `dst[q * sx + p] = src[p * wq + q]`: phases back into one padded row.
+#[inline(always)]
+fn interleave(src: &[f32], dst: &mut [f32], sx: usize, wq: usize) {
+    if sx == 2 {
+        let (even, odd) = src.split_at(wq);
+        for ((e, o), pair) in even.iter().zip(odd).zip(dst.chunks_exact_mut(2)) {
+            pair[0] = *e;
+            pair[1] = *o;
+        }
+    } else {
+        for (q, group) in dst.chunks_exact_mut(sx).enumerate() {
+            for (p, v) in group.iter_mut().enumerate() {
+                *v = src[p * wq + q];
+            }
+        }
+    }
+}
+
+/// Widens one `(H, W)` plane into the padded, phased layout of `plan`. `dst` is dedicated to this
+/// role: its padding is zeroed once and never written afterwards. `row` is a scratch row.
+#[inline(always)]
+fn load_padded<T: Kern>(g: &Geom, plan: &Plan, src: &[T], dst: &mut Vec<f32>, row: &mut Vec<f32>) {
+    if dst.len() != plan.len {
+        dst.clear();
+        dst.resize(plan.len, 0.0);
+    }
+    if g.sx > 1 && row.len() != plan.rl {
+        row.clear();
+        row.resize(plan.rl, 0.0);
+    }
+    let rows = dst[g.pt * plan.rl..].chunks_exact_mut(plan.rl);
+    for (srow, drow) in src.chunks_exact(g.w).zip(rows) {
+        let target = if g.sx == 1 { &mut drow[..] } else { &mut row[..] };
+        for (d, s) in target[g.pl..g.pl + g.w].iter_mut().zip(srow) {
+            *d = s.to_f32();
+        }
+        if g.sx > 1 {
+            deinterleave(row, drow, g.sx, plan.wq);
+        }
+    }
+}
+
+/// Rounds the unpadded part of a padded, phased plane into an `(H, W)` plane.
+#[inline(always)]
+fn store_unpadded<T: Kern>(g: &Geom, plan: &Plan, src: &[f32], dst: &mut [T], row: &mut Vec<f32>) {
+    if g.sx > 1 && row.len() != plan.rl {
+        row.clear();
+        row.resize(plan.rl, 0.0);
+    }
+    let rows = src[g.pt * plan.rl..].chunks_exact(plan.rl);
+    for (srow, drow) in rows.zip(dst.chunks_exact_mut(g.w)) {
+        let from = if g.sx == 1 {
+            srow
+        } else {
+            interleave(srow, row, g.sx, plan.wq);
+            &row[..]
+        };
+        for (d, s) in drow.iter_mut().zip(&from[g.pl..g.pl + g.w]) {
+            *d = T::from_f32(*s);
+        }
+    }
+}
+
+fn widen<T: Kern>(src: &[T], dst: &mut Vec<f32>) {
+    dst.clear();
+    dst.extend(src.iter().map(|v| v.to_f32()));
+}
+
+/// Reusable per-worker buffers; each has one role so `load_padded` can keep its zero padding.
+#[derive(Default)]
+struct Scratch {
+    /// Padded input plane (forward, grad-weight) or padded input gradient (grad-input).
+    pad: Vec<f32>,
+    /// One padded row, for the phase (de)interleave.
+    row: Vec<f32>,
+    /// f32 copy of output or output-gradient planes (f16/bf16 only).
+    wide: Vec<f32>,
+    /// Weight-gradient accumulators.
+    acc: Vec<f32>,
+}
+
+/// Weights widened to f32 once per call.
+fn weights_f32<T: Kern>(w: &[T]) -> Vec<f32> {
+    w.iter().map(|v| v.to_f32()).collect()
+}
+
+// --- forward --------------------------------------------------------------------------------
+
+/// `L` consecutive outputs of one row: every tap accumulated in registers. Tap `t` reads
+/// `xin[base + tap_off[t]..][..L]`.
+#[inline(always)]
+fn fwd_block<const L: usize, const NT: usize, const FMA: bool>(
+    xin: &[f32],
+    base: usize,
+    tap_off: &[usize],
+    w: &[f32],
+) -> [f32; L] {
+    let mut acc = [0f32; L];
+    for t in 0..ntaps::<NT>(tap_off.len()) {
+        let (off, wv) = (base + tap_off[t], w[t]);
+        let src = &xin[off..off + L];
+        for l in 0..L {
+            acc[l] = madd::<FMA>(wv, src[l], acc[l]);
+        }
+    }
+    acc
+}
+
+/// One output row `dst`, starting at offset `base` of the padded plane.
+#[inline(always)]
+fn fwd_row<const NT: usize, const FMA: bool>(
+    xin: &[f32],
+    base: usize,
+    tap_off: &[usize],
+    w: &[f32],
+    dst: &mut [f32],
+) {
+    const L: usize = 32;
+    let mut blocks = dst.chunks_exact_mut(L);
+    let mut i = base;
+    // Element loops rather than `copy_from_slice`, which becomes a `memcpy` call here.
+    for b in &mut blocks {
+        let acc = fwd_block::<L, NT, FMA>(xin, i, tap_off, w);
+        for (d, a) in b.iter_mut().zip(acc) {
+            *d = a;
+        }
+        i += L;
+    }
+    // The tail in 8-wide blocks; the lanes past the row read the next row or the slack and are
+    // dropped.
+    for b in blocks.into_remainder().chunks_mut(8) {
+        let acc = fwd_block::<8, NT, FMA>(xin, i, tap_off, w);
+        for (d, a) in b.iter_mut().zip(acc) {
+            *d = a;
+        }
+        i += 8;
+    }
+}
+
+/// Writes the `m` output planes fed by one padded input plane into `out`.
+#[inline(always)]
+fn fwd_planes<const NT: usize, const FMA: bool>(
+    g: &Geom,
+    plan: &Plan,
+    xin: &[f32],
+    wk: &[f32],
+    out: &mut [f32],
+) {
+    let step = g.sy * plan.rl;
+    for (wj, oplane) in wk.chunks_exact(g.taps()).zip(out.chunks_exact_mut(g.out_plane())) {
+        for (oy, orow) in oplane.chunks_exact_mut(g.wo).enumerate() {
+            fwd_row::<NT, FMA>(xin, oy * step, &plan.tap_off, wj, orow);
+        }
+    }
+}
+
+/// One forward task: input plane `x` (`H·W`), its `m` output planes `out` (`m·Ho·Wo`).
+#[inline(always)]
+fn fwd_task<T: Kern, const FMA: bool>(
+    g: &Geom,
+    plan: &Plan,
+    x: &[T],
+    wk: &[f32],
+    out: &mut [T],
+    scr: &mut Scratch,
+) {
+    let Scratch { pad, row, wide, .. } = scr;
+    load_padded(g, plan, x, pad, row);
+    // No closures here: they would not inherit the caller's `target_feature`s.
+    let (dst, round): (&mut [f32], bool) = match T::as_f32_mut(out) {
+        Some(out) => (out, false),
+        None => {
+            wide.clear();
+            wide.resize(out.len(), 0.0);
+            (&mut wide[..], true)
+        }
+    };
+    match g.taps() {
+        9 => fwd_planes::<9, FMA>(g, plan, pad, wk, dst),
+        _ => fwd_planes::<0, FMA>(g, plan, pad, wk, dst),
+    }
+    if round {
+        for (d, s) in out.iter_mut().zip(wide.iter()) {
+            *d = T::from_f32(*s);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn fwd_task_avx2<T: Kern>(
+    g: &Geom,
+    plan: &Plan,
+    x: &[T],
+    wk: &[f32],
+    out: &mut [T],
+    scr: &mut Scratch,
+) {
+    fwd_task::<T, true>(g, plan, x, wk, out, scr)
+}
+
+fn forward<T: Kern>(g: &Geom, x: &[T], w: &[T]) -> Vec<T> {
+    let simd = detect_simd();
+    let plan = Plan::new(g);
+    let wk = weights_f32(w);
+    let (inp, outp, mk) = (g.in_plane(), g.out_plane(), g.m * g.taps());
+    let mut out = vec![T::from_f32(0.0); g.b * g.cm() * outp];
+    out.par_chunks_mut(g.m * outp)
+        .zip(x.par_chunks(inp))
+        .enumerate()
+        .for_each_init(Scratch::default, |scr, (i, (out, x))| {
+            let c = i % g.c;
+            let wk = &wk[c * mk..(c + 1) * mk];
+            match simd {
+                // SAFETY: `detect_simd` returned `Avx2Fma` only after detecting AVX2 and FMA.
+                #[cfg(target_arch = "x86_64")]
+                Simd::Avx2Fma => unsafe { fwd_task_avx2::<T>(g, &plan, x, wk, out, scr) },
+                Simd::Fma => fwd_task::<T, true>(g, &plan, x, wk, out, scr),
+                Simd::Portable => fwd_task::<T, false>(g, &plan, x, wk, out, scr),
+            }
+        });
+    out
+}
+
+// --- gradient wrt the input -----------------------------------------------------------------
+
+/// Scatters the `m` output-gradient planes of one input channel into its padded gradient.
+#[inline(always)]
+fn gin_planes<const NT: usize, const FMA: bool>(
+    g: &Geom,
+    plan: &Plan,
+    gy: &[f32],
+    wk: &[f32],
+    gpad: &mut [f32],
+) {
+    let step = g.sy * plan.rl;
+    for (wj, gplane) in wk.chunks_exact(g.taps()).zip(gy.chunks_exact(g.out_plane())) {
+        for (oy, grow) in gplane.chunks_exact(g.wo).enumerate() {
+            let base = oy * step;
+            for t in 0..ntaps::<NT>(plan.tap_off.len()) {
+                let off = base + plan.tap_off[t];
+                axpy::<FMA>(&mut gpad[off..off + g.wo], grow, wj[t]);
+            }
+        }
+    }
+}
+
+/// One grad-input task: `m` output-gradient planes `gy`, input-gradient plane `gin`.
+#[inline(always)]
+fn gin_task<T: Kern, const FMA: bool>(
+    g: &Geom,
+    plan: &Plan,
+    gy: &[T],
+    wk: &[f32],
+    gin: &mut [T],
+    scr: &mut Scratch,
+) {
+    let Scratch { pad, row, wide, .. } = scr;
+    let gyf: &[f32] = match T::as_f32(gy) {
+        Some(gy) => gy,
+        None => {
+            widen(gy, wide);
+            wide
+        }
+    };
+    pad.clear();
+    pad.resize(plan.len, 0.0);
+    match g.taps() {
+        9 => gin_planes::<9, FMA>(g, plan, gyf, wk, pad),
+        _ => gin_planes::<0, FMA>(g, plan, gyf, wk, pad),
+    }
+    store_unpadded(g, plan, pad, gin, row);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn gin_task_avx2<T: Kern>(
+    g: &Geom,
+    plan: &Plan,
+    gy: &[T],
+    wk: &[f32],
+    gin: &mut [T],
+    scr: &mut Scratch,
+) {
+    gin_task::<T, true>(g, plan, gy, wk, gin, scr)
+}
+
+fn grad_input<T: Kern>(g: &Geom, gy: &[T], w: &[T]) -> Vec<T> {
+    let simd = detect_simd();
+    let plan = Plan::new(g);
+    let wk = weights_f32(w);
+    let (inp, outp, mk) = (g.in_plane(), g.out_plane(), g.m * g.taps());
+    let mut gin = vec![T::from_f32(0.0); g.b * g.c * inp];
+    gin.par_chunks_mut(inp)
+        .zip(gy.par_chunks(g.m * outp))
+        .enumerate()
+        .for_each_init(Scratch::default, |scr, (i, (gin, gy))| {
+            let c = i % g.c;
+            let wk = &wk[c * mk..(c + 1) * mk];
+            match simd {
+                // SAFETY: `detect_simd` returned `Avx2Fma` only after detecting AVX2 and FMA.
+                #[cfg(target_arch = "x86_64")]
+                Simd::Avx2Fma => unsafe { gin_task_avx2::<T>(g, &plan, gy, wk, gin, scr) },
+                Simd::Fma => gin_task::<T, true>(g, &plan, gy, wk, gin, scr),
+                Simd::Portable => gin_task::<T, false>(g, &plan, gy, wk, gin, scr),
+            }
+        });
+    gin
+}
+
+// --- gradient wrt the weight ----------------------------------------------------------------
+
+/// Adds `sum_{oy, ox} gy[oy, ox] * xin[tap(oy, ox)]` for every tap of one output plane into
+/// `acc` (`kh·kw`). Eight partial sums per tap are kept in registers across the whole plane.
+#[inline(always)]
+fn gw_plane<const NT: usize, const FMA: bool>(
+    g: &Geom,
+    plan: &Plan,
+    xin: &[f32],
+    gy: &[f32],
+    acc: &mut [f32],
+) {
+    const L: usize = 8;
+    const MAX: usize = 9;
+    let nt = ntaps::<NT>(plan.tap_off.len());
+    let step = g.sy * plan.rl;
+    if NT == 0 || NT > MAX {
+        // Any kernel size: a dot product per row and tap.
+        for (oy, grow) in gy.chunks_exact(g.wo).enumerate() {
+            for (t, a) in acc.iter_mut().enumerate().take(nt) {
+                let off = oy * step + plan.tap_off[t];
+                *a += dot::<FMA>(grow, &xin[off..off + g.wo]);
+            }
+        }
+        return;
+    }
+    let mut lanes = [[0f32; L]; MAX];
+    let mut tail = [0f32; MAX];
+    for (oy, grow) in gy.chunks_exact(g.wo).enumerate() {
+        let base = oy * step;
+        let mut chunks = grow.chunks_exact(L);
+        let mut ox = 0;
+        for gc in &mut chunks {
+            for t in 0..nt {
+                let off = base + plan.tap_off[t] + ox;
+                let x = &xin[off..off + L];
+                for l in 0..L {
+                    lanes[t][l] = madd::<FMA>(gc[l], x[l], lanes[t][l]);
+                }
+            }
+            ox += L;
+        }
+        for (i, gv) in chunks.remainder().iter().enumerate() {
+            for t in 0..nt {
+                tail[t] = madd::<FMA>(*gv, xin[base + plan.tap_off[t] + ox + i], tail[t]);
+            }
+        }
+    }
+    for t in 0..nt {
+        acc[t] += lanes[t].iter().sum::<f32>() + tail[t];
+    }
+}
+
+/// Dot product with 8 independent partial sums (so it vectorises without reassociation).
+#[inline(always)]
+fn dot<const FMA: bool>(a: &[f32], b: &[f32]) -> f32 {
+    const L: usize = 8;
+    let mut acc = [0f32; L];
+    let (ca, cb) = (a.chunks_exact(L), b.chunks_exact(L));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for i in 0..L {
+            acc[i] = madd::<FMA>(x[i], y[i], acc[i]);
+        }
+    }
+    let mut tail = 0f32;
+    for (x, y) in ra.iter().zip(rb) {
+        tail = madd::<FMA>(*x, *y, tail);
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// One grad-weight task: input channel `c`, writing its `m` output channels' gradients `gw`.
+#[inline(always)]
+fn gw_task<T: Kern, const FMA: bool>(
+    g: &Geom,
+    plan: &Plan,
+    x: &[T],
+    gy: &[T],
+    c: usize,
+    gw: &mut [T],
+    scr: &mut Scratch,
+) {
+    let Scratch {
+        pad,
+        row,
+        wide,
+        acc,
+    } = scr;
+    let (inp, outp, kk) = (g.in_plane(), g.out_plane(), g.taps());
+    acc.clear();
+    acc.resize(g.m * kk, 0.0);
+    for bi in 0..g.b {
+        let xp = &x[(bi * g.c + c) * inp..(bi * g.c + c + 1) * inp];
+        load_padded(g, plan, xp, pad, row);
+        let o0 = bi * g.cm() + c * g.m;
+        let gys = &gy[o0 * outp..(o0 + g.m) * outp];
+        for (gp, accj) in gys.chunks_exact(outp).zip(acc.chunks_exact_mut(kk)) {
+            let gpf: &[f32] = match T::as_f32(gp) {
+                Some(gp) => gp,
+                None => {
+                    widen(gp, wide);
+                    wide
+                }
+            };
+            match kk {
+                9 => gw_plane::<9, FMA>(g, plan, pad, gpf, accj),
+                _ => gw_plane::<0, FMA>(g, plan, pad, gpf, accj),
+            }
+        }
+    }
+    for (d, s) in gw.iter_mut().zip(acc.iter()) {
+        *d = T::from_f32(*s);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn gw_task_avx2<T: Kern>(
+    g: &Geom,
+    plan: &Plan,
+    x: &[T],
+    gy: &[T],
+    c: usize,
+    gw: &mut [T],
+    scr: &mut Scratch,
+) {
+    gw_task::<T, true>(g, plan, x, gy, c, gw, scr)
+}
+
+fn grad_weight<T: Kern>(g: &Geom, x: &[T], gy: &[T]) -> Vec<T> {
+    let simd = detect_simd();
+    let plan = Plan::new(g);
+    let mut gw = vec![T::from_f32(0.0); g.cm() * g.taps()];
+    gw.par_chunks_mut(g.m * g.taps())
+        .enumerate()
+        .for_each_init(Scratch::default, |scr, (c, gw)| match simd {
+            // SAFETY: `detect_simd` returned `Avx2Fma` only after detecting AVX2 and FMA.
+            #[cfg(target_arch = "x86_64")]
+            Simd::Avx2Fma => unsafe { gw_task_avx2::<T>(g, &plan, x, gy, c, gw, scr) },
+            Simd::Fma => gw_task::<T, true>(g, &plan, x, gy, c, gw, scr),
+            Simd::Portable => gw_task::<T, false>(g, &plan, x, gy, c, gw, scr),
+        });
+    gw
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn config_defaults_and_validation() {
+        let cfg = DepthwiseConv2dConfig::default();
+        assert_eq!((cfg.stride, cfg.padding, cfg.dilation), (1, Padding::Same, 1));
+        assert!(cfg.validate().is_ok());
+        let err = cfg.with_stride(0).validate().unwrap_err().to_string();
+        assert!(err.contains("depthwise_conv2d") && err.contains("stride"), "{err}");
+        let err = DepthwiseConv1dConfig::default()
+            .with_dilation(0)
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("depthwise_conv1d") && err.contains("dilation"), "{err}");
+    }
+
+    #[test]
+    fn portable_path_matches_reference() -> Result<()> {
+        // The dispatched path is covered by the integration tests; check the fallback here.
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1., (2, 3, 9, 7), &dev)?;
+        let w = Tensor::randn(0f32, 1., (6, 1, 3, 3), &dev)?;
+        let cfg = DepthwiseConv2dConfig::default().with_stride(2);
+        let g = geom2d(&x, &w, cfg, false)?;
+        let plan = Plan::new(&g);
+        let xs = x.flatten_all()?.to_vec1::<f32>()?;
+        let wk = w.flatten_all()?.to_vec1::<f32>()?;
+        let mut out = vec![0f32; g.b * g.cm() * g.out_plane()];
+        let mut scr = Scratch::default();
+        for (i, (o, xp)) in out
+            .chunks_exact_mut(g.m * g.out_plane())
+            .zip(xs.chunks_exact(g.in_plane()))
+            .enumerate()
+        {
+            let c = i % g.c;
+            let wc = &wk[c * g.m * 9..(c + 1) * g.m * 9];
+            fwd_task::<f32, false>(&g, &plan, xp, wc, o, &mut scr);
+        }
+        let r = depthwise_conv2d_reference(&x, &w, cfg)?.flatten_all()?.to_vec1::<f32>()?;
+        for (a, b) in out.iter().zip(&r) {
+            assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+        }
+        Ok(())
+    }
+}

@@ -9,5 +9,15 @@
 pub(crate) mod cpu;
 
 mod depthwise_conv;
+pub use depthwise_conv::{
+    depthwise_conv1d, depthwise_conv1d_reference, depthwise_conv2d, depthwise_conv2d_reference,
+    DepthwiseConv1dConfig, DepthwiseConv2dConfig,
+};
 mod conv3d;
+pub use conv3d::{conv3d, conv3d_reference, Conv3dConfig};
 mod adaptive_pool;
+pub use adaptive_pool::{
+    adaptive_avg_pool1d, adaptive_avg_pool2d, adaptive_avg_pool2d_reference, adaptive_max_pool1d,
+    adaptive_max_pool2d, adaptive_max_pool2d_reference, adaptive_pool1d_reference, adaptive_pool2d,
+    adaptive_pool2d_reference, max_pool2d_same, max_pool2d_same_reference, PoolMode,
+};

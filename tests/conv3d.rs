@@ -1,0 +1,361 @@
+//! 3-D convolution: our op (forward, grad-input, grad-weight; dense, grouped and depthwise paths)
+//! against PyTorch fixtures (tests/fixtures/gen_conv3d.py), the plain-candle composition, finite
+//! differences, half precision, the block under PyTorch names, and bad input.
+
+use std::collections::HashMap;
+
+use candle_core::{DType, Device, Module, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
+use candle_tricks::conv::{conv3d as conv3d_block, conv3d_no_bias, Conv3d, Padding};
+use candle_tricks::ops::{conv3d, conv3d_reference, Conv3dConfig};
+
+type R<T> = Result<T, Box<dyn std::error::Error>>;
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/conv3d.safetensors");
+
+fn fixtures() -> HashMap<String, Tensor> {
+    candle_core::safetensors::load(FIXTURES, &Device::Cpu).expect("fixture file")
+}
+
+fn get<'a>(f: &'a HashMap<String, Tensor>, case: &str, what: &str) -> &'a Tensor {
+    f.get(&format!("{case}.{what}"))
+        .unwrap_or_else(|| panic!("missing {case}.{what}"))
+}
+
+/// Max |a - b| / (1 + max |b|), in f64.
+fn rel_err(a: &Tensor, b: &Tensor) -> R<f64> {
+    assert_eq!(a.dims(), b.dims(), "shapes differ");
+    let a = a.to_dtype(DType::F64)?;
+    let b = b.to_dtype(DType::F64)?;
+    let diff = (&a - &b)?.abs()?.max_all()?.to_scalar::<f64>()?;
+    let scale = b.abs()?.max_all()?.to_scalar::<f64>()?;
+    Ok(diff / (1.0 + scale))
+}
+
+fn assert_close(what: &str, a: &Tensor, b: &Tensor, tol: f64) -> R<()> {
+    let e = rel_err(a, b)?;
+    assert!(e <= tol, "{what}: relative error {e:.3e} > {tol:.1e}");
+    Ok(())
+}
+
+fn cfg(stride: usize, padding: Padding, dilation: usize, groups: usize) -> Conv3dConfig {
+    Conv3dConfig::default()
+        .with_stride(stride)
+        .with_padding(padding)
+        .with_dilation(dilation)
+        .with_groups(groups)
+}
+
+/// Name, stride, padding, dilation, groups: in sync with CASES in gen_conv3d.py.
+const CASES: &[(&str, usize, Padding, usize, usize)] = &[
+    ("k3_same", 1, Padding::Same, 1, 1),
+    ("s2_odd", 2, Padding::Same, 1, 1),
+    ("s2_same_asym", 2, Padding::Same, 1, 1),
+    ("k2_same_asym", 1, Padding::Same, 1, 1),
+    ("d2", 1, Padding::Same, 2, 1),
+    ("g2", 1, Padding::Same, 1, 2),
+    ("dw_m2", 1, Padding::Same, 1, 3),
+    ("dw_m2_s2_d2_explicit2", 2, Padding::Explicit(2), 2, 4),
+    ("dw_s2_asym", 2, Padding::Same, 1, 3),
+    ("valid_k3", 1, Padding::Valid, 1, 1),
+    ("explicit1_s2_d2_g2", 2, Padding::Explicit(1), 2, 2),
+    ("k1", 1, Padding::Valid, 1, 1),
+    ("k1_s2", 2, Padding::Same, 1, 1),
+    ("k312", 1, Padding::Same, 1, 1),
+    ("tiles", 1, Padding::Same, 1, 1),
+];
+
+/// Runs `op` on Vars made from `x`, `w`; returns `(y, grad_x, grad_w)` of `sum(y * gy)`.
+fn fwd_bwd(
+    x: &Tensor,
+    w: &Tensor,
+    gy: &Tensor,
+    op: impl Fn(&Tensor, &Tensor) -> candle_tricks::Result<Tensor>,
+) -> R<(Tensor, Tensor, Tensor)> {
+    let xv = Var::from_tensor(x)?;
+    let wv = Var::from_tensor(w)?;
+    let y = op(xv.as_tensor(), wv.as_tensor())?;
+    let loss = (&y * gy.to_dtype(y.dtype())?)?.sum_all()?;
+    let grads = loss.backward()?;
+    let gx = grads.get(xv.as_tensor()).ok_or("no grad for x")?.clone();
+    let gw = grads.get(wv.as_tensor()).ok_or("no grad for w")?.clone();
+    Ok((y, gx, gw))
+}
+
+#[test]
+fn matches_pytorch_forward_and_gradients() -> R<()> {
+    let f = fixtures();
+    for &(case, s, p, d, g) in CASES {
+        let cfg = cfg(s, p, d, g);
+        let (x, w, gy) = (get(&f, case, "x"), get(&f, case, "w"), get(&f, case, "gy"));
+        let (y, gx, gw) = fwd_bwd(x, w, gy, |x, w| conv3d(x, w, cfg))?;
+        assert_close(&format!("{case} y"), &y, get(&f, case, "y"), 1e-5)?;
+        assert_close(&format!("{case} gx"), &gx, get(&f, case, "gx"), 1e-5)?;
+        assert_close(&format!("{case} gw"), &gw, get(&f, case, "gw"), 1e-5)?;
+    }
+    Ok(())
+}
+
+/// The composition is itself checked against PyTorch (it is the tests' and benches' baseline),
+/// forward and through candle autograd.
+#[test]
+fn reference_matches_pytorch() -> R<()> {
+    let f = fixtures();
+    for &(case, s, p, d, g) in CASES {
+        let cfg = cfg(s, p, d, g);
+        let (x, w, gy) = (get(&f, case, "x"), get(&f, case, "w"), get(&f, case, "gy"));
+        let up = |t: &Tensor| t.to_dtype(DType::F64);
+        let (y, gx, gw) = fwd_bwd(&up(x)?, &up(w)?, &up(gy)?, |x, w| conv3d_reference(x, w, cfg))?;
+        assert_close(&format!("{case} reference y"), &y, get(&f, case, "y"), 1e-5)?;
+        assert_close(&format!("{case} reference gx"), &gx, get(&f, case, "gx"), 1e-5)?;
+        assert_close(&format!("{case} reference gw"), &gw, get(&f, case, "gw"), 1e-5)?;
+    }
+    Ok(())
+}
+
+/// Random shapes and configs, with several tiles and depth slabs per volume, against candle
+/// autograd through the composition in f64.
+#[test]
+fn random_configs_match_reference() -> R<()> {
+    let dev = Device::Cpu;
+    // (x shape, Cout, kernel, stride, padding, dilation, groups)
+    let configs = [
+        ((2, 6, 9, 13, 17), 8, (3, 3, 3), 1, Padding::Same, 1, 1),
+        ((1, 8, 11, 10, 23), 4, (3, 3, 3), 2, Padding::Same, 1, 2),
+        ((2, 4, 10, 9, 12), 6, (3, 2, 4), 1, Padding::Same, 2, 1),
+        ((1, 6, 13, 11, 20), 12, (3, 3, 3), 1, Padding::Explicit(1), 1, 6),
+        ((2, 5, 8, 9, 31), 10, (5, 3, 3), 2, Padding::Same, 1, 5),
+        ((1, 4, 12, 7, 9), 4, (2, 2, 2), 3, Padding::Valid, 1, 1),
+        ((1, 3, 6, 40, 40), 5, (3, 3, 3), 1, Padding::Same, 1, 1),
+    ];
+    for ((b, c, d, h, wd), cout, (kd, kh, kw), s, p, dl, g) in configs {
+        let cfg = cfg(s, p, dl, g);
+        let x = Tensor::randn(0f32, 1., (b, c, d, h, wd), &dev)?;
+        let w = Tensor::randn(0f32, 1., (cout, c / g, kd, kh, kw), &dev)?;
+        let gy = Tensor::randn(0f32, 1., conv3d(&x, &w, cfg)?.dims(), &dev)?;
+        let (y, gx, gw) = fwd_bwd(&x, &w, &gy, |x, w| conv3d(x, w, cfg))?;
+        let up = |t: &Tensor| t.to_dtype(DType::F64);
+        let (r, rgx, rgw) = fwd_bwd(&up(&x)?, &up(&w)?, &up(&gy)?, |x, w| {
+            conv3d_reference(x, w, cfg)
+        })?;
+        let what = format!("{:?} k{:?} s{s} {p:?} d{dl} g{g}", (b, c, d, h, wd), (kd, kh, kw));
+        assert_close(&format!("{what} y"), &y, &r, 1e-5)?;
+        assert_close(&format!("{what} gx"), &gx, &rgx, 1e-5)?;
+        assert_close(&format!("{what} gw"), &gw, &rgw, 1e-5)?;
+    }
+    Ok(())
+}
+
+#[test]
+fn half_precision_matches_f32() -> R<()> {
+    let f = fixtures();
+    for (dtype, tol) in [(DType::F16, 5e-3), (DType::BF16, 3e-2)] {
+        for &(case, s, p, d, g) in CASES {
+            let cfg = cfg(s, p, d, g);
+            let (x, w, gy) = (get(&f, case, "x"), get(&f, case, "w"), get(&f, case, "gy"));
+            // Round the inputs first so both runs see the same values.
+            let (xh, wh, gyh) = (x.to_dtype(dtype)?, w.to_dtype(dtype)?, gy.to_dtype(dtype)?);
+            let (y, gx, gw) = fwd_bwd(&xh, &wh, &gyh, |x, w| conv3d(x, w, cfg))?;
+            assert_eq!((y.dtype(), gx.dtype(), gw.dtype()), (dtype, dtype, dtype));
+            let up = |t: &Tensor| t.to_dtype(DType::F32);
+            let (y32, gx32, gw32) = fwd_bwd(&up(&xh)?, &up(&wh)?, &up(&gyh)?, |x, w| conv3d(x, w, cfg))?;
+            let what = format!("{case} {dtype:?}");
+            assert_close(&format!("{what} y"), &y, &y32, tol)?;
+            assert_close(&format!("{what} gx"), &gx, &gx32, tol)?;
+            assert_close(&format!("{what} gw"), &gw, &gw32, tol)?;
+            // And against PyTorch's f32 result, with the input rounding on top.
+            assert_close(&format!("{what} y vs torch"), &y, get(&f, case, "y"), 4.0 * tol)?;
+        }
+    }
+    Ok(())
+}
+
+/// Central finite differences of `L = sum(y * gy)` against our backward, element by element,
+/// on tiny dense, grouped and depthwise cases.
+#[test]
+fn backward_matches_finite_differences() -> R<()> {
+    let dev = Device::Cpu;
+    // (x shape, Cout, kernel, config)
+    let cases = [
+        ((1, 2, 3, 4, 3), 2, 3, cfg(2, Padding::Same, 1, 1)),
+        ((2, 2, 4, 3, 4), 2, 2, cfg(1, Padding::Same, 2, 2)),
+        ((1, 2, 4, 4, 3), 4, 3, cfg(1, Padding::Explicit(1), 1, 2)),
+    ];
+    for ((b, c, d, h, wd), cout, k, cfg) in cases {
+        let x = Tensor::randn(0f32, 1., (b, c, d, h, wd), &dev)?;
+        let w = Tensor::randn(0f32, 1., (cout, c / cfg.groups, k, k, k), &dev)?;
+        let gy = Tensor::randn(0f32, 1., conv3d(&x, &w, cfg)?.dims(), &dev)?;
+        let (_, gx, gw) = fwd_bwd(&x, &w, &gy, |x, w| conv3d(x, w, cfg))?;
+        let gy64 = gy.to_dtype(DType::F64)?;
+        let loss = |x: &Tensor, w: &Tensor| -> R<f64> {
+            let y = conv3d(x, w, cfg)?.to_dtype(DType::F64)?;
+            Ok((y * &gy64)?.sum_all()?.to_scalar::<f64>()?)
+        };
+        let eps = 1e-2f32;
+        for (which, t, g) in [("x", &x, &gx), ("w", &w, &gw)] {
+            let base = t.flatten_all()?.to_vec1::<f32>()?;
+            let g = g.flatten_all()?.to_vec1::<f32>()?;
+            for i in 0..base.len() {
+                let mut plus = base.clone();
+                plus[i] += eps;
+                let mut minus = base.clone();
+                minus[i] -= eps;
+                let tp = Tensor::from_vec(plus, t.dims(), &dev)?;
+                let tm = Tensor::from_vec(minus, t.dims(), &dev)?;
+                let (lp, lm) = if which == "x" {
+                    (loss(&tp, &w)?, loss(&tm, &w)?)
+                } else {
+                    (loss(&x, &tp)?, loss(&x, &tm)?)
+                };
+                let fd = (lp - lm) / (2.0 * eps as f64);
+                let err = (fd - g[i] as f64).abs();
+                assert!(
+                    err < 1e-2 * (1.0 + fd.abs()),
+                    "{cfg:?} d{which}[{i}]: fd {fd} vs {}",
+                    g[i]
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn block_loads_pytorch_conv3d_weights() -> R<()> {
+    let f = fixtures();
+    let mut ts = HashMap::new();
+    ts.insert("c.weight".to_string(), get(&f, "block", "weight").clone());
+    ts.insert("c.bias".to_string(), get(&f, "block", "bias").clone());
+    let vb = VarBuilder::from_tensors(ts, DType::F32, &Device::Cpu);
+    let cfg = cfg(2, Padding::Explicit(1), 1, 2);
+    let block = conv3d_block(4, 6, 3, cfg, vb.pp("c"))?;
+    assert_eq!(block.in_channels(), 4);
+    assert_eq!(block.out_channels(), 6);
+    assert_eq!(block.kernel_size(), (3, 3, 3));
+    assert_eq!(block.config(), cfg);
+    let x = get(&f, "block", "x");
+    let y = block.forward(x)?;
+    assert_close("block y", &y, get(&f, "block", "y"), 1e-5)?;
+
+    // Without bias: the output differs exactly by the bias.
+    let nb = Conv3d::new(block.weight().clone(), None, cfg)?;
+    let diff = (&y - nb.forward(x)?)?;
+    let bias = block.bias().ok_or("bias")?.reshape((1, 6, 1, 1, 1))?;
+    assert_close("bias", &diff, &bias.broadcast_as(diff.dims())?.contiguous()?, 1e-6)?;
+
+    // A wrongly shaped checkpoint is refused by the VarBuilder's shape check.
+    let mut ts = HashMap::new();
+    ts.insert("c.weight".to_string(), get(&f, "block", "weight").clone());
+    ts.insert("c.bias".to_string(), get(&f, "block", "bias").clone());
+    let vb = VarBuilder::from_tensors(ts, DType::F32, &Device::Cpu);
+    assert!(conv3d_block(4, 6, 5, cfg, vb.pp("c")).is_err());
+    Ok(())
+}
+
+#[test]
+fn block_init_follows_pytorch_bounds_and_trains() -> R<()> {
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    let block = conv3d_block(4, 6, 3, Conv3dConfig::default().with_groups(2), vb.pp("a"))?;
+    let bound = 1.0 / (2.0f32 * 27.0).sqrt(); // 1 / sqrt(fan_in), fan_in = Cin/groups * 3^3
+    for t in [block.weight(), block.bias().ok_or("bias")?] {
+        let max = t.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(max <= bound && max > 0.3 * bound, "{max}");
+    }
+    assert_eq!(block.weight().dims(), &[6, 2, 3, 3, 3]);
+    let other = VarBuilder::from_varmap(&VarMap::new(), DType::F32, &Device::Cpu);
+    let nb = conv3d_no_bias(4, 4, 1, Conv3dConfig::default(), other)?;
+    assert!(nb.bias().is_none());
+
+    // Gradients reach every variable of the VarMap (weight through our op, bias via candle).
+    let x = Tensor::randn(0f32, 1., (2, 4, 5, 4, 3), &Device::Cpu)?;
+    let loss = block.forward(&x)?.sqr()?.sum_all()?;
+    let grads = loss.backward()?;
+    for var in varmap.all_vars() {
+        let g = grads.get(var.as_tensor()).ok_or("missing gradient")?;
+        assert!(g.abs()?.sum_all()?.to_scalar::<f32>()? > 0.0);
+    }
+    Ok(())
+}
+
+#[test]
+fn non_contiguous_inputs_are_accepted() -> R<()> {
+    let dev = Device::Cpu;
+    let x = Tensor::randn(0f32, 1., (2, 5, 6, 3, 4), &dev)?.transpose(2, 4)?;
+    let w = Tensor::randn(0f32, 1., (5, 3, 3, 3, 4), &dev)?.transpose(0, 1)?;
+    let c = Conv3dConfig::default();
+    let y = conv3d(&x, &w, c)?;
+    let r = conv3d_reference(&x.contiguous()?, &w.contiguous()?, c)?;
+    assert_close("transposed", &y, &r, 1e-5)
+}
+
+#[test]
+fn bad_input_is_an_error_naming_the_op() -> R<()> {
+    let dev = Device::Cpu;
+    let x = Tensor::zeros((2, 4, 6, 6, 6), DType::F32, &dev)?;
+    let w = Tensor::zeros((4, 4, 3, 3, 3), DType::F32, &dev)?;
+    let ok = Conv3dConfig::default();
+    let z = |s: &[usize], dt: DType| Tensor::zeros(s, dt, &dev);
+    let f = DType::F32;
+    let valid = ok.with_padding(Padding::Valid);
+    let cases: Vec<(&str, Tensor, Tensor, Conv3dConfig)> = vec![
+        ("input rank 4", z(&[4, 6, 6, 6], f)?, w.clone(), ok),
+        ("weight rank 4", x.clone(), z(&[4, 4, 3, 3], f)?, ok),
+        ("Cin not divisible by groups", x.clone(), z(&[3, 1, 3, 3, 3], f)?, ok.with_groups(3)),
+        ("w.dim(1) != Cin/groups", x.clone(), z(&[4, 3, 3, 3, 3], f)?, ok),
+        ("w.dim(1) != Cin/groups (grouped)", x.clone(), w.clone(), ok.with_groups(2)),
+        ("Cout not divisible by groups", x.clone(), z(&[3, 2, 3, 3, 3], f)?, ok.with_groups(2)),
+        ("kernel larger than input", x.clone(), z(&[4, 4, 7, 3, 3], f)?, valid),
+        ("kernel larger than padded input", z(&[1, 4, 2, 2, 2], f)?, w.clone(), ok.with_padding(Padding::Explicit(0))),
+        ("dilated kernel too large", z(&[1, 4, 4, 6, 6], f)?, w.clone(), valid.with_dilation(2)),
+        ("zero batch", z(&[0, 4, 6, 6, 6], f)?, w.clone(), ok),
+        ("zero depth", z(&[1, 4, 0, 6, 6], f)?, w.clone(), ok),
+        ("zero width", z(&[1, 4, 6, 6, 0], f)?, w.clone(), ok),
+        ("zero channels", z(&[1, 0, 6, 6, 6], f)?, z(&[4, 0, 3, 3, 3], f)?, ok),
+        ("zero output channels", x.clone(), z(&[0, 4, 3, 3, 3], f)?, ok),
+        ("zero kernel", x.clone(), z(&[4, 4, 3, 0, 3], f)?, ok),
+        ("stride 0", x.clone(), w.clone(), ok.with_stride(0)),
+        ("dilation 0", x.clone(), w.clone(), ok.with_dilation(0)),
+        ("groups 0", x.clone(), w.clone(), ok.with_groups(0)),
+        ("mixed dtypes", x.clone(), w.to_dtype(DType::F16)?, ok),
+        ("mixed half dtypes", x.to_dtype(DType::BF16)?, w.to_dtype(DType::F16)?, ok),
+        ("integer dtype", x.to_dtype(DType::U32)?, w.to_dtype(DType::U32)?, ok),
+    ];
+    for (what, x, w, cfg) in cases {
+        let err = conv3d(&x, &w, cfg).err().ok_or(format!("{what}: expected an error"))?;
+        assert!(err.to_string().contains("conv3d"), "{what}: {err}");
+        let err = conv3d_reference(&x, &w, cfg).err().ok_or(format!("{what}: reference"))?;
+        assert!(err.to_string().contains("conv3d_reference"), "{what} (reference): {err}");
+    }
+    // f64 is for the reference only (gradient checks); the kernel takes f32, f16 and bf16.
+    let (x64, w64) = (x.to_dtype(DType::F64)?, w.to_dtype(DType::F64)?);
+    let err = conv3d(&x64, &w64, ok).err().ok_or("f64: expected an error")?;
+    assert!(err.to_string().contains("conv3d"), "{err}");
+    assert!(conv3d_reference(&x64, &w64, ok).is_ok());
+
+    // The block: bad weights, bias, config and constructor arguments; bad input at forward.
+    let bad_new: Vec<(&str, Tensor, Option<Tensor>, Conv3dConfig)> = vec![
+        ("weight rank", z(&[4, 4, 3, 3], f)?, None, ok),
+        ("empty weight", z(&[4, 0, 3, 3, 3], f)?, None, ok),
+        ("integer weight", w.to_dtype(DType::U8)?, None, ok),
+        ("Cout not divisible by groups", z(&[3, 2, 3, 3, 3], f)?, None, ok.with_groups(2)),
+        ("bias shape", w.clone(), Some(z(&[5], f)?), ok),
+        ("bias dtype", w.clone(), Some(z(&[4], DType::F16)?), ok),
+        ("stride 0", w.clone(), None, ok.with_stride(0)),
+        ("groups 0", w.clone(), None, ok.with_groups(0)),
+    ];
+    for (what, w, b, cfg) in bad_new {
+        let err = Conv3d::new(w, b, cfg).err().ok_or(format!("block {what}"))?;
+        assert!(err.to_string().contains("Conv3d"), "block {what}: {err}");
+    }
+    let vb = VarBuilder::from_varmap(&VarMap::new(), DType::F32, &dev);
+    for (cin, cout, k, groups) in [(0, 4, 3, 1), (4, 0, 3, 1), (4, 4, 0, 1), (4, 4, 3, 0), (4, 6, 3, 3), (6, 4, 3, 3)] {
+        let cfg = ok.with_groups(groups);
+        let err = conv3d_block(cin, cout, k, cfg, vb.clone()).err().ok_or("block args")?;
+        assert!(err.to_string().contains("Conv3d"), "({cin}, {cout}, {k}, {groups}): {err}");
+    }
+    let block = Conv3d::new(w.clone(), None, ok)?;
+    let err = block.forward(&z(&[2, 3, 6, 6, 6], f)?).err().ok_or("forward Cin mismatch")?;
+    assert!(err.to_string().contains("conv3d"), "{err}");
+    Ok(())
+}
