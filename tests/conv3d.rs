@@ -11,7 +11,10 @@ use candle_tricks::ops::{conv3d, conv3d_reference, Conv3dConfig};
 
 type R<T> = Result<T, Box<dyn std::error::Error>>;
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/conv3d.safetensors");
+const FIXTURES: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/conv3d.safetensors"
+);
 
 fn fixtures() -> HashMap<String, Tensor> {
     candle_core::safetensors::load(FIXTURES, &Device::Cpu).expect("fixture file")
@@ -105,10 +108,22 @@ fn reference_matches_pytorch() -> R<()> {
         let cfg = cfg(s, p, d, g);
         let (x, w, gy) = (get(&f, case, "x"), get(&f, case, "w"), get(&f, case, "gy"));
         let up = |t: &Tensor| t.to_dtype(DType::F64);
-        let (y, gx, gw) = fwd_bwd(&up(x)?, &up(w)?, &up(gy)?, |x, w| conv3d_reference(x, w, cfg))?;
+        let (y, gx, gw) = fwd_bwd(&up(x)?, &up(w)?, &up(gy)?, |x, w| {
+            conv3d_reference(x, w, cfg)
+        })?;
         assert_close(&format!("{case} reference y"), &y, get(&f, case, "y"), 1e-5)?;
-        assert_close(&format!("{case} reference gx"), &gx, get(&f, case, "gx"), 1e-5)?;
-        assert_close(&format!("{case} reference gw"), &gw, get(&f, case, "gw"), 1e-5)?;
+        assert_close(
+            &format!("{case} reference gx"),
+            &gx,
+            get(&f, case, "gx"),
+            1e-5,
+        )?;
+        assert_close(
+            &format!("{case} reference gw"),
+            &gw,
+            get(&f, case, "gw"),
+            1e-5,
+        )?;
     }
     Ok(())
 }
@@ -123,7 +138,15 @@ fn random_configs_match_reference() -> R<()> {
         ((2, 6, 9, 13, 17), 8, (3, 3, 3), 1, Padding::Same, 1, 1),
         ((1, 8, 11, 10, 23), 4, (3, 3, 3), 2, Padding::Same, 1, 2),
         ((2, 4, 10, 9, 12), 6, (3, 2, 4), 1, Padding::Same, 2, 1),
-        ((1, 6, 13, 11, 20), 12, (3, 3, 3), 1, Padding::Explicit(1), 1, 6),
+        (
+            (1, 6, 13, 11, 20),
+            12,
+            (3, 3, 3),
+            1,
+            Padding::Explicit(1),
+            1,
+            6,
+        ),
         ((2, 5, 8, 9, 31), 10, (5, 3, 3), 2, Padding::Same, 1, 5),
         ((1, 4, 12, 7, 9), 4, (2, 2, 2), 3, Padding::Valid, 1, 1),
         ((1, 3, 6, 40, 40), 5, (3, 3, 3), 1, Padding::Same, 1, 1),
@@ -138,7 +161,11 @@ fn random_configs_match_reference() -> R<()> {
         let (r, rgx, rgw) = fwd_bwd(&up(&x)?, &up(&w)?, &up(&gy)?, |x, w| {
             conv3d_reference(x, w, cfg)
         })?;
-        let what = format!("{:?} k{:?} s{s} {p:?} d{dl} g{g}", (b, c, d, h, wd), (kd, kh, kw));
+        let what = format!(
+            "{:?} k{:?} s{s} {p:?} d{dl} g{g}",
+            (b, c, d, h, wd),
+            (kd, kh, kw)
+        );
         assert_close(&format!("{what} y"), &y, &r, 1e-5)?;
         assert_close(&format!("{what} gx"), &gx, &rgx, 1e-5)?;
         assert_close(&format!("{what} gw"), &gw, &rgw, 1e-5)?;
@@ -158,13 +185,19 @@ fn half_precision_matches_f32() -> R<()> {
             let (y, gx, gw) = fwd_bwd(&xh, &wh, &gyh, |x, w| conv3d(x, w, cfg))?;
             assert_eq!((y.dtype(), gx.dtype(), gw.dtype()), (dtype, dtype, dtype));
             let up = |t: &Tensor| t.to_dtype(DType::F32);
-            let (y32, gx32, gw32) = fwd_bwd(&up(&xh)?, &up(&wh)?, &up(&gyh)?, |x, w| conv3d(x, w, cfg))?;
+            let (y32, gx32, gw32) =
+                fwd_bwd(&up(&xh)?, &up(&wh)?, &up(&gyh)?, |x, w| conv3d(x, w, cfg))?;
             let what = format!("{case} {dtype:?}");
             assert_close(&format!("{what} y"), &y, &y32, tol)?;
             assert_close(&format!("{what} gx"), &gx, &gx32, tol)?;
             assert_close(&format!("{what} gw"), &gw, &gw32, tol)?;
             // And against PyTorch's f32 result, with the input rounding on top.
-            assert_close(&format!("{what} y vs torch"), &y, get(&f, case, "y"), 4.0 * tol)?;
+            assert_close(
+                &format!("{what} y vs torch"),
+                &y,
+                get(&f, case, "y"),
+                4.0 * tol,
+            )?;
         }
     }
     Ok(())
@@ -241,7 +274,12 @@ fn block_loads_pytorch_conv3d_weights() -> R<()> {
     let nb = Conv3d::new(block.weight().clone(), None, cfg)?;
     let diff = (&y - nb.forward(x)?)?;
     let bias = block.bias().ok_or("bias")?.reshape((1, 6, 1, 1, 1))?;
-    assert_close("bias", &diff, &bias.broadcast_as(diff.dims())?.contiguous()?, 1e-6)?;
+    assert_close(
+        "bias",
+        &diff,
+        &bias.broadcast_as(diff.dims())?.contiguous()?,
+        1e-6,
+    )?;
 
     // A wrongly shaped checkpoint is refused by the VarBuilder's shape check.
     let mut ts = HashMap::new();
@@ -301,35 +339,99 @@ fn bad_input_is_an_error_naming_the_op() -> R<()> {
     let cases: Vec<(&str, Tensor, Tensor, Conv3dConfig)> = vec![
         ("input rank 4", z(&[4, 6, 6, 6], f)?, w.clone(), ok),
         ("weight rank 4", x.clone(), z(&[4, 4, 3, 3], f)?, ok),
-        ("Cin not divisible by groups", x.clone(), z(&[3, 1, 3, 3, 3], f)?, ok.with_groups(3)),
-        ("w.dim(1) != Cin/groups", x.clone(), z(&[4, 3, 3, 3, 3], f)?, ok),
-        ("w.dim(1) != Cin/groups (grouped)", x.clone(), w.clone(), ok.with_groups(2)),
-        ("Cout not divisible by groups", x.clone(), z(&[3, 2, 3, 3, 3], f)?, ok.with_groups(2)),
-        ("kernel larger than input", x.clone(), z(&[4, 4, 7, 3, 3], f)?, valid),
-        ("kernel larger than padded input", z(&[1, 4, 2, 2, 2], f)?, w.clone(), ok.with_padding(Padding::Explicit(0))),
-        ("dilated kernel too large", z(&[1, 4, 4, 6, 6], f)?, w.clone(), valid.with_dilation(2)),
+        (
+            "Cin not divisible by groups",
+            x.clone(),
+            z(&[3, 1, 3, 3, 3], f)?,
+            ok.with_groups(3),
+        ),
+        (
+            "w.dim(1) != Cin/groups",
+            x.clone(),
+            z(&[4, 3, 3, 3, 3], f)?,
+            ok,
+        ),
+        (
+            "w.dim(1) != Cin/groups (grouped)",
+            x.clone(),
+            w.clone(),
+            ok.with_groups(2),
+        ),
+        (
+            "Cout not divisible by groups",
+            x.clone(),
+            z(&[3, 2, 3, 3, 3], f)?,
+            ok.with_groups(2),
+        ),
+        (
+            "kernel larger than input",
+            x.clone(),
+            z(&[4, 4, 7, 3, 3], f)?,
+            valid,
+        ),
+        (
+            "kernel larger than padded input",
+            z(&[1, 4, 2, 2, 2], f)?,
+            w.clone(),
+            ok.with_padding(Padding::Explicit(0)),
+        ),
+        (
+            "dilated kernel too large",
+            z(&[1, 4, 4, 6, 6], f)?,
+            w.clone(),
+            valid.with_dilation(2),
+        ),
         ("zero batch", z(&[0, 4, 6, 6, 6], f)?, w.clone(), ok),
         ("zero depth", z(&[1, 4, 0, 6, 6], f)?, w.clone(), ok),
         ("zero width", z(&[1, 4, 6, 6, 0], f)?, w.clone(), ok),
-        ("zero channels", z(&[1, 0, 6, 6, 6], f)?, z(&[4, 0, 3, 3, 3], f)?, ok),
-        ("zero output channels", x.clone(), z(&[0, 4, 3, 3, 3], f)?, ok),
+        (
+            "zero channels",
+            z(&[1, 0, 6, 6, 6], f)?,
+            z(&[4, 0, 3, 3, 3], f)?,
+            ok,
+        ),
+        (
+            "zero output channels",
+            x.clone(),
+            z(&[0, 4, 3, 3, 3], f)?,
+            ok,
+        ),
         ("zero kernel", x.clone(), z(&[4, 4, 3, 0, 3], f)?, ok),
         ("stride 0", x.clone(), w.clone(), ok.with_stride(0)),
         ("dilation 0", x.clone(), w.clone(), ok.with_dilation(0)),
         ("groups 0", x.clone(), w.clone(), ok.with_groups(0)),
         ("mixed dtypes", x.clone(), w.to_dtype(DType::F16)?, ok),
-        ("mixed half dtypes", x.to_dtype(DType::BF16)?, w.to_dtype(DType::F16)?, ok),
-        ("integer dtype", x.to_dtype(DType::U32)?, w.to_dtype(DType::U32)?, ok),
+        (
+            "mixed half dtypes",
+            x.to_dtype(DType::BF16)?,
+            w.to_dtype(DType::F16)?,
+            ok,
+        ),
+        (
+            "integer dtype",
+            x.to_dtype(DType::U32)?,
+            w.to_dtype(DType::U32)?,
+            ok,
+        ),
     ];
     for (what, x, w, cfg) in cases {
-        let err = conv3d(&x, &w, cfg).err().ok_or(format!("{what}: expected an error"))?;
+        let err = conv3d(&x, &w, cfg)
+            .err()
+            .ok_or(format!("{what}: expected an error"))?;
         assert!(err.to_string().contains("conv3d"), "{what}: {err}");
-        let err = conv3d_reference(&x, &w, cfg).err().ok_or(format!("{what}: reference"))?;
-        assert!(err.to_string().contains("conv3d_reference"), "{what} (reference): {err}");
+        let err = conv3d_reference(&x, &w, cfg)
+            .err()
+            .ok_or(format!("{what}: reference"))?;
+        assert!(
+            err.to_string().contains("conv3d_reference"),
+            "{what} (reference): {err}"
+        );
     }
     // f64 is for the reference only (gradient checks); the kernel takes f32, f16 and bf16.
     let (x64, w64) = (x.to_dtype(DType::F64)?, w.to_dtype(DType::F64)?);
-    let err = conv3d(&x64, &w64, ok).err().ok_or("f64: expected an error")?;
+    let err = conv3d(&x64, &w64, ok)
+        .err()
+        .ok_or("f64: expected an error")?;
     assert!(err.to_string().contains("conv3d"), "{err}");
     assert!(conv3d_reference(&x64, &w64, ok).is_ok());
 
@@ -338,24 +440,46 @@ fn bad_input_is_an_error_naming_the_op() -> R<()> {
         ("weight rank", z(&[4, 4, 3, 3], f)?, None, ok),
         ("empty weight", z(&[4, 0, 3, 3, 3], f)?, None, ok),
         ("integer weight", w.to_dtype(DType::U8)?, None, ok),
-        ("Cout not divisible by groups", z(&[3, 2, 3, 3, 3], f)?, None, ok.with_groups(2)),
+        (
+            "Cout not divisible by groups",
+            z(&[3, 2, 3, 3, 3], f)?,
+            None,
+            ok.with_groups(2),
+        ),
         ("bias shape", w.clone(), Some(z(&[5], f)?), ok),
         ("bias dtype", w.clone(), Some(z(&[4], DType::F16)?), ok),
         ("stride 0", w.clone(), None, ok.with_stride(0)),
         ("groups 0", w.clone(), None, ok.with_groups(0)),
     ];
     for (what, w, b, cfg) in bad_new {
-        let err = Conv3d::new(w, b, cfg).err().ok_or(format!("block {what}"))?;
+        let err = Conv3d::new(w, b, cfg)
+            .err()
+            .ok_or(format!("block {what}"))?;
         assert!(err.to_string().contains("Conv3d"), "block {what}: {err}");
     }
     let vb = VarBuilder::from_varmap(&VarMap::new(), DType::F32, &dev);
-    for (cin, cout, k, groups) in [(0, 4, 3, 1), (4, 0, 3, 1), (4, 4, 0, 1), (4, 4, 3, 0), (4, 6, 3, 3), (6, 4, 3, 3)] {
+    for (cin, cout, k, groups) in [
+        (0, 4, 3, 1),
+        (4, 0, 3, 1),
+        (4, 4, 0, 1),
+        (4, 4, 3, 0),
+        (4, 6, 3, 3),
+        (6, 4, 3, 3),
+    ] {
         let cfg = ok.with_groups(groups);
-        let err = conv3d_block(cin, cout, k, cfg, vb.clone()).err().ok_or("block args")?;
-        assert!(err.to_string().contains("Conv3d"), "({cin}, {cout}, {k}, {groups}): {err}");
+        let err = conv3d_block(cin, cout, k, cfg, vb.clone())
+            .err()
+            .ok_or("block args")?;
+        assert!(
+            err.to_string().contains("Conv3d"),
+            "({cin}, {cout}, {k}, {groups}): {err}"
+        );
     }
     let block = Conv3d::new(w.clone(), None, ok)?;
-    let err = block.forward(&z(&[2, 3, 6, 6, 6], f)?).err().ok_or("forward Cin mismatch")?;
+    let err = block
+        .forward(&z(&[2, 3, 6, 6, 6], f)?)
+        .err()
+        .ok_or("forward Cin mismatch")?;
     assert!(err.to_string().contains("conv3d"), "{err}");
     Ok(())
 }

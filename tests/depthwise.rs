@@ -370,3 +370,46 @@ fn bad_input_is_an_error_naming_the_op() -> R<()> {
     assert!(err.to_string().contains("depthwise_conv2d"), "{err}");
     Ok(())
 }
+
+// TEMP-TIMING-BEGIN
+#[test]
+#[ignore]
+fn temp_timing() -> R<()> {
+    use std::time::Instant;
+    let dev = Device::Cpu;
+    let only = std::env::var("DW_ONLY").unwrap_or_default();
+    for (b, c, h, w) in [(1, 32, 112, 112), (8, 144, 56, 56), (8, 384, 14, 14)] {
+        for s in [1, 2] {
+            let x = Tensor::randn(0f32, 1., (b, c, h, w), &dev)?;
+            let k = Tensor::randn(0f32, 1., (c, 1, 3, 3), &dev)?;
+            let cfg = cfg2(s, Padding::Explicit(1), 1);
+            let y = depthwise_conv2d(&x, &k, cfg)?;
+            let gy = Tensor::randn(0f32, 1., y.dims(), &dev)?;
+            let xv = Var::from_tensor(&x)?;
+            let kv = Var::from_tensor(&k)?;
+            let time = |f: &dyn Fn()| {
+                let mut best = f64::MAX;
+                for _ in 0..30 {
+                    let t = Instant::now();
+                    f();
+                    best = best.min(t.elapsed().as_secs_f64() * 1e3);
+                }
+                best
+            };
+            let fwd = time(&|| {
+                depthwise_conv2d(&x, &k, cfg).unwrap();
+            });
+            let fb = if only.is_empty() {
+                time(&|| {
+                    let y = depthwise_conv2d(&xv, &kv, cfg).unwrap();
+                    (y * &gy).unwrap().sum_all().unwrap().backward().unwrap();
+                })
+            } else {
+                0.0
+            };
+            println!("{b}x{c}x{h}x{w}_s{s}: fwd {fwd:.3} ms  fwd+bwd {fb:.3} ms");
+        }
+    }
+    Ok(())
+}
+// TEMP-TIMING-END

@@ -18,14 +18,18 @@ use candle_tricks::pool::{
 
 type R<T> = Result<T, Box<dyn std::error::Error>>;
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/pool.safetensors");
+const FIXTURES: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/pool.safetensors"
+);
 
 fn fixtures() -> HashMap<String, Tensor> {
     candle_core::safetensors::load(FIXTURES, &Device::Cpu).expect("fixture file")
 }
 
 fn get<'a>(f: &'a HashMap<String, Tensor>, key: &str) -> &'a Tensor {
-    f.get(key).unwrap_or_else(|| panic!("missing fixture {key}"))
+    f.get(key)
+        .unwrap_or_else(|| panic!("missing fixture {key}"))
 }
 
 /// Max |a - b| / (1 + max |b|), in f64.
@@ -33,8 +37,21 @@ fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
     assert_eq!(a.dims(), b.dims(), "shapes differ");
     let a = a.to_dtype(DType::F64).unwrap();
     let b = b.to_dtype(DType::F64).unwrap();
-    let diff = (&a - &b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
-    let scale = b.abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
+    let diff = (&a - &b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap();
+    let scale = b
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap();
     diff / (1.0 + scale)
 }
 
@@ -110,7 +127,12 @@ fn adaptive_2d_matches_pytorch_forward_and_gradients() -> R<()> {
             assert_close(&format!("{p} y"), &y, get(&f, &format!("{p}.y")), 1e-6);
             assert_close(&format!("{p} gx"), &gx, get(&f, &format!("{p}.gx")), 1e-6);
             let r = adaptive_pool2d_reference(x, out, mode)?;
-            assert_close(&format!("{p} reference"), &r, get(&f, &format!("{p}.y")), 1e-6);
+            assert_close(
+                &format!("{p} reference"),
+                &r,
+                get(&f, &format!("{p}.y")),
+                1e-6,
+            );
             // The mode-generic entry point and the layer agree.
             let y2 = adaptive_pool2d(x, out, mode)?;
             assert_close(&format!("{p} generic"), &y2, &y, 0.0);
@@ -137,7 +159,12 @@ fn adaptive_1d_matches_pytorch_forward_and_gradients() -> R<()> {
             assert_close(&format!("{p} y"), &y, get(&f, &format!("{p}.y")), 1e-6);
             assert_close(&format!("{p} gx"), &gx, get(&f, &format!("{p}.gx")), 1e-6);
             let r = adaptive_pool1d_reference(x, out, mode)?;
-            assert_close(&format!("{p} reference"), &r, get(&f, &format!("{p}.y")), 1e-6);
+            assert_close(
+                &format!("{p} reference"),
+                &r,
+                get(&f, &format!("{p}.y")),
+                1e-6,
+            );
             let x0 = x.get(0)?;
             let y0 = pool1d(mode, &x0, out)?;
             assert_close(&format!("{p} unbatched"), &y0, &y.get(0)?, 0.0);
@@ -190,7 +217,9 @@ fn spp_matches_pytorch_composition() -> R<()> {
     }
     // The config route builds the same pyramid.
     let a = SpatialPyramidPooling::from_config(
-        SppConfig::default().with_levels(vec![4, 2, 1]).with_mode(PoolMode::Avg),
+        SppConfig::default()
+            .with_levels(vec![4, 2, 1])
+            .with_mode(PoolMode::Avg),
     )?;
     assert_eq!(a, SpatialPyramidPooling::new(vec![4, 2, 1], PoolMode::Avg)?);
     assert_eq!(a.bins(), 21);
@@ -207,7 +236,10 @@ fn spp_accepts_any_size_at_least_the_largest_level() -> R<()> {
     for (h, w) in [(5, 6), (6, 5), (1, 1)] {
         let x = Tensor::randn(0f32, 1., (2, 5, h, w), &Device::Cpu)?;
         let e = spp.forward(&x).unwrap_err().to_string();
-        assert!(e.contains("SpatialPyramidPooling") && e.contains(">= 6"), "{e}");
+        assert!(
+            e.contains("SpatialPyramidPooling") && e.contains(">= 6"),
+            "{e}"
+        );
         assert!(e.contains(&format!("[2, 5, {h}, {w}]")), "{e}");
     }
     Ok(())
@@ -216,7 +248,10 @@ fn spp_accepts_any_size_at_least_the_largest_level() -> R<()> {
 /// SPPF weights from the fixture under ultralytics names (prefix `sppf.w.` stripped).
 fn sppf_weights(f: &HashMap<String, Tensor>) -> HashMap<String, Tensor> {
     f.iter()
-        .filter_map(|(k, v)| k.strip_prefix("sppf.w.").map(|n| (n.to_string(), v.clone())))
+        .filter_map(|(k, v)| {
+            k.strip_prefix("sppf.w.")
+                .map(|n| (n.to_string(), v.clone()))
+        })
         .collect()
 }
 
@@ -337,7 +372,12 @@ fn half_precision_matches_f32() -> R<()> {
             let gy = get(&f, &format!("{p}.gy")).to_dtype(dtype)?;
             let (y, gx) = fwd_bwd(&x, &gy, op)?;
             assert_eq!((y.dtype(), gx.dtype()), (dtype, dtype));
-            assert_close(&format!("{p} {dtype:?} y"), &y, get(&f, &format!("{p}.y")), tol);
+            assert_close(
+                &format!("{p} {dtype:?} y"),
+                &y,
+                get(&f, &format!("{p}.y")),
+                tol,
+            );
             // Rounding the input can reorder close values and move a bin's arg-max, so the
             // gradient is compared with the f32 kernel on the same rounded input.
             let up = |t: &Tensor| t.to_dtype(DType::F32);
@@ -371,7 +411,10 @@ struct Lcg(u64);
 
 impl Lcg {
     fn next(&mut self, n: usize) -> usize {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         ((self.0 >> 33) as usize) % n
     }
 }
@@ -383,7 +426,11 @@ fn random_shapes_match_the_reference_with_gradients() -> R<()> {
         let (b, c) = (1 + rng.next(3), 1 + rng.next(4));
         let (h, w) = (1 + rng.next(13), 1 + rng.next(13));
         let out = (1 + rng.next(h + 3), 1 + rng.next(w + 3));
-        let mode = if i % 2 == 0 { PoolMode::Avg } else { PoolMode::Max };
+        let mode = if i % 2 == 0 {
+            PoolMode::Avg
+        } else {
+            PoolMode::Max
+        };
         let x = Tensor::randn(0f32, 1., (b, c, h, w), &Device::Cpu)?;
         let gy = Tensor::randn(0f32, 1., (b, c, out.0, out.1), &Device::Cpu)?;
         let (y, gx) = fwd_bwd(&x, &gy, |x| Ok(adaptive_pool2d(x, out, mode)?))?;
@@ -401,13 +448,28 @@ fn large_and_strided_inputs_match_the_reference() -> R<()> {
     let x = Tensor::randn(0f32, 1., (3, 40, 23, 17), &Device::Cpu)?;
     for mode in [PoolMode::Avg, PoolMode::Max] {
         let y = adaptive_pool2d(&x, (5, 4), mode)?;
-        assert_close("large", &y, &adaptive_pool2d_reference(&x, (5, 4), mode)?, 1e-6);
+        assert_close(
+            "large",
+            &y,
+            &adaptive_pool2d_reference(&x, (5, 4), mode)?,
+            1e-6,
+        );
         let xt = x.transpose(2, 3)?;
         let y = adaptive_pool2d(&xt, (3, 6), mode)?;
-        assert_close("strided", &y, &adaptive_pool2d_reference(&xt, (3, 6), mode)?, 1e-6);
+        assert_close(
+            "strided",
+            &y,
+            &adaptive_pool2d_reference(&xt, (3, 6), mode)?,
+            1e-6,
+        );
     }
     let y = max_pool2d_same(&x.transpose(2, 3)?, 5)?;
-    assert_close("same strided", &y, &max_pool2d_same_reference(&x.transpose(2, 3)?, 5)?, 0.0);
+    assert_close(
+        "same strided",
+        &y,
+        &max_pool2d_same_reference(&x.transpose(2, 3)?, 5)?,
+        0.0,
+    );
     Ok(())
 }
 
@@ -435,7 +497,10 @@ fn finite_diff(
     let xs = x.flatten_all()?.to_vec1::<f32>()?;
     let loss = |v: &[f32]| -> R<f64> {
         let t = Tensor::from_slice(v, x.shape(), x.device())?;
-        let l = (op(&t)? * gy)?.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()?;
+        let l = (op(&t)? * gy)?
+            .to_dtype(DType::F64)?
+            .sum_all()?
+            .to_scalar::<f64>()?;
         Ok(l)
     };
     let mut g = Vec::with_capacity(xs.len());
@@ -456,14 +521,21 @@ fn backward_matches_finite_differences() -> R<()> {
     let n = 2 * 5 * 4;
     let vals: Vec<f32> = (0..n).map(|i| ((i * 17) % n) as f32 * 0.1 - 2.0).collect();
     let x = Tensor::from_vec(vals, (1, 2, 5, 4), &dev)?;
-    let ops: Vec<(&str, Box<dyn Fn(&Tensor) -> candle_core::Result<Tensor>>)> = vec![
+    type Op = Box<dyn Fn(&Tensor) -> candle_core::Result<Tensor>>;
+    let ops: Vec<(&str, Op)> = vec![
         ("avg 3x3", Box::new(|x| Ok(adaptive_avg_pool2d(x, (3, 3))?))),
         ("avg 7x2", Box::new(|x| Ok(adaptive_avg_pool2d(x, (7, 2))?))),
         ("max 3x3", Box::new(|x| Ok(adaptive_max_pool2d(x, (3, 3))?))),
         ("max 6x5", Box::new(|x| Ok(adaptive_max_pool2d(x, (6, 5))?))),
         ("same 3", Box::new(|x| Ok(max_pool2d_same(x, 3)?))),
-        ("avg1d 3", Box::new(|x| Ok(adaptive_avg_pool1d(&x.flatten_from(2)?, 3)?))),
-        ("max1d 6", Box::new(|x| Ok(adaptive_max_pool1d(&x.flatten_from(2)?, 6)?))),
+        (
+            "avg1d 3",
+            Box::new(|x| Ok(adaptive_avg_pool1d(&x.flatten_from(2)?, 3)?)),
+        ),
+        (
+            "max1d 6",
+            Box::new(|x| Ok(adaptive_max_pool1d(&x.flatten_from(2)?, 6)?)),
+        ),
     ];
     for (name, op) in ops {
         let y = op(&x)?;
@@ -479,15 +551,24 @@ fn backward_matches_finite_differences() -> R<()> {
 fn nan_propagates_like_pytorch() -> R<()> {
     let x = Tensor::new(&[[[1f32, f32::NAN, 5.], [2., 3., 4.]]], &Device::Cpu)?;
     let x = x.reshape((1, 1, 2, 3))?;
-    let y = adaptive_max_pool2d(&x, (1, 1))?.flatten_all()?.to_vec1::<f32>()?;
+    let y = adaptive_max_pool2d(&x, (1, 1))?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
     assert!(y[0].is_nan());
-    let y = adaptive_avg_pool2d(&x, (1, 3))?.flatten_all()?.to_vec1::<f32>()?;
+    let y = adaptive_avg_pool2d(&x, (1, 3))?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
     assert!(!y[0].is_nan() && y[1].is_nan() && !y[2].is_nan());
     // The gradient goes to the NaN (PyTorch's `val > max || isnan(val)` arg-max).
-    let (_, gx) = fwd_bwd(&x, &Tensor::ones((1, 1, 1, 1), DType::F32, &Device::Cpu)?, |x| {
-        Ok(adaptive_max_pool2d(x, (1, 1))?)
-    })?;
-    assert_eq!(gx.flatten_all()?.to_vec1::<f32>()?, vec![0., 1., 0., 0., 0., 0.]);
+    let (_, gx) = fwd_bwd(
+        &x,
+        &Tensor::ones((1, 1, 1, 1), DType::F32, &Device::Cpu)?,
+        |x| Ok(adaptive_max_pool2d(x, (1, 1))?),
+    )?;
+    assert_eq!(
+        gx.flatten_all()?.to_vec1::<f32>()?,
+        vec![0., 1., 0., 0., 0., 0.]
+    );
     Ok(())
 }
 
@@ -499,28 +580,59 @@ fn bad_input_is_an_error_naming_the_block() -> R<()> {
     let x3 = f32z(&[2, 3, 6]);
     let int = Tensor::zeros((2, 3, 6, 6), DType::U32, &dev)?;
     let int1 = Tensor::zeros((2, 3, 6), DType::I64, &dev)?;
-    let expect = |name: &str, r: candle_tricks::Result<Tensor>| {
-        match r {
-            Ok(t) => panic!("{name}: accepted, gave {:?}", t.shape()),
-            Err(e) => {
-                let block = name.split(' ').next().unwrap_or_default();
-                assert!(e.to_string().contains(block), "{name}: {e}");
-            }
+    let expect = |name: &str, r: candle_tricks::Result<Tensor>| match r {
+        Ok(t) => panic!("{name}: accepted, gave {:?}", t.shape()),
+        Err(e) => {
+            let block = name.split(' ').next().unwrap_or_default();
+            assert!(e.to_string().contains(block), "{name}: {e}");
         }
     };
-    for (op, mode) in [("adaptive_avg_pool2d", PoolMode::Avg), ("adaptive_max_pool2d", PoolMode::Max)] {
-        expect(&format!("{op} rank 2"), adaptive_pool2d(&f32z(&[6, 6]), (2, 2), mode));
-        expect(&format!("{op} rank 5"), adaptive_pool2d(&f32z(&[1, 2, 3, 6, 6]), (2, 2), mode));
-        expect(&format!("{op} zero batch"), adaptive_pool2d(&f32z(&[0, 3, 6, 6]), (2, 2), mode));
-        expect(&format!("{op} zero height"), adaptive_pool2d(&f32z(&[2, 3, 0, 6]), (2, 2), mode));
-        expect(&format!("{op} zero width"), adaptive_pool2d(&f32z(&[3, 6, 0]), (2, 2), mode));
-        expect(&format!("{op} out 0 rows"), adaptive_pool2d(&x4, (0, 2), mode));
-        expect(&format!("{op} out 0 cols"), adaptive_pool2d(&x4, (2, 0), mode));
+    for (op, mode) in [
+        ("adaptive_avg_pool2d", PoolMode::Avg),
+        ("adaptive_max_pool2d", PoolMode::Max),
+    ] {
+        expect(
+            &format!("{op} rank 2"),
+            adaptive_pool2d(&f32z(&[6, 6]), (2, 2), mode),
+        );
+        expect(
+            &format!("{op} rank 5"),
+            adaptive_pool2d(&f32z(&[1, 2, 3, 6, 6]), (2, 2), mode),
+        );
+        expect(
+            &format!("{op} zero batch"),
+            adaptive_pool2d(&f32z(&[0, 3, 6, 6]), (2, 2), mode),
+        );
+        expect(
+            &format!("{op} zero height"),
+            adaptive_pool2d(&f32z(&[2, 3, 0, 6]), (2, 2), mode),
+        );
+        expect(
+            &format!("{op} zero width"),
+            adaptive_pool2d(&f32z(&[3, 6, 0]), (2, 2), mode),
+        );
+        expect(
+            &format!("{op} out 0 rows"),
+            adaptive_pool2d(&x4, (0, 2), mode),
+        );
+        expect(
+            &format!("{op} out 0 cols"),
+            adaptive_pool2d(&x4, (2, 0), mode),
+        );
         expect(&format!("{op} int"), adaptive_pool2d(&int, (2, 2), mode));
-        expect(&format!("{op} reference int"), adaptive_pool2d_reference(&int, (2, 2), mode));
-        expect(&format!("{op} reference out 0"), adaptive_pool2d_reference(&x4, (0, 1), mode));
+        expect(
+            &format!("{op} reference int"),
+            adaptive_pool2d_reference(&int, (2, 2), mode),
+        );
+        expect(
+            &format!("{op} reference out 0"),
+            adaptive_pool2d_reference(&x4, (0, 1), mode),
+        );
     }
-    for (op, mode) in [("adaptive_avg_pool1d", PoolMode::Avg), ("adaptive_max_pool1d", PoolMode::Max)] {
+    for (op, mode) in [
+        ("adaptive_avg_pool1d", PoolMode::Avg),
+        ("adaptive_max_pool1d", PoolMode::Max),
+    ] {
         let p = |x: &Tensor, o: usize| match mode {
             PoolMode::Avg => adaptive_avg_pool1d(x, o),
             PoolMode::Max => adaptive_max_pool1d(x, o),
@@ -530,24 +642,41 @@ fn bad_input_is_an_error_naming_the_block() -> R<()> {
         expect(&format!("{op} zero length"), p(&f32z(&[2, 3, 0]), 2));
         expect(&format!("{op} out 0"), p(&x3, 0));
         expect(&format!("{op} int"), p(&int1, 2));
-        expect(&format!("{op} reference out 0"), adaptive_pool1d_reference(&x3, 0, mode));
+        expect(
+            &format!("{op} reference out 0"),
+            adaptive_pool1d_reference(&x3, 0, mode),
+        );
     }
     expect("max_pool2d_same even k", max_pool2d_same(&x4, 4));
     expect("max_pool2d_same k 0", max_pool2d_same(&x4, 0));
     expect("max_pool2d_same rank 3", max_pool2d_same(&x3, 3));
-    expect("max_pool2d_same zero dim", max_pool2d_same(&f32z(&[2, 0, 6, 6]), 3));
+    expect(
+        "max_pool2d_same zero dim",
+        max_pool2d_same(&f32z(&[2, 0, 6, 6]), 3),
+    );
     expect("max_pool2d_same int", max_pool2d_same(&int, 3));
-    expect("max_pool2d_same reference even k", max_pool2d_same_reference(&x4, 2));
+    expect(
+        "max_pool2d_same reference even k",
+        max_pool2d_same_reference(&x4, 2),
+    );
 
-    let e = AdaptivePool2d::new((0, 1), PoolMode::Avg).unwrap_err().to_string();
+    let e = AdaptivePool2d::new((0, 1), PoolMode::Avg)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("AdaptivePool2d"), "{e}");
-    let e = AdaptivePool2d::new((1, 1), PoolMode::Avg)?.forward(&int).unwrap_err().to_string();
+    let e = AdaptivePool2d::new((1, 1), PoolMode::Avg)?
+        .forward(&int)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("adaptive_avg_pool2d"), "{e}");
 
     // Spatial pyramid pooling.
     for levels in [vec![], vec![2, 0, 1]] {
         let e = SpatialPyramidPooling::new(levels.clone(), PoolMode::Max).unwrap_err();
-        assert!(e.to_string().contains("SpatialPyramidPooling"), "{levels:?}: {e}");
+        assert!(
+            e.to_string().contains("SpatialPyramidPooling"),
+            "{levels:?}: {e}"
+        );
     }
     let spp = SpatialPyramidPooling::new(vec![4, 2, 1], PoolMode::Avg)?;
     let inputs = [
@@ -587,98 +716,5 @@ fn bad_input_is_an_error_naming_the_block() -> R<()> {
     let vb = VarBuilder::from_tensors(ts, DType::F32, &dev);
     let e = sppf(4, 4, 5, vb).unwrap_err().to_string();
     assert!(e.contains("Sppf") && e.contains("cv1"), "{e}");
-    Ok(())
-}
-
-#[test]
-#[ignore]
-fn timing() -> R<()> {
-    use std::time::Instant;
-    fn t(name: &str, n: usize, f: impl Fn() -> R<Tensor>) -> R<()> {
-        f()?;
-        let s = Instant::now();
-        for _ in 0..n {
-            f()?;
-        }
-        println!("{name}: {:.3} ms", s.elapsed().as_secs_f64() * 1e3 / n as f64);
-        Ok(())
-    }
-    let dev = Device::Cpu;
-    let g = Tensor::randn(0f32, 1., (32, 2048, 7, 7), &dev)?;
-    t("global avg ours", 20, || Ok(adaptive_avg_pool2d(&g, (1, 1))?))?;
-    t("global avg candle mean", 20, || Ok(g.mean_keepdim((2, 3))?))?;
-    t("global max ours", 20, || Ok(adaptive_max_pool2d(&g, (1, 1))?))?;
-    t("global max candle max", 20, || Ok(g.max_keepdim(3)?.max_keepdim(2)?))?;
-    let x = Tensor::randn(0f32, 1., (8, 256, 32, 32), &dev)?;
-    t("avg 32->16 ours", 20, || Ok(adaptive_avg_pool2d(&x, (16, 16))?))?;
-    t("avg 32->16 candle avg_pool2d", 20, || Ok(x.avg_pool2d(2)?))?;
-    t("max 32->16 ours", 20, || Ok(adaptive_max_pool2d(&x, (16, 16))?))?;
-    t("max 32->16 candle max_pool2d", 20, || Ok(x.max_pool2d(2)?))?;
-    let s = Tensor::randn(0f32, 1., (8, 256, 20, 20), &dev)?;
-    t("same5 ours", 20, || Ok(max_pool2d_same(&s, 5)?))?;
-    t("same5 candle padded", 20, || Ok(max_pool2d_same_reference(&s, 5)?))?;
-    let sh = s.to_dtype(DType::BF16)?;
-    t("same5 ours bf16", 20, || Ok(max_pool2d_same(&sh, 5)?))?;
-    let vm = VarMap::new();
-    let blk = sppf(512, 512, 5, VarBuilder::from_varmap(&vm, DType::F32, &dev))?;
-    let xs = Tensor::randn(0f32, 1., (2, 512, 20, 20), &dev)?;
-    t("sppf 512 20x20 eval", 5, || Ok(blk.forward_t(&xs, false)?))?;
-    let w = Tensor::randn(0f32, 1., (256, 512, 1, 1), &dev)?;
-    t("conv1x1 candle conv2d", 5, || Ok(xs.conv2d(&w, 0, 1, 1, 1)?))?;
-    t("conv1x1 matmul", 5, || {
-        let w2 = w.reshape((256, 512))?;
-        let x2 = xs.reshape((2, 512, 400))?;
-        Ok(w2.broadcast_left(2)?.matmul(&x2)?.reshape((2, 256, 20, 20))?)
-    })?;
-    let bn = candle_nn::batch_norm(512, 1e-3, VarBuilder::from_varmap(&vm, DType::F32, &dev).pp("bnx"))?;
-    t("bn eval 512", 5, || Ok(bn.forward_t(&xs, false)?))?;
-    t("silu 512", 5, || Ok(xs.silu()?))?;
-    let h = xs.narrow(1, 0, 256)?.contiguous()?;
-    t("pool x3 256", 5, || Ok(max_pool2d_same(&max_pool2d_same(&max_pool2d_same(&h, 5)?, 5)?, 5)?))?;
-    t("cat 4x256", 5, || Ok(Tensor::cat(&[&h, &h, &h, &h], 1)?))?;
-    let spp = SpatialPyramidPooling::new(vec![6, 3, 2, 1], PoolMode::Max)?;
-    let x13 = Tensor::randn(0f32, 1., (8, 256, 13, 13), &dev)?;
-    t("spp 6321 ours", 20, || Ok(spp.forward(&x13)?))?;
-    let v = Var::from_tensor(&s)?;
-    let ys = max_pool2d_same(v.as_tensor(), 5)?;
-    t("same5 bwd only ours", 10, || Ok(ys.backward()?.get(v.as_tensor()).ok_or("g")?.clone()))?;
-    let v = Var::from_tensor(&x)?;
-    let ya = adaptive_avg_pool2d(v.as_tensor(), (16, 16))?;
-    t("avg 32->16 bwd only ours", 10, || Ok(ya.backward()?.get(v.as_tensor()).ok_or("g")?.clone()))?;
-    let ya = v.as_tensor().avg_pool2d(2)?;
-    t("avg 32->16 bwd only candle", 10, || Ok(ya.backward()?.get(v.as_tensor()).ok_or("g")?.clone()))?;
-    let ya = adaptive_max_pool2d(v.as_tensor(), (16, 16))?;
-    t("max 32->16 bwd only ours", 10, || Ok(ya.backward()?.get(v.as_tensor()).ok_or("g")?.clone()))?;
-    let ya = v.as_tensor().max_pool2d(2)?;
-    t("max 32->16 bwd only candle", 10, || Ok(ya.backward()?.get(v.as_tensor()).ok_or("g")?.clone()))?;
-    let gy = Tensor::randn(0f32, 1., (8, 256, 20, 20), &dev)?;
-    let v = Var::from_tensor(&s)?;
-    t("same5 fwd+bwd ours", 10, || {
-        let y = max_pool2d_same(v.as_tensor(), 5)?;
-        let gr = (y * &gy)?.sum_all()?.backward()?;
-        Ok(gr.get(v.as_tensor()).ok_or("g")?.clone())
-    })?;
-    let gy = Tensor::randn(0f32, 1., (8, 256, 16, 16), &dev)?;
-    let v = Var::from_tensor(&x)?;
-    t("avg 32->16 fwd+bwd ours", 10, || {
-        let y = adaptive_avg_pool2d(v.as_tensor(), (16, 16))?;
-        let gr = (y * &gy)?.sum_all()?.backward()?;
-        Ok(gr.get(v.as_tensor()).ok_or("g")?.clone())
-    })?;
-    t("avg 32->16 fwd+bwd candle", 10, || {
-        let y = v.as_tensor().avg_pool2d(2)?;
-        let gr = (y * &gy)?.sum_all()?.backward()?;
-        Ok(gr.get(v.as_tensor()).ok_or("g")?.clone())
-    })?;
-    t("max 32->16 fwd+bwd ours", 10, || {
-        let y = adaptive_max_pool2d(v.as_tensor(), (16, 16))?;
-        let gr = (y * &gy)?.sum_all()?.backward()?;
-        Ok(gr.get(v.as_tensor()).ok_or("g")?.clone())
-    })?;
-    t("max 32->16 fwd+bwd candle", 10, || {
-        let y = v.as_tensor().max_pool2d(2)?;
-        let gr = (y * &gy)?.sum_all()?.backward()?;
-        Ok(gr.get(v.as_tensor()).ok_or("g")?.clone())
-    })?;
     Ok(())
 }

@@ -81,14 +81,23 @@ impl Conv3d {
     /// config. `Cin` is checked against the input at `forward`.
     pub fn new(weight: Tensor, bias: Option<Tensor>, cfg: Conv3dConfig) -> Result<Self> {
         cfg.validate_for(BLOCK)?;
-        check::rank(BLOCK, "weight", &weight, 5, "(Cout, Cin/groups, kd, kh, kw)")?;
+        check::rank(
+            BLOCK,
+            "weight",
+            &weight,
+            5,
+            "(Cout, Cin/groups, kd, kh, kw)",
+        )?;
         check::non_empty(BLOCK, "weight", &weight)?;
         check::float_dtype(BLOCK, "weight", &weight)?;
         let cout = weight.dim(0)?;
-        if cout % cfg.groups != 0 {
+        if !cout.is_multiple_of(cfg.groups) {
             return Err(Error::config(
                 BLOCK,
-                format!("output channels {cout} are not divisible by groups {}", cfg.groups),
+                format!(
+                    "output channels {cout} are not divisible by groups {}",
+                    cfg.groups
+                ),
             ));
         }
         if let Some(b) = &bias {
@@ -159,10 +168,13 @@ fn build(
     check::positive(BLOCK, "in_channels", in_channels)?;
     check::positive(BLOCK, "out_channels", out_channels)?;
     check::positive(BLOCK, "kernel_size", kernel_size)?;
-    if in_channels % cfg.groups != 0 {
+    if !in_channels.is_multiple_of(cfg.groups) {
         return Err(Error::config(
             BLOCK,
-            format!("in_channels {in_channels} are not divisible by groups {}", cfg.groups),
+            format!(
+                "in_channels {in_channels} are not divisible by groups {}",
+                cfg.groups
+            ),
         ));
     }
     let cig = in_channels / cfg.groups;

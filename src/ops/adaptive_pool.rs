@@ -17,15 +17,18 @@
 //! described by one `[start, end)` interval per output row and one per output column. The
 //! forward pass first reduces the rows of a bin into a single row buffer (a contiguous,
 //! vectorisable sum or max over $W$ values per input row), then reduces that buffer over each
-//! column interval, so it reads the input once per output row instead of once per output value;
-//! planes of the `B·C` batch run on rayon's pool. Averages divide by the bin's area; maxima
-//! propagate NaN like PyTorch (a bin containing NaN yields NaN).
+//! column interval: each input value is read once per output row whose bin holds it (once in
+//! all when the bins do not overlap), not once per output value, and global pooling reduces the
+//! contiguous plane directly. Planes of the `B·C` batch run on rayon's pool. Averages divide by
+//! the bin's area; maxima propagate NaN like PyTorch (a bin containing NaN yields NaN).
 //!
 //! The backward pass needs no saved indices: average pooling spreads $g / |bin|$ over the bin,
-//! and max pooling recomputes each bin's arg-max from the input (the first maximum in row-major
-//! order, or the last NaN, the element PyTorch picks) and routes the whole gradient there. The
-//! gradient op itself has no backward (no second derivatives). f16 and bf16 are read into f32,
-//! reduced in f32 and rounded once on store.
+//! and max pooling recomputes each bin's arg-max from the input — the first element (row-major)
+//! equal to the pooled maximum, or the last NaN, which is the element PyTorch picks — and routes
+//! the whole gradient there. Searching for the known maximum stops early instead of tracking a
+//! running arg-max over the whole bin. The gradient op itself has no backward (no second
+//! derivatives). f16 and bf16 are read into f32, reduced in f32 and rounded once on store. The
+//! kernels are CPU-only; on another device the op returns candle's "no implementation" error.
 //!
 //! # Example
 //! ```
@@ -65,18 +68,13 @@ const SAME: &str = "max_pool2d_same";
 const OP_GRAD: &str = "pool2d_grad";
 
 /// How a pooling bin is reduced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub enum PoolMode {
     /// The largest value of the bin (NaN if the bin holds a NaN). The default.
+    #[default]
     Max,
     /// The mean of the bin.
     Avg,
-}
-
-impl Default for PoolMode {
-    fn default() -> Self {
-        PoolMode::Max
-    }
 }
 
 impl PoolMode {
@@ -165,7 +163,11 @@ fn validate(
 
 /// `x` as `(B, C, H, W)`: adds the batch dimension when missing (and, for 1-D, `H = 1`).
 fn as_4d(x: &Tensor, rank: usize) -> Result<Tensor> {
-    let x = if x.rank() < rank { x.unsqueeze(0)? } else { x.clone() };
+    let x = if x.rank() < rank {
+        x.unsqueeze(0)?
+    } else {
+        x.clone()
+    };
     Ok(if rank == 3 { x.unsqueeze(2)? } else { x })
 }
 
@@ -250,10 +252,12 @@ pub fn max_pool2d_same(x: &Tensor, kernel_size: usize) -> Result<Tensor> {
     check::rank(SAME, "input", x, 4, "(B, C, H, W)")?;
     check::non_empty(SAME, "input", x)?;
     check::float_dtype(SAME, "input", x)?;
-    if kernel_size % 2 == 0 {
+    if kernel_size.is_multiple_of(2) {
         return Err(Error::config(
             SAME,
-            format!("kernel_size must be odd (so the output keeps the input size), got {kernel_size}"),
+            format!(
+                "kernel_size must be odd (so the output keeps the input size), got {kernel_size}"
+            ),
         ));
     }
     let x = x.contiguous()?;
@@ -333,7 +337,11 @@ pub fn adaptive_pool1d_reference(x: &Tensor, output_size: usize, mode: PoolMode)
     let x4 = as_4d(x, rank)?;
     let (_, _, _, l) = x4.dims4()?;
     let cols = adaptive_bins(l, output_size);
-    from_4d(reference_4d(&x4, &vec![(0, 1)], &cols, mode)?, rank, batched)
+    from_4d(
+        reference_4d(&x4, &vec![(0, 1)], &cols, mode)?,
+        rank,
+        batched,
+    )
 }
 
 /// [`max_pool2d_same`] built from candle's `max_pool2d_with_stride` on an input padded with
@@ -341,8 +349,11 @@ pub fn adaptive_pool1d_reference(x: &Tensor, output_size: usize, mode: PoolMode)
 pub fn max_pool2d_same_reference(x: &Tensor, kernel_size: usize) -> Result<Tensor> {
     check::rank(SAME, "input", x, 4, "(B, C, H, W)")?;
     check::non_empty(SAME, "input", x)?;
-    if kernel_size % 2 == 0 {
-        return Err(Error::config(SAME, format!("kernel_size must be odd, got {kernel_size}")));
+    if kernel_size.is_multiple_of(2) {
+        return Err(Error::config(
+            SAME,
+            format!("kernel_size must be odd, got {kernel_size}"),
+        ));
     }
     let p = kernel_size / 2;
     let (b, c, h, w) = x.dims4()?;
@@ -464,7 +475,10 @@ impl CustomOp3 for PoolGrad {
                 })
             }
             (a, _, _) => {
-                return Err(candle_core::Error::UnsupportedDTypeForOp(a.dtype(), OP_GRAD))
+                return Err(candle_core::Error::UnsupportedDTypeForOp(
+                    a.dtype(),
+                    OP_GRAD,
+                ))
             }
         };
         Ok((out, g.x_shape()))
@@ -515,7 +529,9 @@ fn sum_f32<T: Element>(v: &[T]) -> f32 {
 #[inline(always)]
 fn max_f32<T: Element>(v: &[T]) -> f32 {
     if v.len() < 2 * LANES {
-        return v.iter().fold(f32::NEG_INFINITY, |m, x| nan_max(m, x.to_f32()));
+        return v
+            .iter()
+            .fold(f32::NEG_INFINITY, |m, x| nan_max(m, x.to_f32()));
     }
     let mut lanes = [f32::NEG_INFINITY; LANES];
     let chunks = v.chunks_exact(LANES);
@@ -646,7 +662,10 @@ fn backward_plane<T: Element>(
             }
         }
         PoolMode::Max => {
-            let rows = g.rows.iter().zip(gy.chunks_exact(wo).zip(y.chunks_exact(wo)));
+            let rows = g
+                .rows
+                .iter()
+                .zip(gy.chunks_exact(wo).zip(y.chunks_exact(wo)));
             for (&(r0, r1), (grow, yrow)) in rows {
                 for ((&(c0, c1), gv), yv) in g.cols.iter().zip(grow).zip(yrow) {
                     let best = argmax(x, w, (r0, r1), (c0, c1), yv.to_f32());
@@ -669,13 +688,19 @@ fn argmax<T: Element>(
 ) -> usize {
     if m.is_nan() {
         for r in (r0..r1).rev() {
-            if let Some(i) = x[r * w + c0..r * w + c1].iter().rposition(|v| v.to_f32().is_nan()) {
+            if let Some(i) = x[r * w + c0..r * w + c1]
+                .iter()
+                .rposition(|v| v.to_f32().is_nan())
+            {
                 return r * w + c0 + i;
             }
         }
     } else {
         for r in r0..r1 {
-            if let Some(i) = x[r * w + c0..r * w + c1].iter().position(|v| v.to_f32() == m) {
+            if let Some(i) = x[r * w + c0..r * w + c1]
+                .iter()
+                .position(|v| v.to_f32() == m)
+            {
                 return r * w + c0 + i;
             }
         }
@@ -689,7 +714,10 @@ fn backward<T: Element>(g: &Geom, mode: PoolMode, x: &[T], y: &[T], gy: &[T]) ->
     let (inp, outp) = (g.in_plane(), g.out_plane());
     let mut gx = vec![0f32; g.planes() * inp];
     gx.par_chunks_mut(inp)
-        .zip(x.par_chunks(inp).zip(y.par_chunks(outp).zip(gy.par_chunks(outp))))
+        .zip(
+            x.par_chunks(inp)
+                .zip(y.par_chunks(outp).zip(gy.par_chunks(outp))),
+        )
         .with_min_len(min_planes(inp))
         .for_each_init(Vec::new, |acc, (gx, (x, (y, gy)))| {
             backward_plane(g, mode, x, y, gy, gx, acc)
@@ -732,7 +760,10 @@ mod tests {
 
     #[test]
     fn nan_propagates_and_first_max_wins() -> Result<()> {
-        let x = Tensor::new(&[[[1f32, 3., 3., f32::NAN, 2., 0.]]], &candle_core::Device::Cpu)?;
+        let x = Tensor::new(
+            &[[[1f32, 3., 3., f32::NAN, 2., 0.]]],
+            &candle_core::Device::Cpu,
+        )?;
         let y = adaptive_max_pool1d(&x, 2)?.to_vec3::<f32>()?;
         assert_eq!(y[0][0][0], 3.0);
         assert!(y[0][0][1].is_nan());
@@ -742,36 +773,5 @@ mod tests {
         let gx = g.get(v.as_tensor()).map(|t| t.to_vec3::<f32>());
         assert_eq!(gx.transpose()?, Some(vec![vec![vec![0., 1., 0.]]]));
         Ok(())
-    }
-}
-#[cfg(test)]
-mod scratch_timing {
-    use super::*;
-    #[test]
-    #[ignore]
-    fn raw_timing() {
-        let t = |name: &str, f: &dyn Fn()| {
-            f();
-            let s = std::time::Instant::now();
-            for _ in 0..10 {
-                f();
-            }
-            println!("{name}: {:.3} ms", s.elapsed().as_secs_f64() * 100.0);
-        };
-        let (b, c, h, w) = (8, 256, 32, 32);
-        let x: Vec<f32> = (0..b * c * h * w).map(|i| ((i * 7919) % 1000) as f32).collect();
-        let g = Geom { b, c, h, w, rows: adaptive_bins(h, 16), cols: adaptive_bins(w, 16) };
-        let gy = vec![1f32; b * c * 256];
-        t("avg fwd", &|| { std::hint::black_box(forward(&g, PoolMode::Avg, &x)); });
-        t("max fwd", &|| { std::hint::black_box(forward(&g, PoolMode::Max, &x)); });
-        let y = forward(&g, PoolMode::Avg, &x); t("avg bwd", &|| { std::hint::black_box(backward(&g, PoolMode::Avg, &x, &y, &gy)); });
-        let y = forward(&g, PoolMode::Max, &x); t("max bwd", &|| { std::hint::black_box(backward(&g, PoolMode::Max, &x, &y, &gy)); });
-        let (h, w) = (20, 20);
-        let x: Vec<f32> = (0..b * c * h * w).map(|i| ((i * 7919) % 1000) as f32).collect();
-        let g = Geom { b, c, h, w, rows: same_bins(h, 5), cols: same_bins(w, 5) };
-        let gy = vec![1f32; b * c * h * w];
-        t("same fwd", &|| { std::hint::black_box(forward(&g, PoolMode::Max, &x)); });
-        let y = forward(&g, PoolMode::Max, &x); t("same bwd", &|| { std::hint::black_box(backward(&g, PoolMode::Max, &x, &y, &gy)); });
-        t("alloc+zero 2M", &|| { std::hint::black_box(vec![0f32; 2 * 1024 * 1024]); });
     }
 }

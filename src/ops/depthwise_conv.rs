@@ -67,7 +67,6 @@ use crate::{Error, Result};
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor, WithDType};
 use half::{bf16, f16};
-use rayon::prelude::*;
 
 const OP2: &str = "depthwise_conv2d";
 const OP1: &str = "depthwise_conv1d";
@@ -683,39 +682,59 @@ fn axpy<const FMA: bool>(y: &mut [f32], x: &[f32], a: f32) {
     }
 }
 
-/// `dst[p * wq + q] = src[q * sx + p]`: one padded row into its phases.
+/// `dst[p * wq + q] = src[q * sx + p]`: one padded row into its phases (any stride).
 #[inline(always)]
 fn deinterleave(src: &[f32], dst: &mut [f32], sx: usize, wq: usize) {
-    if sx == 2 {
-        let (even, odd) = dst.split_at_mut(wq);
-        for ((e, o), pair) in even.iter_mut().zip(odd.iter_mut()).zip(src.chunks_exact(2)) {
-            *e = pair[0];
-            *o = pair[1];
-        }
-    } else {
-        for (q, group) in src.chunks_exact(sx).enumerate() {
-            for (p, v) in group.iter().enumerate() {
-                dst[p * wq + q] = *v;
-            }
+    for (q, group) in src.chunks_exact(sx).enumerate() {
+        for (p, v) in group.iter().enumerate() {
+            dst[p * wq + q] = *v;
         }
     }
 }
 
-/// `dst[q * sx + p] = src[p * wq + q]`: phases back into one padded row.
+/// `dst[q * sx + p] = src[p * wq + q]`: phases back into one padded row (any stride).
 #[inline(always)]
 fn interleave(src: &[f32], dst: &mut [f32], sx: usize, wq: usize) {
-    if sx == 2 {
-        let (even, odd) = src.split_at(wq);
-        for ((e, o), pair) in even.iter().zip(odd).zip(dst.chunks_exact_mut(2)) {
-            pair[0] = *e;
-            pair[1] = *o;
+    for (q, group) in dst.chunks_exact_mut(sx).enumerate() {
+        for (p, v) in group.iter_mut().enumerate() {
+            *v = src[p * wq + q];
         }
+    }
+}
+
+/// `a[j] = src[2j]`, `b[j] = src[2j + 1]` for `j < src.len() / 2` (written with indices so
+/// LLVM vectorises the stride-2 loads).
+#[inline(always)]
+fn split_pairs<T: Kern>(src: &[T], a: &mut [f32], b: &mut [f32]) {
+    let n = (src.len() / 2).min(a.len()).min(b.len());
+    let (src, a, b) = (&src[..2 * n], &mut a[..n], &mut b[..n]);
+    for j in 0..n {
+        a[j] = src[2 * j].to_f32();
+        b[j] = src[2 * j + 1].to_f32();
+    }
+}
+
+/// `dst[2j] = T(a[j])`, `dst[2j + 1] = T(b[j])` for `j < dst.len() / 2`.
+#[inline(always)]
+fn join_pairs<T: Kern>(a: &[f32], b: &[f32], dst: &mut [T]) {
+    let n = (dst.len() / 2).min(a.len()).min(b.len());
+    let (dst, a, b) = (&mut dst[..2 * n], &a[..n], &b[..n]);
+    for j in 0..n {
+        dst[2 * j] = T::from_f32(a[j]);
+        dst[2 * j + 1] = T::from_f32(b[j]);
+    }
+}
+
+/// For stride 2: the phase arrays `(first, second)` and offsets such that input column `2j`
+/// lives at `first[k1 + j]` and column `2j + 1` at `second[k2 + j]` (the left padding `pl`
+/// decides which phase is which).
+#[inline(always)]
+fn stride2_phases(pl: usize) -> (bool, usize, usize) {
+    let k = pl / 2;
+    if pl % 2 == 0 {
+        (false, k, k)
     } else {
-        for (q, group) in dst.chunks_exact_mut(sx).enumerate() {
-            for (p, v) in group.iter_mut().enumerate() {
-                *v = src[p * wq + q];
-            }
-        }
+        (true, k, k + 1)
     }
 }
 
@@ -727,18 +746,33 @@ fn load_padded<T: Kern>(g: &Geom, plan: &Plan, src: &[T], dst: &mut Vec<f32>, ro
         dst.clear();
         dst.resize(plan.len, 0.0);
     }
-    if g.sx > 1 && row.len() != plan.rl {
+    if g.sx > 2 && row.len() != plan.rl {
         row.clear();
         row.resize(plan.rl, 0.0);
     }
+    let (swap, k1, k2) = stride2_phases(g.pl);
     let rows = dst[g.pt * plan.rl..].chunks_exact_mut(plan.rl);
     for (srow, drow) in src.chunks_exact(g.w).zip(rows) {
-        let target = if g.sx == 1 { &mut drow[..] } else { &mut row[..] };
-        for (d, s) in target[g.pl..g.pl + g.w].iter_mut().zip(srow) {
-            *d = s.to_f32();
-        }
-        if g.sx > 1 {
-            deinterleave(row, drow, g.sx, plan.wq);
+        match g.sx {
+            1 => {
+                for (d, s) in drow[g.pl..g.pl + g.w].iter_mut().zip(srow) {
+                    *d = s.to_f32();
+                }
+            }
+            2 => {
+                let (even, odd) = drow.split_at_mut(plan.wq);
+                let (first, second) = if swap { (odd, even) } else { (even, odd) };
+                split_pairs(srow, &mut first[k1..], &mut second[k2..]);
+                if g.w % 2 == 1 {
+                    first[k1 + g.w / 2] = srow[g.w - 1].to_f32();
+                }
+            }
+            _ => {
+                for (d, s) in row[g.pl..g.pl + g.w].iter_mut().zip(srow) {
+                    *d = s.to_f32();
+                }
+                deinterleave(row, drow, g.sx, plan.wq);
+            }
         }
     }
 }
@@ -746,20 +780,33 @@ fn load_padded<T: Kern>(g: &Geom, plan: &Plan, src: &[T], dst: &mut Vec<f32>, ro
 /// Rounds the unpadded part of a padded, phased plane into an `(H, W)` plane.
 #[inline(always)]
 fn store_unpadded<T: Kern>(g: &Geom, plan: &Plan, src: &[f32], dst: &mut [T], row: &mut Vec<f32>) {
-    if g.sx > 1 && row.len() != plan.rl {
+    if g.sx > 2 && row.len() != plan.rl {
         row.clear();
         row.resize(plan.rl, 0.0);
     }
+    let (swap, k1, k2) = stride2_phases(g.pl);
     let rows = src[g.pt * plan.rl..].chunks_exact(plan.rl);
     for (srow, drow) in rows.zip(dst.chunks_exact_mut(g.w)) {
-        let from = if g.sx == 1 {
-            srow
-        } else {
-            interleave(srow, row, g.sx, plan.wq);
-            &row[..]
-        };
-        for (d, s) in drow.iter_mut().zip(&from[g.pl..g.pl + g.w]) {
-            *d = T::from_f32(*s);
+        match g.sx {
+            1 => {
+                for (d, s) in drow.iter_mut().zip(&srow[g.pl..g.pl + g.w]) {
+                    *d = T::from_f32(*s);
+                }
+            }
+            2 => {
+                let (even, odd) = srow.split_at(plan.wq);
+                let (first, second) = if swap { (odd, even) } else { (even, odd) };
+                join_pairs(&first[k1..], &second[k2..], drow);
+                if g.w % 2 == 1 {
+                    drow[g.w - 1] = T::from_f32(first[k1 + g.w / 2]);
+                }
+            }
+            _ => {
+                interleave(srow, row, g.sx, plan.wq);
+                for (d, s) in drow.iter_mut().zip(&row[g.pl..g.pl + g.w]) {
+                    *d = T::from_f32(*s);
+                }
+            }
         }
     }
 }
@@ -787,6 +834,46 @@ fn weights_f32<T: Kern>(w: &[T]) -> Vec<f32> {
     w.iter().map(|v| v.to_f32()).collect()
 }
 
+/// Runs `f(i, chunk, scratch)` for every `chunk_len`-sized chunk `i` of `out`, in parallel on
+/// candle's own CPU worker pool (`candle_core::utils::barrier_pool`, sized by
+/// `CANDLE_NUM_THREADS` / `RAYON_NUM_THREADS` like the rest of candle).
+///
+/// Why not rayon's global pool: candle 0.11 runs its element-wise ops on that barrier pool, whose
+/// workers spin for a while after each op. In a training step (our op between candle ops) the
+/// two pools' threads then compete for the same cores; on a 2-core machine forward + backward ran
+/// 10-40% slower on rayon than here, with identical kernel times in isolation. Each chunk sits
+/// behind its own (uncontended) mutex so that workers can take disjoint `&mut` chunks without
+/// `unsafe`; the pool hands out ranges dynamically, so a busy core does not stall the others.
+fn par_tasks<T: Send>(
+    out: &mut [T],
+    chunk_len: usize,
+    f: impl Fn(usize, &mut [T], &mut Scratch) + Sync + Send,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    let slots: Vec<Mutex<&mut [T]>> = out.chunks_mut(chunk_len).map(Mutex::new).collect();
+    let pool = candle_core::utils::barrier_pool();
+    let workers = pool.n_workers() + 1;
+    // Small grabs from a shared cursor: a worker slowed down by another process on its core
+    // holds back at most one grab (`execute_chunked` alone hands out n / (8 * workers) at once).
+    let grab = slots.len().div_ceil(64 * workers).max(1);
+    let cursor = AtomicUsize::new(0);
+    // One item per worker; nested calls (from inside the pool) run the loop inline.
+    pool.execute_chunked(workers, |_| {
+        let mut scr = Scratch::default();
+        loop {
+            let start = cursor.fetch_add(grab, Ordering::Relaxed);
+            if start >= slots.len() {
+                break;
+            }
+            for (i, slot) in slots.iter().enumerate().skip(start).take(grab) {
+                let mut chunk = slot.lock().unwrap_or_else(|e| e.into_inner());
+                f(i, &mut chunk, &mut scr);
+            }
+        }
+    });
+}
+
 // --- forward --------------------------------------------------------------------------------
 
 /// `L` consecutive outputs of one row: every tap accumulated in registers. Tap `t` reads
@@ -810,6 +897,11 @@ fn fwd_block<const L: usize, const NT: usize, const FMA: bool>(
 }
 
 /// One output row `dst`, starting at offset `base` of the padded plane.
+///
+/// Every block is stored with a fixed width (a variable-length store of the accumulators keeps
+/// LLVM from vectorising them): the last 8-wide block overlaps its predecessor (outputs are
+/// written, not accumulated, so recomputing a few is harmless), and rows narrower than 8 go
+/// through `tmp`.
 #[inline(always)]
 fn fwd_row<const NT: usize, const FMA: bool>(
     xin: &[f32],
@@ -817,26 +909,29 @@ fn fwd_row<const NT: usize, const FMA: bool>(
     tap_off: &[usize],
     w: &[f32],
     dst: &mut [f32],
+    tmp: &mut [f32; 8],
 ) {
-    const L: usize = 32;
-    let mut blocks = dst.chunks_exact_mut(L);
-    let mut i = base;
-    // Element loops rather than `copy_from_slice`, which becomes a `memcpy` call here.
-    for b in &mut blocks {
-        let acc = fwd_block::<L, NT, FMA>(xin, i, tap_off, w);
-        for (d, a) in b.iter_mut().zip(acc) {
-            *d = a;
-        }
-        i += L;
+    let n = dst.len();
+    let mut i = 0;
+    while i + 32 <= n {
+        let acc = fwd_block::<32, NT, FMA>(xin, base + i, tap_off, w);
+        dst[i..i + 32].copy_from_slice(&acc);
+        i += 32;
     }
-    // The tail in 8-wide blocks; the lanes past the row read the next row or the slack and are
-    // dropped.
-    for b in blocks.into_remainder().chunks_mut(8) {
-        let acc = fwd_block::<8, NT, FMA>(xin, i, tap_off, w);
-        for (d, a) in b.iter_mut().zip(acc) {
-            *d = a;
-        }
+    while i + 8 <= n {
+        let acc = fwd_block::<8, NT, FMA>(xin, base + i, tap_off, w);
+        dst[i..i + 8].copy_from_slice(&acc);
         i += 8;
+    }
+    if i < n {
+        if n >= 8 {
+            let acc = fwd_block::<8, NT, FMA>(xin, base + n - 8, tap_off, w);
+            dst[n - 8..].copy_from_slice(&acc);
+        } else {
+            // The lanes past the row read the next row or the slack and are dropped.
+            *tmp = fwd_block::<8, NT, FMA>(xin, base, tap_off, w);
+            dst.copy_from_slice(&tmp[..n]);
+        }
     }
 }
 
@@ -850,9 +945,10 @@ fn fwd_planes<const NT: usize, const FMA: bool>(
     out: &mut [f32],
 ) {
     let step = g.sy * plan.rl;
+    let mut tmp = [0f32; 8];
     for (wj, oplane) in wk.chunks_exact(g.taps()).zip(out.chunks_exact_mut(g.out_plane())) {
         for (oy, orow) in oplane.chunks_exact_mut(g.wo).enumerate() {
-            fwd_row::<NT, FMA>(xin, oy * step, &plan.tap_off, wj, orow);
+            fwd_row::<NT, FMA>(xin, oy * step, &plan.tap_off, wj, orow, &mut tmp);
         }
     }
 }
@@ -908,10 +1004,8 @@ fn forward<T: Kern>(g: &Geom, x: &[T], w: &[T]) -> Vec<T> {
     let wk = weights_f32(w);
     let (inp, outp, mk) = (g.in_plane(), g.out_plane(), g.m * g.taps());
     let mut out = vec![T::from_f32(0.0); g.b * g.cm() * outp];
-    out.par_chunks_mut(g.m * outp)
-        .zip(x.par_chunks(inp))
-        .enumerate()
-        .for_each_init(Scratch::default, |scr, (i, (out, x))| {
+    par_tasks(&mut out, g.m * outp, |i, out, scr| {
+            let x = &x[i * inp..(i + 1) * inp];
             let c = i % g.c;
             let wk = &wk[c * mk..(c + 1) * mk];
             match simd {
@@ -994,10 +1088,8 @@ fn grad_input<T: Kern>(g: &Geom, gy: &[T], w: &[T]) -> Vec<T> {
     let wk = weights_f32(w);
     let (inp, outp, mk) = (g.in_plane(), g.out_plane(), g.m * g.taps());
     let mut gin = vec![T::from_f32(0.0); g.b * g.c * inp];
-    gin.par_chunks_mut(inp)
-        .zip(gy.par_chunks(g.m * outp))
-        .enumerate()
-        .for_each_init(Scratch::default, |scr, (i, (gin, gy))| {
+    par_tasks(&mut gin, inp, |i, gin, scr| {
+            let gy = &gy[i * g.m * outp..(i + 1) * g.m * outp];
             let c = i % g.c;
             let wk = &wk[c * mk..(c + 1) * mk];
             match simd {
@@ -1014,7 +1106,8 @@ fn grad_input<T: Kern>(g: &Geom, gy: &[T], w: &[T]) -> Vec<T> {
 // --- gradient wrt the weight ----------------------------------------------------------------
 
 /// Adds `sum_{oy, ox} gy[oy, ox] * xin[tap(oy, ox)]` for every tap of one output plane into
-/// `acc` (`kh·kw`). Eight partial sums per tap are kept in registers across the whole plane.
+/// `acc` (`kh·kw`): one pass over the plane per tap (it stays in L1/L2), with vector partial sums
+/// kept in registers across the whole plane.
 #[inline(always)]
 fn gw_plane<const NT: usize, const FMA: bool>(
     g: &Geom,
@@ -1023,64 +1116,34 @@ fn gw_plane<const NT: usize, const FMA: bool>(
     gy: &[f32],
     acc: &mut [f32],
 ) {
-    const L: usize = 8;
-    const MAX: usize = 9;
-    let nt = ntaps::<NT>(plan.tap_off.len());
     let step = g.sy * plan.rl;
-    if NT == 0 || NT > MAX {
-        // Any kernel size: a dot product per row and tap.
+    for t in 0..ntaps::<NT>(plan.tap_off.len()) {
+        let mut a16 = [0f32; 16];
+        let mut a8 = [0f32; 8];
+        let mut tail = 0f32;
         for (oy, grow) in gy.chunks_exact(g.wo).enumerate() {
-            for (t, a) in acc.iter_mut().enumerate().take(nt) {
-                let off = oy * step + plan.tap_off[t];
-                *a += dot::<FMA>(grow, &xin[off..off + g.wo]);
-            }
-        }
-        return;
-    }
-    let mut lanes = [[0f32; L]; MAX];
-    let mut tail = [0f32; MAX];
-    for (oy, grow) in gy.chunks_exact(g.wo).enumerate() {
-        let base = oy * step;
-        let mut chunks = grow.chunks_exact(L);
-        let mut ox = 0;
-        for gc in &mut chunks {
-            for t in 0..nt {
-                let off = base + plan.tap_off[t] + ox;
-                let x = &xin[off..off + L];
-                for l in 0..L {
-                    lanes[t][l] = madd::<FMA>(gc[l], x[l], lanes[t][l]);
+            let off = oy * step + plan.tap_off[t];
+            let xrow = &xin[off..off + g.wo];
+            let mut g16 = grow.chunks_exact(16);
+            let mut x16 = xrow.chunks_exact(16);
+            for (gc, xc) in (&mut g16).zip(&mut x16) {
+                for l in 0..16 {
+                    a16[l] = madd::<FMA>(gc[l], xc[l], a16[l]);
                 }
             }
-            ox += L;
-        }
-        for (i, gv) in chunks.remainder().iter().enumerate() {
-            for t in 0..nt {
-                tail[t] = madd::<FMA>(*gv, xin[base + plan.tap_off[t] + ox + i], tail[t]);
+            let mut g8 = g16.remainder().chunks_exact(8);
+            let mut x8 = x16.remainder().chunks_exact(8);
+            for (gc, xc) in (&mut g8).zip(&mut x8) {
+                for l in 0..8 {
+                    a8[l] = madd::<FMA>(gc[l], xc[l], a8[l]);
+                }
+            }
+            for (gv, xv) in g8.remainder().iter().zip(x8.remainder()) {
+                tail = madd::<FMA>(*gv, *xv, tail);
             }
         }
+        acc[t] += a16.iter().sum::<f32>() + a8.iter().sum::<f32>() + tail;
     }
-    for t in 0..nt {
-        acc[t] += lanes[t].iter().sum::<f32>() + tail[t];
-    }
-}
-
-/// Dot product with 8 independent partial sums (so it vectorises without reassociation).
-#[inline(always)]
-fn dot<const FMA: bool>(a: &[f32], b: &[f32]) -> f32 {
-    const L: usize = 8;
-    let mut acc = [0f32; L];
-    let (ca, cb) = (a.chunks_exact(L), b.chunks_exact(L));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for i in 0..L {
-            acc[i] = madd::<FMA>(x[i], y[i], acc[i]);
-        }
-    }
-    let mut tail = 0f32;
-    for (x, y) in ra.iter().zip(rb) {
-        tail = madd::<FMA>(*x, *y, tail);
-    }
-    acc.iter().sum::<f32>() + tail
 }
 
 /// One grad-weight task: input channel `c`, writing its `m` output channels' gradients `gw`.
@@ -1145,9 +1208,7 @@ fn grad_weight<T: Kern>(g: &Geom, x: &[T], gy: &[T]) -> Vec<T> {
     let simd = detect_simd();
     let plan = Plan::new(g);
     let mut gw = vec![T::from_f32(0.0); g.cm() * g.taps()];
-    gw.par_chunks_mut(g.m * g.taps())
-        .enumerate()
-        .for_each_init(Scratch::default, |scr, (c, gw)| match simd {
+    par_tasks(&mut gw, g.m * g.taps(), |c, gw, scr| match simd {
             // SAFETY: `detect_simd` returned `Avx2Fma` only after detecting AVX2 and FMA.
             #[cfg(target_arch = "x86_64")]
             Simd::Avx2Fma => unsafe { gw_task_avx2::<T>(g, &plan, x, gy, c, gw, scr) },
@@ -1205,4 +1266,48 @@ mod tests {
         }
         Ok(())
     }
+    // TEMP-TIMING-BEGIN
+    #[test]
+    #[ignore]
+    fn temp_kernel_timing() -> Result<()> {
+        use std::time::Instant;
+        let dev = Device::Cpu;
+        for (b, c, h, w) in [(1, 32, 112, 112), (8, 144, 56, 56), (8, 384, 14, 14)] {
+            for s in [1, 2] {
+                let x = Tensor::randn(0f32, 1., (b, c, h, w), &dev)?;
+                let k = Tensor::randn(0f32, 1., (c, 1, 3, 3), &dev)?;
+                let cfg = DepthwiseConv2dConfig::default()
+                    .with_stride(s)
+                    .with_padding(Padding::Explicit(1));
+                let g = geom2d(&x, &k, cfg, false)?;
+                let xs = x.flatten_all()?.to_vec1::<f32>()?;
+                let ks = k.flatten_all()?.to_vec1::<f32>()?;
+                let gy = vec![1f32; g.b * g.cm() * g.out_plane()];
+                let time = |f: &dyn Fn()| {
+                    let mut best = f64::MAX;
+                    for _ in 0..30 {
+                        let t = Instant::now();
+                        f();
+                        best = best.min(t.elapsed().as_secs_f64() * 1e3);
+                    }
+                    best
+                };
+                let tf = time(&|| {
+                    std::hint::black_box(forward::<f32>(&g, &xs, &ks));
+                });
+                let ti = time(&|| {
+                    std::hint::black_box(grad_input::<f32>(&g, &gy, &ks));
+                });
+                let tw = time(&|| {
+                    std::hint::black_box(grad_weight::<f32>(&g, &xs, &gy));
+                });
+                let ta = time(&|| {
+                    std::hint::black_box(vec![0f32; xs.len()]);
+                });
+                println!("{b}x{c}x{h}x{w}_s{s}: fwd {tf:.3} gin {ti:.3} gw {tw:.3} alloc-in {ta:.3} ms");
+            }
+        }
+        Ok(())
+    }
+    // TEMP-TIMING-END
 }

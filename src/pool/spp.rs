@@ -8,8 +8,8 @@
 //!   (`flatten(1)`: channel-major) and the levels are concatenated in the order given.
 //! - [`Sppf`]: `(B, c1, H, W)` → `(B, c2, H, W)`. Weights (ultralytics names):
 //!   `cv1.conv.weight` `(c1/2, c1, 1, 1)`, `cv1.bn.{weight, bias, running_mean, running_var}`
-//!   `(c1/2)`, `cv2.conv.weight` `(c2, 2·c1, 1, 1)` (that is $4 \cdot c1/2$ inputs),
-//!   `cv2.bn.*` `(c2)`.
+//!   `(c1/2)`, `cv2.conv.weight` `(c2, 4·(c1/2), 1, 1)` (the concatenated `[x, y1, y2, y3]`),
+//!   `cv2.bn.*` `(c2)`; `c1/2` rounds down, as in ultralytics.
 //!
 //! # Tip
 //! A fully connected head needs a fixed-length input, which is why classic CNNs crop or warp
@@ -125,7 +125,10 @@ impl SppConfig {
         if let Some(i) = self.levels.iter().position(|&l| l == 0) {
             return Err(Error::config(
                 SPP,
-                format!("every level must be > 0, got levels {:?} (index {i})", self.levels),
+                format!(
+                    "every level must be > 0, got levels {:?} (index {i})",
+                    self.levels
+                ),
             ));
         }
         Ok(())
@@ -146,7 +149,7 @@ impl SpatialPyramidPooling {
         Self::from_config(SppConfig { levels, mode })
     }
 
-    /// A pyramid from a validated [`SppConfig`].
+    /// Validates `cfg` and builds the pyramid; errors as [`SpatialPyramidPooling::new`].
     pub fn from_config(cfg: SppConfig) -> Result<Self> {
         cfg.validate()?;
         Ok(Self { cfg })
@@ -248,15 +251,45 @@ impl ConvBnSilu {
             Ok(Self { weight, bn })
         };
         load().map_err(|e| {
-            let ctx = format!("{SPPF}: loading {} (c_in {c_in}, c_out {c_out})", vb.prefix());
+            let ctx = format!(
+                "{SPPF}: loading {} (c_in {c_in}, c_out {c_out})",
+                vb.prefix()
+            );
             Error::Candle(e.context(ctx))
         })
     }
 
+    /// `W · x` per image as one matrix product (a 1×1 convolution), `(B, c_out, H·W)`.
+    fn conv(w: &Tensor, x: &Tensor) -> candle_core::Result<Tensor> {
+        let (b, c, h, wd) = x.dims4()?;
+        let w = w.flatten_from(1)?.broadcast_left(b)?;
+        w.matmul(&x.reshape((b, c, h * wd))?)
+    }
+
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        x.conv2d(&self.weight, 0, 1, 1, 1)?
-            .apply_t(&self.bn, train)?
-            .silu()
+        let (b, _, h, w) = x.dims4()?;
+        let c_out = self.weight.dim(0)?;
+        if train {
+            let y = Self::conv(&self.weight, x)?.reshape((b, c_out, h, w))?;
+            return y.apply_t(&self.bn, true)?.silu();
+        }
+        // Eval: fold the batch norm into the convolution, W' = s·W and t = β - s·μ with
+        // s = γ / √(σ² + ε), computed in f32 (a per-channel vector, negligible next to the
+        // product); gradients still reach W, γ and β, not the running statistics.
+        let dt = self.weight.dtype();
+        let f32 = |t: &Tensor| t.to_dtype(candle_core::DType::F32);
+        let mean = f32(&self.bn.running_mean().detach())?;
+        let var = f32(&self.bn.running_var().detach())?;
+        let mut s = (var + self.bn.eps())?.sqrt()?.recip()?;
+        let mut shift = (mean.neg()? * &s)?;
+        if let Some((gamma, beta)) = self.bn.weight_and_bias() {
+            s = (s * f32(gamma)?)?;
+            shift = ((shift * f32(gamma)?)? + f32(beta)?)?;
+        }
+        let wf = f32(&self.weight)?.broadcast_mul(&s.reshape((c_out, 1, 1, 1))?)?;
+        let y = Self::conv(&wf.to_dtype(dt)?, x)?
+            .broadcast_add(&shift.to_dtype(dt)?.reshape((c_out, 1))?)?;
+        y.reshape((b, c_out, h, w))?.silu()
     }
 }
 
@@ -268,7 +301,12 @@ fn check_conv_bn(what: &'static str, w: &Tensor, bn: &BatchNorm) -> Result<(usiz
     check::float_dtype(SPPF, what, w)?;
     let (co, ci, kh, kw) = w.dims4()?;
     if (kh, kw) != (1, 1) {
-        return Err(Error::shape(SPPF, what, "(c_out, c_in, 1, 1)", w.shape().clone()));
+        return Err(Error::shape(
+            SPPF,
+            what,
+            "(c_out, c_in, 1, 1)",
+            w.shape().clone(),
+        ));
     }
     let rm = bn.running_mean();
     if rm.dims() != [co] {
@@ -319,7 +357,7 @@ fn validate_sppf(c1: usize, c2: usize, k: usize) -> Result<()> {
         ));
     }
     check::positive(SPPF, "c2", c2)?;
-    if k % 2 == 0 {
+    if k.is_multiple_of(2) {
         return Err(Error::config(
             SPPF,
             format!("k must be odd (stride-1 pools keep the size only then), got {k}"),
@@ -351,7 +389,7 @@ impl Sppf {
             ));
         }
         check::positive(SPPF, "k", k)?;
-        if k % 2 == 0 {
+        if k.is_multiple_of(2) {
             return Err(Error::config(SPPF, format!("k must be odd, got {k}")));
         }
         Ok(Self {
