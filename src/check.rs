@@ -1,5 +1,6 @@
 //! Input validation shared by every op and block, so each error names the block and the shapes.
 
+use crate::conv::{extent, output_size, Padding};
 use crate::{Error, Result};
 use candle_core::{DType, Tensor};
 
@@ -76,3 +77,85 @@ pub(crate) fn positive(block: &'static str, name: &str, value: usize) -> Result<
     }
     Ok(())
 }
+
+/// Checks an optional per-channel `bias`: the dtype and device of `weight` and shape `(n)`.
+pub(crate) fn bias(
+    block: &'static str,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    n: usize,
+) -> Result<()> {
+    if let Some(b) = bias {
+        same_dtype_device(block, "bias", weight, b)?;
+        if b.dims() != [n] {
+            return Err(Error::shape(
+                block,
+                "bias",
+                format!("({n})"),
+                b.shape().clone(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks the stride and dilation of a convolution config (both must be > 0).
+pub(crate) fn stride_dilation(block: &'static str, stride: usize, dilation: usize) -> Result<()> {
+    positive(block, "stride", stride)?;
+    positive(block, "dilation", dilation)
+}
+
+/// Resolves one spatial axis of `x` (length `n`, named `axis` in the message) for a kernel of
+/// `k` taps with stride `s` and dilation `d`: returns `(before, after, out)`, the padding and
+/// the output length, or an error when the kernel's extent exceeds the padded input.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn fit_axis(
+    block: &'static str,
+    x: &Tensor,
+    axis: &str,
+    padding: Padding,
+    n: usize,
+    k: usize,
+    s: usize,
+    d: usize,
+) -> Result<(usize, usize, usize)> {
+    let (before, after) = padding.resolve(n, k, s, d);
+    match output_size(n, k, s, d, before, after) {
+        Some(out) => Ok((before, after, out)),
+        None => Err(Error::shape(
+            block,
+            "input",
+            format!(
+                "spatial axis {axis} + padding ({before} + {after}) >= kernel extent {} \
+                 (kernel {k}, dilation {d})",
+                extent(k, d)
+            ),
+            x.shape().clone(),
+        )),
+    }
+}
+
+/// Expands, inside an `impl` block of a config with `stride`, `padding` and `dilation` fields,
+/// to their `with_*` builder setters, so every convolution config documents them the same way.
+macro_rules! conv_config_setters {
+    () => {
+        /// Sets the stride.
+        pub fn with_stride(mut self, stride: usize) -> Self {
+            self.stride = stride;
+            self
+        }
+
+        /// Sets the padding mode.
+        pub fn with_padding(mut self, padding: $crate::conv::Padding) -> Self {
+            self.padding = padding;
+            self
+        }
+
+        /// Sets the dilation.
+        pub fn with_dilation(mut self, dilation: usize) -> Self {
+            self.dilation = dilation;
+            self
+        }
+    };
+}
+pub(crate) use conv_config_setters;

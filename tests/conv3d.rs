@@ -2,44 +2,13 @@
 //! against PyTorch fixtures (tests/fixtures/gen_conv3d.py), the plain-candle composition, finite
 //! differences, half precision, the block under PyTorch names, and bad input.
 
-use std::collections::HashMap;
-
-use candle_core::{DType, Device, Module, Tensor, Var};
+use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use candle_tricks::conv::{conv3d as conv3d_block, conv3d_no_bias, Conv3d, Padding};
 use candle_tricks::ops::{conv3d, conv3d_reference, Conv3dConfig};
 
-type R<T> = Result<T, Box<dyn std::error::Error>>;
-
-const FIXTURES: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/fixtures/conv3d.safetensors"
-);
-
-fn fixtures() -> HashMap<String, Tensor> {
-    candle_core::safetensors::load(FIXTURES, &Device::Cpu).expect("fixture file")
-}
-
-fn get<'a>(f: &'a HashMap<String, Tensor>, case: &str, what: &str) -> &'a Tensor {
-    f.get(&format!("{case}.{what}"))
-        .unwrap_or_else(|| panic!("missing {case}.{what}"))
-}
-
-/// Max |a - b| / (1 + max |b|), in f64.
-fn rel_err(a: &Tensor, b: &Tensor) -> R<f64> {
-    assert_eq!(a.dims(), b.dims(), "shapes differ");
-    let a = a.to_dtype(DType::F64)?;
-    let b = b.to_dtype(DType::F64)?;
-    let diff = (&a - &b)?.abs()?.max_all()?.to_scalar::<f64>()?;
-    let scale = b.abs()?.max_all()?.to_scalar::<f64>()?;
-    Ok(diff / (1.0 + scale))
-}
-
-fn assert_close(what: &str, a: &Tensor, b: &Tensor, tol: f64) -> R<()> {
-    let e = rel_err(a, b)?;
-    assert!(e <= tol, "{what}: relative error {e:.3e} > {tol:.1e}");
-    Ok(())
-}
+mod common;
+use common::*;
 
 fn cfg(stride: usize, padding: Padding, dilation: usize, groups: usize) -> Conv3dConfig {
     Conv3dConfig::default()
@@ -68,33 +37,14 @@ const CASES: &[(&str, usize, Padding, usize, usize)] = &[
     ("tiles", 1, Padding::Same, 1, 1),
 ];
 
-/// Runs `op` on Vars made from `x`, `w`; returns `(y, grad_x, grad_w)` of `sum(y * gy)`.
-fn fwd_bwd(
-    x: &Tensor,
-    w: &Tensor,
-    gy: &Tensor,
-    op: impl Fn(&Tensor, &Tensor) -> candle_tricks::Result<Tensor>,
-) -> R<(Tensor, Tensor, Tensor)> {
-    let xv = Var::from_tensor(x)?;
-    let wv = Var::from_tensor(w)?;
-    let y = op(xv.as_tensor(), wv.as_tensor())?;
-    let loss = (&y * gy.to_dtype(y.dtype())?)?.sum_all()?;
-    let grads = loss.backward()?;
-    let gx = grads.get(xv.as_tensor()).ok_or("no grad for x")?.clone();
-    let gw = grads.get(wv.as_tensor()).ok_or("no grad for w")?.clone();
-    Ok((y, gx, gw))
-}
-
 #[test]
 fn matches_pytorch_forward_and_gradients() -> R<()> {
-    let f = fixtures();
+    let f = fixtures("conv3d");
     for &(case, s, p, d, g) in CASES {
         let cfg = cfg(s, p, d, g);
-        let (x, w, gy) = (get(&f, case, "x"), get(&f, case, "w"), get(&f, case, "gy"));
-        let (y, gx, gw) = fwd_bwd(x, w, gy, |x, w| conv3d(x, w, cfg))?;
-        assert_close(&format!("{case} y"), &y, get(&f, case, "y"), 1e-5)?;
-        assert_close(&format!("{case} gx"), &gx, get(&f, case, "gx"), 1e-5)?;
-        assert_close(&format!("{case} gw"), &gw, get(&f, case, "gw"), 1e-5)?;
+        let (x, w, gy) = fixture_xwgy(&f, case);
+        let got = fwd_bwd2(x, w, gy, |x, w| conv3d(x, w, cfg))?;
+        assert_yg_close(case, &got, &fixture_yg(&f, case), 1e-5);
     }
     Ok(())
 }
@@ -103,27 +53,20 @@ fn matches_pytorch_forward_and_gradients() -> R<()> {
 /// forward and through candle autograd.
 #[test]
 fn reference_matches_pytorch() -> R<()> {
-    let f = fixtures();
+    let f = fixtures("conv3d");
     for &(case, s, p, d, g) in CASES {
         let cfg = cfg(s, p, d, g);
-        let (x, w, gy) = (get(&f, case, "x"), get(&f, case, "w"), get(&f, case, "gy"));
+        let (x, w, gy) = fixture_xwgy(&f, case);
         let up = |t: &Tensor| t.to_dtype(DType::F64);
-        let (y, gx, gw) = fwd_bwd(&up(x)?, &up(w)?, &up(gy)?, |x, w| {
+        let got = fwd_bwd2(&up(x)?, &up(w)?, &up(gy)?, |x, w| {
             conv3d_reference(x, w, cfg)
         })?;
-        assert_close(&format!("{case} reference y"), &y, get(&f, case, "y"), 1e-5)?;
-        assert_close(
-            &format!("{case} reference gx"),
-            &gx,
-            get(&f, case, "gx"),
+        assert_yg_close(
+            &format!("{case} reference"),
+            &got,
+            &fixture_yg(&f, case),
             1e-5,
-        )?;
-        assert_close(
-            &format!("{case} reference gw"),
-            &gw,
-            get(&f, case, "gw"),
-            1e-5,
-        )?;
+        );
     }
     Ok(())
 }
@@ -156,48 +99,29 @@ fn random_configs_match_reference() -> R<()> {
         let x = Tensor::randn(0f32, 1., (b, c, d, h, wd), &dev)?;
         let w = Tensor::randn(0f32, 1., (cout, c / g, kd, kh, kw), &dev)?;
         let gy = Tensor::randn(0f32, 1., conv3d(&x, &w, cfg)?.dims(), &dev)?;
-        let (y, gx, gw) = fwd_bwd(&x, &w, &gy, |x, w| conv3d(x, w, cfg))?;
-        let up = |t: &Tensor| t.to_dtype(DType::F64);
-        let (r, rgx, rgw) = fwd_bwd(&up(&x)?, &up(&w)?, &up(&gy)?, |x, w| {
-            conv3d_reference(x, w, cfg)
-        })?;
         let what = format!(
             "{:?} k{:?} s{s} {p:?} d{dl} g{g}",
             (b, c, d, h, wd),
             (kd, kh, kw)
         );
-        assert_close(&format!("{what} y"), &y, &r, 1e-5)?;
-        assert_close(&format!("{what} gx"), &gx, &rgx, 1e-5)?;
-        assert_close(&format!("{what} gw"), &gw, &rgw, 1e-5)?;
+        let op = |x: &Tensor, w: &Tensor| conv3d(x, w, cfg);
+        let reference = |x: &Tensor, w: &Tensor| conv3d_reference(x, w, cfg);
+        check_vs_f64_reference(&what, (&x, &w, &gy), 1e-5, op, reference)?;
     }
     Ok(())
 }
 
 #[test]
 fn half_precision_matches_f32() -> R<()> {
-    let f = fixtures();
+    let f = fixtures("conv3d");
     for (dtype, tol) in [(DType::F16, 5e-3), (DType::BF16, 3e-2)] {
         for &(case, s, p, d, g) in CASES {
             let cfg = cfg(s, p, d, g);
-            let (x, w, gy) = (get(&f, case, "x"), get(&f, case, "w"), get(&f, case, "gy"));
-            // Round the inputs first so both runs see the same values.
-            let (xh, wh, gyh) = (x.to_dtype(dtype)?, w.to_dtype(dtype)?, gy.to_dtype(dtype)?);
-            let (y, gx, gw) = fwd_bwd(&xh, &wh, &gyh, |x, w| conv3d(x, w, cfg))?;
-            assert_eq!((y.dtype(), gx.dtype(), gw.dtype()), (dtype, dtype, dtype));
-            let up = |t: &Tensor| t.to_dtype(DType::F32);
-            let (y32, gx32, gw32) =
-                fwd_bwd(&up(&xh)?, &up(&wh)?, &up(&gyh)?, |x, w| conv3d(x, w, cfg))?;
-            let what = format!("{case} {dtype:?}");
-            assert_close(&format!("{what} y"), &y, &y32, tol)?;
-            assert_close(&format!("{what} gx"), &gx, &gx32, tol)?;
-            assert_close(&format!("{what} gw"), &gw, &gw32, tol)?;
+            let op = |x: &Tensor, w: &Tensor| conv3d(x, w, cfg);
+            let y = check_half_vs_f32(case, fixture_xwgy(&f, case), dtype, tol, op)?;
             // And against PyTorch's f32 result, with the input rounding on top.
-            assert_close(
-                &format!("{what} y vs torch"),
-                &y,
-                get(&f, case, "y"),
-                4.0 * tol,
-            )?;
+            let want = field(&f, case, "y");
+            assert_close(&format!("{case} {dtype:?} y vs torch"), &y, want, 4.0 * tol);
         }
     }
     Ok(())
@@ -218,57 +142,25 @@ fn backward_matches_finite_differences() -> R<()> {
         let x = Tensor::randn(0f32, 1., (b, c, d, h, wd), &dev)?;
         let w = Tensor::randn(0f32, 1., (cout, c / cfg.groups, k, k, k), &dev)?;
         let gy = Tensor::randn(0f32, 1., conv3d(&x, &w, cfg)?.dims(), &dev)?;
-        let (_, gx, gw) = fwd_bwd(&x, &w, &gy, |x, w| conv3d(x, w, cfg))?;
-        let gy64 = gy.to_dtype(DType::F64)?;
-        let loss = |x: &Tensor, w: &Tensor| -> R<f64> {
-            let y = conv3d(x, w, cfg)?.to_dtype(DType::F64)?;
-            Ok((y * &gy64)?.sum_all()?.to_scalar::<f64>()?)
-        };
-        let eps = 1e-2f32;
-        for (which, t, g) in [("x", &x, &gx), ("w", &w, &gw)] {
-            let base = t.flatten_all()?.to_vec1::<f32>()?;
-            let g = g.flatten_all()?.to_vec1::<f32>()?;
-            for i in 0..base.len() {
-                let mut plus = base.clone();
-                plus[i] += eps;
-                let mut minus = base.clone();
-                minus[i] -= eps;
-                let tp = Tensor::from_vec(plus, t.dims(), &dev)?;
-                let tm = Tensor::from_vec(minus, t.dims(), &dev)?;
-                let (lp, lm) = if which == "x" {
-                    (loss(&tp, &w)?, loss(&tm, &w)?)
-                } else {
-                    (loss(&x, &tp)?, loss(&x, &tm)?)
-                };
-                let fd = (lp - lm) / (2.0 * eps as f64);
-                let err = (fd - g[i] as f64).abs();
-                assert!(
-                    err < 1e-2 * (1.0 + fd.abs()),
-                    "{cfg:?} d{which}[{i}]: fd {fd} vs {}",
-                    g[i]
-                );
-            }
-        }
+        let op = |x: &Tensor, w: &Tensor| conv3d(x, w, cfg);
+        check_fd2(&format!("{cfg:?}"), (&x, &w, &gy), 1e-2, 1e-2, op)?;
     }
     Ok(())
 }
 
 #[test]
 fn block_loads_pytorch_conv3d_weights() -> R<()> {
-    let f = fixtures();
-    let mut ts = HashMap::new();
-    ts.insert("c.weight".to_string(), get(&f, "block", "weight").clone());
-    ts.insert("c.bias".to_string(), get(&f, "block", "bias").clone());
-    let vb = VarBuilder::from_tensors(ts, DType::F32, &Device::Cpu);
+    let f = fixtures("conv3d");
+    let vb = block_vb(&f, "c");
     let cfg = cfg(2, Padding::Explicit(1), 1, 2);
     let block = conv3d_block(4, 6, 3, cfg, vb.pp("c"))?;
     assert_eq!(block.in_channels(), 4);
     assert_eq!(block.out_channels(), 6);
     assert_eq!(block.kernel_size(), (3, 3, 3));
     assert_eq!(block.config(), cfg);
-    let x = get(&f, "block", "x");
+    let x = field(&f, "block", "x");
     let y = block.forward(x)?;
-    assert_close("block y", &y, get(&f, "block", "y"), 1e-5)?;
+    assert_close("block y", &y, field(&f, "block", "y"), 1e-5);
 
     // Without bias: the output differs exactly by the bias.
     let nb = Conv3d::new(block.weight().clone(), None, cfg)?;
@@ -279,13 +171,10 @@ fn block_loads_pytorch_conv3d_weights() -> R<()> {
         &diff,
         &bias.broadcast_as(diff.dims())?.contiguous()?,
         1e-6,
-    )?;
+    );
 
     // A wrongly shaped checkpoint is refused by the VarBuilder's shape check.
-    let mut ts = HashMap::new();
-    ts.insert("c.weight".to_string(), get(&f, "block", "weight").clone());
-    ts.insert("c.bias".to_string(), get(&f, "block", "bias").clone());
-    let vb = VarBuilder::from_tensors(ts, DType::F32, &Device::Cpu);
+    let vb = block_vb(&f, "c");
     assert!(conv3d_block(4, 6, 5, cfg, vb.pp("c")).is_err());
     Ok(())
 }
@@ -324,7 +213,8 @@ fn non_contiguous_inputs_are_accepted() -> R<()> {
     let c = Conv3dConfig::default();
     let y = conv3d(&x, &w, c)?;
     let r = conv3d_reference(&x.contiguous()?, &w.contiguous()?, c)?;
-    assert_close("transposed", &y, &r, 1e-5)
+    assert_close("transposed", &y, &r, 1e-5);
+    Ok(())
 }
 
 #[test]
@@ -415,24 +305,13 @@ fn bad_input_is_an_error_naming_the_op() -> R<()> {
         ),
     ];
     for (what, x, w, cfg) in cases {
-        let err = conv3d(&x, &w, cfg)
-            .err()
-            .ok_or(format!("{what}: expected an error"))?;
-        assert!(err.to_string().contains("conv3d"), "{what}: {err}");
-        let err = conv3d_reference(&x, &w, cfg)
-            .err()
-            .ok_or(format!("{what}: reference"))?;
-        assert!(
-            err.to_string().contains("conv3d_reference"),
-            "{what} (reference): {err}"
-        );
+        assert_err(what, conv3d(&x, &w, cfg), &["conv3d"]);
+        let r = conv3d_reference(&x, &w, cfg);
+        assert_err(&format!("{what} (reference)"), r, &["conv3d_reference"]);
     }
     // f64 is for the reference only (gradient checks); the kernel takes f32, f16 and bf16.
     let (x64, w64) = (x.to_dtype(DType::F64)?, w.to_dtype(DType::F64)?);
-    let err = conv3d(&x64, &w64, ok)
-        .err()
-        .ok_or("f64: expected an error")?;
-    assert!(err.to_string().contains("conv3d"), "{err}");
+    assert_err("f64", conv3d(&x64, &w64, ok), &["conv3d"]);
     assert!(conv3d_reference(&x64, &w64, ok).is_ok());
 
     // The block: bad weights, bias, config and constructor arguments; bad input at forward.
@@ -452,10 +331,11 @@ fn bad_input_is_an_error_naming_the_op() -> R<()> {
         ("groups 0", w.clone(), None, ok.with_groups(0)),
     ];
     for (what, w, b, cfg) in bad_new {
-        let err = Conv3d::new(w, b, cfg)
-            .err()
-            .ok_or(format!("block {what}"))?;
-        assert!(err.to_string().contains("Conv3d"), "block {what}: {err}");
+        assert_err(
+            &format!("block {what}"),
+            Conv3d::new(w, b, cfg),
+            &["Conv3d"],
+        );
     }
     let vb = VarBuilder::from_varmap(&VarMap::new(), DType::F32, &dev);
     for (cin, cout, k, groups) in [
@@ -467,19 +347,11 @@ fn bad_input_is_an_error_naming_the_op() -> R<()> {
         (6, 4, 3, 3),
     ] {
         let cfg = ok.with_groups(groups);
-        let err = conv3d_block(cin, cout, k, cfg, vb.clone())
-            .err()
-            .ok_or("block args")?;
-        assert!(
-            err.to_string().contains("Conv3d"),
-            "({cin}, {cout}, {k}, {groups}): {err}"
-        );
+        let r = conv3d_block(cin, cout, k, cfg, vb.clone());
+        assert_err(&format!("({cin}, {cout}, {k}, {groups})"), r, &["Conv3d"]);
     }
     let block = Conv3d::new(w.clone(), None, ok)?;
-    let err = block
-        .forward(&z(&[2, 3, 6, 6, 6], f)?)
-        .err()
-        .ok_or("forward Cin mismatch")?;
-    assert!(err.to_string().contains("conv3d"), "{err}");
+    let r = block.forward(&z(&[2, 3, 6, 6, 6], f)?);
+    assert_err("forward Cin mismatch", r, &["conv3d"]);
     Ok(())
 }

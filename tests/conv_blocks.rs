@@ -10,42 +10,8 @@ use candle_tricks::conv::{
     aspp, separable_conv2d, Aspp, AsppConfig, Padding, SeparableConv2d, SeparableConv2dConfig,
 };
 
-type R<T> = Result<T, Box<dyn std::error::Error>>;
-
-const FIXTURES: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/fixtures/conv_blocks.safetensors"
-);
-
-fn fixtures() -> HashMap<String, Tensor> {
-    candle_core::safetensors::load(FIXTURES, &Device::Cpu).expect("fixture file")
-}
-
-fn get<'a>(f: &'a HashMap<String, Tensor>, case: &str, what: &str) -> &'a Tensor {
-    f.get(&format!("{case}.{what}"))
-        .unwrap_or_else(|| panic!("missing {case}.{what}"))
-}
-
-/// Max |a - b| / (1 + max |b|), in f64.
-fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
-    assert_eq!(a.dims(), b.dims(), "shapes differ");
-    let a = a.to_dtype(DType::F64).unwrap();
-    let b = b.to_dtype(DType::F64).unwrap();
-    let diff = (&a - &b).unwrap().abs().unwrap().max_all().unwrap();
-    let scale = b
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f64>()
-        .unwrap();
-    diff.to_scalar::<f64>().unwrap() / (1.0 + scale)
-}
-
-fn assert_close(what: &str, a: &Tensor, b: &Tensor, tol: f64) {
-    let e = rel_err(a, b);
-    assert!(e <= tol, "{what}: relative error {e:.3e} > {tol:.1e}");
-}
+mod common;
+use common::*;
 
 /// A VarMap holding the case's state dict (names without the case prefix): blocks built from it
 /// share its variables, so the BatchNorm running statistics a train-mode forward leaves behind can
@@ -74,19 +40,21 @@ fn check_against_torch<M: ModuleT>(
     case: &str,
     build: impl Fn(VarBuilder) -> candle_tricks::Result<M>,
 ) -> R<()> {
-    let x = get(f, case, "x");
+    let x = field(f, case, "x");
     // Eval: output and d sum(y * gy) / dx.
     let vb = VarBuilder::from_tensors(f.clone(), DType::F32, &Device::Cpu).pp(case);
     let block = build(vb)?;
-    let xv = Var::from_tensor(x)?;
-    let y = block.forward_t(xv.as_tensor(), false)?;
-    assert_close(&format!("{case} eval output"), &y, get(f, case, "y"), 1e-5);
-    let grads = (&y * get(f, case, "gy"))?.sum_all()?.backward()?;
-    let gx = grads.get(xv.as_tensor()).expect("input gradient");
+    let (y, gx) = fwd_bwd1(x, field(f, case, "gy"), |x| block.forward_t(x, false))?;
+    assert_close(
+        &format!("{case} eval output"),
+        &y,
+        field(f, case, "y"),
+        1e-5,
+    );
     assert_close(
         &format!("{case} input gradient"),
-        gx,
-        get(f, case, "gx"),
+        &gx,
+        field(f, case, "gx"),
         1e-5,
     );
 
@@ -97,14 +65,14 @@ fn check_against_torch<M: ModuleT>(
     assert_close(
         &format!("{case} train output"),
         &y,
-        get(f, case, "y_train"),
+        field(f, case, "y_train"),
         1e-5,
     );
     let data = varmap.data().lock().unwrap();
     let mut checked = 0;
     for (name, var) in data.iter() {
         if name.ends_with("running_mean") || name.ends_with("running_var") {
-            let want = get(f, case, &format!("after.{name}"));
+            let want = field(f, case, &format!("after.{name}"));
             assert_close(
                 &format!("{case} {name} after a train step"),
                 var.as_tensor(),
@@ -124,7 +92,7 @@ fn check_against_torch<M: ModuleT>(
 }
 
 fn aspp_case(f: &HashMap<String, Tensor>, case: &str, rates: &[usize]) -> R<()> {
-    let w = get(f, case, "convs.0.0.weight");
+    let w = field(f, case, "convs.0.0.weight");
     let (c_out, c_in) = (w.dim(0)?, w.dim(1)?);
     // Dropout off so the train-mode output is deterministic (as in the fixture).
     let cfg = AsppConfig::default().with_rates(rates).with_dropout(0.0);
@@ -133,12 +101,12 @@ fn aspp_case(f: &HashMap<String, Tensor>, case: &str, rates: &[usize]) -> R<()> 
 
 #[test]
 fn aspp_matches_torchvision_small_rates() -> R<()> {
-    aspp_case(&fixtures(), "aspp_small", &[2, 3, 5])
+    aspp_case(&fixtures("conv_blocks"), "aspp_small", &[2, 3, 5])
 }
 
 #[test]
 fn aspp_matches_torchvision_default_rates() -> R<()> {
-    let f = fixtures();
+    let f = fixtures("conv_blocks");
     // The defaults really are torchvision's: rates 6/12/18, pooling branch at convs.4.
     assert_eq!(AsppConfig::default().rates, vec![6, 12, 18]);
     assert!(f.contains_key("aspp_default.convs.4.1.weight"));
@@ -197,9 +165,9 @@ fn aspp_dropout_only_in_training() -> R<()> {
 /// candle's matmul does: not on its CPU backend, which returns an error.)
 #[test]
 fn half_precision_close_to_f32() -> R<()> {
-    let f = fixtures();
+    let f = fixtures("conv_blocks");
     let vb = || VarBuilder::from_tensors(f.clone(), DType::F16, &Device::Cpu);
-    let half = |case: &str| get(&f, case, "x").to_dtype(DType::F16).unwrap();
+    let half = |case: &str| field(&f, case, "x").to_dtype(DType::F16).unwrap();
 
     let block = aspp(
         4,
@@ -209,13 +177,13 @@ fn half_precision_close_to_f32() -> R<()> {
     )?;
     let y = block.forward_t(&half("aspp_small"), false)?;
     assert_eq!(y.dtype(), DType::F16);
-    assert_close("aspp_small f16", &y, get(&f, "aspp_small", "y"), 1e-2);
+    assert_close("aspp_small f16", &y, field(&f, "aspp_small", "y"), 1e-2);
 
     let cfg = separable_cfg("sep_m2_d2");
     let block = separable_conv2d(3, 4, 3, cfg, vb().pp("sep_m2_d2"))?;
     let y = block.forward_t(&half("sep_m2_d2"), false)?;
     assert_eq!(y.dtype(), DType::F16);
-    assert_close("sep_m2_d2 f16", &y, get(&f, "sep_m2_d2", "y"), 1e-2);
+    assert_close("sep_m2_d2 f16", &y, field(&f, "sep_m2_d2", "y"), 1e-2);
     Ok(())
 }
 
@@ -242,7 +210,7 @@ fn separable_cfg(case: &str) -> SeparableConv2dConfig {
 
 #[test]
 fn separable_matches_torch_composition() -> R<()> {
-    let f = fixtures();
+    let f = fixtures("conv_blocks");
     for case in [
         "sep_plain",
         "sep_xception_s2",
@@ -250,10 +218,10 @@ fn separable_matches_torch_composition() -> R<()> {
         "sep_k5_explicit",
     ] {
         let cfg = separable_cfg(case);
-        let w = get(&f, case, "conv_dw.weight");
+        let w = field(&f, case, "conv_dw.weight");
         let c_in = w.dim(0)? / cfg.multiplier;
         let k = w.dim(2)?;
-        let c_out = get(&f, case, "conv_pw.weight").dim(0)?;
+        let c_out = field(&f, case, "conv_pw.weight").dim(0)?;
         check_against_torch(&f, case, |vb| separable_conv2d(c_in, c_out, k, cfg, vb))?;
     }
     Ok(())
@@ -287,24 +255,6 @@ fn separable_structure_and_shapes() -> R<()> {
     let x = Tensor::randn(0f32, 1., (2, 3, 9, 12), &Device::Cpu)?;
     assert_eq!(block.forward_t(&x, true)?.dims(), &[2, 8, 5, 6]);
     Ok(())
-}
-
-fn assert_err_names<T: std::fmt::Debug>(
-    r: Result<T, impl std::fmt::Display>,
-    block: &str,
-    needle: &str,
-) {
-    match r {
-        Ok(v) => panic!("expected an error naming {block} ({needle}), got Ok({v:?})"),
-        Err(e) => {
-            let msg = e.to_string();
-            assert!(msg.contains(block), "error does not name {block}: {msg}");
-            assert!(
-                msg.contains(needle),
-                "error does not mention {needle}: {msg}"
-            );
-        }
-    }
 }
 
 #[test]
@@ -344,7 +294,7 @@ fn aspp_bad_input_is_an_error() -> R<()> {
     assert_err_names(build(0, 4, AsppConfig::default()), "Aspp", "in_channels");
     assert_err_names(build(3, 0, AsppConfig::default()), "Aspp", "out_channels");
     // A state dict for other channel counts.
-    let f = fixtures();
+    let f = fixtures("conv_blocks");
     let vb = VarBuilder::from_tensors(f, DType::F32, &dev).pp("aspp_small");
     let cfg = AsppConfig::default().with_rates([2, 3, 5]);
     assert_err_names(aspp(5, 6, cfg, vb).map(|_| ()), "Aspp", "shape mismatch");
@@ -383,7 +333,7 @@ fn separable_bad_input_is_an_error() -> R<()> {
         "in_channels",
     );
     // A state dict for another kernel size.
-    let f = fixtures();
+    let f = fixtures("conv_blocks");
     let vb = VarBuilder::from_tensors(f, DType::F32, &dev).pp("sep_plain");
     assert_err_names(
         separable_conv2d(4, 6, 5, base.with_bias(true), vb).map(|_| ()),

@@ -1,5 +1,5 @@
 //! 3-D convolution layer (PyTorch's `nn.Conv3d`) for volumes and video, on our kernel
-//! [`crate::ops::conv3d`].
+//! [`crate::ops::conv3d()`].
 //!
 //! # Shapes
 //! - input `(B, Cin, D, H, W)`, output `(B, Cout, Do, Ho, Wo)`; each spatial axis follows
@@ -100,17 +100,7 @@ impl Conv3d {
                 ),
             ));
         }
-        if let Some(b) = &bias {
-            check::same_dtype_device(BLOCK, "bias", &weight, b)?;
-            if b.dims() != [cout] {
-                return Err(Error::shape(
-                    BLOCK,
-                    "bias",
-                    format!("({cout})"),
-                    b.shape().clone(),
-                ));
-            }
-        }
+        check::bias(BLOCK, &weight, bias.as_ref(), cout)?;
         Ok(Self { weight, bias, cfg })
     }
 
@@ -179,19 +169,8 @@ fn build(
     }
     let cig = in_channels / cfg.groups;
     let k = kernel_size;
-    // PyTorch: kaiming_uniform(a = sqrt(5)) on fan_in = Cin/groups * k^3 gives the bound
-    // 1 / sqrt(fan_in); the bias uses the same bound.
-    let bound = 1.0 / ((cig * k * k * k) as f64).sqrt();
-    let init = candle_nn::Init::Uniform {
-        lo: -bound,
-        up: bound,
-    };
-    let weight = vb.get_with_hints((out_channels, cig, k, k, k), "weight", init)?;
-    let bias = if with_bias {
-        Some(vb.get_with_hints(out_channels, "bias", init)?)
-    } else {
-        None
-    };
+    let (weight, bias) =
+        super::init::weight_and_bias(&vb, (out_channels, cig, k, k, k), with_bias)?;
     Conv3d::new(weight, bias, cfg)
 }
 

@@ -82,12 +82,7 @@ impl DepthwiseConv2d {
                 weight.shape().clone(),
             ));
         }
-        if let Some(b) = &bias {
-            check::same_dtype_device(BLOCK, "bias", &weight, b)?;
-            if b.dims() != [cm] {
-                return Err(Error::shape(BLOCK, "bias", format!("({cm})"), b.shape().clone()));
-            }
-        }
+        check::bias(BLOCK, &weight, bias.as_ref(), cm)?;
         Ok(Self { weight, bias, cfg })
     }
 
@@ -141,19 +136,8 @@ fn build(
     check::positive(BLOCK, "multiplier", multiplier)?;
     check::positive(BLOCK, "kernel_size", kernel_size)?;
     let cm = channels * multiplier;
-    // PyTorch: kaiming_uniform(a = sqrt(5)) on fan_in = 1 * k * k gives bound 1 / sqrt(fan_in),
-    // and the bias uses the same bound.
-    let bound = 1.0 / ((kernel_size * kernel_size) as f64).sqrt();
-    let init = candle_nn::Init::Uniform {
-        lo: -bound,
-        up: bound,
-    };
-    let weight = vb.get_with_hints((cm, 1, kernel_size, kernel_size), "weight", init)?;
-    let bias = if with_bias {
-        Some(vb.get_with_hints(cm, "bias", init)?)
-    } else {
-        None
-    };
+    let (weight, bias) =
+        super::init::weight_and_bias(&vb, (cm, 1, kernel_size, kernel_size), with_bias)?;
     DepthwiseConv2d::new(weight, bias, cfg)
 }
 

@@ -15,6 +15,8 @@
 //!     `(C_out, (n+2)·C_out, 1, 1)` → BatchNorm `project.1.*` → ReLU → dropout (training only).
 //! - BatchNorm tensors are `weight`, `bias`, `running_mean`, `running_var`. With the default rates
 //!   6, 12, 18 the pooling branch is `convs.4`, exactly torchvision's keys.
+//! - dtypes: those of candle's `conv2d` and `matmul` on the device (on CPU f32 and f16; bf16 is
+//!   refused there by candle's matmul with an error).
 //!
 //! # Tip
 //! **Dilate to see wider without losing resolution.** A $k \times k$ kernel at dilation (rate) $r$
@@ -29,15 +31,16 @@
 //! coordinates agree modulo $r$: the output sees a sparse checkerboard of the input and neighbouring
 //! outputs are computed from disjoint pixel sets, which shows up as grid artefacts. Mixing rates
 //! avoids it — in sequence, rates without a common factor (HDC: 1, 2, 5 rather than 2, 2, 2) fill
-//! the holes; in parallel, as here, the 1×1 branch sees every pixel densely and the image-pooling
-//! branch sees all of them at once, so the concatenation has no blind pixel whatever the rates.
+//! the holes; in parallel, as here, the branches are single layers so their holes do not compound,
+//! the 1×1 branch keeps a dense undilated path, and the image-pooling branch summarises every
+//! pixel, so no input pixel is invisible to an output whatever the rates.
 //!
-//! **Large rates degenerate.** When $r \ge H$ and $r \ge W$ every tap except the centre falls into
-//! the zero padding, and the 3×3 filter silently becomes a 1×1 on its centre weight: it no longer
-//! captures context. DeepLabv3 observed exactly this on small feature maps, which is why it adds the
-//! image-level (global pooling) branch. Pick rates relative to the feature map: 6, 12, 18 at output
-//! stride 16 on 513-pixel crops (a 33×33 map), doubled at output stride 8; on a 12×12 map only
-//! rates up to about 6 see anything beyond the centre.
+//! **Large rates degenerate.** As the rate approaches the size of the map, fewer taps land on real
+//! pixels; once $r \ge H$ and $r \ge W$ all eight outer taps read zero padding and the 3×3 filter
+//! is silently a 1×1 on its centre weight, capturing no context at all. DeepLabv3 observed this on
+//! small feature maps, which is why it adds the image-level (global pooling) branch. Pick rates
+//! relative to the feature map: 6, 12, 18 at output stride 16 on 513-pixel crops (a 33×33 map),
+//! doubled at output stride 8, and much smaller rates on the maps of small images.
 //!
 //! # Example
 //! ```
@@ -179,8 +182,8 @@ impl AsppConfig {
                 format!("dropout must be in [0, 1), got {}", self.dropout),
             ));
         }
-        // `!(x > 0)` also rejects NaN.
-        if !(self.bn_eps > 0.0) {
+        // Also rejects NaN.
+        if self.bn_eps.is_nan() || self.bn_eps <= 0.0 {
             return Err(Error::config(
                 BLOCK,
                 format!("bn_eps must be > 0, got {}", self.bn_eps),

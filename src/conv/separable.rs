@@ -12,6 +12,8 @@
 //!   - `conv_pw.weight` `(C_out, C_in·m, 1, 1)` and `conv_pw.bias` `(C_out)` when
 //!     [`SeparableConv2dConfig::bias`] is set;
 //!   - `bn_pw.*` `(C_out)` when [`SeparableConv2dConfig::pw_norm`] is set.
+//! - dtypes: the depthwise kernel takes f32, f16 and bf16; the 1×1 runs as a candle matmul, which
+//!   on CPU takes f32 and f16 (bf16 is refused there with an error).
 //!
 //! # Tip
 //! **Split spatial and channel mixing when compute is tight.** A dense $k \times k$ convolution
@@ -22,7 +24,7 @@
 //! $$ \frac{k^2 C_{in} + C_{in} C_{out}}{k^2 C_{in} C_{out}} = \frac{1}{C_{out}} + \frac{1}{k^2} $$
 //!
 //! of the weights, and the same fraction of multiply-adds since both run at every output pixel:
-//! 8 to 9 times fewer for a 3×3 at 64+ channels. This is how MobileNet, Xception and EfficientNet
+//! for a 3×3, about 8 times fewer at 64 output channels, approaching 9 as $C_{out}$ grows. This is how MobileNet, Xception and EfficientNet
 //! afford their depth. The trade-offs: each layer has less capacity (the factorisation assumes
 //! spatial and cross-channel correlations can be learned separately — which is what Xception
 //! argues), so separable networks need more layers or channels for the same accuracy, and the
@@ -200,8 +202,8 @@ impl SeparableConv2dConfig {
         check::positive(BLOCK, "stride", self.stride)?;
         check::positive(BLOCK, "dilation", self.dilation)?;
         check::positive(BLOCK, "multiplier", self.multiplier)?;
-        // `!(x > 0)` also rejects NaN.
-        if !(self.bn_eps > 0.0) {
+        // Also rejects NaN.
+        if self.bn_eps.is_nan() || self.bn_eps <= 0.0 {
             return Err(Error::config(
                 BLOCK,
                 format!("bn_eps must be > 0, got {}", self.bn_eps),
@@ -285,7 +287,7 @@ impl SeparableConv2d {
             ));
         }
         let cm = conv_dw.out_channels();
-        if cm % cfg.multiplier != 0 {
+        if !cm.is_multiple_of(cfg.multiplier) {
             return Err(Error::config(
                 BLOCK,
                 format!(

@@ -19,8 +19,9 @@
 //! vectorisable sum or max over $W$ values per input row), then reduces that buffer over each
 //! column interval: each input value is read once per output row whose bin holds it (once in
 //! all when the bins do not overlap), not once per output value, and global pooling reduces the
-//! contiguous plane directly. Planes of the `B·C` batch run on rayon's pool. Averages divide by
-//! the bin's area; maxima propagate NaN like PyTorch (a bin containing NaN yields NaN).
+//! contiguous plane directly. Planes of the `B·C` batch run on candle's CPU worker pool.
+//! Averages divide by the bin's area; maxima propagate NaN like PyTorch (a bin containing NaN
+//! yields NaN).
 //!
 //! The backward pass needs no saved indices: average pooling spreads $g / |bin|$ over the bin,
 //! and max pooling recomputes each bin's arg-max from the input — the first element (row-major)
@@ -53,12 +54,11 @@
 //!   2014, <https://arxiv.org/abs/1406.4729>
 
 use crate::check;
-use crate::ops::cpu::{contiguous, dispatch_float, Element};
+use crate::ops::cpu::{contiguous, dispatch_float, expect_shape, par_tasks, store, Element};
 use crate::{Error, Result};
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Layout, Shape, Tensor, WithDType};
 use half::{bf16, f16};
-use rayon::prelude::*;
 
 const AVG2: &str = "adaptive_avg_pool2d";
 const MAX2: &str = "adaptive_max_pool2d";
@@ -391,17 +391,6 @@ struct PoolGrad {
     mode: PoolMode,
 }
 
-fn expect_shape(op: &'static str, l: &Layout, shape: &Shape) -> candle_core::Result<()> {
-    if l.shape() != shape {
-        return Err(candle_core::Error::ShapeMismatchBinaryOp {
-            lhs: l.shape().clone(),
-            rhs: shape.clone(),
-            op,
-        });
-    }
-    Ok(())
-}
-
 impl CustomOp1 for PoolFwd {
     fn name(&self) -> &'static str {
         self.op
@@ -454,19 +443,19 @@ impl CustomOp3 for PoolGrad {
         expect_shape(OP_GRAD, l2, &g.y_shape())?;
         expect_shape(OP_GRAD, l3, &g.y_shape())?;
         macro_rules! run {
-            ($x:expr, $y:expr, $gy:expr, $T:ty, $round:expr) => {{
+            ($x:expr, $y:expr, $gy:expr, $T:ty) => {{
                 let x = contiguous($x, l1, OP_GRAD)?;
                 let y = contiguous($y, l2, OP_GRAD)?;
                 let gy = contiguous($gy, l3, OP_GRAD)?;
                 let gx = backward::<$T>(g, self.mode, x, y, gy);
-                <$T as WithDType>::to_cpu_storage_owned($round(gx))
+                store(<$T as WithDType>::DTYPE, gx, OP_GRAD)?
             }};
         }
         use CpuStorage::{BF16, F16, F32};
         let out = match (s1, s2, s3) {
-            (F32(x), F32(y), F32(gy)) => run!(x, y, gy, f32, |v| v),
-            (F16(x), F16(y), F16(gy)) => run!(x, y, gy, f16, round_to::<f16>),
-            (BF16(x), BF16(y), BF16(gy)) => run!(x, y, gy, bf16, round_to::<bf16>),
+            (F32(x), F32(y), F32(gy)) => run!(x, y, gy, f32),
+            (F16(x), F16(y), F16(gy)) => run!(x, y, gy, f16),
+            (BF16(x), BF16(y), BF16(gy)) => run!(x, y, gy, bf16),
             (a, _, b) if a.dtype() != b.dtype() => {
                 return Err(candle_core::Error::DTypeMismatchBinaryOp {
                     lhs: a.dtype(),
@@ -489,7 +478,7 @@ impl CustomOp3 for PoolGrad {
 // Kernels
 // ---------------------------------------------------------------------------------------------
 
-/// Planes handled by one rayon task at least, so tiny planes (global pooling of 7×7 maps) do not
+/// Planes handled by one task, so tiny planes (global pooling of 7×7 maps) do not
 /// pay one task each.
 fn min_planes(plane_len: usize) -> usize {
     (16 * 1024 / plane_len.max(1)).max(1)
@@ -611,10 +600,13 @@ fn forward_plane<T: Element>(g: &Geom, mode: PoolMode, x: &[T], y: &mut [T], acc
 fn forward<T: Element>(g: &Geom, mode: PoolMode, x: &[T]) -> Vec<T> {
     let (inp, outp) = (g.in_plane(), g.out_plane());
     let mut y = vec![T::from_f32(0.0); g.planes() * outp];
-    y.par_chunks_mut(outp)
-        .zip(x.par_chunks(inp))
-        .with_min_len(min_planes(inp))
-        .for_each_init(Vec::new, |acc, (y, x)| forward_plane(g, mode, x, y, acc));
+    let k = min_planes(inp);
+    par_tasks(&mut y, k * outp, |i, ys, acc: &mut Vec<f32>| {
+        let xs = &x[i * k * inp..];
+        for (y, x) in ys.chunks_exact_mut(outp).zip(xs.chunks_exact(inp)) {
+            forward_plane(g, mode, x, y, acc);
+        }
+    });
     y
 }
 
@@ -713,24 +705,18 @@ fn argmax<T: Element>(
 fn backward<T: Element>(g: &Geom, mode: PoolMode, x: &[T], y: &[T], gy: &[T]) -> Vec<f32> {
     let (inp, outp) = (g.in_plane(), g.out_plane());
     let mut gx = vec![0f32; g.planes() * inp];
-    gx.par_chunks_mut(inp)
-        .zip(
-            x.par_chunks(inp)
-                .zip(y.par_chunks(outp).zip(gy.par_chunks(outp))),
-        )
-        .with_min_len(min_planes(inp))
-        .for_each_init(Vec::new, |acc, (gx, (x, (y, gy)))| {
-            backward_plane(g, mode, x, y, gy, gx, acc)
-        });
+    let k = min_planes(inp);
+    par_tasks(&mut gx, k * inp, |i, gxs, acc: &mut Vec<f32>| {
+        let (xs, ys, gys) = (&x[i * k * inp..], &y[i * k * outp..], &gy[i * k * outp..]);
+        let planes = gxs
+            .chunks_exact_mut(inp)
+            .zip(xs.chunks_exact(inp))
+            .zip(ys.chunks_exact(outp).zip(gys.chunks_exact(outp)));
+        for ((gx, x), (y, gy)) in planes {
+            backward_plane(g, mode, x, y, gy, gx, acc);
+        }
+    });
     gx
-}
-
-/// Rounds an f32 gradient to `T` in parallel.
-fn round_to<T: Element>(v: Vec<f32>) -> Vec<T> {
-    v.par_iter()
-        .with_min_len(64 * 1024)
-        .map(|&x| T::from_f32(x))
-        .collect()
 }
 
 #[cfg(test)]

@@ -1,7 +1,11 @@
 //! Plumbing shared by the CPU kernels: element conversion to the f32 accumulator, access to a
-//! contiguous slice of a candle storage, and the dtype dispatch.
+//! contiguous slice of a candle storage, shape checks of op arguments, the dtype dispatch, f32
+//! views of storages and the rounding back, and the worker pool the kernels run on.
 
-use candle_core::{CpuStorage, Layout, Result, WithDType};
+use std::borrow::Cow;
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, DType, Layout, Result, Shape, WithDType};
 use half::{bf16, f16};
 
 /// An element type our kernels read and write; arithmetic always happens in f32.
@@ -47,21 +51,15 @@ impl Element for bf16 {
 
 /// The contiguous part of `data` that `layout` describes; kernels require contiguous inputs
 /// (the public op functions call `.contiguous()` before applying the op).
-pub(crate) fn contiguous<'a, T>(data: &'a [T], layout: &Layout, op: &'static str) -> Result<&'a [T]> {
+pub(crate) fn contiguous<'a, T>(
+    data: &'a [T],
+    layout: &Layout,
+    op: &'static str,
+) -> Result<&'a [T]> {
     match layout.contiguous_offsets() {
         Some((start, end)) => Ok(&data[start..end]),
         None => Err(candle_core::Error::RequiresContiguous { op }),
     }
-}
-
-/// Widens a slice to f32 (a copy for f16/bf16; kernels that accumulate whole tensors use it).
-pub(crate) fn to_f32_vec<T: Element>(data: &[T]) -> Vec<f32> {
-    data.iter().map(|v| v.to_f32()).collect()
-}
-
-/// Rounds an f32 buffer to `T` and wraps it as a candle storage.
-pub(crate) fn from_f32_vec<T: Element>(data: Vec<f32>) -> CpuStorage {
-    T::to_cpu_storage_owned(data.into_iter().map(T::from_f32).collect())
 }
 
 /// Runs `$body` with `$T` bound to the element type of the float storage `$s` and `$v` to its
@@ -81,8 +79,200 @@ macro_rules! dispatch_float {
                 type $T = half::bf16;
                 $body
             }
-            other => Err(candle_core::Error::UnsupportedDTypeForOp(other.dtype(), $op)),
+            other => Err(candle_core::Error::UnsupportedDTypeForOp(
+                candle_core::backend::BackendStorage::dtype(other),
+                $op,
+            )),
         }
     };
 }
 pub(crate) use dispatch_float;
+
+/// Runs `$body` with `$a`, `$b` bound to the slices of two float storages `$s1`, `$s2` of one
+/// element type `$T`; mixed dtypes become a `DTypeMismatchBinaryOp` error and other dtypes an
+/// `UnsupportedDTypeForOp` error, both naming `$op`.
+macro_rules! dispatch_float_pair {
+    ($s1:expr, $s2:expr, $op:expr, |$a:ident, $b:ident : $T:ident| $body:expr) => {
+        match ($s1, $s2) {
+            (candle_core::CpuStorage::F32($a), candle_core::CpuStorage::F32($b)) => {
+                type $T = f32;
+                $body
+            }
+            (candle_core::CpuStorage::F16($a), candle_core::CpuStorage::F16($b)) => {
+                type $T = half::f16;
+                $body
+            }
+            (candle_core::CpuStorage::BF16($a), candle_core::CpuStorage::BF16($b)) => {
+                type $T = half::bf16;
+                $body
+            }
+            (s1, s2) => {
+                use candle_core::backend::BackendStorage;
+                if s1.dtype() != s2.dtype() {
+                    Err(candle_core::Error::DTypeMismatchBinaryOp {
+                        lhs: s1.dtype(),
+                        rhs: s2.dtype(),
+                        op: $op,
+                    })
+                } else {
+                    Err(candle_core::Error::UnsupportedDTypeForOp(s1.dtype(), $op))
+                }
+            }
+        }
+    };
+}
+pub(crate) use dispatch_float_pair;
+
+/// Checks that an op argument has the shape the op's geometry promises (the public functions
+/// guarantee it; this keeps a misuse from indexing out of bounds).
+pub(crate) fn expect_shape(op: &'static str, l: &Layout, shape: &Shape) -> Result<()> {
+    if l.shape() != shape {
+        return Err(candle_core::Error::ShapeMismatchBinaryOp {
+            lhs: l.shape().clone(),
+            rhs: shape.clone(),
+            op,
+        });
+    }
+    Ok(())
+}
+
+/// Values per conversion task in [`f32_view`] and [`store`].
+const CONVERT_CHUNK: usize = 64 * 1024;
+
+/// `dst[i] = f(src[i])`, in parallel chunks on [`par_tasks`].
+fn convert<S: Copy + Sync, D: Copy + Send>(
+    src: &[S],
+    zero: D,
+    f: impl Fn(S) -> D + Sync + Send,
+) -> Vec<D> {
+    let mut dst = vec![zero; src.len()];
+    par_tasks(&mut dst, CONVERT_CHUNK, |i, out, _: &mut ()| {
+        for (d, s) in out.iter_mut().zip(&src[i * CONVERT_CHUNK..]) {
+            *d = f(*s);
+        }
+    });
+    dst
+}
+
+/// The contiguous values of a float storage as f32: borrowed for f32, widened for f16/bf16.
+pub(crate) fn f32_view<'a>(
+    s: &'a CpuStorage,
+    l: &Layout,
+    op: &'static str,
+) -> Result<Cow<'a, [f32]>> {
+    match s {
+        CpuStorage::F32(v) => Ok(Cow::Borrowed(contiguous(v, l, op)?)),
+        other => dispatch_float!(other, op, |v: T| {
+            let v = contiguous(v, l, op)?;
+            Ok(Cow::Owned(convert(v, 0f32, T::to_f32)))
+        }),
+    }
+}
+
+/// A dtype and two f32 views of storages of that dtype.
+pub(crate) type F32Pair<'a> = (DType, Cow<'a, [f32]>, Cow<'a, [f32]>);
+
+/// Both arguments as f32 views ([`f32_view`]), after checking they share a dtype; returns that
+/// dtype too.
+pub(crate) fn f32_pair<'a>(
+    s1: &'a CpuStorage,
+    l1: &Layout,
+    s2: &'a CpuStorage,
+    l2: &Layout,
+    op: &'static str,
+) -> Result<F32Pair<'a>> {
+    if s1.dtype() != s2.dtype() {
+        return Err(candle_core::Error::DTypeMismatchBinaryOp {
+            lhs: s1.dtype(),
+            rhs: s2.dtype(),
+            op,
+        });
+    }
+    Ok((s1.dtype(), f32_view(s1, l1, op)?, f32_view(s2, l2, op)?))
+}
+
+/// A storage of `dtype` holding the f32 result `v`: moved as is for f32, rounded once for
+/// f16/bf16.
+pub(crate) fn store(dtype: DType, v: Vec<f32>, op: &'static str) -> Result<CpuStorage> {
+    Ok(match dtype {
+        DType::F32 => CpuStorage::F32(v),
+        DType::F16 => CpuStorage::F16(convert(&v, f16::ZERO, f16::from_f32)),
+        DType::BF16 => CpuStorage::BF16(convert(&v, bf16::ZERO, bf16::from_f32)),
+        other => return Err(candle_core::Error::UnsupportedDTypeForOp(other, op)),
+    })
+}
+
+/// Runs `f(i, chunk, scratch)` for every `chunk_len`-sized chunk `i` of `out` (the last may be
+/// shorter), in parallel on [`par_fold`]'s pool; each worker owns one `S::default()` scratch for
+/// all the chunks it takes. Returns once every chunk is done.
+///
+/// Each chunk sits behind its own (uncontended) mutex so that workers can take disjoint `&mut`
+/// chunks without `unsafe`.
+pub(crate) fn par_tasks<T: Send, S: Default + Send>(
+    out: &mut [T],
+    chunk_len: usize,
+    f: impl Fn(usize, &mut [T], &mut S) + Sync + Send,
+) {
+    use std::sync::Mutex;
+    let chunk_len = chunk_len.max(1);
+    if out.len() <= chunk_len {
+        // One task: no need to wake the pool.
+        if !out.is_empty() {
+            f(0, out, &mut S::default());
+        }
+        return;
+    }
+    let slots: Vec<Mutex<&mut [T]>> = out.chunks_mut(chunk_len).map(Mutex::new).collect();
+    par_fold(slots.len(), |i, scr: &mut S| {
+        let mut chunk = slots[i].lock().unwrap_or_else(|e| e.into_inner());
+        f(i, &mut chunk, scr);
+    });
+}
+
+/// Threads of the pool [`par_fold`] and [`par_tasks`] run on (its workers plus the caller).
+pub(crate) fn num_threads() -> usize {
+    candle_core::utils::barrier_pool().n_workers() + 1
+}
+
+/// Runs `f(i, state)` for every `i` in `0..n` in parallel on candle's own CPU worker pool
+/// (`candle_core::utils::barrier_pool`, sized by `CANDLE_NUM_THREADS` / `RAYON_NUM_THREADS` like
+/// the rest of candle) and returns, once all are done, the `S::default()` state of every worker
+/// that ran at least one item (scratch buffers, or partial sums to reduce).
+///
+/// Why not rayon's global pool: candle 0.11 runs its element-wise ops on that barrier pool, whose
+/// workers spin for a while after each op. In a training step (our op between candle ops) the
+/// two pools' threads then compete for the same cores; on a 2-core machine forward + backward of
+/// the depthwise convolution ran 10-40% slower on rayon than here, with identical kernel times in
+/// isolation. The pool hands out items dynamically, so a busy core does not stall the others.
+pub(crate) fn par_fold<S: Default + Send>(
+    n: usize,
+    f: impl Fn(usize, &mut S) + Sync + Send,
+) -> Vec<S> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    let pool = candle_core::utils::barrier_pool();
+    let workers = num_threads();
+    // Small grabs from a shared cursor: a worker slowed down by another process on its core
+    // holds back at most one grab (`execute_chunked` alone hands out n / (8 * workers) at once).
+    let grab = n.div_ceil(64 * workers).max(1);
+    let cursor = AtomicUsize::new(0);
+    let states = Mutex::new(Vec::with_capacity(workers));
+    // One item per worker; nested calls (from inside the pool) run the loop inline.
+    pool.execute_chunked(workers, |_| {
+        let mut state: Option<S> = None;
+        loop {
+            let start = cursor.fetch_add(grab, Ordering::Relaxed);
+            if start >= n {
+                break;
+            }
+            let st = state.get_or_insert_with(S::default);
+            for i in start..(start + grab).min(n) {
+                f(i, st);
+            }
+        }
+        if let Some(st) = state {
+            states.lock().unwrap_or_else(|e| e.into_inner()).push(st);
+        }
+    });
+    states.into_inner().unwrap_or_else(|e| e.into_inner())
+}

@@ -6,29 +6,30 @@
 //!   $\lfloor o / m \rfloor$, where the channel multiplier is $m = $ `w.dim(0) / C`.
 //! - 1-D: input `(B, C, L)`, weight `(C·m, 1, k)`, output `(B, C·m, Lo)`.
 //! - $Ho, Wo$ follow [`crate::conv::Padding`]: with padding $p_b + p_a$ on an axis of length
-//!   $n$, kernel $k$, stride $s$ and dilation $d$, $n_{out} = \lfloor (n + p_b + p_a - d(k-1) - 1)/s
-//!   \rfloor + 1$. `Same` padding may be asymmetric (the odd zero goes after); the kernel handles
-//!   that directly, without padding the input in memory.
+//!   $n$, kernel $k$, stride $s$ and dilation $d$,
+//!   $n_{out} = \lfloor (n + p_b + p_a - d(k-1) - 1)/s \rfloor + 1$. `Same` padding may be
+//!   asymmetric (the odd zero goes after); the kernel supports any `(before, after)` pair.
 //!
 //! # Tip
-//! A depthwise convolution does $k_h k_w$ multiply-adds per output value and reads each input
-//! value about $k_h k_w / s^2$ times from cache, so it is bound by memory bandwidth, not by
-//! arithmetic. A generic grouped convolution (im2col + one small matrix product per group)
-//! multiplies that traffic by $k_h k_w$ and pays a per-group overhead $C$ times, which is why
-//! candle's `Tensor::conv2d(.., groups = C)` is one to two orders of magnitude slower than this
-//! kernel. Here each rayon task owns one input plane and the $m$ output planes it feeds; for every
-//! output row and kernel tap the work is a multiply-add over a contiguous run of output columns
-//! whose valid (non-padding) range is computed once per tap, so the loops vectorise (AVX2 + FMA
-//! chosen at run time on x86-64, no `-C target-cpu` needed). Strided convolutions first split each
-//! input row into its $s$ phases so the taps read contiguous memory too.
+//! A depthwise convolution does only $k_h k_w$ multiply-adds per output value (9 for 3×3), so it
+//! is bound by memory traffic, not arithmetic. A generic grouped convolution (im2col + one small
+//! matrix product per group) writes and re-reads a $k_h k_w$ times larger buffer and pays its
+//! per-group overhead $C$ times, which is why candle's `Tensor::conv2d(.., groups = C)` is one to
+//! two orders of magnitude slower than this kernel on MobileNet shapes. Here one task owns one
+//! input plane and the $m$ output planes it feeds: it copies the plane into an L1/L2-resident
+//! scratch with its zero padding (and, for stride $s > 1$, each row split into its $s$ phases so
+//! that every tap reads contiguous memory), then computes each output row in blocks of 32 (or 8)
+//! columns whose partial sums over all taps stay in registers and are stored once. The loops are
+//! compiled twice, and AVX2 + FMA is picked at run time on x86-64 (no `-C target-cpu` needed).
+//! Tasks run on candle's own CPU worker pool.
 //!
-//! The backward pass is two more kernels of the same shape: the input gradient scatters
-//! $g_{out} \cdot w$ back into each input plane (one task per input plane, so no two threads write
-//! the same value) and the weight gradient is a sum of dot products per output channel over the
-//! batch. Neither has a backward of its own: second derivatives are not supported.
+//! The backward pass is two more kernels in the same layout: the input gradient scatters
+//! $g_{out} \cdot w$ into each padded input plane (one task per input plane, so no two threads
+//! write the same value) and the weight gradient sums, per output channel and over the batch,
+//! the products of $g_{out}$ with the shifted input, in vector partial sums. Neither has a
+//! backward of its own: second derivatives are not supported.
 //!
-//! f16 and bf16 planes are widened to an f32 scratch buffer, computed in f32 and rounded once on
-//! store.
+//! f16 and bf16 planes are widened to f32 scratch, computed in f32 and rounded once on store.
 //!
 //! # Example
 //! ```
@@ -61,10 +62,9 @@
 //!   <https://arxiv.org/abs/1610.02357>
 
 use crate::check;
-use crate::conv::{extent, output_size, Padding};
-use crate::ops::cpu::{contiguous, Element};
+use crate::conv::Padding;
+use crate::ops::cpu::{contiguous, dispatch_float_pair, expect_shape, par_tasks, Element};
 use crate::{Error, Result};
-use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor, WithDType};
 use half::{bf16, f16};
 
@@ -99,23 +99,7 @@ impl Default for DepthwiseConv2dConfig {
 }
 
 impl DepthwiseConv2dConfig {
-    /// Sets the stride.
-    pub fn with_stride(mut self, stride: usize) -> Self {
-        self.stride = stride;
-        self
-    }
-
-    /// Sets the padding mode.
-    pub fn with_padding(mut self, padding: Padding) -> Self {
-        self.padding = padding;
-        self
-    }
-
-    /// Sets the dilation.
-    pub fn with_dilation(mut self, dilation: usize) -> Self {
-        self.dilation = dilation;
-        self
-    }
+    check::conv_config_setters!();
 
     /// Checks that stride and dilation are non-zero.
     pub fn validate(&self) -> Result<()> {
@@ -123,8 +107,7 @@ impl DepthwiseConv2dConfig {
     }
 
     pub(crate) fn validate_for(&self, block: &'static str) -> Result<()> {
-        check::positive(block, "stride", self.stride)?;
-        check::positive(block, "dilation", self.dilation)
+        check::stride_dilation(block, self.stride, self.dilation)
     }
 }
 
@@ -151,23 +134,7 @@ impl Default for DepthwiseConv1dConfig {
 }
 
 impl DepthwiseConv1dConfig {
-    /// Sets the stride.
-    pub fn with_stride(mut self, stride: usize) -> Self {
-        self.stride = stride;
-        self
-    }
-
-    /// Sets the padding mode.
-    pub fn with_padding(mut self, padding: Padding) -> Self {
-        self.padding = padding;
-        self
-    }
-
-    /// Sets the dilation.
-    pub fn with_dilation(mut self, dilation: usize) -> Self {
-        self.dilation = dilation;
-        self
-    }
+    check::conv_config_setters!();
 
     /// Checks that stride and dilation are non-zero.
     pub fn validate(&self) -> Result<()> {
@@ -175,8 +142,7 @@ impl DepthwiseConv1dConfig {
     }
 
     pub(crate) fn validate_for(&self, block: &'static str) -> Result<()> {
-        check::positive(block, "stride", self.stride)?;
-        check::positive(block, "dilation", self.dilation)
+        check::stride_dilation(block, self.stride, self.dilation)
     }
 }
 
@@ -261,39 +227,14 @@ fn validate_common(
     Ok((c, cm / c))
 }
 
-/// Resolves one axis: `(before, after, out)`, or an error if the kernel does not fit.
-fn resolve_axis(
-    op: &'static str,
-    x: &Tensor,
-    padding: Padding,
-    n: usize,
-    k: usize,
-    s: usize,
-    d: usize,
-) -> Result<(usize, usize, usize)> {
-    let (before, after) = padding.resolve(n, k, s, d);
-    match output_size(n, k, s, d, before, after) {
-        Some(out) => Ok((before, after, out)),
-        None => Err(Error::shape(
-            op,
-            "input",
-            format!(
-                "spatial size + padding ({before} + {after}) >= kernel extent {}",
-                extent(k, d)
-            ),
-            x.shape().clone(),
-        )),
-    }
-}
-
 fn geom2d(x: &Tensor, w: &Tensor, cfg: DepthwiseConv2dConfig, allow_f64: bool) -> Result<Geom> {
     let (c, m) = validate_common(OP2, x, w, 4, "(B, C, H, W)", "(C·m, 1, kh, kw)", allow_f64)?;
     cfg.validate_for(OP2)?;
     let (b, _, h, wd) = x.dims4()?;
     let (_, _, kh, kw) = w.dims4()?;
     let (s, d) = (cfg.stride, cfg.dilation);
-    let (pt, pb, ho) = resolve_axis(OP2, x, cfg.padding, h, kh, s, d)?;
-    let (pl, pr, wo) = resolve_axis(OP2, x, cfg.padding, wd, kw, s, d)?;
+    let (pt, pb, ho) = check::fit_axis(OP2, x, "H", cfg.padding, h, kh, s, d)?;
+    let (pl, pr, wo) = check::fit_axis(OP2, x, "W", cfg.padding, wd, kw, s, d)?;
     Ok(Geom {
         b,
         c,
@@ -321,7 +262,7 @@ fn geom1d(x: &Tensor, w: &Tensor, cfg: DepthwiseConv1dConfig, allow_f64: bool) -
     let (b, _, l) = x.dims3()?;
     let (_, _, k) = w.dims3()?;
     let (s, d) = (cfg.stride, cfg.dilation);
-    let (pl, pr, lo) = resolve_axis(OP1, x, cfg.padding, l, k, s, d)?;
+    let (pl, pr, lo) = check::fit_axis(OP1, x, "L", cfg.padding, l, k, s, d)?;
     Ok(Geom {
         b,
         c,
@@ -384,7 +325,9 @@ pub fn depthwise_conv2d_reference(
     cfg: DepthwiseConv2dConfig,
 ) -> Result<Tensor> {
     let g = geom2d(x, w, cfg, true)?;
-    let xp = x.pad_with_zeros(2, g.pt, g.pb)?.pad_with_zeros(3, g.pl, g.pr)?;
+    let xp = x
+        .pad_with_zeros(2, g.pt, g.pb)?
+        .pad_with_zeros(3, g.pl, g.pr)?;
     Ok(xp.conv2d(w, 0, cfg.stride, cfg.dilation, g.c)?)
 }
 
@@ -422,45 +365,6 @@ struct DepthwiseGradWeight {
     g: Geom,
 }
 
-/// Checks that an op argument has the shape the geometry promises (the public functions
-/// guarantee it; this keeps a misuse from indexing out of bounds).
-fn expect_shape(op: &'static str, l: &Layout, shape: &Shape) -> candle_core::Result<()> {
-    if l.shape() != shape {
-        return Err(candle_core::Error::ShapeMismatchBinaryOp {
-            lhs: l.shape().clone(),
-            rhs: shape.clone(),
-            op,
-        });
-    }
-    Ok(())
-}
-
-/// Runs `$body` with `$a`, `$b` bound to the two storages' slices of one float type `$T`.
-macro_rules! dispatch_pair {
-    ($s1:expr, $s2:expr, $op:expr, |$a:ident, $b:ident : $T:ident| $body:expr) => {
-        match ($s1, $s2) {
-            (CpuStorage::F32($a), CpuStorage::F32($b)) => {
-                type $T = f32;
-                $body
-            }
-            (CpuStorage::F16($a), CpuStorage::F16($b)) => {
-                type $T = f16;
-                $body
-            }
-            (CpuStorage::BF16($a), CpuStorage::BF16($b)) => {
-                type $T = bf16;
-                $body
-            }
-            (s1, s2) if s1.dtype() != s2.dtype() => Err(candle_core::Error::DTypeMismatchBinaryOp {
-                lhs: s1.dtype(),
-                rhs: s2.dtype(),
-                op: $op,
-            }),
-            (s1, _) => Err(candle_core::Error::UnsupportedDTypeForOp(s1.dtype(), $op)),
-        }
-    };
-}
-
 impl CustomOp2 for DepthwiseFwd {
     fn name(&self) -> &'static str {
         OP2
@@ -476,7 +380,7 @@ impl CustomOp2 for DepthwiseFwd {
         let g = self.g;
         expect_shape(OP2, l1, &g.x_shape())?;
         expect_shape(OP2, l2, &g.w_shape())?;
-        let out = dispatch_pair!(s1, s2, OP2, |x, w: T| {
+        let out = dispatch_float_pair!(s1, s2, OP2, |x, w: T| {
             let x = contiguous(x, l1, OP2)?;
             let w = contiguous(w, l2, OP2)?;
             Ok::<_, candle_core::Error>(T::to_cpu_storage_owned(forward::<T>(&g, x, w)))
@@ -517,7 +421,7 @@ impl CustomOp2 for DepthwiseGradInput {
         let g = self.g;
         expect_shape(OP_GRAD_INPUT, l1, &g.y_shape())?;
         expect_shape(OP_GRAD_INPUT, l2, &g.w_shape())?;
-        let out = dispatch_pair!(s1, s2, OP_GRAD_INPUT, |gy, w: T| {
+        let out = dispatch_float_pair!(s1, s2, OP_GRAD_INPUT, |gy, w: T| {
             let gy = contiguous(gy, l1, OP_GRAD_INPUT)?;
             let w = contiguous(w, l2, OP_GRAD_INPUT)?;
             Ok::<_, candle_core::Error>(T::to_cpu_storage_owned(grad_input::<T>(&g, gy, w)))
@@ -541,7 +445,7 @@ impl CustomOp2 for DepthwiseGradWeight {
         let g = self.g;
         expect_shape(OP_GRAD_WEIGHT, l1, &g.x_shape())?;
         expect_shape(OP_GRAD_WEIGHT, l2, &g.y_shape())?;
-        let out = dispatch_pair!(s1, s2, OP_GRAD_WEIGHT, |x, gy: T| {
+        let out = dispatch_float_pair!(s1, s2, OP_GRAD_WEIGHT, |x, gy: T| {
             let x = contiguous(x, l1, OP_GRAD_WEIGHT)?;
             let gy = contiguous(gy, l2, OP_GRAD_WEIGHT)?;
             Ok::<_, candle_core::Error>(T::to_cpu_storage_owned(grad_weight::<T>(&g, x, gy)))
@@ -593,7 +497,6 @@ enum Simd {
     /// Whatever the build's target features give, separate multiply and add.
     Portable,
     /// Fused multiply-add is part of the baseline (aarch64).
-    #[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
     Fma,
     /// x86-64 with AVX2 and FMA detected at run time.
     #[cfg(target_arch = "x86_64")]
@@ -602,17 +505,14 @@ enum Simd {
 
 fn detect_simd() -> Simd {
     #[cfg(target_arch = "x86_64")]
-    {
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            return Simd::Avx2Fma;
-        }
+    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        return Simd::Avx2Fma;
     }
-    #[cfg(target_arch = "aarch64")]
-    {
-        return Simd::Fma;
+    if cfg!(target_arch = "aarch64") {
+        Simd::Fma
+    } else {
+        Simd::Portable
     }
-    #[allow(unreachable_code)]
-    Simd::Portable
 }
 
 /// Layout of the per-task f32 scratch plane: the input plane with its zero padding, each padded
@@ -623,14 +523,15 @@ struct Plan {
     wq: usize,
     /// Length of a padded, phased row: `sx * wq`.
     rl: usize,
-    /// Scratch length: `hp * rl` plus slack so the last row's 8-wide tail block stays inside.
+    /// Scratch length: `hp * rl` plus slack so the last row's widest block stays inside.
     len: usize,
     /// Per tap `ky * kw + kx`: where output `(0, 0)` reads, `ky·dy·rl + (kx·dx mod sx)·wq +
     /// kx·dx div sx`; output `(oy, ox)` reads `oy·sy·rl + ox` further.
     tap_off: Vec<usize>,
 }
 
-/// Scratch slack after the padded plane (floats).
+/// Scratch slack after the padded plane (floats): a row narrower than a block reads up to 15
+/// values past its end (see [`fwd_row`]).
 const SLACK: usize = 16;
 
 impl Plan {
@@ -731,7 +632,7 @@ fn join_pairs<T: Kern>(a: &[f32], b: &[f32], dst: &mut [T]) {
 #[inline(always)]
 fn stride2_phases(pl: usize) -> (bool, usize, usize) {
     let k = pl / 2;
-    if pl % 2 == 0 {
+    if pl.is_multiple_of(2) {
         (false, k, k)
     } else {
         (true, k, k + 1)
@@ -819,8 +720,10 @@ fn widen<T: Kern>(src: &[T], dst: &mut Vec<f32>) {
 /// Reusable per-worker buffers; each has one role so `load_padded` can keep its zero padding.
 #[derive(Default)]
 struct Scratch {
-    /// Padded input plane (forward, grad-weight) or padded input gradient (grad-input).
+    /// Padded input plane (forward, grad-weight); only `load_padded` writes it.
     pad: Vec<f32>,
+    /// Padded input gradient (grad-input).
+    gpad: Vec<f32>,
     /// One padded row, for the phase (de)interleave.
     row: Vec<f32>,
     /// f32 copy of output or output-gradient planes (f16/bf16 only).
@@ -832,46 +735,6 @@ struct Scratch {
 /// Weights widened to f32 once per call.
 fn weights_f32<T: Kern>(w: &[T]) -> Vec<f32> {
     w.iter().map(|v| v.to_f32()).collect()
-}
-
-/// Runs `f(i, chunk, scratch)` for every `chunk_len`-sized chunk `i` of `out`, in parallel on
-/// candle's own CPU worker pool (`candle_core::utils::barrier_pool`, sized by
-/// `CANDLE_NUM_THREADS` / `RAYON_NUM_THREADS` like the rest of candle).
-///
-/// Why not rayon's global pool: candle 0.11 runs its element-wise ops on that barrier pool, whose
-/// workers spin for a while after each op. In a training step (our op between candle ops) the
-/// two pools' threads then compete for the same cores; on a 2-core machine forward + backward ran
-/// 10-40% slower on rayon than here, with identical kernel times in isolation. Each chunk sits
-/// behind its own (uncontended) mutex so that workers can take disjoint `&mut` chunks without
-/// `unsafe`; the pool hands out ranges dynamically, so a busy core does not stall the others.
-fn par_tasks<T: Send>(
-    out: &mut [T],
-    chunk_len: usize,
-    f: impl Fn(usize, &mut [T], &mut Scratch) + Sync + Send,
-) {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Mutex;
-    let slots: Vec<Mutex<&mut [T]>> = out.chunks_mut(chunk_len).map(Mutex::new).collect();
-    let pool = candle_core::utils::barrier_pool();
-    let workers = pool.n_workers() + 1;
-    // Small grabs from a shared cursor: a worker slowed down by another process on its core
-    // holds back at most one grab (`execute_chunked` alone hands out n / (8 * workers) at once).
-    let grab = slots.len().div_ceil(64 * workers).max(1);
-    let cursor = AtomicUsize::new(0);
-    // One item per worker; nested calls (from inside the pool) run the loop inline.
-    pool.execute_chunked(workers, |_| {
-        let mut scr = Scratch::default();
-        loop {
-            let start = cursor.fetch_add(grab, Ordering::Relaxed);
-            if start >= slots.len() {
-                break;
-            }
-            for (i, slot) in slots.iter().enumerate().skip(start).take(grab) {
-                let mut chunk = slot.lock().unwrap_or_else(|e| e.into_inner());
-                f(i, &mut chunk, &mut scr);
-            }
-        }
-    });
 }
 
 // --- forward --------------------------------------------------------------------------------
@@ -896,12 +759,33 @@ fn fwd_block<const L: usize, const NT: usize, const FMA: bool>(
     acc
 }
 
+/// Scratch for [`fwd_row`]'s narrow rows.
+#[derive(Default)]
+struct RowTmp {
+    t32: [f32; 32],
+    t16: [f32; 16],
+    t8: [f32; 8],
+}
+
+/// `dst.copy_from_slice(&src[..dst.len()])` for a short `dst`, written so that it compiles to a
+/// masked vector store instead of a `memcpy` call (which costs more than the row here).
+#[inline(always)]
+fn store_prefix<const L: usize>(dst: &mut [f32], src: &[f32; L]) {
+    let n = dst.len().min(L);
+    for l in 0..L {
+        if l < n {
+            dst[l] = src[l];
+        }
+    }
+}
+
 /// One output row `dst`, starting at offset `base` of the padded plane.
 ///
-/// Every block is stored with a fixed width (a variable-length store of the accumulators keeps
-/// LLVM from vectorising them): the last 8-wide block overlaps its predecessor (outputs are
-/// written, not accumulated, so recomputing a few is harmless), and rows narrower than 8 go
-/// through `tmp`.
+/// Blocks are as wide as the row allows (more independent accumulators hide the FMA latency)
+/// and always stored at full width (a variable-length store keeps LLVM from vectorising the
+/// accumulators): the last block overlaps its predecessor (outputs are written, not accumulated,
+/// so recomputing a few is harmless), and a row narrower than a block is computed into `tmp`,
+/// its extra lanes reading the next row or the scratch slack and being dropped.
 #[inline(always)]
 fn fwd_row<const NT: usize, const FMA: bool>(
     xin: &[f32],
@@ -909,29 +793,32 @@ fn fwd_row<const NT: usize, const FMA: bool>(
     tap_off: &[usize],
     w: &[f32],
     dst: &mut [f32],
-    tmp: &mut [f32; 8],
+    tmp: &mut RowTmp,
 ) {
     let n = dst.len();
-    let mut i = 0;
-    while i + 32 <= n {
-        let acc = fwd_block::<32, NT, FMA>(xin, base + i, tap_off, w);
-        dst[i..i + 32].copy_from_slice(&acc);
-        i += 32;
-    }
-    while i + 8 <= n {
-        let acc = fwd_block::<8, NT, FMA>(xin, base + i, tap_off, w);
-        dst[i..i + 8].copy_from_slice(&acc);
-        i += 8;
-    }
-    if i < n {
-        if n >= 8 {
-            let acc = fwd_block::<8, NT, FMA>(xin, base + n - 8, tap_off, w);
-            dst[n - 8..].copy_from_slice(&acc);
-        } else {
-            // The lanes past the row read the next row or the slack and are dropped.
-            *tmp = fwd_block::<8, NT, FMA>(xin, base, tap_off, w);
-            dst.copy_from_slice(&tmp[..n]);
+    if n >= 32 {
+        let mut i = 0;
+        while i + 32 <= n {
+            dst[i..i + 32].copy_from_slice(&fwd_block::<32, NT, FMA>(xin, base + i, tap_off, w));
+            i += 32;
         }
+        if i < n {
+            let acc = fwd_block::<32, NT, FMA>(xin, base + n - 32, tap_off, w);
+            dst[n - 32..].copy_from_slice(&acc);
+        }
+    } else if n > 16 {
+        tmp.t32 = fwd_block::<32, NT, FMA>(xin, base, tap_off, w);
+        store_prefix(dst, &tmp.t32);
+    } else if n == 16 {
+        dst.copy_from_slice(&fwd_block::<16, NT, FMA>(xin, base, tap_off, w));
+    } else if n > 8 {
+        tmp.t16 = fwd_block::<16, NT, FMA>(xin, base, tap_off, w);
+        store_prefix(dst, &tmp.t16);
+    } else if n == 8 {
+        dst.copy_from_slice(&fwd_block::<8, NT, FMA>(xin, base, tap_off, w));
+    } else {
+        tmp.t8 = fwd_block::<8, NT, FMA>(xin, base, tap_off, w);
+        store_prefix(dst, &tmp.t8);
     }
 }
 
@@ -945,8 +832,11 @@ fn fwd_planes<const NT: usize, const FMA: bool>(
     out: &mut [f32],
 ) {
     let step = g.sy * plan.rl;
-    let mut tmp = [0f32; 8];
-    for (wj, oplane) in wk.chunks_exact(g.taps()).zip(out.chunks_exact_mut(g.out_plane())) {
+    let mut tmp = RowTmp::default();
+    for (wj, oplane) in wk
+        .chunks_exact(g.taps())
+        .zip(out.chunks_exact_mut(g.out_plane()))
+    {
         for (oy, orow) in oplane.chunks_exact_mut(g.wo).enumerate() {
             fwd_row::<NT, FMA>(xin, oy * step, &plan.tap_off, wj, orow, &mut tmp);
         }
@@ -1004,24 +894,26 @@ fn forward<T: Kern>(g: &Geom, x: &[T], w: &[T]) -> Vec<T> {
     let wk = weights_f32(w);
     let (inp, outp, mk) = (g.in_plane(), g.out_plane(), g.m * g.taps());
     let mut out = vec![T::from_f32(0.0); g.b * g.cm() * outp];
-    par_tasks(&mut out, g.m * outp, |i, out, scr| {
-            let x = &x[i * inp..(i + 1) * inp];
-            let c = i % g.c;
-            let wk = &wk[c * mk..(c + 1) * mk];
-            match simd {
-                // SAFETY: `detect_simd` returned `Avx2Fma` only after detecting AVX2 and FMA.
-                #[cfg(target_arch = "x86_64")]
-                Simd::Avx2Fma => unsafe { fwd_task_avx2::<T>(g, &plan, x, wk, out, scr) },
-                Simd::Fma => fwd_task::<T, true>(g, &plan, x, wk, out, scr),
-                Simd::Portable => fwd_task::<T, false>(g, &plan, x, wk, out, scr),
-            }
-        });
+    par_tasks(&mut out, g.m * outp, |i, out, scr: &mut Scratch| {
+        let x = &x[i * inp..(i + 1) * inp];
+        let c = i % g.c;
+        let wk = &wk[c * mk..(c + 1) * mk];
+        match simd {
+            // SAFETY: `detect_simd` returned `Avx2Fma` only after detecting AVX2 and FMA.
+            #[cfg(target_arch = "x86_64")]
+            Simd::Avx2Fma => unsafe { fwd_task_avx2::<T>(g, &plan, x, wk, out, scr) },
+            Simd::Fma => fwd_task::<T, true>(g, &plan, x, wk, out, scr),
+            Simd::Portable => fwd_task::<T, false>(g, &plan, x, wk, out, scr),
+        }
+    });
     out
 }
 
 // --- gradient wrt the input -----------------------------------------------------------------
 
 /// Scatters the `m` output-gradient planes of one input channel into its padded gradient.
+// Index loops over `0..NT` on purpose: a compile-time trip count unrolls the taps.
+#[allow(clippy::needless_range_loop)]
 #[inline(always)]
 fn gin_planes<const NT: usize, const FMA: bool>(
     g: &Geom,
@@ -1031,7 +923,10 @@ fn gin_planes<const NT: usize, const FMA: bool>(
     gpad: &mut [f32],
 ) {
     let step = g.sy * plan.rl;
-    for (wj, gplane) in wk.chunks_exact(g.taps()).zip(gy.chunks_exact(g.out_plane())) {
+    for (wj, gplane) in wk
+        .chunks_exact(g.taps())
+        .zip(gy.chunks_exact(g.out_plane()))
+    {
         for (oy, grow) in gplane.chunks_exact(g.wo).enumerate() {
             let base = oy * step;
             for t in 0..ntaps::<NT>(plan.tap_off.len()) {
@@ -1052,7 +947,9 @@ fn gin_task<T: Kern, const FMA: bool>(
     gin: &mut [T],
     scr: &mut Scratch,
 ) {
-    let Scratch { pad, row, wide, .. } = scr;
+    let Scratch {
+        gpad, row, wide, ..
+    } = scr;
     let gyf: &[f32] = match T::as_f32(gy) {
         Some(gy) => gy,
         None => {
@@ -1060,13 +957,13 @@ fn gin_task<T: Kern, const FMA: bool>(
             wide
         }
     };
-    pad.clear();
-    pad.resize(plan.len, 0.0);
+    gpad.clear();
+    gpad.resize(plan.len, 0.0);
     match g.taps() {
-        9 => gin_planes::<9, FMA>(g, plan, gyf, wk, pad),
-        _ => gin_planes::<0, FMA>(g, plan, gyf, wk, pad),
+        9 => gin_planes::<9, FMA>(g, plan, gyf, wk, gpad),
+        _ => gin_planes::<0, FMA>(g, plan, gyf, wk, gpad),
     }
-    store_unpadded(g, plan, pad, gin, row);
+    store_unpadded(g, plan, gpad, gin, row);
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -1088,18 +985,18 @@ fn grad_input<T: Kern>(g: &Geom, gy: &[T], w: &[T]) -> Vec<T> {
     let wk = weights_f32(w);
     let (inp, outp, mk) = (g.in_plane(), g.out_plane(), g.m * g.taps());
     let mut gin = vec![T::from_f32(0.0); g.b * g.c * inp];
-    par_tasks(&mut gin, inp, |i, gin, scr| {
-            let gy = &gy[i * g.m * outp..(i + 1) * g.m * outp];
-            let c = i % g.c;
-            let wk = &wk[c * mk..(c + 1) * mk];
-            match simd {
-                // SAFETY: `detect_simd` returned `Avx2Fma` only after detecting AVX2 and FMA.
-                #[cfg(target_arch = "x86_64")]
-                Simd::Avx2Fma => unsafe { gin_task_avx2::<T>(g, &plan, gy, wk, gin, scr) },
-                Simd::Fma => gin_task::<T, true>(g, &plan, gy, wk, gin, scr),
-                Simd::Portable => gin_task::<T, false>(g, &plan, gy, wk, gin, scr),
-            }
-        });
+    par_tasks(&mut gin, inp, |i, gin, scr: &mut Scratch| {
+        let gy = &gy[i * g.m * outp..(i + 1) * g.m * outp];
+        let c = i % g.c;
+        let wk = &wk[c * mk..(c + 1) * mk];
+        match simd {
+            // SAFETY: `detect_simd` returned `Avx2Fma` only after detecting AVX2 and FMA.
+            #[cfg(target_arch = "x86_64")]
+            Simd::Avx2Fma => unsafe { gin_task_avx2::<T>(g, &plan, gy, wk, gin, scr) },
+            Simd::Fma => gin_task::<T, true>(g, &plan, gy, wk, gin, scr),
+            Simd::Portable => gin_task::<T, false>(g, &plan, gy, wk, gin, scr),
+        }
+    });
     gin
 }
 
@@ -1108,6 +1005,8 @@ fn grad_input<T: Kern>(g: &Geom, gy: &[T], w: &[T]) -> Vec<T> {
 /// Adds `sum_{oy, ox} gy[oy, ox] * xin[tap(oy, ox)]` for every tap of one output plane into
 /// `acc` (`kh·kw`): one pass over the plane per tap (it stays in L1/L2), with vector partial sums
 /// kept in registers across the whole plane.
+// Index loops over `0..NT` on purpose: a compile-time trip count unrolls the taps.
+#[allow(clippy::needless_range_loop)]
 #[inline(always)]
 fn gw_plane<const NT: usize, const FMA: bool>(
     g: &Geom,
@@ -1162,6 +1061,7 @@ fn gw_task<T: Kern, const FMA: bool>(
         row,
         wide,
         acc,
+        ..
     } = scr;
     let (inp, outp, kk) = (g.in_plane(), g.out_plane(), g.taps());
     acc.clear();
@@ -1208,13 +1108,17 @@ fn grad_weight<T: Kern>(g: &Geom, x: &[T], gy: &[T]) -> Vec<T> {
     let simd = detect_simd();
     let plan = Plan::new(g);
     let mut gw = vec![T::from_f32(0.0); g.cm() * g.taps()];
-    par_tasks(&mut gw, g.m * g.taps(), |c, gw, scr| match simd {
+    par_tasks(
+        &mut gw,
+        g.m * g.taps(),
+        |c, gw, scr: &mut Scratch| match simd {
             // SAFETY: `detect_simd` returned `Avx2Fma` only after detecting AVX2 and FMA.
             #[cfg(target_arch = "x86_64")]
             Simd::Avx2Fma => unsafe { gw_task_avx2::<T>(g, &plan, x, gy, c, gw, scr) },
             Simd::Fma => gw_task::<T, true>(g, &plan, x, gy, c, gw, scr),
             Simd::Portable => gw_task::<T, false>(g, &plan, x, gy, c, gw, scr),
-        });
+        },
+    );
     gw
 }
 
@@ -1226,16 +1130,25 @@ mod tests {
     #[test]
     fn config_defaults_and_validation() {
         let cfg = DepthwiseConv2dConfig::default();
-        assert_eq!((cfg.stride, cfg.padding, cfg.dilation), (1, Padding::Same, 1));
+        assert_eq!(
+            (cfg.stride, cfg.padding, cfg.dilation),
+            (1, Padding::Same, 1)
+        );
         assert!(cfg.validate().is_ok());
         let err = cfg.with_stride(0).validate().unwrap_err().to_string();
-        assert!(err.contains("depthwise_conv2d") && err.contains("stride"), "{err}");
+        assert!(
+            err.contains("depthwise_conv2d") && err.contains("stride"),
+            "{err}"
+        );
         let err = DepthwiseConv1dConfig::default()
             .with_dilation(0)
             .validate()
             .unwrap_err()
             .to_string();
-        assert!(err.contains("depthwise_conv1d") && err.contains("dilation"), "{err}");
+        assert!(
+            err.contains("depthwise_conv1d") && err.contains("dilation"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -1260,54 +1173,39 @@ mod tests {
             let wc = &wk[c * g.m * 9..(c + 1) * g.m * 9];
             fwd_task::<f32, false>(&g, &plan, xp, wc, o, &mut scr);
         }
-        let r = depthwise_conv2d_reference(&x, &w, cfg)?.flatten_all()?.to_vec1::<f32>()?;
+        let r = depthwise_conv2d_reference(&x, &w, cfg)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
         for (a, b) in out.iter().zip(&r) {
             assert!((a - b).abs() < 1e-4, "{a} vs {b}");
         }
-        Ok(())
-    }
-    // TEMP-TIMING-BEGIN
-    #[test]
-    #[ignore]
-    fn temp_kernel_timing() -> Result<()> {
-        use std::time::Instant;
-        let dev = Device::Cpu;
-        for (b, c, h, w) in [(1, 32, 112, 112), (8, 144, 56, 56), (8, 384, 14, 14)] {
-            for s in [1, 2] {
-                let x = Tensor::randn(0f32, 1., (b, c, h, w), &dev)?;
-                let k = Tensor::randn(0f32, 1., (c, 1, 3, 3), &dev)?;
-                let cfg = DepthwiseConv2dConfig::default()
-                    .with_stride(s)
-                    .with_padding(Padding::Explicit(1));
-                let g = geom2d(&x, &k, cfg, false)?;
-                let xs = x.flatten_all()?.to_vec1::<f32>()?;
-                let ks = k.flatten_all()?.to_vec1::<f32>()?;
-                let gy = vec![1f32; g.b * g.cm() * g.out_plane()];
-                let time = |f: &dyn Fn()| {
-                    let mut best = f64::MAX;
-                    for _ in 0..30 {
-                        let t = Instant::now();
-                        f();
-                        best = best.min(t.elapsed().as_secs_f64() * 1e3);
-                    }
-                    best
-                };
-                let tf = time(&|| {
-                    std::hint::black_box(forward::<f32>(&g, &xs, &ks));
-                });
-                let ti = time(&|| {
-                    std::hint::black_box(grad_input::<f32>(&g, &gy, &ks));
-                });
-                let tw = time(&|| {
-                    std::hint::black_box(grad_weight::<f32>(&g, &xs, &gy));
-                });
-                let ta = time(&|| {
-                    std::hint::black_box(vec![0f32; xs.len()]);
-                });
-                println!("{b}x{c}x{h}x{w}_s{s}: fwd {tf:.3} gin {ti:.3} gw {tw:.3} alloc-in {ta:.3} ms");
+
+        // Both gradients: the fallback against the dispatched kernels.
+        let gy: Vec<f32> = (0..out.len())
+            .map(|i| ((i * 7) % 11) as f32 - 5.0)
+            .collect();
+        let mut gin = vec![0f32; xs.len()];
+        for (i, (gi, gp)) in gin
+            .chunks_exact_mut(g.in_plane())
+            .zip(gy.chunks_exact(g.m * g.out_plane()))
+            .enumerate()
+        {
+            let c = i % g.c;
+            let wc = &wk[c * g.m * 9..(c + 1) * g.m * 9];
+            gin_task::<f32, false>(&g, &plan, gp, wc, gi, &mut scr);
+        }
+        let mut gw = vec![0f32; wk.len()];
+        for (c, gc) in gw.chunks_exact_mut(g.m * 9).enumerate() {
+            gw_task::<f32, false>(&g, &plan, &xs, &gy, c, gc, &mut scr);
+        }
+        for (ours, fast) in [
+            (&gin, grad_input::<f32>(&g, &gy, &wk)),
+            (&gw, grad_weight::<f32>(&g, &xs, &gy)),
+        ] {
+            for (a, b) in ours.iter().zip(&fast) {
+                assert!((a - b).abs() < 1e-3 * (1.0 + b.abs()), "{a} vs {b}");
             }
         }
         Ok(())
     }
-    // TEMP-TIMING-END
 }

@@ -5,17 +5,16 @@
 //! flow through `Tensor::backward`. Each keeps a slow plain-tensor `*_reference` that the tests
 //! compare against.
 
-#[allow(dead_code, unused_imports, unused_macros)] // used by the kernels as they land
 pub(crate) mod cpu;
 
-mod depthwise_conv;
+pub mod depthwise_conv;
 pub use depthwise_conv::{
     depthwise_conv1d, depthwise_conv1d_reference, depthwise_conv2d, depthwise_conv2d_reference,
     DepthwiseConv1dConfig, DepthwiseConv2dConfig,
 };
-mod conv3d;
+pub mod conv3d;
 pub use conv3d::{conv3d, conv3d_reference, Conv3dConfig};
-mod adaptive_pool;
+pub mod adaptive_pool;
 pub use adaptive_pool::{
     adaptive_avg_pool1d, adaptive_avg_pool2d, adaptive_avg_pool2d_reference, adaptive_max_pool1d,
     adaptive_max_pool2d, adaptive_max_pool2d_reference, adaptive_pool1d_reference, adaptive_pool2d,

@@ -52,11 +52,11 @@
 //! - Bochkovskiy et al., *YOLOv4: Optimal Speed and Accuracy of Object Detection*, 2020 (SPP
 //!   5/9/13 in a detector neck), <https://arxiv.org/abs/2004.10934>
 
-mod adaptive;
+pub mod adaptive;
 pub use crate::ops::{
     adaptive_avg_pool1d, adaptive_avg_pool2d, adaptive_max_pool1d, adaptive_max_pool2d,
     adaptive_pool2d, max_pool2d_same, PoolMode,
 };
 pub use adaptive::AdaptivePool2d;
-mod spp;
+pub mod spp;
 pub use spp::{sppf, SpatialPyramidPooling, SppConfig, Sppf};

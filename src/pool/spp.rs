@@ -73,10 +73,11 @@
 //! - Jocher et al., ultralytics YOLOv5/YOLOv8 (`SPPF`),
 //!   <https://github.com/ultralytics/ultralytics>
 
+use crate::conv::init::weight_and_bias;
 use crate::ops::{adaptive_pool2d, max_pool2d_same, PoolMode};
 use crate::{check, Error, Result};
 use candle_core::{Module, ModuleT, Tensor};
-use candle_nn::{BatchNorm, BatchNormConfig, Init, VarBuilder};
+use candle_nn::{BatchNorm, BatchNormConfig, VarBuilder};
 
 const SPP: &str = "SpatialPyramidPooling";
 const SPPF: &str = "Sppf";
@@ -230,17 +231,9 @@ struct ConvBnSilu {
 
 impl ConvBnSilu {
     fn load(c_in: usize, c_out: usize, vb: VarBuilder) -> Result<Self> {
-        // PyTorch's default conv init: kaiming-uniform(a = √5) = U(±1/√fan_in).
-        let bound = 1.0 / (c_in as f64).sqrt();
         let load = || -> candle_core::Result<Self> {
-            let weight = vb.pp("conv").get_with_hints(
-                (c_out, c_in, 1, 1),
-                "weight",
-                Init::Uniform {
-                    lo: -bound,
-                    up: bound,
-                },
-            )?;
+            // A bias-free 1x1 convolution with PyTorch's default init.
+            let (weight, _) = weight_and_bias(&vb.pp("conv"), (c_out, c_in, 1, 1), false)?;
             let cfg = BatchNormConfig {
                 eps: 1e-3,
                 remove_mean: true,
