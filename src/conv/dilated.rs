@@ -5,12 +5,13 @@
 //! # Shapes
 //! - input `(B, C_in, H, W)`, output `(B, C_out, H, W)`: every branch keeps the resolution.
 //! - Branches (tensor names are torchvision's `ASPP` state dict, every convolution without bias):
-//!   - `convs.0`: 1×1 conv `convs.0.0.weight` `(C_out, C_in, 1, 1)` → BatchNorm `convs.0.1.*` → ReLU;
+//!   - `convs.0`: 1×1 conv `convs.0.0.weight` `(C_out, C_in, 1, 1)` → BatchNorm `convs.0.1.*`
+//!     → ReLU;
 //!   - `convs.i` for the $i$-th rate $r_i$ ($i = 1..n$): 3×3 conv at dilation $r_i$, padding $r_i$,
 //!     `convs.i.0.weight` `(C_out, C_in, 3, 3)` → BatchNorm `convs.i.1.*` → ReLU;
 //!   - `convs.{n+1}` (image pooling): global average pool → 1×1 conv `convs.{n+1}.1.weight` →
-//!     BatchNorm `convs.{n+1}.2.*` → ReLU → back to $H \times W$ (bilinear upsampling of a 1×1 map is
-//!     a broadcast);
+//!     BatchNorm `convs.{n+1}.2.*` → ReLU → back to $H \times W$ (bilinear upsampling of a 1×1
+//!     map is a broadcast);
 //!   - `project`: concat of the $n + 2$ branches → 1×1 conv `project.0.weight`
 //!     `(C_out, (n+2)·C_out, 1, 1)` → BatchNorm `project.1.*` → ReLU → dropout (training only).
 //! - BatchNorm tensors are `weight`, `bias`, `running_mean`, `running_var`. With the default rates
@@ -28,12 +29,12 @@
 //! runs on $s^2$ times more positions than its strided counterpart.
 //!
 //! **Gridding.** Stacking convolutions of the *same* rate $r$ only ever combines pixels whose
-//! coordinates agree modulo $r$: the output sees a sparse checkerboard of the input and neighbouring
-//! outputs are computed from disjoint pixel sets, which shows up as grid artefacts. Mixing rates
-//! avoids it — in sequence, rates without a common factor (HDC: 1, 2, 5 rather than 2, 2, 2) fill
-//! the holes; in parallel, as here, the branches are single layers so their holes do not compound,
-//! the 1×1 branch keeps a dense undilated path, and the image-pooling branch summarises every
-//! pixel, so no input pixel is invisible to an output whatever the rates.
+//! coordinates agree modulo $r$: the output sees a sparse checkerboard of the input and
+//! neighbouring outputs are computed from disjoint pixel sets, which shows up as grid artefacts.
+//! Mixing rates avoids it — in sequence, rates without a common factor (HDC: 1, 2, 5 rather than
+//! 2, 2, 2) fill the holes; in parallel, as here, the branches are single layers so their holes
+//! do not compound, the 1×1 branch keeps a dense undilated path, and the image-pooling branch
+//! summarises every pixel, so no input pixel is invisible to an output whatever the rates.
 //!
 //! **Large rates degenerate.** As the rate approaches the size of the map, fewer taps land on real
 //! pixels; once $r \ge H$ and $r \ge W$ all eight outer taps read zero padding and the 3×3 filter

@@ -24,14 +24,14 @@
 //! $$ \frac{k^2 C_{in} + C_{in} C_{out}}{k^2 C_{in} C_{out}} = \frac{1}{C_{out}} + \frac{1}{k^2} $$
 //!
 //! of the weights, and the same fraction of multiply-adds since both run at every output pixel:
-//! for a 3×3, about 8 times fewer at 64 output channels, approaching 9 as $C_{out}$ grows. This is how MobileNet, Xception and EfficientNet
-//! afford their depth. The trade-offs: each layer has less capacity (the factorisation assumes
-//! spatial and cross-channel correlations can be learned separately — which is what Xception
-//! argues), so separable networks need more layers or channels for the same accuracy, and the
-//! depthwise half is memory-bound, so the wall-clock gain on hardware is smaller than the FLOP
-//! ratio. Xception found it best to put *no* non-linearity between the two halves (the default
-//! here); MobileNet v1 and DeepLab's aligned Xception put BatchNorm + ReLU after each half
-//! ([`SeparableConv2dConfig::xception`]).
+//! for a 3×3, about 8 times fewer at 64 output channels, approaching 9 as $C_{out}$ grows. This
+//! is how MobileNet, Xception and EfficientNet afford their depth. The trade-offs: each layer has
+//! less capacity (the factorisation assumes spatial and cross-channel correlations can be learned
+//! separately, which is Xception's hypothesis), so separable networks need more layers or channels
+//! for the same accuracy; and the depthwise half is memory-bound, so the wall-clock gain is smaller
+//! than the FLOP ratio. Xception found it best to put *no* non-linearity between the two halves
+//! (the default here); MobileNet v1 and DeepLab's aligned Xception put BatchNorm + ReLU after each
+//! half ([`SeparableConv2dConfig::xception`]).
 //!
 //! # Example
 //! ```
@@ -314,7 +314,8 @@ impl SeparableConv2d {
             return Err(Error::config(
                 BLOCK,
                 format!(
-                    "conv_pw must have stride 1, padding 0, dilation 1 and groups 1, got {}, {}, {}, {}",
+                    "conv_pw must have stride 1, padding 0, dilation 1 and groups 1, \
+                     got {}, {}, {}, {}",
                     pc.stride, pc.padding, pc.dilation, pc.groups
                 ),
             ));
