@@ -438,12 +438,8 @@ fn conv_no_bias(
     dilation: usize,
     vb: VarBuilder,
 ) -> Result<Conv2d> {
-    let bound = 1.0 / ((c_in * kernel * kernel) as f64).sqrt();
-    let init = candle_nn::Init::Uniform {
-        lo: -bound,
-        up: bound,
-    };
-    let weight = vb.get_with_hints((c_out, c_in, kernel, kernel), "weight", init)?;
+    let (weight, _) =
+        crate::conv::init::weight_and_bias(&vb, (c_out, c_in, kernel, kernel), false)?;
     let cfg = Conv2dConfig {
         padding: dilation * (kernel - 1) / 2,
         dilation,

@@ -50,7 +50,13 @@ impl Padding {
     /// Zeros added `(before, after)` on an axis of length `input` for this kernel, stride and
     /// dilation. Degenerate arguments (stride 0, kernel 0) resolve as if they were 1; callers
     /// validate them first and [`Padding::output_size`] reports them.
-    pub fn resolve(self, input: usize, kernel: usize, stride: usize, dilation: usize) -> (usize, usize) {
+    pub fn resolve(
+        self,
+        input: usize,
+        kernel: usize,
+        stride: usize,
+        dilation: usize,
+    ) -> (usize, usize) {
         match self {
             Padding::Valid => (0, 0),
             Padding::Explicit(p) => (p, p),
@@ -66,7 +72,13 @@ impl Padding {
 
     /// Output length on an axis of length `input`, or `None` when the kernel's extent exceeds the
     /// padded input, or the kernel, stride or dilation is zero.
-    pub fn output_size(self, input: usize, kernel: usize, stride: usize, dilation: usize) -> Option<usize> {
+    pub fn output_size(
+        self,
+        input: usize,
+        kernel: usize,
+        stride: usize,
+        dilation: usize,
+    ) -> Option<usize> {
         let (before, after) = self.resolve(input, kernel, stride, dilation);
         output_size(input, kernel, stride, dilation, before, after)
     }
@@ -106,7 +118,11 @@ mod tests {
                 for stride in 1..4 {
                     for dilation in 1..4 {
                         let out = Padding::Same.output_size(input, kernel, stride, dilation);
-                        assert_eq!(out, Some(input.div_ceil(stride)), "{input} {kernel} {stride} {dilation}");
+                        assert_eq!(
+                            out,
+                            Some(input.div_ceil(stride)),
+                            "{input} {kernel} {stride} {dilation}"
+                        );
                     }
                 }
             }

@@ -504,18 +504,8 @@ fn build(
     } else {
         None
     };
-    let bound = 1.0 / (cm as f64).sqrt();
-    let init = candle_nn::Init::Uniform {
-        lo: -bound,
-        up: bound,
-    };
-    let vb_pw = vb.pp("conv_pw");
-    let weight = vb_pw.get_with_hints((out_channels, cm, 1, 1), "weight", init)?;
-    let bias = if cfg.bias {
-        Some(vb_pw.get_with_hints(out_channels, "bias", init)?)
-    } else {
-        None
-    };
+    let (weight, bias) =
+        crate::conv::init::weight_and_bias(&vb.pp("conv_pw"), (out_channels, cm, 1, 1), cfg.bias)?;
     let conv_pw = Conv2d::new(weight, bias, Default::default());
     let bn_pw = if cfg.pw_norm {
         Some(batch_norm(out_channels, &cfg, vb.pp("bn_pw"))?)

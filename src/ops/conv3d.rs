@@ -74,7 +74,7 @@
 
 use crate::check;
 use crate::conv::{extent, Padding};
-use crate::ops::cpu::{expect_shape, f32_pair, par_fold, par_tasks, store};
+use crate::ops::cpu::{conv_bwd, expect_shape, f32_pair, par_fold, par_tasks, store};
 use crate::{Error, Result};
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
 
@@ -390,12 +390,14 @@ impl CustomOp2 for Conv3dFwd {
         _res: &Tensor,
         grad_res: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let grad = grad_res.contiguous()?;
-        let x = x.contiguous()?;
-        let w = w.contiguous()?;
-        let gx = grad.apply_op2_no_bwd(&w, &Conv3dGradInput { g: self.g })?;
-        let gw = x.apply_op2_no_bwd(&grad, &Conv3dGradWeight { g: self.g })?;
-        Ok((Some(gx), Some(gw)))
+        let g = self.g;
+        conv_bwd(
+            x,
+            w,
+            grad_res,
+            &Conv3dGradInput { g },
+            &Conv3dGradWeight { g },
+        )
     }
 }
 

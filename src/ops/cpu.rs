@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, DType, Layout, Result, Shape, WithDType};
+use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor, WithDType};
 use half::{bf16, f16};
 
 /// An element type our kernels read and write; arithmetic always happens in f32.
@@ -134,6 +134,24 @@ pub(crate) fn expect_shape(op: &'static str, l: &Layout, shape: &Shape) -> Resul
         });
     }
     Ok(())
+}
+
+/// The backward of a convolution op `(x, w) -> y` whose two gradients are themselves ops:
+/// `grad_x = grad_input(grad_y, w)` and `grad_w = grad_weight(x, grad_y)`, applied on contiguous
+/// tensors without a graph of their own (no second derivatives).
+pub(crate) fn conv_bwd(
+    x: &Tensor,
+    w: &Tensor,
+    grad_y: &Tensor,
+    grad_input: &impl CustomOp2,
+    grad_weight: &impl CustomOp2,
+) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    let grad = grad_y.contiguous()?;
+    let x = x.contiguous()?;
+    let w = w.contiguous()?;
+    let gx = grad.apply_op2_no_bwd(&w, grad_input)?;
+    let gw = x.apply_op2_no_bwd(&grad, grad_weight)?;
+    Ok((Some(gx), Some(gw)))
 }
 
 /// Values per conversion task in [`f32_view`] and [`store`].

@@ -63,7 +63,9 @@
 
 use crate::check;
 use crate::conv::Padding;
-use crate::ops::cpu::{contiguous, dispatch_float_pair, expect_shape, par_tasks, Element};
+use crate::ops::cpu::{
+    contiguous, conv_bwd, dispatch_float_pair, expect_shape, par_tasks, Element,
+};
 use crate::{Error, Result};
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor, WithDType};
 use half::{bf16, f16};
@@ -397,12 +399,14 @@ impl CustomOp2 for DepthwiseFwd {
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         // `x` and `w` are the (contiguous) tensors the forward saw; for the 1-D op they are the
         // 4-D views with H = 1, and so is `grad_res`.
-        let grad = grad_res.contiguous()?;
-        let x = x.contiguous()?;
-        let w = w.contiguous()?;
-        let gx = grad.apply_op2_no_bwd(&w, &DepthwiseGradInput { g: self.g })?;
-        let gw = x.apply_op2_no_bwd(&grad, &DepthwiseGradWeight { g: self.g })?;
-        Ok((Some(gx), Some(gw)))
+        let g = self.g;
+        conv_bwd(
+            x,
+            w,
+            grad_res,
+            &DepthwiseGradInput { g },
+            &DepthwiseGradWeight { g },
+        )
     }
 }
 
