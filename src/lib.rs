@@ -31,6 +31,21 @@
 //! - **Fixed-length features from any image size** — [`pool::SpatialPyramidPooling`] and its
 //!   cheaper sequential form [`pool::Sppf`] (YOLOv5/8).
 //!
+//! ### Normalization
+//! - **Normalise per sample for sequences and small batches** — [`norm::LayerNorm`],
+//!   [`norm::RmsNorm`] (no mean: cheaper, LLaMA / Mamba). Both run on a fused kernel
+//!   ([`ops::layer_norm`], [`ops::rms_norm`]) *with a backward*: candle's fused ops are
+//!   forward-only, so a model trained through them gets no gradient upstream of the norm.
+//!
+//! ### Regularization and residual paths
+//! - **Keep an identity path so gradients reach early layers** — [`blocks::Residual`],
+//!   [`blocks::PreNorm`] (normalise the branch input, not the sum: pre-LN), and
+//!   [`blocks::LayerScale`] (start each branch near zero in deep transformers).
+//! - **Drop whole residual branches, not units, in deep nets** — [`blocks::DropPath`]
+//!   (stochastic depth), rates growing with depth.
+//! - **Drop whole channels in conv features** — [`blocks::Dropout2d`]: neighbouring pixels are
+//!   correlated, so element dropout barely regularizes them.
+//!
 //! ## Conventions
 //! - A block is a `FooConfig` (plain struct, `Default` = the reference's defaults, `with_*`
 //!   builders), the block `Foo`, and a constructor `foo(dims…, cfg, vb)`; `Foo::new` builds it from
@@ -44,6 +59,8 @@ mod check;
 mod error;
 pub use error::{Error, Result};
 
+pub mod blocks;
 pub mod conv;
+pub mod norm;
 pub mod ops;
 pub mod pool;

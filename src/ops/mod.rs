@@ -20,3 +20,5 @@ pub use adaptive_pool::{
     adaptive_max_pool2d, adaptive_max_pool2d_reference, adaptive_pool1d_reference, adaptive_pool2d,
     adaptive_pool2d_reference, max_pool2d_same, max_pool2d_same_reference, PoolMode,
 };
+pub mod norm;
+pub use norm::{layer_norm, layer_norm_reference, rms_norm, rms_norm_reference};
