@@ -61,5 +61,86 @@ fn layer_rms(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, layer_rms);
+fn group_norm(c: &mut Criterion) {
+    // Group norm (32 groups) of a (16, 256, 56, 56) f32 activation: our fused op (forward, and
+    // forward + backward) against candle-nn's GroupNorm, a differentiable composition of candle
+    // ops (reshape, mean, sub, sqr, sqrt, div, affine).
+    use candle_core::{Device, Module, Tensor, Var};
+    use candle_tricks::ops;
+    use criterion::SamplingMode;
+    use std::time::Duration;
+
+    let dev = Device::Cpu;
+    let (n, ch, h, w_) = (16usize, 256usize, 56usize, 56usize);
+    let groups = 32;
+    let name = format!("{n}x{ch}x{h}x{w_}_g{groups}");
+    let x =
+        Var::from_tensor(&Tensor::randn(0f32, 1., (n, ch, h, w_), &dev).expect("x")).expect("var");
+    let w = Var::from_tensor(&Tensor::randn(1f32, 0.1, ch, &dev).expect("w")).expect("var");
+    let bias = Var::from_tensor(&Tensor::randn(0f32, 0.1, ch, &dev).expect("b")).expect("var");
+    let (x, w, bias) = (x.as_tensor(), w.as_tensor(), bias.as_tensor());
+    let eps = 1e-5;
+    let candle_gn = candle_nn::GroupNorm::new(w.clone(), bias.clone(), ch, groups, eps)
+        .expect("candle group norm");
+    let backward = |y: Tensor| y.sum_all().and_then(|l| l.backward()).expect("backward");
+
+    let mut g = c.benchmark_group("group_norm");
+    g.sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3));
+    g.bench_function(format!("ours_fwd/{name}"), |bch| {
+        bch.iter(|| ops::group_norm(x, groups, Some(w), Some(bias), eps).expect("ours"))
+    });
+    g.bench_function(format!("candle_composition_fwd/{name}"), |bch| {
+        bch.iter(|| candle_gn.forward(x).expect("candle"))
+    });
+    g.bench_function(format!("candle_composition_fwd_bwd/{name}"), |bch| {
+        bch.iter(|| backward(candle_gn.forward(x).expect("candle")))
+    });
+    g.bench_function(format!("ours_fwd_bwd/{name}"), |bch| {
+        bch.iter(|| backward(ops::group_norm(x, groups, Some(w), Some(bias), eps).expect("ours")))
+    });
+    g.finish();
+}
+
+fn batch_norm(c: &mut Criterion) {
+    // BatchNorm in train mode (batch statistics, running-stat update) on a (16, 256, 56, 56) f32
+    // activation: our fused kernel vs the differentiable candle composition, fwd and fwd+bwd.
+    use candle_core::{DType, Device, Tensor, Var};
+    use candle_nn::{VarBuilder, VarMap};
+    use candle_tricks::norm::{batch_norm, BatchNormConfig};
+    use criterion::SamplingMode;
+    use std::time::Duration;
+
+    let dev = Device::Cpu;
+    let shape = (16usize, 256usize, 56usize, 56usize);
+    let name = format!("{}x{}x{}x{}", shape.0, shape.1, shape.2, shape.3);
+    let x = Var::from_tensor(&Tensor::randn(0f32, 1., shape, &dev).expect("x")).expect("var");
+    let map = VarMap::new();
+    let vb = VarBuilder::from_varmap(&map, DType::F32, &dev);
+    let bn = batch_norm(shape.1, BatchNormConfig::default(), vb).expect("bn");
+    let backward = |y: Tensor| y.sum_all().and_then(|l| l.backward()).expect("backward");
+
+    let mut g = c.benchmark_group("batch_norm_train");
+    g.sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3));
+    g.bench_function(format!("ours_fwd/{name}"), |bch| {
+        bch.iter(|| bn.forward_train_eval(&x, true).expect("ours"))
+    });
+    g.bench_function(format!("candle_composition_fwd/{name}"), |bch| {
+        bch.iter(|| bn.forward_reference(&x, true).expect("composition"))
+    });
+    g.bench_function(format!("ours_fwd_bwd/{name}"), |bch| {
+        bch.iter(|| backward(bn.forward_train_eval(&x, true).expect("ours")))
+    });
+    g.bench_function(format!("candle_composition_fwd_bwd/{name}"), |bch| {
+        bch.iter(|| backward(bn.forward_reference(&x, true).expect("composition")))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, layer_rms, group_norm, batch_norm);
 criterion_main!(benches);

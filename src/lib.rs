@@ -36,6 +36,10 @@
 //!   [`norm::RmsNorm`] (no mean: cheaper, LLaMA / Mamba). Both run on a fused kernel
 //!   ([`ops::layer_norm`], [`ops::rms_norm`]) *with a backward*: candle's fused ops are
 //!   forward-only, so a model trained through them gets no gradient upstream of the norm.
+//! - **Batch norm before the activation, and only with large batches** — [`norm::BatchNorm`]
+//!   (train uses batch statistics, eval the running averages).
+//! - **Small batches or per-image statistics** — [`norm::GroupNorm`] (batch-size independent),
+//!   [`norm::InstanceNorm`] (invariant to per-image contrast, for style and medical images).
 //!
 //! ### Regularization and residual paths
 //! - **Keep an identity path so gradients reach early layers** — [`blocks::Residual`],

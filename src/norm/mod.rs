@@ -1,7 +1,10 @@
 //! Normalization layers, on our fused kernels that keep the gradients.
 //!
+//! - [`BatchNorm`] (`nn.BatchNorm1d/2d/3d`, train / eval with running statistics).
 //! - [`LayerNorm`] (`nn.LayerNorm` over the last dimension) on [`crate::ops::layer_norm()`].
 //! - [`RmsNorm`] (`nn.RMSNorm` over the last dimension) on [`crate::ops::rms_norm()`].
+//! - [`GroupNorm`] (`nn.GroupNorm`) and [`InstanceNorm`] (`nn.InstanceNorm1d/2d/3d`) on
+//!   [`crate::ops::group_norm()`].
 //!
 //! # Tip
 //! Normalize sequences per token, not per batch: a layer norm or RMS norm computes its
@@ -47,8 +50,14 @@
 //! - Zhang, Sennrich, *Root Mean Square Layer Normalization*, 2019,
 //!   <https://arxiv.org/abs/1910.07467>
 
+pub mod batch;
+pub mod group;
+pub mod instance;
 pub mod layer;
 pub mod rms;
 
+pub use batch::{batch_norm, BatchNorm, BatchNormConfig};
+pub use group::{group_norm, GroupNorm, GroupNormConfig};
+pub use instance::{instance_norm, InstanceNorm, InstanceNormConfig};
 pub use layer::{layer_norm, LayerNorm, LayerNormConfig};
 pub use rms::{rms_norm, RmsNorm, RmsNormConfig};

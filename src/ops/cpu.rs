@@ -14,6 +14,22 @@ pub(crate) trait Element: WithDType + Copy + Send + Sync + 'static {
     fn to_f32(self) -> f32;
     /// Round the f32 accumulator to this type.
     fn from_f32(v: f32) -> Self;
+    /// A zero-copy f32 view when the element *is* f32 (kernels then skip their scratch copy).
+    fn as_f32(s: &[Self]) -> Option<&[f32]> {
+        let _ = s;
+        None
+    }
+    /// Mutable counterpart of [`Element::as_f32`].
+    fn as_f32_mut(s: &mut [Self]) -> Option<&mut [f32]> {
+        let _ = s;
+        None
+    }
+}
+
+/// Replaces the contents of `dst` by `src` widened to f32 (reusing its allocation).
+pub(crate) fn widen<T: Element>(src: &[T], dst: &mut Vec<f32>) {
+    dst.clear();
+    dst.extend(src.iter().map(|v| v.to_f32()));
 }
 
 impl Element for f32 {
@@ -24,6 +40,12 @@ impl Element for f32 {
     #[inline(always)]
     fn from_f32(v: f32) -> Self {
         v
+    }
+    fn as_f32(s: &[Self]) -> Option<&[f32]> {
+        Some(s)
+    }
+    fn as_f32_mut(s: &mut [Self]) -> Option<&mut [f32]> {
+        Some(s)
     }
 }
 

@@ -64,11 +64,10 @@
 use crate::check;
 use crate::conv::Padding;
 use crate::ops::cpu::{
-    contiguous, conv_bwd, dispatch_float_pair, expect_shape, par_tasks, Element,
+    contiguous, conv_bwd, dispatch_float_pair, expect_shape, par_tasks, widen, Element,
 };
 use crate::{Error, Result};
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor, WithDType};
-use half::{bf16, f16};
 
 const OP2: &str = "depthwise_conv2d";
 const OP1: &str = "depthwise_conv1d";
@@ -462,39 +461,6 @@ impl CustomOp2 for DepthwiseGradWeight {
 // Kernels
 // ---------------------------------------------------------------------------------------------
 
-/// An element the kernels accept: f32 is used in place, f16/bf16 go through f32 scratch.
-trait Kern: Element {
-    fn as_f32(s: &[Self]) -> Option<&[f32]>;
-    fn as_f32_mut(s: &mut [Self]) -> Option<&mut [f32]>;
-}
-
-impl Kern for f32 {
-    fn as_f32(s: &[Self]) -> Option<&[f32]> {
-        Some(s)
-    }
-    fn as_f32_mut(s: &mut [Self]) -> Option<&mut [f32]> {
-        Some(s)
-    }
-}
-
-impl Kern for f16 {
-    fn as_f32(_: &[Self]) -> Option<&[f32]> {
-        None
-    }
-    fn as_f32_mut(_: &mut [Self]) -> Option<&mut [f32]> {
-        None
-    }
-}
-
-impl Kern for bf16 {
-    fn as_f32(_: &[Self]) -> Option<&[f32]> {
-        None
-    }
-    fn as_f32_mut(_: &mut [Self]) -> Option<&mut [f32]> {
-        None
-    }
-}
-
 /// The instruction set the hot loops are compiled for, detected once per op call.
 #[derive(Debug, Clone, Copy)]
 enum Simd {
@@ -610,7 +576,7 @@ fn interleave(src: &[f32], dst: &mut [f32], sx: usize, wq: usize) {
 /// `a[j] = src[2j]`, `b[j] = src[2j + 1]` for `j < src.len() / 2` (written with indices so
 /// LLVM vectorises the stride-2 loads).
 #[inline(always)]
-fn split_pairs<T: Kern>(src: &[T], a: &mut [f32], b: &mut [f32]) {
+fn split_pairs<T: Element>(src: &[T], a: &mut [f32], b: &mut [f32]) {
     let n = (src.len() / 2).min(a.len()).min(b.len());
     let (src, a, b) = (&src[..2 * n], &mut a[..n], &mut b[..n]);
     for j in 0..n {
@@ -621,7 +587,7 @@ fn split_pairs<T: Kern>(src: &[T], a: &mut [f32], b: &mut [f32]) {
 
 /// `dst[2j] = T(a[j])`, `dst[2j + 1] = T(b[j])` for `j < dst.len() / 2`.
 #[inline(always)]
-fn join_pairs<T: Kern>(a: &[f32], b: &[f32], dst: &mut [T]) {
+fn join_pairs<T: Element>(a: &[f32], b: &[f32], dst: &mut [T]) {
     let n = (dst.len() / 2).min(a.len()).min(b.len());
     let (dst, a, b) = (&mut dst[..2 * n], &a[..n], &b[..n]);
     for j in 0..n {
@@ -646,7 +612,13 @@ fn stride2_phases(pl: usize) -> (bool, usize, usize) {
 /// Widens one `(H, W)` plane into the padded, phased layout of `plan`. `dst` is dedicated to this
 /// role: its padding is zeroed once and never written afterwards. `row` is a scratch row.
 #[inline(always)]
-fn load_padded<T: Kern>(g: &Geom, plan: &Plan, src: &[T], dst: &mut Vec<f32>, row: &mut Vec<f32>) {
+fn load_padded<T: Element>(
+    g: &Geom,
+    plan: &Plan,
+    src: &[T],
+    dst: &mut Vec<f32>,
+    row: &mut Vec<f32>,
+) {
     if dst.len() != plan.len {
         dst.clear();
         dst.resize(plan.len, 0.0);
@@ -684,7 +656,13 @@ fn load_padded<T: Kern>(g: &Geom, plan: &Plan, src: &[T], dst: &mut Vec<f32>, ro
 
 /// Rounds the unpadded part of a padded, phased plane into an `(H, W)` plane.
 #[inline(always)]
-fn store_unpadded<T: Kern>(g: &Geom, plan: &Plan, src: &[f32], dst: &mut [T], row: &mut Vec<f32>) {
+fn store_unpadded<T: Element>(
+    g: &Geom,
+    plan: &Plan,
+    src: &[f32],
+    dst: &mut [T],
+    row: &mut Vec<f32>,
+) {
     if g.sx > 2 && row.len() != plan.rl {
         row.clear();
         row.resize(plan.rl, 0.0);
@@ -716,11 +694,6 @@ fn store_unpadded<T: Kern>(g: &Geom, plan: &Plan, src: &[f32], dst: &mut [T], ro
     }
 }
 
-fn widen<T: Kern>(src: &[T], dst: &mut Vec<f32>) {
-    dst.clear();
-    dst.extend(src.iter().map(|v| v.to_f32()));
-}
-
 /// Reusable per-worker buffers; each has one role so `load_padded` can keep its zero padding.
 #[derive(Default)]
 struct Scratch {
@@ -737,7 +710,7 @@ struct Scratch {
 }
 
 /// Weights widened to f32 once per call.
-fn weights_f32<T: Kern>(w: &[T]) -> Vec<f32> {
+fn weights_f32<T: Element>(w: &[T]) -> Vec<f32> {
     w.iter().map(|v| v.to_f32()).collect()
 }
 
@@ -849,7 +822,7 @@ fn fwd_planes<const NT: usize, const FMA: bool>(
 
 /// One forward task: input plane `x` (`H·W`), its `m` output planes `out` (`m·Ho·Wo`).
 #[inline(always)]
-fn fwd_task<T: Kern, const FMA: bool>(
+fn fwd_task<T: Element, const FMA: bool>(
     g: &Geom,
     plan: &Plan,
     x: &[T],
@@ -881,7 +854,7 @@ fn fwd_task<T: Kern, const FMA: bool>(
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn fwd_task_avx2<T: Kern>(
+unsafe fn fwd_task_avx2<T: Element>(
     g: &Geom,
     plan: &Plan,
     x: &[T],
@@ -892,7 +865,7 @@ unsafe fn fwd_task_avx2<T: Kern>(
     fwd_task::<T, true>(g, plan, x, wk, out, scr)
 }
 
-fn forward<T: Kern>(g: &Geom, x: &[T], w: &[T]) -> Vec<T> {
+fn forward<T: Element>(g: &Geom, x: &[T], w: &[T]) -> Vec<T> {
     let simd = detect_simd();
     let plan = Plan::new(g);
     let wk = weights_f32(w);
@@ -943,7 +916,7 @@ fn gin_planes<const NT: usize, const FMA: bool>(
 
 /// One grad-input task: `m` output-gradient planes `gy`, input-gradient plane `gin`.
 #[inline(always)]
-fn gin_task<T: Kern, const FMA: bool>(
+fn gin_task<T: Element, const FMA: bool>(
     g: &Geom,
     plan: &Plan,
     gy: &[T],
@@ -972,7 +945,7 @@ fn gin_task<T: Kern, const FMA: bool>(
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn gin_task_avx2<T: Kern>(
+unsafe fn gin_task_avx2<T: Element>(
     g: &Geom,
     plan: &Plan,
     gy: &[T],
@@ -983,7 +956,7 @@ unsafe fn gin_task_avx2<T: Kern>(
     gin_task::<T, true>(g, plan, gy, wk, gin, scr)
 }
 
-fn grad_input<T: Kern>(g: &Geom, gy: &[T], w: &[T]) -> Vec<T> {
+fn grad_input<T: Element>(g: &Geom, gy: &[T], w: &[T]) -> Vec<T> {
     let simd = detect_simd();
     let plan = Plan::new(g);
     let wk = weights_f32(w);
@@ -1051,7 +1024,7 @@ fn gw_plane<const NT: usize, const FMA: bool>(
 
 /// One grad-weight task: input channel `c`, writing its `m` output channels' gradients `gw`.
 #[inline(always)]
-fn gw_task<T: Kern, const FMA: bool>(
+fn gw_task<T: Element, const FMA: bool>(
     g: &Geom,
     plan: &Plan,
     x: &[T],
@@ -1096,7 +1069,7 @@ fn gw_task<T: Kern, const FMA: bool>(
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn gw_task_avx2<T: Kern>(
+unsafe fn gw_task_avx2<T: Element>(
     g: &Geom,
     plan: &Plan,
     x: &[T],
@@ -1108,7 +1081,7 @@ unsafe fn gw_task_avx2<T: Kern>(
     gw_task::<T, true>(g, plan, x, gy, c, gw, scr)
 }
 
-fn grad_weight<T: Kern>(g: &Geom, x: &[T], gy: &[T]) -> Vec<T> {
+fn grad_weight<T: Element>(g: &Geom, x: &[T], gy: &[T]) -> Vec<T> {
     let simd = detect_simd();
     let plan = Plan::new(g);
     let mut gw = vec![T::from_f32(0.0); g.cm() * g.taps()];

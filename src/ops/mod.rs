@@ -21,4 +21,7 @@ pub use adaptive_pool::{
     adaptive_pool2d_reference, max_pool2d_same, max_pool2d_same_reference, PoolMode,
 };
 pub mod norm;
-pub use norm::{layer_norm, layer_norm_reference, rms_norm, rms_norm_reference};
+pub use norm::{
+    group_norm, group_norm_reference, layer_norm, layer_norm_reference, rms_norm,
+    rms_norm_reference,
+};

@@ -1,4 +1,5 @@
-//! Fused layer and RMS normalization over the last dimension, forward **and** backward, on CPU.
+//! Fused layer and RMS normalization over the last dimension, and group / instance
+//! normalization over channel groups, forward **and** backward, on CPU.
 //!
 //! # Shapes
 //! - input $x$ `(…, D)`: any number of leading dimensions (rank ≥ 1), normalized over the last
@@ -9,6 +10,9 @@
 //!   row's mean $\mu$ and biased variance $\sigma^2$.
 //! - RMS norm: $y = x / \sqrt{\overline{x^2} + \epsilon} \cdot \gamma$ with the row's mean
 //!   square $\overline{x^2}$.
+//! - Group norm ([`group_norm`]): input `(B, C, *)` (rank ≥ 2), `weight` / `bias` `(C)`; the
+//!   statistics row is one sample's group of $C/G$ channels times all spatial positions
+//!   (contiguous in memory), $\gamma_c$, $\beta_c$ per channel. Instance norm is $G = C$.
 //!
 //! # Tip
 //! candle-nn's fused `layer_norm` / `rms_norm` are forward-only: they are applied without a
@@ -23,9 +27,14 @@
 //! $\partial L/\partial x = (g - \overline{g} - \hat x\,\overline{g \hat x}) / \sigma$
 //! (without the $\overline{g}$ term for RMS norm); $\partial L/\partial \gamma$ and
 //! $\partial L/\partial \beta$ are sums over rows, accumulated in per-worker partial sums and
-//! reduced once. The loops are compiled twice and AVX2 + FMA is picked at run time on x86-64.
-//! f16 and bf16 rows are widened to f32 scratch and rounded once on store. There are no second
-//! derivatives.
+//! reduced once. Group norm runs on the same kernels, one task per block of (sample, group)
+//! rows: the row statistics are shared, the affine step and the backward work channel by
+//! channel (one scalar $\gamma_c$ per channel, whose per-channel sums $\sum g$, $\sum g x$ also
+//! give $\partial L/\partial \gamma_c$ and $\partial L/\partial \beta_c$). candle-nn's
+//! `GroupNorm` is a composition of tensor ops, differentiable but several passes over the
+//! activation in each direction. The loops are compiled twice and AVX2 + FMA is picked at run
+//! time on x86-64. f16 and bf16 rows are widened to f32 scratch and rounded once on store.
+//! There are no second derivatives.
 //!
 //! # Example
 //! ```
@@ -47,6 +56,12 @@
 //! let row_sums = gx.sum(D::Minus1)?.abs()?.max_all()?.to_scalar::<f32>()?;
 //! assert!(row_sums < 1e-4);
 //! assert_eq!(grads.get(&w).expect("gradient wrt w").dims(), &[33]);
+//!
+//! // Group norm: 4 groups of 2 channels over (8, 8) positions, same values as the composition.
+//! let x = Tensor::randn(1f32, 3., (2, 8, 8, 8), &Device::Cpu)?;
+//! let y = candle_tricks::ops::group_norm(&x, 4, None, None, 1e-5)?;
+//! let r = candle_tricks::ops::group_norm_reference(&x, 4, None, None, 1e-5)?;
+//! assert!((&y - &r)?.abs()?.max_all()?.to_scalar::<f32>()? < 1e-4);
 //! # Ok(())
 //! # }
 //! ```
@@ -55,20 +70,23 @@
 //! - Ba, Kiros, Hinton, *Layer Normalization*, 2016, <https://arxiv.org/abs/1607.06450>
 //! - Zhang, Sennrich, *Root Mean Square Layer Normalization*, 2019,
 //!   <https://arxiv.org/abs/1910.07467>
+//! - Wu, He, *Group Normalization*, 2018, <https://arxiv.org/abs/1803.08494>
+//! - Ulyanov, Vedaldi, Lempitsky, *Instance Normalization: The Missing Ingredient for Fast
+//!   Stylization*, 2016, <https://arxiv.org/abs/1607.08022>
 
 use std::sync::Mutex;
 
 use crate::check;
 use crate::ops::cpu::{contiguous, dispatch_float, dispatch_float_pair, par_fold, par_tasks};
-use crate::ops::cpu::{f32_view, Element};
+use crate::ops::cpu::{f32_view, widen, Element};
 use crate::{Error, Result};
 use candle_core::{
     CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Device, Layout, Shape, Storage, Tensor,
 };
-use half::{bf16, f16};
 
 const OP_LN: &str = "layer_norm";
 const OP_RMS: &str = "rms_norm";
+const OP_GN: &str = "group_norm";
 
 /// Values per forward/backward task (a block of whole rows, at least one).
 const TASK_ELEMS: usize = 16 * 1024;
@@ -110,6 +128,82 @@ pub fn rms_norm(x: &Tensor, weight: Option<&Tensor>, eps: f64) -> Result<Tensor>
         weight,
         None,
     )
+}
+
+/// Group normalization with our fused kernel (`F.group_norm(x, num_groups, weight, bias, eps)`):
+/// statistics per sample and group of `C / num_groups` channels over the channels and all the
+/// spatial positions of `x` `(B, C, *)`, then a per-channel `weight` / `bias` `(C)`;
+/// differentiable wrt `x`, `weight` and `bias`. Instance norm is the case `num_groups = C`.
+///
+/// Errors (naming `group_norm`) on rank < 2, a zero-sized dimension, a dtype other than
+/// f32/f16/bf16, `num_groups` 0 or not dividing `C`, a weight or bias not of shape `(C)` or of
+/// another dtype or device, or an `eps` that is not finite and > 0.
+pub fn group_norm(
+    x: &Tensor,
+    num_groups: usize,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    eps: f64,
+) -> Result<Tensor> {
+    let (c, spatial) = validate_group(x, num_groups, weight, bias, eps, false)?;
+    let mut op = NormOp::new(Kind::Group, c, eps, weight, bias);
+    op.groups = num_groups;
+    op.spatial = spatial;
+    op.row = c / num_groups * spatial;
+    apply(op, x, weight, bias)
+}
+
+/// Group normalization built from candle tensor ops (reshape to `(B, G, ·)`, mean, sub, sqr,
+/// sqrt, div); same arguments, checks and result as [`group_norm`], except that f64 is accepted
+/// too. Slow, for tests and benches.
+pub fn group_norm_reference(
+    x: &Tensor,
+    num_groups: usize,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    eps: f64,
+) -> Result<Tensor> {
+    let (c, _) = validate_group(x, num_groups, weight, bias, eps, true)?;
+    let xg = x.reshape((x.dims()[0], num_groups, ()))?;
+    let xc = xg.broadcast_sub(&xg.mean_keepdim(2)?)?;
+    let var = xc.sqr()?.mean_keepdim(2)?;
+    let y = xc
+        .broadcast_div(&(var + eps)?.sqrt()?)?
+        .reshape(x.shape())?;
+    // Parameters as (C, 1, …, 1) so that they broadcast over the spatial dimensions.
+    let mut pshape = vec![c];
+    pshape.resize(x.rank() - 1, 1);
+    let w = weight.map(|w| w.reshape(pshape.as_slice())).transpose()?;
+    let b = bias.map(|b| b.reshape(pshape.as_slice())).transpose()?;
+    affine_reference(y, w.as_ref(), b.as_ref())
+}
+
+/// Validates the arguments of group norm; returns `(C, spatial size)`.
+fn validate_group(
+    x: &Tensor,
+    num_groups: usize,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    eps: f64,
+    allow_f64: bool,
+) -> Result<(usize, usize)> {
+    if x.rank() < 2 {
+        return Err(Error::shape(
+            OP_GN,
+            "input",
+            "(B, C, *), rank >= 2",
+            x.shape().clone(),
+        ));
+    }
+    let c = x.dims()[1];
+    if num_groups == 0 || !c.is_multiple_of(num_groups) {
+        return Err(Error::config(
+            OP_GN,
+            format!("num_groups must be > 0 and divide the {c} channels, got {num_groups}"),
+        ));
+    }
+    check_common(OP_GN, x, c, weight, bias, eps, allow_f64)?;
+    Ok((c, x.dims()[2..].iter().product()))
 }
 
 /// Layer normalization built from candle tensor ops (mean, sub, sqr, sqrt, div); same
@@ -159,12 +253,6 @@ fn validate(
     eps: f64,
     allow_f64: bool,
 ) -> Result<usize> {
-    if !(eps.is_finite() && eps > 0.0) {
-        return Err(Error::config(
-            op,
-            format!("eps must be finite and > 0, got {eps}"),
-        ));
-    }
     if x.rank() == 0 {
         return Err(Error::shape(
             op,
@@ -173,11 +261,32 @@ fn validate(
             x.shape().clone(),
         ));
     }
+    let d = x.dims()[x.rank() - 1];
+    check_common(op, x, d, weight, bias, eps, allow_f64)?;
+    Ok(d)
+}
+
+/// Checks of every norm op: `eps`, a non-empty float input, parameters of shape `(d)` with the
+/// input's dtype and device.
+fn check_common(
+    op: &'static str,
+    x: &Tensor,
+    d: usize,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    eps: f64,
+    allow_f64: bool,
+) -> Result<()> {
+    if !(eps.is_finite() && eps > 0.0) {
+        return Err(Error::config(
+            op,
+            format!("eps must be finite and > 0, got {eps}"),
+        ));
+    }
     check::non_empty(op, "input", x)?;
     if !(allow_f64 && x.dtype() == DType::F64) {
         check::float_dtype(op, "input", x)?;
     }
-    let d = x.dims()[x.rank() - 1];
     for (what, t) in [("weight", weight), ("bias", bias)] {
         if let Some(t) = t {
             check::same_dtype_device(op, what, x, t)?;
@@ -186,7 +295,7 @@ fn validate(
             }
         }
     }
-    Ok(d)
+    Ok(())
 }
 
 fn apply(op: NormOp, x: &Tensor, weight: Option<&Tensor>, bias: Option<&Tensor>) -> Result<Tensor> {
@@ -206,13 +315,21 @@ fn apply(op: NormOp, x: &Tensor, weight: Option<&Tensor>, bias: Option<&Tensor>)
 enum Kind {
     Layer,
     Rms,
+    /// Statistics per (sample, group) of `row / spatial` channels; parameters per channel.
+    Group,
 }
 
 /// The fused norm: `x` alone, `(x, weight)` or `(x, bias)`, or `(x, weight, bias)`.
 #[derive(Debug, Clone, Copy)]
 struct NormOp {
     kind: Kind,
+    /// Length of the parameters: `D`, or `C` for group norm.
     d: usize,
+    /// Values per statistics row: `D`, or `C / G · spatial` for group norm.
+    row: usize,
+    /// Values per channel (group norm; `1` otherwise) and groups per sample.
+    spatial: usize,
+    groups: usize,
     eps: f32,
     has_w: bool,
     has_b: bool,
@@ -223,6 +340,9 @@ impl NormOp {
         Self {
             kind,
             d,
+            row: d,
+            spatial: 1,
+            groups: 1,
             eps: eps as f32,
             has_w: w.is_some(),
             has_b: b.is_some(),
@@ -233,6 +353,7 @@ impl NormOp {
         match self.kind {
             Kind::Layer => OP_LN,
             Kind::Rms => OP_RMS,
+            Kind::Group => OP_GN,
         }
     }
 
@@ -277,7 +398,16 @@ impl NormOp {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let name = self.name();
         let (xs, xl) = x;
-        if xl.shape().dims().last() != Some(&self.d) {
+        let dims = xl.shape().dims();
+        let ok = match self.kind {
+            Kind::Group => {
+                dims.len() >= 2
+                    && dims[1] == self.d
+                    && dims[2..].iter().product::<usize>() == self.spatial
+            }
+            _ => dims.last() == Some(&self.d),
+        };
+        if !ok {
             return Err(candle_core::Error::ShapeMismatchBinaryOp {
                 lhs: xl.shape().clone(),
                 rhs: Shape::from(self.d),
@@ -432,39 +562,6 @@ impl CustomOp3 for NormOp {
 // Kernels
 // ---------------------------------------------------------------------------------------------
 
-/// An element type of the kernels, with a zero-copy f32 view when it is f32.
-trait Kern: Element {
-    fn as_f32(s: &[Self]) -> Option<&[f32]>;
-    fn as_f32_mut(s: &mut [Self]) -> Option<&mut [f32]>;
-}
-
-impl Kern for f32 {
-    fn as_f32(s: &[Self]) -> Option<&[f32]> {
-        Some(s)
-    }
-    fn as_f32_mut(s: &mut [Self]) -> Option<&mut [f32]> {
-        Some(s)
-    }
-}
-
-impl Kern for f16 {
-    fn as_f32(_: &[Self]) -> Option<&[f32]> {
-        None
-    }
-    fn as_f32_mut(_: &mut [Self]) -> Option<&mut [f32]> {
-        None
-    }
-}
-
-impl Kern for bf16 {
-    fn as_f32(_: &[Self]) -> Option<&[f32]> {
-        None
-    }
-    fn as_f32_mut(_: &mut [Self]) -> Option<&mut [f32]> {
-        None
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Simd {
     Portable,
@@ -566,7 +663,7 @@ fn dot3(a: &[f32], b: &[f32], c: &[f32]) -> f32 {
 fn stats(kind: Kind, x: &[f32], eps: f32) -> (f32, f32) {
     let n = x.len() as f32;
     let mean = match kind {
-        Kind::Layer => sum(x) / n,
+        Kind::Layer | Kind::Group => sum(x) / n,
         Kind::Rms => 0.0,
     };
     let var = sum_sq_dev(x, mean) / n;
@@ -608,23 +705,51 @@ struct Scratch {
     y: Vec<f32>,
 }
 
-fn widen<T: Kern>(src: &[T], dst: &mut Vec<f32>) {
-    dst.clear();
-    dst.extend(src.iter().map(|v| v.to_f32()));
+/// Forward of statistics row `idx`: a layer / RMS norm row, or one (sample, group) block of a
+/// group norm, whose per-channel parameters are the group's slice of `w` / `b`.
+#[inline(always)]
+fn fwd_any(
+    op: &NormOp,
+    idx: usize,
+    x: &[f32],
+    w: Option<&[f32]>,
+    b: Option<&[f32]>,
+    y: &mut [f32],
+) {
+    if op.kind != Kind::Group {
+        return fwd_row(op, x, w, b, y);
+    }
+    let cpg = op.d / op.groups;
+    let c0 = (idx % op.groups) * cpg;
+    let (w, b) = (w.map(|w| &w[c0..c0 + cpg]), b.map(|b| &b[c0..c0 + cpg]));
+    let (m, r) = stats(op.kind, x, op.eps);
+    let rows = x
+        .chunks_exact(op.spatial)
+        .zip(y.chunks_exact_mut(op.spatial));
+    for (c, (xc, yc)) in rows.enumerate() {
+        // y = (x - m)·r·w_c + b_c folded into one multiply-add per value.
+        let a = r * w.map_or(1.0, |w| w[c]);
+        let shift = b.map_or(0.0, |b| b[c]) - m * a;
+        for (y, x) in yc.iter_mut().zip(xc) {
+            *y = x * a + shift;
+        }
+    }
 }
 
-/// One forward task: a block of whole rows `x` into `out`.
+/// One forward task: a block of whole rows `x` (the first is row `row0`) into `out`.
 #[inline(always)]
-fn fwd_task<T: Kern>(
+fn fwd_task<T: Element>(
     op: &NormOp,
+    row0: usize,
     x: &[T],
     w: Option<&[f32]>,
     b: Option<&[f32]>,
     out: &mut [T],
     scr: &mut Scratch,
 ) {
-    let d = op.d;
-    for (xr, yr) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+    let d = op.row;
+    let rows = x.chunks_exact(d).zip(out.chunks_exact_mut(d));
+    for (k, (xr, yr)) in rows.enumerate() {
         let xf: &[f32] = match T::as_f32(xr) {
             Some(v) => v,
             None => {
@@ -633,10 +758,10 @@ fn fwd_task<T: Kern>(
             }
         };
         match T::as_f32_mut(yr) {
-            Some(yf) => fwd_row(op, xf, w, b, yf),
+            Some(yf) => fwd_any(op, row0 + k, xf, w, b, yf),
             None => {
                 scr.y.resize(d, 0.0);
-                fwd_row(op, xf, w, b, &mut scr.y);
+                fwd_any(op, row0 + k, xf, w, b, &mut scr.y);
                 for (o, v) in yr.iter_mut().zip(&scr.y) {
                     *o = T::from_f32(*v);
                 }
@@ -647,28 +772,30 @@ fn fwd_task<T: Kern>(
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn fwd_task_avx2<T: Kern>(
+unsafe fn fwd_task_avx2<T: Element>(
     op: &NormOp,
+    row0: usize,
     x: &[T],
     w: Option<&[f32]>,
     b: Option<&[f32]>,
     out: &mut [T],
     scr: &mut Scratch,
 ) {
-    fwd_task::<T>(op, x, w, b, out, scr)
+    fwd_task::<T>(op, row0, x, w, b, out, scr)
 }
 
-fn forward<T: Kern>(op: &NormOp, x: &[T], w: Option<&[f32]>, b: Option<&[f32]>) -> Vec<T> {
+fn forward<T: Element>(op: &NormOp, x: &[T], w: Option<&[f32]>, b: Option<&[f32]>) -> Vec<T> {
     let simd = detect_simd();
-    let chunk = (TASK_ELEMS / op.d).max(1) * op.d;
+    let chunk = (TASK_ELEMS / op.row).max(1) * op.row;
     let mut out = vec![T::from_f32(0.0); x.len()];
     par_tasks(&mut out, chunk, |i, out, scr: &mut Scratch| {
         let x = &x[i * chunk..i * chunk + out.len()];
+        let row0 = i * chunk / op.row;
         match simd {
             // SAFETY: `detect_simd` returned `Avx2Fma` only after detecting AVX2 and FMA.
             #[cfg(target_arch = "x86_64")]
-            Simd::Avx2Fma => unsafe { fwd_task_avx2::<T>(op, x, w, b, out, scr) },
-            Simd::Portable => fwd_task::<T>(op, x, w, b, out, scr),
+            Simd::Avx2Fma => unsafe { fwd_task_avx2::<T>(op, row0, x, w, b, out, scr) },
+            Simd::Portable => fwd_task::<T>(op, row0, x, w, b, out, scr),
         }
     });
     out
@@ -689,7 +816,7 @@ fn bwd_row(
     dw: &mut [f32],
     db: &mut [f32],
 ) {
-    let n = op.d as f32;
+    let n = op.row as f32;
     let (m, r) = stats(op.kind, x, op.eps);
     // s_g = sum(g·w), s_gx = sum(g·w·x̂) = r·(sum(g·w·x) - m·s_g).
     let (s_g, s_gwx) = match w {
@@ -698,7 +825,7 @@ fn bwd_row(
     };
     let s_gx = r * (s_gwx - m * s_g);
     let c1 = match op.kind {
-        Kind::Layer => s_g / n,
+        Kind::Layer | Kind::Group => s_g / n,
         Kind::Rms => 0.0,
     };
     let c2 = s_gx / n;
@@ -726,6 +853,55 @@ fn bwd_row(
     }
 }
 
+/// Backward of statistics row `idx`: [`bwd_row`] for layer / RMS norm; for one (sample, group)
+/// block of a group norm the same formula with one weight per channel, and the channel sums
+/// $\sum g$ and $\sum g\,x$ (one pass over the block) give both the row constants and this
+/// block's `dw` / `db` terms.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn bwd_any(
+    op: &NormOp,
+    idx: usize,
+    x: &[f32],
+    g: &[f32],
+    w: Option<&[f32]>,
+    need: Need,
+    dx: &mut [f32],
+    dw: &mut [f32],
+    db: &mut [f32],
+) {
+    if op.kind != Kind::Group {
+        return bwd_row(op, x, g, w, need, dx, dw, db);
+    }
+    let (n, s) = (op.row as f32, op.spatial);
+    let cpg = op.d / op.groups;
+    let c0 = (idx % op.groups) * cpg;
+    let w = w.map(|w| &w[c0..c0 + cpg]);
+    let (m, r) = stats(op.kind, x, op.eps);
+    let (mut s_g, mut s_gwx) = (0f32, 0f32);
+    for (c, (xc, gc)) in x.chunks_exact(s).zip(g.chunks_exact(s)).enumerate() {
+        let (sg, sgx) = (sum(gc), dot(gc, xc));
+        let wc = w.map_or(1.0, |w| w[c]);
+        s_g += wc * sg;
+        s_gwx += wc * sgx;
+        if need.dw {
+            dw[c0 + c] += r * (sgx - m * sg);
+        }
+        if need.db {
+            db[c0 + c] += sg;
+        }
+    }
+    let c1 = s_g / n;
+    let c2 = r * (s_gwx - m * s_g) / n;
+    let rows = x.chunks_exact(s).zip(g.chunks_exact(s));
+    for (c, ((xc, gc), dxc)) in rows.zip(dx.chunks_exact_mut(s)).enumerate() {
+        let wc = w.map_or(1.0, |w| w[c]);
+        for ((dx, x), g) in dxc.iter_mut().zip(xc).zip(gc) {
+            *dx = r * (g * wc - c1 - (x - m) * r * c2);
+        }
+    }
+}
+
 /// Per-worker state of the backward: partial parameter gradients and scratch rows.
 #[derive(Default)]
 struct BwdState {
@@ -736,8 +912,9 @@ struct BwdState {
 
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn bwd_task<T: Kern>(
+fn bwd_task<T: Element>(
     op: &NormOp,
+    row0: usize,
     x: &[T],
     g: &[T],
     w: Option<&[f32]>,
@@ -745,10 +922,10 @@ fn bwd_task<T: Kern>(
     dx: &mut [T],
     st: &mut BwdState,
 ) {
-    let d = op.d;
+    let d = op.row;
     let BwdState { dw, db, scr } = st;
     let rows = x.chunks_exact(d).zip(g.chunks_exact(d));
-    for ((xr, gr), dxr) in rows.zip(dx.chunks_exact_mut(d)) {
+    for (k, ((xr, gr), dxr)) in rows.zip(dx.chunks_exact_mut(d)).enumerate() {
         let xf: &[f32] = match T::as_f32(xr) {
             Some(v) => v,
             None => {
@@ -764,10 +941,10 @@ fn bwd_task<T: Kern>(
             }
         };
         match T::as_f32_mut(dxr) {
-            Some(o) => bwd_row(op, xf, gf, w, need, o, dw, db),
+            Some(o) => bwd_any(op, row0 + k, xf, gf, w, need, o, dw, db),
             None => {
                 scr.y.resize(d, 0.0);
-                bwd_row(op, xf, gf, w, need, &mut scr.y, dw, db);
+                bwd_any(op, row0 + k, xf, gf, w, need, &mut scr.y, dw, db);
                 for (o, v) in dxr.iter_mut().zip(&scr.y) {
                     *o = T::from_f32(*v);
                 }
@@ -779,8 +956,9 @@ fn bwd_task<T: Kern>(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn bwd_task_avx2<T: Kern>(
+unsafe fn bwd_task_avx2<T: Element>(
     op: &NormOp,
+    row0: usize,
     x: &[T],
     g: &[T],
     w: Option<&[f32]>,
@@ -788,11 +966,11 @@ unsafe fn bwd_task_avx2<T: Kern>(
     dx: &mut [T],
     st: &mut BwdState,
 ) {
-    bwd_task::<T>(op, x, g, w, need, dx, st)
+    bwd_task::<T>(op, row0, x, g, w, need, dx, st)
 }
 
 /// `(dx, dw, db)`; `dw` / `db` are zeros when not needed.
-fn backward<T: Kern>(
+fn backward<T: Element>(
     op: &NormOp,
     x: &[T],
     g: &[T],
@@ -801,7 +979,7 @@ fn backward<T: Kern>(
 ) -> (Vec<T>, Vec<f32>, Vec<f32>) {
     let simd = detect_simd();
     let d = op.d;
-    let chunk = (TASK_ELEMS / d).max(1) * d;
+    let chunk = (TASK_ELEMS / op.row).max(1) * op.row;
     let mut dx = vec![T::from_f32(0.0); x.len()];
     let states = {
         let slots: Vec<Mutex<&mut [T]>> = dx.chunks_mut(chunk).map(Mutex::new).collect();
@@ -809,6 +987,7 @@ fn backward<T: Kern>(
             let mut out = slots[i].lock().unwrap_or_else(|e| e.into_inner());
             let (start, len) = (i * chunk, out.len());
             let (x, g) = (&x[start..start + len], &g[start..start + len]);
+            let row0 = start / op.row;
             if st.dw.len() != d {
                 st.dw = vec![0.0; d];
                 st.db = vec![0.0; d];
@@ -816,8 +995,10 @@ fn backward<T: Kern>(
             match simd {
                 // SAFETY: `detect_simd` returned `Avx2Fma` only after detecting AVX2 and FMA.
                 #[cfg(target_arch = "x86_64")]
-                Simd::Avx2Fma => unsafe { bwd_task_avx2::<T>(op, x, g, w, need, &mut out, st) },
-                Simd::Portable => bwd_task::<T>(op, x, g, w, need, &mut out, st),
+                Simd::Avx2Fma => unsafe {
+                    bwd_task_avx2::<T>(op, row0, x, g, w, need, &mut out, st)
+                },
+                Simd::Portable => bwd_task::<T>(op, row0, x, g, w, need, &mut out, st),
             }
         })
     };

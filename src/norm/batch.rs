@@ -1,0 +1,751 @@
+//! Batch normalization over the channel axis of `(B, C)`, `(B, C, L)`, `(B, C, H, W)` or
+//! `(B, C, D, H, W)` inputs (PyTorch's `nn.BatchNorm1d` / `2d` / `3d`), differentiable in
+//! training mode through the batch statistics.
+//!
+//! With batch statistics on CPU (f32 / f16 / bf16, statistics in f32/f64) the forward is one
+//! fused multi-threaded kernel (a statistics pass per channel, then one pass that writes
+//! $(x - \mu_c) \cdot s_c + \beta_c$), and so is its backward, which returns the gradients
+//! wrt the input (through the mean and variance), `weight` and `bias`. Eval mode with running
+//! statistics, f64 inputs and other devices use a composition of candle ops
+//! ([`BatchNorm::forward_reference`]).
+//!
+//! # Shapes
+//! - input `(B, C, *)` with zero to three spatial axes, output the same shape.
+//! - `weight` `(C)` (init 1) and `bias` `(C)` (init 0) when `affine`; `running_mean` `(C)`
+//!   (init 0), `running_var` `(C)` (init 1) and the scalar `num_batches_tracked` when
+//!   `track_running_stats`: PyTorch's state-dict names, so its checkpoints load unchanged
+//!   (`num_batches_tracked` is read when present and optional otherwise).
+//!
+//! # Tip
+//! Batch norm normalizes each channel with the mean and variance of the current batch (over
+//! the batch and spatial axes), $y = (x - \mu_B)/\sqrt{\sigma_B^2 + \epsilon} \cdot \gamma +
+//! \beta$, which keeps the activations of a deep conv net well scaled and lets it train with
+//! larger learning rates. In inference it swaps the batch statistics for running averages
+//! collected in training ($r \leftarrow (1-m)\,r + m\,s_B$, with the unbiased batch variance),
+//! so a model behaves differently in `train` and `eval` mode — forgetting to switch is a
+//! classic bug. Fresh running statistics (mean 0, variance 1) make eval mode almost the
+//! identity, $x/\sqrt{1+\epsilon}$, as the example shows.
+//!
+//! Placement: the seed puts it *before* the activation, conv → BN → ReLU, as in ResNet (the
+//! conv before it needs no bias: BN's shift replaces it). Small batches make the statistics
+//! noisy and hurt accuracy (below ~8 samples per batch): use a per-sample norm such as `GroupNorm`
+//! there. Do not share one batch norm between inputs whose statistics differ
+//! (different domains, image sizes, or the two branches of a siamese net fed separately): its
+//! running averages then describe neither.
+//!
+//! # Example
+//! ```
+//! use candle_core::{DType, Device, ModuleT, Tensor, D};
+//! use candle_nn::{VarBuilder, VarMap};
+//! use candle_tricks::norm::{batch_norm, BatchNormConfig};
+//! # fn main() -> candle_tricks::Result<()> {
+//! let varmap = VarMap::new();
+//! let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+//! let bn = batch_norm(3, BatchNormConfig::default(), vb)?;
+//! let x = Tensor::randn(4f32, 2., (8, 3, 5, 5), &Device::Cpu)?;
+//! // Eval on fresh running stats: almost the identity, x / sqrt(1 + eps).
+//! let eval = bn.forward_t(&x, false)?;
+//! let want = (&x / (1.0f64 + 1e-5).sqrt())?;
+//! let diff = (eval - want)?.abs()?.max_all()?.to_scalar::<f32>()?;
+//! assert!(diff < 1e-5);
+//! // Train: each channel normalized with the batch statistics to mean 0, variance 1.
+//! let train = bn.forward_t(&x, true)?;
+//! let per_channel = train.transpose(0, 1)?.flatten_from(1)?;
+//! let mean = per_channel.mean(D::Minus1)?.abs()?.max_all()?.to_scalar::<f32>()?;
+//! let var = per_channel.sqr()?.mean(D::Minus1)?.to_vec1::<f32>()?;
+//! assert!(mean < 1e-5);
+//! assert!(var.iter().all(|v| (v - 1.0).abs() < 1e-3));
+//! // The training step moved the running mean 10% of the way to the batch mean (~4).
+//! let rm = bn.running_mean().expect("tracked").to_vec1::<f32>()?;
+//! assert!(rm.iter().all(|m| (m - 0.4).abs() < 0.1));
+//! assert_eq!(bn.num_batches_tracked(), 1);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # References
+//! - Ioffe, Szegedy, *Batch Normalization: Accelerating Deep Network Training by Reducing
+//!   Internal Covariate Shift*, 2015, <https://arxiv.org/abs/1502.03167>
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::{check, Error, Result};
+use candle_core::{DType, ModuleT, Tensor, Var};
+use candle_nn::{Init, VarBuilder};
+
+const BLOCK: &str = "BatchNorm";
+
+/// Checks an optional `(channels)` tensor that must be present exactly when `expected`; f32,
+/// f16, bf16 or f64 (the forward is a composition of candle ops, so f64 works too).
+fn check_params(
+    channels: usize,
+    t: Option<&Tensor>,
+    expected: bool,
+    what: &'static str,
+) -> Result<()> {
+    match (t, expected) {
+        (Some(t), true) => {
+            if t.dtype() != DType::F64 {
+                check::float_dtype(BLOCK, what, t)?;
+            }
+            if t.dims() != [channels] {
+                let want = format!("({channels})");
+                return Err(Error::shape(BLOCK, what, want, t.shape().clone()));
+            }
+            Ok(())
+        }
+        (None, false) => Ok(()),
+        (Some(_), false) => Err(Error::config(
+            BLOCK,
+            format!("got a {what} but the config has none"),
+        )),
+        (None, true) => Err(Error::config(
+            BLOCK,
+            format!("the config needs a {what}, got none"),
+        )),
+    }
+}
+
+/// Configuration of [`BatchNorm`]; `Default` is PyTorch's.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BatchNormConfig {
+    /// Added to the variance, finite and > 0. Default `1e-5`.
+    pub eps: f64,
+    /// Weight of the batch statistics in the running averages, in `[0, 1]`. Default `0.1`.
+    pub momentum: f64,
+    /// Learn a per-channel `weight` and `bias`. Default `true`.
+    pub affine: bool,
+    /// Keep running mean / variance for eval mode; without them eval mode uses the batch
+    /// statistics too. Default `true`.
+    pub track_running_stats: bool,
+}
+
+impl Default for BatchNormConfig {
+    fn default() -> Self {
+        Self {
+            eps: 1e-5,
+            momentum: 0.1,
+            affine: true,
+            track_running_stats: true,
+        }
+    }
+}
+
+impl BatchNormConfig {
+    /// Sets `eps`.
+    pub fn with_eps(mut self, eps: f64) -> Self {
+        self.eps = eps;
+        self
+    }
+
+    /// Sets `momentum`.
+    pub fn with_momentum(mut self, momentum: f64) -> Self {
+        self.momentum = momentum;
+        self
+    }
+
+    /// Sets `affine`.
+    pub fn with_affine(mut self, affine: bool) -> Self {
+        self.affine = affine;
+        self
+    }
+
+    /// Sets `track_running_stats`.
+    pub fn with_track_running_stats(mut self, track: bool) -> Self {
+        self.track_running_stats = track;
+        self
+    }
+
+    /// Checks that `eps` is finite and > 0 and `momentum` is in `[0, 1]`.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.eps.is_finite() && self.eps > 0.0) {
+            return Err(Error::config(
+                BLOCK,
+                format!("eps must be finite and > 0, got {}", self.eps),
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.momentum) {
+            return Err(Error::config(
+                BLOCK,
+                format!("momentum must be in [0, 1], got {}", self.momentum),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Running statistics, updated in place through `&self` (clones share them).
+#[derive(Debug, Clone)]
+struct Running {
+    mean: Var,
+    var: Var,
+    count: Arc<AtomicU64>,
+}
+
+/// Batch normalization over the channel axis (`nn.BatchNorm1d/2d/3d`); a [`ModuleT`]: `train`
+/// uses and accumulates batch statistics, eval uses the running ones.
+#[derive(Debug, Clone)]
+pub struct BatchNorm {
+    weight: Option<Tensor>,
+    bias: Option<Tensor>,
+    running: Option<Running>,
+    channels: usize,
+    cfg: BatchNormConfig,
+}
+
+impl BatchNorm {
+    /// Builds the layer for `channels` channels from an optional `(weight, bias)` pair (present
+    /// exactly when `cfg.affine`) and optional `(running_mean, running_var)` (present exactly
+    /// when `cfg.track_running_stats`), all `(channels)`; `num_batches_tracked` starts at 0
+    /// (see [`BatchNorm::set_num_batches_tracked`]). The running statistics are copied into
+    /// fresh [`Var`]s unless they already are variables, in which case they are shared and
+    /// updated in place.
+    ///
+    /// Errors (naming `BatchNorm`) on `channels` 0, a missing or unexpected tensor, a wrong
+    /// shape, an unsupported dtype, mixed dtypes or devices, or an invalid config.
+    pub fn new(
+        channels: usize,
+        affine: Option<(Tensor, Tensor)>,
+        running: Option<(Tensor, Tensor)>,
+        cfg: BatchNormConfig,
+    ) -> Result<Self> {
+        cfg.validate()?;
+        check::positive(BLOCK, "channels", channels)?;
+        let (weight, bias) = match affine {
+            Some((w, b)) => (Some(w), Some(b)),
+            None => (None, None),
+        };
+        check_params(channels, weight.as_ref(), cfg.affine, "weight")?;
+        check_params(channels, bias.as_ref(), cfg.affine, "bias")?;
+        if let (Some(w), Some(b)) = (&weight, &bias) {
+            check::same_dtype_device(BLOCK, "bias", w, b)?;
+        }
+        let (rm, rv) = match running {
+            Some((m, v)) => (Some(m), Some(v)),
+            None => (None, None),
+        };
+        let track = cfg.track_running_stats;
+        check_params(channels, rm.as_ref(), track, "running_mean")?;
+        check_params(channels, rv.as_ref(), track, "running_var")?;
+        let running = match (rm, rv) {
+            (Some(m), Some(v)) => {
+                check::same_dtype_device(BLOCK, "running_var", &m, &v)?;
+                Some(Running {
+                    mean: Var::from_tensor(&m.contiguous()?)?,
+                    var: Var::from_tensor(&v.contiguous()?)?,
+                    count: Arc::new(AtomicU64::new(0)),
+                })
+            }
+            _ => None,
+        };
+        Ok(Self {
+            weight,
+            bias,
+            running,
+            channels,
+            cfg,
+        })
+    }
+
+    /// The `(C)` weight, if `affine`.
+    pub fn weight(&self) -> Option<&Tensor> {
+        self.weight.as_ref()
+    }
+
+    /// The `(C)` bias, if `affine`.
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+
+    /// The `(C)` running mean, if `track_running_stats`.
+    pub fn running_mean(&self) -> Option<&Tensor> {
+        self.running.as_ref().map(|r| r.mean.as_tensor())
+    }
+
+    /// The `(C)` running (unbiased) variance, if `track_running_stats`.
+    pub fn running_var(&self) -> Option<&Tensor> {
+        self.running.as_ref().map(|r| r.var.as_tensor())
+    }
+
+    /// How many training batches updated the running statistics (0 without them).
+    pub fn num_batches_tracked(&self) -> u64 {
+        self.running
+            .as_ref()
+            .map_or(0, |r| r.count.load(Ordering::Relaxed))
+    }
+
+    /// Sets the counter returned by [`BatchNorm::num_batches_tracked`] (no-op without running
+    /// statistics).
+    pub fn set_num_batches_tracked(&self, n: u64) {
+        if let Some(r) = &self.running {
+            r.count.store(n, Ordering::Relaxed);
+        }
+    }
+
+    /// The number of channels `C`.
+    pub fn channels(&self) -> usize {
+        self.channels
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> BatchNormConfig {
+        self.cfg
+    }
+
+    /// Checks the input: rank 2 to 5, `C` channels on axis 1, no zero dimension, f32 / f16 /
+    /// bf16 (or f64, handy for reference checks) matching the parameters.
+    fn check_input(&self, x: &Tensor) -> Result<()> {
+        let pattern = || format!("(B, {}, *) with 0 to 3 spatial axes", self.channels);
+        if !(2..=5).contains(&x.rank()) || x.dims()[1] != self.channels {
+            return Err(Error::shape(BLOCK, "input", pattern(), x.shape().clone()));
+        }
+        check::non_empty(BLOCK, "input", x)?;
+        if x.dtype() != DType::F64 {
+            check::float_dtype(BLOCK, "input", x)?;
+        }
+        if let Some(w) = &self.weight {
+            check::same_dtype_device(BLOCK, "input", w, x)?;
+        }
+        if let Some(r) = &self.running {
+            if !r.mean.device().same_device(x.device()) {
+                return Err(Error::DeviceMismatch {
+                    block: BLOCK,
+                    what: "input",
+                    expected: format!("{:?}", r.mean.device()),
+                    actual: format!("{:?}", x.device()),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The forward pass, with this crate's error type: `train` uses (and accumulates) the batch
+    /// statistics, eval the running ones (batch statistics too without them). With batch
+    /// statistics on CPU in f32 / f16 / bf16 it runs the fused kernel, whose backward includes
+    /// the statistics' dependence on the input.
+    pub fn forward_train_eval(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.check_input(x)?;
+        let dims = x.dims();
+        let (b, c) = (dims[0], dims[1]);
+        let l: usize = dims[2..].iter().product();
+        let use_batch = train || self.running.is_none();
+        if use_batch && b * l < 2 {
+            return Err(self.one_value_error(x));
+        }
+        if use_batch && x.device().is_cpu() && x.dtype() != DType::F64 {
+            let stats = Arc::new(Mutex::new(fused::Stats::default()));
+            let op = fused::Normalize {
+                c,
+                l,
+                eps: self.cfg.eps,
+                stats: stats.clone(),
+            };
+            let x3 = x.reshape((b, c, l))?.contiguous()?;
+            let y = match (&self.weight, &self.bias) {
+                (Some(w), Some(bias)) => x3.apply_op3(&w.contiguous()?, &bias.contiguous()?, op)?,
+                _ => x3.apply_op1(op)?,
+            };
+            if train {
+                let st = stats.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let mean = Tensor::from_vec(st.mean, c, x.device())?;
+                let var = Tensor::from_vec(st.var, c, x.device())?;
+                self.update_running(&mean, &var, b * l)?;
+            }
+            return Ok(y.reshape(dims)?);
+        }
+        self.forward_reference(x, train)
+    }
+
+    fn one_value_error(&self, x: &Tensor) -> Error {
+        Error::shape(
+            BLOCK,
+            "input",
+            "more than 1 value per channel for batch statistics (B × spatial > 1)",
+            x.shape().clone(),
+        )
+    }
+
+    /// The same forward as [`BatchNorm::forward_train_eval`] (running-stat updates included)
+    /// as a composition of candle ops, differentiable by candle's autograd, in f32 for f16 /
+    /// bf16 inputs; slow, for tests (and the path for f64 and non-CPU devices).
+    pub fn forward_reference(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.check_input(x)?;
+        let dims = x.dims();
+        let (b, c) = (dims[0], dims[1]);
+        let l: usize = dims[2..].iter().product();
+        let n = b * l;
+        // Statistics in f32 (f64 input stays f64) for f16 / bf16 inputs.
+        let work = match x.dtype() {
+            DType::F16 | DType::BF16 => DType::F32,
+            d => d,
+        };
+        let x3 = x.to_dtype(work)?.reshape((b, c, l))?;
+        let use_batch = train || self.running.is_none();
+        let (mean, var) = if use_batch {
+            // Like PyTorch, also in eval mode without running stats (batch stats either way).
+            if n < 2 {
+                return Err(self.one_value_error(x));
+            }
+            let mean = (x3.sum_keepdim((0, 2))? / n as f64)?;
+            let var = (x3.broadcast_sub(&mean)?.sqr()?.sum_keepdim((0, 2))? / n as f64)?;
+            if train {
+                self.update_running(&mean, &var, n)?;
+            }
+            (mean, var)
+        } else {
+            let r = self.running.as_ref().ok_or_else(|| {
+                Error::config(BLOCK, "eval without batch statistics needs running stats")
+            })?;
+            let m = r.mean.as_tensor().to_dtype(work)?.reshape((1, c, 1))?;
+            let v = r.var.as_tensor().to_dtype(work)?.reshape((1, c, 1))?;
+            (m, v)
+        };
+        let inv_std = (var + self.cfg.eps)?.sqrt()?.recip()?;
+        let mut y = x3.broadcast_sub(&mean)?.broadcast_mul(&inv_std)?;
+        if let (Some(w), Some(bias)) = (&self.weight, &self.bias) {
+            let w = w.to_dtype(work)?.reshape((1, c, 1))?;
+            let bias = bias.to_dtype(work)?.reshape((1, c, 1))?;
+            y = y.broadcast_mul(&w)?.broadcast_add(&bias)?;
+        }
+        Ok(y.to_dtype(x.dtype())?.reshape(dims)?)
+    }
+
+    /// `running ← (1 − m)·running + m·batch`, with the unbiased batch variance.
+    fn update_running(&self, mean: &Tensor, var: &Tensor, n: usize) -> Result<()> {
+        let Some(r) = &self.running else {
+            return Ok(());
+        };
+        let m = self.cfg.momentum;
+        let c = self.channels;
+        let unbiased = (var.detach() * (n as f64 / (n as f64 - 1.0)))?;
+        for (run, batch) in [(&r.mean, mean.detach()), (&r.var, unbiased)] {
+            let old = run.as_tensor();
+            let batch = batch.reshape(c)?.to_dtype(DType::F32)?;
+            let new = ((old.to_dtype(DType::F32)? * (1.0 - m))? + (batch * m)?)?;
+            run.set(&new.to_dtype(old.dtype())?)?;
+        }
+        r.count.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+impl ModuleT for BatchNorm {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        Ok(self.forward_train_eval(xs, train)?)
+    }
+}
+
+/// A [`BatchNorm`] over `channels` channels whose `weight` (init 1), `bias` (init 0),
+/// `running_mean` (init 0) and `running_var` (init 1) come from `vb` under PyTorch's names;
+/// `num_batches_tracked` is read when `vb` holds it. With a `VarMap` the running statistics
+/// are registered there as well (and updated in place), so saving the map keeps them; they get
+/// no gradient, so optimizers leave them alone.
+pub fn batch_norm(channels: usize, cfg: BatchNormConfig, vb: VarBuilder) -> Result<BatchNorm> {
+    cfg.validate()?;
+    check::positive(BLOCK, "channels", channels)?;
+    let affine = if cfg.affine {
+        Some((
+            vb.get_with_hints(channels, "weight", Init::Const(1.0))?,
+            vb.get_with_hints(channels, "bias", Init::Const(0.0))?,
+        ))
+    } else {
+        None
+    };
+    let running = if cfg.track_running_stats {
+        Some((
+            vb.get_with_hints(channels, "running_mean", Init::Const(0.0))?,
+            vb.get_with_hints(channels, "running_var", Init::Const(1.0))?,
+        ))
+    } else {
+        None
+    };
+    let bn = BatchNorm::new(channels, affine, running, cfg)?;
+    if cfg.track_running_stats && vb.contains_tensor("num_batches_tracked") {
+        let t = vb.get_with_hints_dtype((), "num_batches_tracked", Init::Const(0.0), DType::I64)?;
+        let v = t.flatten_all()?.to_vec1::<i64>()?;
+        match v.as_slice() {
+            [n] if *n >= 0 => bn.set_num_batches_tracked(*n as u64),
+            _ => {
+                return Err(Error::shape(
+                    BLOCK,
+                    "num_batches_tracked",
+                    "a scalar >= 0",
+                    t.shape().clone(),
+                ))
+            }
+        }
+    }
+    Ok(bn)
+}
+
+/// The fused training-mode kernel: `x̂ = (x − μ_c)·rstd_c` over `(B, C, L)` with the batch
+/// statistics of each channel, one reduction pass and one writing pass (both multi-threaded),
+/// and its backward, which includes the statistics' dependence on `x`.
+mod fused {
+    use std::sync::{Arc, Mutex};
+
+    use crate::ops::cpu::{f32_pair, f32_view, par_fold, par_tasks, store};
+    use candle_core::backend::BackendStorage;
+    use candle_core::{
+        CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor,
+    };
+
+    const NAME: &str = "batch-norm-train";
+
+    /// Per-channel batch statistics: mean, biased variance and `1/sqrt(var + eps)`.
+    #[derive(Debug, Default, Clone)]
+    pub(super) struct Stats {
+        pub mean: Vec<f32>,
+        pub var: Vec<f32>,
+        pub rstd: Vec<f32>,
+    }
+
+    /// `(B, C, L)` → `x̂`; the statistics it used are left in `stats` for the caller (running
+    /// averages) and for the backward.
+    pub(super) struct Normalize {
+        pub c: usize,
+        pub l: usize,
+        pub eps: f64,
+        pub stats: Arc<Mutex<Stats>>,
+    }
+
+    fn dims(l: &Layout, c: usize, len: usize) -> Result<usize> {
+        let d = l.shape().dims();
+        if d.len() != 3 || d[1] != c || d[2] != len {
+            return Err(candle_core::Error::Msg(format!(
+                "{NAME}: expected (B, {c}, {len}), got {:?}",
+                l.shape()
+            )));
+        }
+        Ok(d[0])
+    }
+
+    /// Rows of `l` values handed to one task.
+    fn rows_per_task(l: usize) -> usize {
+        (16384 / l.max(1)).max(1)
+    }
+
+    /// Per-channel `f(c) -> (a, b)` in parallel, gathered in channel order.
+    fn per_channel(c: usize, f: impl Fn(usize) -> (f64, f64) + Sync + Send) -> Vec<(f64, f64)> {
+        let parts = par_fold(c, |ch, acc: &mut Vec<(usize, (f64, f64))>| {
+            acc.push((ch, f(ch)))
+        });
+        let mut out = vec![(0.0, 0.0); c];
+        for (ch, v) in parts.into_iter().flatten() {
+            out[ch] = v;
+        }
+        out
+    }
+
+    /// The `n = B·L` values of channel `ch`, row by row.
+    fn channel_rows(
+        x: &[f32],
+        b: usize,
+        c: usize,
+        l: usize,
+        ch: usize,
+    ) -> impl Iterator<Item = &[f32]> {
+        (0..b).map(move |bi| &x[(bi * c + ch) * l..(bi * c + ch + 1) * l])
+    }
+
+    impl Normalize {
+        /// `x̂·w + b` per channel (`w`, `b` when affine).
+        fn fwd(
+            &self,
+            s: &CpuStorage,
+            layout: &Layout,
+            wb: Option<(&[f32], &[f32])>,
+        ) -> Result<(CpuStorage, Shape)> {
+            let (c, l) = (self.c, self.l);
+            let b = dims(layout, c, l)?;
+            let x = f32_view(s, layout, NAME)?;
+            let n = (b * l) as f64;
+            // Two passes over each channel's values in f64: exact enough without Welford.
+            let mv = per_channel(c, |ch| {
+                let sum: f64 = channel_rows(&x, b, c, l, ch)
+                    .map(|r| r.iter().map(|&v| v as f64).sum::<f64>())
+                    .sum();
+                let mean = sum / n;
+                let ss: f64 = channel_rows(&x, b, c, l, ch)
+                    .map(|r| r.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>())
+                    .sum();
+                (mean, ss / n)
+            });
+            let stats = Stats {
+                mean: mv.iter().map(|m| m.0 as f32).collect(),
+                var: mv.iter().map(|m| m.1 as f32).collect(),
+                rstd: mv
+                    .iter()
+                    .map(|m| (1.0 / (m.1 + self.eps).sqrt()) as f32)
+                    .collect(),
+            };
+            let mut out = vec![0f32; x.len()];
+            let rows = rows_per_task(l);
+            par_tasks(&mut out, rows * l, |i, chunk, _: &mut ()| {
+                for (r, row) in chunk.chunks_mut(l).enumerate() {
+                    let g = i * rows + r;
+                    let ch = g % c;
+                    let (w, sh) = wb.map_or((1.0, 0.0), |(w, b)| (w[ch], b[ch]));
+                    // y = (x − μ)·(rstd·w) + b; subtracting μ first keeps precision when the
+                    // mean is large against the spread.
+                    let (m, scale) = (stats.mean[ch], stats.rstd[ch] * w);
+                    for (o, &v) in row.iter_mut().zip(&x[g * l..(g + 1) * l]) {
+                        *o = (v - m) * scale + sh;
+                    }
+                }
+            });
+            *self.stats.lock().unwrap_or_else(|e| e.into_inner()) = stats;
+            Ok((store(s.dtype(), out, NAME)?, layout.shape().clone()))
+        }
+
+        /// `(dx, Some((dw, db)))` (the latter when `w` is given) for the output gradient `g`.
+        fn bwd_impl(
+            &self,
+            x: &Tensor,
+            g: &Tensor,
+            w: Option<&Tensor>,
+        ) -> Result<(Tensor, Option<(Tensor, Tensor)>)> {
+            let stats = self.stats.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let w_vals = match w {
+                Some(w) => Some(w.to_dtype(DType::F32)?.to_vec1::<f32>()?),
+                None => None,
+            };
+            let sums = Arc::new(Mutex::new(Vec::new()));
+            let op = Backward {
+                c: self.c,
+                l: self.l,
+                stats,
+                w: w_vals,
+                sums: sums.clone(),
+            };
+            let dx = x.apply_op2_no_bwd(&g.contiguous()?, &op)?;
+            let dwb = match w {
+                Some(w) => {
+                    let s = sums.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                    let dw: Vec<f32> = s.iter().map(|v| v.1 as f32).collect();
+                    let db: Vec<f32> = s.iter().map(|v| v.0 as f32).collect();
+                    let t = |v| Tensor::from_vec(v, self.c, x.device())?.to_dtype(w.dtype());
+                    Some((t(dw)?, t(db)?))
+                }
+                None => None,
+            };
+            Ok((dx, dwb))
+        }
+    }
+
+    impl CustomOp1 for Normalize {
+        fn name(&self) -> &'static str {
+            NAME
+        }
+
+        fn cpu_fwd(&self, s: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+            self.fwd(s, layout, None)
+        }
+
+        fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+            Ok(Some(self.bwd_impl(arg, grad, None)?.0))
+        }
+    }
+
+    impl CustomOp3 for Normalize {
+        fn name(&self) -> &'static str {
+            NAME
+        }
+
+        fn cpu_fwd(
+            &self,
+            s1: &CpuStorage,
+            l1: &Layout,
+            s2: &CpuStorage,
+            l2: &Layout,
+            s3: &CpuStorage,
+            l3: &Layout,
+        ) -> Result<(CpuStorage, Shape)> {
+            let w = f32_view(s2, l2, NAME)?;
+            let b = f32_view(s3, l3, NAME)?;
+            if w.len() != self.c || b.len() != self.c {
+                return Err(candle_core::Error::Msg(format!(
+                    "{NAME}: weight and bias need {} values, got {} and {}",
+                    self.c,
+                    w.len(),
+                    b.len()
+                )));
+            }
+            self.fwd(s1, l1, Some((&w, &b)))
+        }
+
+        fn bwd(
+            &self,
+            x: &Tensor,
+            w: &Tensor,
+            _b: &Tensor,
+            _res: &Tensor,
+            grad: &Tensor,
+        ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+            let (dx, dwb) = self.bwd_impl(x, grad, Some(w))?;
+            let (dw, db) = dwb.map_or((None, None), |(w, b)| (Some(w), Some(b)));
+            Ok((Some(dx), dw, db))
+        }
+    }
+
+    /// `(x, g)` → `dx = rstd·w·(g − mean(g) − x̂·mean(g·x̂))` per channel; leaves the
+    /// per-channel `(Σg, Σg·x̂)` (= `db`, `dw`) in `sums`.
+    struct Backward {
+        c: usize,
+        l: usize,
+        stats: Stats,
+        w: Option<Vec<f32>>,
+        sums: Arc<Mutex<Vec<(f64, f64)>>>,
+    }
+
+    impl CustomOp2 for Backward {
+        fn name(&self) -> &'static str {
+            "batch-norm-train-bwd"
+        }
+
+        fn cpu_fwd(
+            &self,
+            s1: &CpuStorage,
+            l1: &Layout,
+            s2: &CpuStorage,
+            l2: &Layout,
+        ) -> Result<(CpuStorage, Shape)> {
+            let (c, l) = (self.c, self.l);
+            let b = dims(l1, c, l)?;
+            dims(l2, c, l)?;
+            let (dtype, x, g) = f32_pair(s1, l1, s2, l2, NAME)?;
+            let st = &self.stats;
+            let n = (b * l) as f64;
+            let sums = per_channel(c, |ch| {
+                let (m, rs) = (st.mean[ch], st.rstd[ch]);
+                let mut sg = 0f64;
+                let mut sgx = 0f64;
+                for (xr, gr) in channel_rows(&x, b, c, l, ch).zip(channel_rows(&g, b, c, l, ch)) {
+                    for (&xv, &gv) in xr.iter().zip(gr) {
+                        sg += gv as f64;
+                        sgx += (gv * (xv - m) * rs) as f64;
+                    }
+                }
+                (sg, sgx)
+            });
+            let mut out = vec![0f32; x.len()];
+            let rows = rows_per_task(l);
+            par_tasks(&mut out, rows * l, |i, chunk, _: &mut ()| {
+                for (r, row) in chunk.chunks_mut(l).enumerate() {
+                    let gi = i * rows + r;
+                    let ch = gi % c;
+                    let (m, rs) = (st.mean[ch], st.rstd[ch]);
+                    let (mg, mgx) = ((sums[ch].0 / n) as f32, (sums[ch].1 / n) as f32);
+                    let k = rs * self.w.as_ref().map_or(1.0, |w| w[ch]);
+                    let span = gi * l..(gi + 1) * l;
+                    for ((o, &xv), &gv) in row.iter_mut().zip(&x[span.clone()]).zip(&g[span]) {
+                        *o = k * (gv - mg - (xv - m) * rs * mgx);
+                    }
+                }
+            });
+            *self.sums.lock().unwrap_or_else(|e| e.into_inner()) = sums;
+            Ok((store(dtype, out, NAME)?, l1.shape().clone()))
+        }
+    }
+}
