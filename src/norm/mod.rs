@@ -5,6 +5,10 @@
 //! - [`RmsNorm`] (`nn.RMSNorm` over the last dimension) on [`crate::ops::rms_norm()`].
 //! - [`GroupNorm`] (`nn.GroupNorm`) and [`InstanceNorm`] (`nn.InstanceNorm1d/2d/3d`) on
 //!   [`crate::ops::group_norm()`].
+//! - [`LayerNorm2d`] (timm's `LayerNorm2d`, ConvNeXt: over the channels of each pixel of an
+//!   NCHW map) on [`crate::ops::layer_norm()`].
+//! - [`Norm`] and [`create()`]: pick any of them by name (`"batch"`, `"group:32"`, `"layer2d"`,
+//!   …), timm's `create_norm_layer`; its page says which norm suits which batch size and data.
 //!
 //! # Tip
 //! Normalize sequences per token, not per batch: a layer norm or RMS norm computes its
@@ -51,13 +55,17 @@
 //!   <https://arxiv.org/abs/1910.07467>
 
 pub mod batch;
+pub mod factory;
 pub mod group;
 pub mod instance;
 pub mod layer;
+pub mod layer2d;
 pub mod rms;
 
 pub use batch::{batch_norm, BatchNorm, BatchNormConfig};
+pub use factory::{create, Norm};
 pub use group::{group_norm, GroupNorm, GroupNormConfig};
 pub use instance::{instance_norm, InstanceNorm, InstanceNormConfig};
 pub use layer::{layer_norm, LayerNorm, LayerNormConfig};
+pub use layer2d::{layer_norm2d, LayerNorm2d, LayerNorm2dConfig};
 pub use rms::{rms_norm, RmsNorm, RmsNormConfig};
