@@ -40,6 +40,8 @@
 //!   (train uses batch statistics, eval the running averages).
 //! - **Small batches or per-image statistics** — [`norm::GroupNorm`] (batch-size independent),
 //!   [`norm::InstanceNorm`] (invariant to per-image contrast, for style and medical images).
+//! - **Switch a model's norm by name** — [`norm::create`] (`"batch"`, `"group:32"`, `"layer2d"`, …),
+//!   as timm does; [`norm::LayerNorm2d`] for ConvNeXt-style channel normalization.
 //!
 //! ### Regularization and residual paths
 //! - **Keep an identity path so gradients reach early layers** — [`blocks::Residual`],
