@@ -142,5 +142,51 @@ fn batch_norm(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, layer_rms, group_norm, batch_norm);
+fn softmax(c: &mut Criterion) {
+    // Softmax over the last dim of attention scores (8, 12, 197, 197) (ViT-B/16) and of a
+    // (32, 512, 768) activation, f32: our fused op (forward, and forward + backward) against
+    // candle-nn's fused forward-only op and against the differentiable composition of candle
+    // ops (our `softmax_last_dim_reference`: max, sub, exp, sum, div).
+    use candle_core::{Device, Tensor, Var};
+    use candle_tricks::ops;
+    use criterion::SamplingMode;
+    use std::time::Duration;
+
+    let dev = Device::Cpu;
+    let backward = |y: Tensor| y.sum_all().and_then(|l| l.backward()).expect("backward");
+    let mut g = c.benchmark_group("softmax_last_dim");
+    g.sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3));
+    for shape in [&[8usize, 12, 197, 197][..], &[32, 512, 768]] {
+        let name = shape
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join("x");
+        let x = Var::from_tensor(&Tensor::randn(0f32, 2., shape, &dev).expect("x")).expect("var");
+        let x = x.as_tensor();
+        // A random upstream gradient: sum(y) alone has a zero gradient through a softmax.
+        let c = Tensor::randn(0f32, 1., shape, &dev).expect("c");
+        g.bench_function(format!("ours_fwd/{name}"), |bch| {
+            bch.iter(|| ops::softmax_last_dim(x).expect("ours"))
+        });
+        g.bench_function(format!("candle_fused_fwd/{name}"), |bch| {
+            bch.iter(|| candle_nn::ops::softmax_last_dim(x).expect("candle"))
+        });
+        g.bench_function(format!("candle_composition_fwd_bwd/{name}"), |bch| {
+            bch.iter(|| {
+                let y = ops::softmax_last_dim_reference(x).expect("composition");
+                backward((y * &c).expect("mul"))
+            })
+        });
+        g.bench_function(format!("ours_fwd_bwd/{name}"), |bch| {
+            bch.iter(|| backward((ops::softmax_last_dim(x).expect("ours") * &c).expect("mul")))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, layer_rms, group_norm, batch_norm, softmax);
 criterion_main!(benches);

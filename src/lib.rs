@@ -43,6 +43,9 @@
 //! - **Switch a model's norm by name** — [`norm::create`] (`"batch"`, `"group:32"`, `"layer2d"`, …),
 //!   as timm does; [`norm::LayerNorm2d`] for ConvNeXt-style channel normalization.
 //!
+//! - **Softmax that trains** — [`ops::softmax_last_dim`] subtracts the row max (finite for any
+//!   logits) and, unlike candle's fused op, has a backward.
+//!
 //! ### Regularization and residual paths
 //! - **Keep an identity path so gradients reach early layers** — [`blocks::Residual`],
 //!   [`blocks::PreNorm`] (normalise the branch input, not the sum: pre-LN), and

@@ -66,6 +66,7 @@ use crate::conv::Padding;
 use crate::ops::cpu::{
     contiguous, conv_bwd, dispatch_float_pair, expect_shape, par_tasks, widen, Element,
 };
+use crate::ops::simd::{detect_simd, Simd};
 use crate::{Error, Result};
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor, WithDType};
 
@@ -460,30 +461,6 @@ impl CustomOp2 for DepthwiseGradWeight {
 // ---------------------------------------------------------------------------------------------
 // Kernels
 // ---------------------------------------------------------------------------------------------
-
-/// The instruction set the hot loops are compiled for, detected once per op call.
-#[derive(Debug, Clone, Copy)]
-enum Simd {
-    /// Whatever the build's target features give, separate multiply and add.
-    Portable,
-    /// Fused multiply-add is part of the baseline (aarch64).
-    Fma,
-    /// x86-64 with AVX2 and FMA detected at run time.
-    #[cfg(target_arch = "x86_64")]
-    Avx2Fma,
-}
-
-fn detect_simd() -> Simd {
-    #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-        return Simd::Avx2Fma;
-    }
-    if cfg!(target_arch = "aarch64") {
-        Simd::Fma
-    } else {
-        Simd::Portable
-    }
-}
 
 /// Layout of the per-task f32 scratch plane: the input plane with its zero padding, each padded
 /// row split into its `sx` phases (phase `p` holds padded columns `p, p + sx, …`), so that every

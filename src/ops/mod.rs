@@ -6,6 +6,7 @@
 //! compare against.
 
 pub(crate) mod cpu;
+pub(crate) mod simd;
 
 pub mod depthwise_conv;
 pub use depthwise_conv::{
@@ -25,3 +26,5 @@ pub use norm::{
     group_norm, group_norm_reference, layer_norm, layer_norm_reference, rms_norm,
     rms_norm_reference,
 };
+pub mod softmax;
+pub use softmax::{softmax_last_dim, softmax_last_dim_reference};

@@ -79,6 +79,7 @@ use std::sync::Mutex;
 use crate::check;
 use crate::ops::cpu::{contiguous, dispatch_float, dispatch_float_pair, par_fold, par_tasks};
 use crate::ops::cpu::{f32_view, widen, Element};
+use crate::ops::simd::{detect_simd, dot, sum, Simd, LANES};
 use crate::{Error, Result};
 use candle_core::{
     CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Device, Layout, Shape, Storage, Tensor,
@@ -562,42 +563,11 @@ impl CustomOp3 for NormOp {
 // Kernels
 // ---------------------------------------------------------------------------------------------
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Simd {
-    Portable,
-    #[cfg(target_arch = "x86_64")]
-    Avx2Fma,
-}
-
-fn detect_simd() -> Simd {
-    #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-        return Simd::Avx2Fma;
-    }
-    Simd::Portable
-}
-
 /// Which parameter gradients the backward must produce.
 #[derive(Debug, Clone, Copy)]
 struct Need {
     dw: bool,
     db: bool,
-}
-
-/// Lanes of the vector accumulators (two AVX2 registers).
-const LANES: usize = 16;
-
-#[inline(always)]
-fn sum(a: &[f32]) -> f32 {
-    let mut acc = [0f32; LANES];
-    let ca = a.chunks_exact(LANES);
-    let rest: f32 = ca.remainder().iter().sum();
-    for c in ca {
-        for j in 0..LANES {
-            acc[j] += c[j];
-        }
-    }
-    acc.iter().sum::<f32>() + rest
 }
 
 /// $\sum (a_i - m)^2$.
@@ -610,24 +580,6 @@ fn sum_sq_dev(a: &[f32], m: f32) -> f32 {
         for j in 0..LANES {
             let t = c[j] - m;
             acc[j] += t * t;
-        }
-    }
-    acc.iter().sum::<f32>() + rest
-}
-
-#[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; LANES];
-    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let rest: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for j in 0..LANES {
-            acc[j] += x[j] * y[j];
         }
     }
     acc.iter().sum::<f32>() + rest
@@ -795,7 +747,7 @@ fn forward<T: Element>(op: &NormOp, x: &[T], w: Option<&[f32]>, b: Option<&[f32]
             // SAFETY: `detect_simd` returned `Avx2Fma` only after detecting AVX2 and FMA.
             #[cfg(target_arch = "x86_64")]
             Simd::Avx2Fma => unsafe { fwd_task_avx2::<T>(op, row0, x, w, b, out, scr) },
-            Simd::Portable => fwd_task::<T>(op, row0, x, w, b, out, scr),
+            Simd::Portable | Simd::Fma => fwd_task::<T>(op, row0, x, w, b, out, scr),
         }
     });
     out
@@ -998,7 +950,7 @@ fn backward<T: Element>(
                 Simd::Avx2Fma => unsafe {
                     bwd_task_avx2::<T>(op, row0, x, g, w, need, &mut out, st)
                 },
-                Simd::Portable => bwd_task::<T>(op, row0, x, g, w, need, &mut out, st),
+                Simd::Portable | Simd::Fma => bwd_task::<T>(op, row0, x, g, w, need, &mut out, st),
             }
         })
     };

@@ -1,0 +1,413 @@
+//! Softmax over the last dimension, forward **and** backward, on CPU.
+//!
+//! # Shapes
+//! - input $x$ `(…, D)`: any number of leading dimensions (rank ≥ 1); each row of $D$ values
+//!   is normalized on its own and the output has the shape of $x$.
+//! - $y_i = e^{x_i - m} / \sum_j e^{x_j - m}$ with the row maximum $m = \max_j x_j$.
+//!
+//! # Tip
+//! Subtracting the row maximum before exponentiating changes nothing mathematically (the factor
+//! $e^{-m}$ cancels) but keeps every exponent $\le 0$, so logits of size $10^4$ (or scores of
+//! attention without scaling) give finite probabilities instead of `inf / inf = NaN`. Masked
+//! entries set to $-\infty$ get probability 0; a row masked entirely has no defined softmax and
+//! gives NaN, like PyTorch's `F.softmax`.
+//!
+//! candle-nn's fused `softmax_last_dim` is forward-only: training attention through it silently
+//! drops the gradient of everything upstream of the scores (queries, keys and their
+//! projections). The differentiable alternative, a composition of max/sub/exp/sum/div ops, walks
+//! the tensor several times and keeps its intermediates for the backward pass. This op does one
+//! pass per row in each direction: each task owns a block of whole rows; a row stays in L1 while
+//! its maximum, exponentials, sum and scaled output are computed (in f32). The exponentials
+//! come from a range reduction $e^x = 2^n e^r$ and a polynomial in $r$, plain arithmetic that
+//! runs 8 values per AVX2 instruction where `f32::exp` is one library call per value; its
+//! relative error is at most $2 \cdot 10^{-7}$ (about one f32 rounding step) against
+//! `f32::exp`, and differences $x_i - m < -87$ give exactly 0. The backward needs
+//! only the saved output $y$ and the upstream gradient $g$:
+//! $\partial L/\partial x = y \odot (g - \sum_j g_j y_j)$, one dot product and one multiply
+//! per value, no recomputation of the exponentials. The loops are compiled twice and AVX2 + FMA
+//! is picked at run time on x86-64; f16 and bf16 rows are widened to f32 scratch and rounded
+//! once on store. There are no second derivatives.
+//!
+//! # Example
+//! ```
+//! use candle_core::{Device, Tensor, Var, D};
+//! use candle_tricks::ops::{softmax_last_dim, softmax_last_dim_reference};
+//! # fn main() -> candle_tricks::Result<()> {
+//! let x = Var::from_tensor(&Tensor::randn(0f32, 3., (2, 4, 33), &Device::Cpu)?)?;
+//! let y = softmax_last_dim(&x)?;
+//! // Same values as the plain-tensor composition; every row sums to one.
+//! let r = softmax_last_dim_reference(&x)?;
+//! assert!((&y - &r)?.abs()?.max_all()?.to_scalar::<f32>()? < 1e-6);
+//! let ones = (y.sum(D::Minus1)? - 1.0)?.abs()?.max_all()?.to_scalar::<f32>()?;
+//! assert!(ones < 1e-5);
+//! // Unlike candle_nn::ops::softmax_last_dim, the gradient reaches x.
+//! let c = Tensor::randn(0f32, 1., (2, 4, 33), &Device::Cpu)?;
+//! let grads = (&y * c)?.sum_all()?.backward()?;
+//! let gx = grads.get(&x).expect("gradient wrt x");
+//! assert!(gx.abs()?.sum_all()?.to_scalar::<f32>()? > 0.0);
+//!
+//! // Large logits: exp(1e4) overflows f32, the max-subtracted form does not.
+//! let big = Tensor::new(&[[1e4f32, 1e4 - 1.0, -1e4]], &Device::Cpu)?;
+//! let p = softmax_last_dim(&big)?.flatten_all()?.to_vec1::<f32>()?;
+//! assert!(p.iter().all(|v| v.is_finite()));
+//! // The textbook form exp(x) / sum(exp(x)) gives inf / inf = NaN on the same row.
+//! let e = big.exp()?;
+//! let naive = e.broadcast_div(&e.sum_keepdim(1)?)?.flatten_all()?.to_vec1::<f32>()?;
+//! assert!(naive[0].is_nan());
+//! assert!((p[0] - 1.0 / (1.0 + (-1f32).exp())).abs() < 1e-6 && p[2] == 0.0);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # References
+//! - Bridle, *Probabilistic Interpretation of Feedforward Classification Network Outputs, with
+//!   Relationships to Statistical Pattern Recognition*, 1990 (the softmax).
+//! - Milakov, Gimelshein, *Online normalizer calculation for softmax*, 2018,
+//!   <https://arxiv.org/abs/1805.02867> (a one-pass max-and-sum; this kernel keeps the
+//!   two-pass form, the row being in L1 by then)
+
+use crate::check;
+use crate::ops::cpu::{contiguous, dispatch_float, dispatch_float_pair, expect_shape, par_tasks};
+use crate::ops::cpu::{widen, Element};
+use crate::ops::simd::{detect_simd, dot, sum, Simd, LANES};
+use crate::{Error, Result};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
+
+const OP: &str = "softmax_last_dim";
+
+/// Values per forward/backward task (a block of whole rows, at least one).
+const TASK_ELEMS: usize = 16 * 1024;
+
+/// Softmax over the last dimension with our fused kernel (`F.softmax(x, dim=-1)`);
+/// differentiable wrt `x`.
+///
+/// Errors (naming `softmax_last_dim`) on rank 0, a zero-sized dimension or a dtype other than
+/// f32/f16/bf16.
+pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    let d = validate(x, false)?;
+    Ok(x.contiguous()?.apply_op1(SoftmaxOp { d })?)
+}
+
+/// Softmax over the last dimension built from candle tensor ops (max, sub, exp, sum, div);
+/// same checks and result as [`softmax_last_dim`], except that f64 is accepted too (for
+/// gradient checks). Slow, for tests and benches.
+pub fn softmax_last_dim_reference(x: &Tensor) -> Result<Tensor> {
+    validate(x, true)?;
+    let last = x.rank() - 1;
+    let e = x.broadcast_sub(&x.max_keepdim(last)?)?.exp()?;
+    Ok(e.broadcast_div(&e.sum_keepdim(last)?)?)
+}
+
+/// Validates the input; returns `D`.
+fn validate(x: &Tensor, allow_f64: bool) -> Result<usize> {
+    if x.rank() == 0 {
+        return Err(Error::shape(
+            OP,
+            "input",
+            "(…, D), rank >= 1",
+            x.shape().clone(),
+        ));
+    }
+    check::non_empty(OP, "input", x)?;
+    if !(allow_f64 && x.dtype() == DType::F64) {
+        check::float_dtype(OP, "input", x)?;
+    }
+    Ok(x.dims()[x.rank() - 1])
+}
+
+// ---------------------------------------------------------------------------------------------
+// Custom ops
+// ---------------------------------------------------------------------------------------------
+
+/// The forward op `x -> y`.
+#[derive(Debug, Clone, Copy)]
+struct SoftmaxOp {
+    d: usize,
+}
+
+/// The backward op `(y, g) -> dx`, applied without a graph of its own.
+#[derive(Debug, Clone, Copy)]
+struct SoftmaxGradOp {
+    d: usize,
+}
+
+fn check_last_dim(l: &Layout, d: usize) -> candle_core::Result<()> {
+    if l.shape().dims().last() != Some(&d) {
+        return Err(candle_core::Error::ShapeMismatchBinaryOp {
+            lhs: l.shape().clone(),
+            rhs: Shape::from(d),
+            op: OP,
+        });
+    }
+    Ok(())
+}
+
+impl CustomOp1 for SoftmaxOp {
+    fn name(&self) -> &'static str {
+        OP
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        check_last_dim(l, self.d)?;
+        let out = dispatch_float!(s, OP, |v: T| {
+            let v = contiguous(v, l, OP)?;
+            let y = forward::<T>(self.d, v);
+            Ok::<_, candle_core::Error>(<T as candle_core::WithDType>::to_cpu_storage_owned(y))
+        })?;
+        Ok((out, l.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        res: &Tensor,
+        grad_res: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        let y = res.contiguous()?;
+        let g = grad_res.contiguous()?;
+        let gx = y.apply_op2_no_bwd(&g, &SoftmaxGradOp { d: self.d })?;
+        Ok(Some(gx))
+    }
+}
+
+impl CustomOp2 for SoftmaxGradOp {
+    fn name(&self) -> &'static str {
+        OP
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        check_last_dim(l1, self.d)?;
+        expect_shape(OP, l2, l1.shape())?;
+        let out = dispatch_float_pair!(s1, s2, OP, |y, g: T| {
+            let y = contiguous(y, l1, OP)?;
+            let g = contiguous(g, l2, OP)?;
+            let dx = backward::<T>(self.d, y, g);
+            Ok::<_, candle_core::Error>(<T as candle_core::WithDType>::to_cpu_storage_owned(dx))
+        })?;
+        Ok((out, l1.shape().clone()))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kernels
+// ---------------------------------------------------------------------------------------------
+
+/// The row maximum (`-inf` for a row of `-inf`; NaN entries are skipped).
+#[inline(always)]
+fn max(a: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let ca = a.chunks_exact(LANES);
+    let rest = ca
+        .remainder()
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, v| m.max(*v));
+    for c in ca {
+        for j in 0..LANES {
+            acc[j] = if c[j] > acc[j] { c[j] } else { acc[j] };
+        }
+    }
+    acc.iter().fold(rest, |m, v| m.max(*v))
+}
+
+/// $e^x$ from a range reduction and a polynomial, in plain arithmetic the compiler turns into
+/// vector instructions (a libm call per value does not vectorize).
+///
+/// With $n = \mathrm{round}(x \log_2 e)$ and $r = x - n \ln 2 \in [-\ln 2/2, \ln 2/2]$,
+/// $e^x = 2^n e^r$; $e^r$ is a degree-7 polynomial (Cephes' `expf` coefficients) and $2^n$ is
+/// built in the exponent bits. Relative error at most $2 \cdot 10^{-7}$ (unit test) for
+/// $x \in [-87, 88]$; below $-87$ (where $e^x < 1.7 \cdot 10^{-38}$) it returns 0, `-inf`
+/// included; NaN stays NaN. Inputs above 88 (never reached in a softmax, where $x \le 0$) give
+/// $e^{88}$.
+#[inline(always)]
+pub(crate) fn exp_approx(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // 1.5 * 2^23: adding it rounds to an integer (to nearest even) held in the low mantissa bits.
+    const MAGIC: f32 = 12_582_912.0;
+    let xc = x.clamp(-87.0, 88.0);
+    let t = xc * LOG2E + MAGIC;
+    let n = t - MAGIC;
+    let k = (t.to_bits() as i32).wrapping_sub(MAGIC.to_bits() as i32);
+    let r = xc - n * LN2_HI - n * LN2_LO;
+    let mut p = 1.987_569_2e-4;
+    p = p * r + 1.398_2e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 0.5;
+    let er = p * r * r + r + 1.0;
+    let scale = f32::from_bits(((k + 127) as u32) << 23);
+    if x < -87.0 {
+        0.0
+    } else {
+        er * scale
+    }
+}
+
+/// One forward row: `y = exp(x - max) / sum`.
+#[inline(always)]
+fn fwd_row(x: &[f32], y: &mut [f32]) {
+    let m = max(x);
+    for (y, x) in y.iter_mut().zip(x) {
+        *y = exp_approx(x - m);
+    }
+    let r = 1.0 / sum(y);
+    for y in y.iter_mut() {
+        *y *= r;
+    }
+}
+
+/// One backward row: `dx = y * (g - sum(g * y))`.
+#[inline(always)]
+fn bwd_row(y: &[f32], g: &[f32], dx: &mut [f32]) {
+    let s = dot(g, y);
+    for ((dx, y), g) in dx.iter_mut().zip(y).zip(g) {
+        *dx = y * (g - s);
+    }
+}
+
+/// Per-worker scratch rows for f16/bf16 (unused for f32).
+#[derive(Default)]
+struct Scratch {
+    a: Vec<f32>,
+    b: Vec<f32>,
+    out: Vec<f32>,
+}
+
+/// The f32 row `src`, borrowed for f32 or widened into `buf`.
+#[inline(always)]
+fn row_f32<'a, T: Element>(src: &'a [T], buf: &'a mut Vec<f32>) -> &'a [f32] {
+    match T::as_f32(src) {
+        Some(v) => v,
+        None => {
+            widen(src, buf);
+            buf
+        }
+    }
+}
+
+/// Writes the f32 row `v` into `dst`, rounding once.
+#[inline(always)]
+fn round_row<T: Element>(dst: &mut [T], v: &[f32]) {
+    for (o, v) in dst.iter_mut().zip(v) {
+        *o = T::from_f32(*v);
+    }
+}
+
+#[inline(always)]
+fn fwd_task<T: Element>(d: usize, x: &[T], out: &mut [T], scr: &mut Scratch) {
+    let Scratch { a, out: o, .. } = scr;
+    for (xr, yr) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+        let xf = row_f32(xr, a);
+        // No closures here: they would be compiled without the caller's AVX2 target feature.
+        match T::as_f32_mut(yr) {
+            Some(y) => fwd_row(xf, y),
+            None => {
+                o.resize(d, 0.0);
+                fwd_row(xf, o);
+                round_row(yr, o);
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn fwd_task_avx2<T: Element>(d: usize, x: &[T], out: &mut [T], scr: &mut Scratch) {
+    fwd_task::<T>(d, x, out, scr)
+}
+
+#[inline(always)]
+fn bwd_task<T: Element>(d: usize, y: &[T], g: &[T], dx: &mut [T], scr: &mut Scratch) {
+    let Scratch { a, b, out } = scr;
+    let rows = y.chunks_exact(d).zip(g.chunks_exact(d));
+    for ((yr, gr), dxr) in rows.zip(dx.chunks_exact_mut(d)) {
+        let yf = row_f32(yr, a);
+        let gf = row_f32(gr, b);
+        match T::as_f32_mut(dxr) {
+            Some(dx) => bwd_row(yf, gf, dx),
+            None => {
+                out.resize(d, 0.0);
+                bwd_row(yf, gf, out);
+                round_row(dxr, out);
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn bwd_task_avx2<T: Element>(d: usize, y: &[T], g: &[T], dx: &mut [T], scr: &mut Scratch) {
+    bwd_task::<T>(d, y, g, dx, scr)
+}
+
+fn forward<T: Element>(d: usize, x: &[T]) -> Vec<T> {
+    let simd = detect_simd();
+    let chunk = (TASK_ELEMS / d).max(1) * d;
+    let mut out = vec![T::from_f32(0.0); x.len()];
+    par_tasks(&mut out, chunk, |i, out, scr: &mut Scratch| {
+        let x = &x[i * chunk..i * chunk + out.len()];
+        match simd {
+            // SAFETY: `detect_simd` returned `Avx2Fma` only after detecting AVX2 and FMA.
+            #[cfg(target_arch = "x86_64")]
+            Simd::Avx2Fma => unsafe { fwd_task_avx2::<T>(d, x, out, scr) },
+            Simd::Portable | Simd::Fma => fwd_task::<T>(d, x, out, scr),
+        }
+    });
+    out
+}
+
+fn backward<T: Element>(d: usize, y: &[T], g: &[T]) -> Vec<T> {
+    let simd = detect_simd();
+    let chunk = (TASK_ELEMS / d).max(1) * d;
+    let mut dx = vec![T::from_f32(0.0); y.len()];
+    par_tasks(&mut dx, chunk, |i, out, scr: &mut Scratch| {
+        let range = i * chunk..i * chunk + out.len();
+        let (y, g) = (&y[range.clone()], &g[range]);
+        match simd {
+            // SAFETY: `detect_simd` returned `Avx2Fma` only after detecting AVX2 and FMA.
+            #[cfg(target_arch = "x86_64")]
+            Simd::Avx2Fma => unsafe { bwd_task_avx2::<T>(d, y, g, out, scr) },
+            Simd::Portable | Simd::Fma => bwd_task::<T>(d, y, g, out, scr),
+        }
+    });
+    dx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::exp_approx;
+
+    /// Largest relative error of [`exp_approx`] against `f32::exp` on [-87, 88].
+    const EXP_MAX_REL_ERR: f32 = 2e-7;
+
+    #[test]
+    fn exp_approx_within_documented_error() {
+        let mut worst = 0f32;
+        let n = 2_000_000;
+        for i in 0..=n {
+            let x = -87.0 + 175.0 * i as f32 / n as f32;
+            let (got, want) = (exp_approx(x), x.exp());
+            worst = worst.max(((got - want) / want).abs());
+        }
+        for x in [
+            0.0f32, -0.0, 1e-30, -1e-30, 0.5, -0.5, 1.0, -1.0, 88.0, -87.0,
+        ] {
+            let (got, want) = (exp_approx(x), x.exp());
+            worst = worst.max(((got - want) / want).abs());
+        }
+        assert!(worst <= EXP_MAX_REL_ERR, "max relative error {worst:e}");
+        assert_eq!(exp_approx(0.0), 1.0);
+        assert_eq!(exp_approx(f32::NEG_INFINITY), 0.0);
+        assert_eq!(exp_approx(-1e4), 0.0);
+        assert!(exp_approx(f32::NAN).is_nan());
+        println!("exp_approx max relative error {worst:e}");
+    }
+}
