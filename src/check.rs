@@ -159,3 +159,25 @@ macro_rules! conv_config_setters {
     };
 }
 pub(crate) use conv_config_setters;
+
+/// Checks that a normalization epsilon `name` is finite and > 0 (NaN included in the rejection).
+pub(crate) fn eps(block: &'static str, name: &str, eps: f64) -> Result<()> {
+    if !(eps.is_finite() && eps > 0.0) {
+        return Err(Error::config(
+            block,
+            format!("{name} must be finite and > 0, got {eps}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that `value` (a momentum, a rate) lies in `[0, 1]` (NaN rejected).
+pub(crate) fn unit_interval(block: &'static str, name: &str, value: f64) -> Result<()> {
+    if !(0.0..=1.0).contains(&value) {
+        return Err(Error::config(
+            block,
+            format!("{name} must be in [0, 1], got {value}"),
+        ));
+    }
+    Ok(())
+}

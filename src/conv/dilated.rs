@@ -183,19 +183,8 @@ impl AsppConfig {
                 format!("dropout must be in [0, 1), got {}", self.dropout),
             ));
         }
-        // Also rejects NaN.
-        if self.bn_eps.is_nan() || self.bn_eps <= 0.0 {
-            return Err(Error::config(
-                BLOCK,
-                format!("bn_eps must be > 0, got {}", self.bn_eps),
-            ));
-        }
-        if !(0.0..=1.0).contains(&self.bn_momentum) {
-            return Err(Error::config(
-                BLOCK,
-                format!("bn_momentum must be in [0, 1], got {}", self.bn_momentum),
-            ));
-        }
+        check::eps(BLOCK, "bn_eps", self.bn_eps)?;
+        check::unit_interval(BLOCK, "bn_momentum", self.bn_momentum)?;
         Ok(())
     }
 }

@@ -159,18 +159,8 @@ impl BatchNormConfig {
 
     /// Checks that `eps` is finite and > 0 and `momentum` is in `[0, 1]`.
     pub fn validate(&self) -> Result<()> {
-        if !(self.eps.is_finite() && self.eps > 0.0) {
-            return Err(Error::config(
-                BLOCK,
-                format!("eps must be finite and > 0, got {}", self.eps),
-            ));
-        }
-        if !(0.0..=1.0).contains(&self.momentum) {
-            return Err(Error::config(
-                BLOCK,
-                format!("momentum must be in [0, 1], got {}", self.momentum),
-            ));
-        }
+        check::eps(BLOCK, "eps", self.eps)?;
+        check::unit_interval(BLOCK, "momentum", self.momentum)?;
         Ok(())
     }
 }

@@ -82,19 +82,8 @@ impl GroupNormConfig {
 
     /// Checks that `eps` is finite and > 0.
     pub fn validate(&self) -> Result<()> {
-        validate_eps(BLOCK, self.eps)
+        check::eps(BLOCK, "eps", self.eps)
     }
-}
-
-/// Checks that `eps` is finite and > 0, naming `block`.
-pub(crate) fn validate_eps(block: &'static str, eps: f64) -> Result<()> {
-    if !(eps.is_finite() && eps > 0.0) {
-        return Err(Error::config(
-            block,
-            format!("eps must be finite and > 0, got {eps}"),
-        ));
-    }
-    Ok(())
 }
 
 /// Checks `channels` > 0, `groups` > 0 and `groups` dividing `channels`.

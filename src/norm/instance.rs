@@ -44,7 +44,7 @@
 //! - Ulyanov, Vedaldi, Lempitsky, *Instance Normalization: The Missing Ingredient for Fast
 //!   Stylization*, 2016, <https://arxiv.org/abs/1607.08022>
 
-use crate::norm::group::{check_input, validate_eps};
+use crate::norm::group::check_input;
 use crate::norm::layer::check_params;
 use crate::{check, Error, Result};
 use candle_core::{DType, ModuleT, Tensor, Var};
@@ -104,7 +104,7 @@ impl InstanceNormConfig {
 
     /// Checks that `eps` is finite and > 0 and `momentum` in `[0, 1]`.
     pub fn validate(&self) -> Result<()> {
-        validate_eps(BLOCK, self.eps)?;
+        check::eps(BLOCK, "eps", self.eps)?;
         if !(0.0..=1.0).contains(&self.momentum) {
             return Err(Error::config(
                 BLOCK,

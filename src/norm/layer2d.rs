@@ -87,7 +87,7 @@ impl LayerNorm2dConfig {
 
     /// Checks that `eps` is finite and > 0.
     pub fn validate(&self) -> Result<()> {
-        crate::norm::group::validate_eps(BLOCK, self.eps)
+        check::eps(BLOCK, "eps", self.eps)
     }
 }
 

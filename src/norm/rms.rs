@@ -76,13 +76,7 @@ impl RmsNormConfig {
 
     /// Checks that `eps` is finite and > 0.
     pub fn validate(&self) -> Result<()> {
-        if !(self.eps.is_finite() && self.eps > 0.0) {
-            return Err(Error::config(
-                BLOCK,
-                format!("eps must be finite and > 0, got {}", self.eps),
-            ));
-        }
-        Ok(())
+        check::eps(BLOCK, "eps", self.eps)
     }
 }
 

@@ -278,12 +278,7 @@ fn check_common(
     eps: f64,
     allow_f64: bool,
 ) -> Result<()> {
-    if !(eps.is_finite() && eps > 0.0) {
-        return Err(Error::config(
-            op,
-            format!("eps must be finite and > 0, got {eps}"),
-        ));
-    }
+    check::eps(op, "eps", eps)?;
     check::non_empty(op, "input", x)?;
     if !(allow_f64 && x.dtype() == DType::F64) {
         check::float_dtype(op, "input", x)?;
