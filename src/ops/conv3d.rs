@@ -281,7 +281,13 @@ pub fn conv3d(x: &Tensor, w: &Tensor, cfg: Conv3dConfig) -> Result<Tensor> {
     let g = geom(OP, x, w, cfg, false)?;
     let x = x.contiguous()?;
     let w = w.contiguous()?;
-    Ok(x.apply_op2(&w, Conv3dFwd { g })?)
+    Ok(x.apply_op2(
+        &w,
+        Conv3dOp {
+            g,
+            role: Role::Forward,
+        },
+    )?)
 }
 
 /// 3-D convolution composed from candle ops: for every depth tap, the matching (strided) depth
@@ -340,28 +346,31 @@ pub fn conv3d_reference(x: &Tensor, w: &Tensor, cfg: Conv3dConfig) -> Result<Ten
 // Custom ops
 // ---------------------------------------------------------------------------------------------
 
-/// Forward: `(x, w) -> y`.
-struct Conv3dFwd {
-    g: Geom,
+/// What a [`Conv3dOp`] computes from its two operands.
+#[derive(Clone, Copy)]
+enum Role {
+    /// `(x, w) -> y`.
+    Forward,
+    /// `(grad_y, w) -> grad_x`.
+    GradInput,
+    /// `(x, grad_y) -> grad_w`.
+    GradWeight,
 }
 
-/// Gradient wrt the input: `(grad_y, w) -> grad_x`. It has no backward of its own (second
-/// derivatives are not supported); it is only applied, without a graph, from
-/// [`Conv3dFwd::bwd`].
-struct Conv3dGradInput {
+/// The convolution and its two gradients as one custom op. Only the forward has a backward;
+/// the gradient roles are applied without a graph from it (no second derivatives).
+struct Conv3dOp {
     g: Geom,
+    role: Role,
 }
 
-/// Gradient wrt the weight: `(x, grad_y) -> grad_w`. It has no backward of its own (second
-/// derivatives are not supported); it is only applied, without a graph, from
-/// [`Conv3dFwd::bwd`].
-struct Conv3dGradWeight {
-    g: Geom,
-}
-
-impl CustomOp2 for Conv3dFwd {
+impl CustomOp2 for Conv3dOp {
     fn name(&self) -> &'static str {
-        OP
+        match self.role {
+            Role::Forward => OP,
+            Role::GradInput => OP_GRAD_INPUT,
+            Role::GradWeight => OP_GRAD_WEIGHT,
+        }
     }
 
     fn cpu_fwd(
@@ -371,16 +380,26 @@ impl CustomOp2 for Conv3dFwd {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let g = self.g;
-        expect_shape(OP, l1, &g.x_shape())?;
-        expect_shape(OP, l2, &g.w_shape())?;
-        let (dtype, x, w) = f32_pair(s1, l1, s2, l2, OP)?;
-        let y = if g.cig() == 1 {
-            depthwise::forward(&g, &x, &w)
-        } else {
-            dense::forward(&g, &x, &w)
+        let (g, op) = (self.g, self.name());
+        let (a, b, out) = match self.role {
+            Role::Forward => (g.x_shape(), g.w_shape(), g.y_shape()),
+            Role::GradInput => (g.y_shape(), g.w_shape(), g.x_shape()),
+            Role::GradWeight => (g.x_shape(), g.y_shape(), g.w_shape()),
         };
-        Ok((store(dtype, y, OP)?, g.y_shape()))
+        expect_shape(op, l1, &a)?;
+        expect_shape(op, l2, &b)?;
+        let (dtype, a, b) = f32_pair(s1, l1, s2, l2, op)?;
+        // One input channel per group: direct loops; otherwise vol2col + gemm.
+        let depthwise = g.cig() == 1;
+        let v = match (self.role, depthwise) {
+            (Role::Forward, true) => depthwise::forward(&g, &a, &b),
+            (Role::Forward, false) => dense::forward(&g, &a, &b),
+            (Role::GradInput, true) => depthwise::grad_input(&g, &a, &b),
+            (Role::GradInput, false) => dense::grad_input(&g, &a, &b),
+            (Role::GradWeight, true) => depthwise::grad_weight(&g, &a, &b),
+            (Role::GradWeight, false) => dense::grad_weight(&g, &a, &b),
+        };
+        Ok((store(dtype, v, op)?, out))
     }
 
     fn bwd(
@@ -391,63 +410,22 @@ impl CustomOp2 for Conv3dFwd {
         grad_res: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         let g = self.g;
+        if !matches!(self.role, Role::Forward) {
+            return Err(candle_core::Error::BackwardNotSupported { op: self.name() });
+        }
         conv_bwd(
             x,
             w,
             grad_res,
-            &Conv3dGradInput { g },
-            &Conv3dGradWeight { g },
+            &Conv3dOp {
+                g,
+                role: Role::GradInput,
+            },
+            &Conv3dOp {
+                g,
+                role: Role::GradWeight,
+            },
         )
-    }
-}
-
-impl CustomOp2 for Conv3dGradInput {
-    fn name(&self) -> &'static str {
-        OP_GRAD_INPUT
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let g = self.g;
-        expect_shape(OP_GRAD_INPUT, l1, &g.y_shape())?;
-        expect_shape(OP_GRAD_INPUT, l2, &g.w_shape())?;
-        let (dtype, gy, w) = f32_pair(s1, l1, s2, l2, OP_GRAD_INPUT)?;
-        let gx = if g.cig() == 1 {
-            depthwise::grad_input(&g, &gy, &w)
-        } else {
-            dense::grad_input(&g, &gy, &w)
-        };
-        Ok((store(dtype, gx, OP_GRAD_INPUT)?, g.x_shape()))
-    }
-}
-
-impl CustomOp2 for Conv3dGradWeight {
-    fn name(&self) -> &'static str {
-        OP_GRAD_WEIGHT
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let g = self.g;
-        expect_shape(OP_GRAD_WEIGHT, l1, &g.x_shape())?;
-        expect_shape(OP_GRAD_WEIGHT, l2, &g.y_shape())?;
-        let (dtype, x, gy) = f32_pair(s1, l1, s2, l2, OP_GRAD_WEIGHT)?;
-        let gw = if g.cig() == 1 {
-            depthwise::grad_weight(&g, &x, &gy)
-        } else {
-            dense::grad_weight(&g, &x, &gy)
-        };
-        Ok((store(dtype, gw, OP_GRAD_WEIGHT)?, g.w_shape()))
     }
 }
 

@@ -301,7 +301,7 @@ pub fn depthwise_conv2d(x: &Tensor, w: &Tensor, cfg: DepthwiseConv2dConfig) -> R
     let g = geom2d(x, w, cfg, false)?;
     let x = x.contiguous()?;
     let w = w.contiguous()?;
-    Ok(x.apply_op2(&w, DepthwiseFwd { g })?)
+    Ok(x.apply_op2(&w, DepthwiseOp::forward(g))?)
 }
 
 /// Depthwise 1-D convolution (`groups = C`) with the same kernel as [`depthwise_conv2d`] (a
@@ -314,7 +314,7 @@ pub fn depthwise_conv1d(x: &Tensor, w: &Tensor, cfg: DepthwiseConv1dConfig) -> R
     let g = geom1d(x, w, cfg, false)?;
     let x = x.contiguous()?.unsqueeze(2)?;
     let w = w.contiguous()?.unsqueeze(2)?;
-    Ok(x.apply_op2(&w, DepthwiseFwd { g })?.squeeze(2)?)
+    Ok(x.apply_op2(&w, DepthwiseOp::forward(g))?.squeeze(2)?)
 }
 
 /// Depthwise 2-D convolution built from candle's grouped `Tensor::conv2d` after explicit zero
@@ -350,26 +350,40 @@ pub fn depthwise_conv1d_reference(
 // Custom ops
 // ---------------------------------------------------------------------------------------------
 
-/// Forward: `(x, w) -> y`.
-struct DepthwiseFwd {
-    g: Geom,
+/// What a [`DepthwiseOp`] computes from its two operands.
+#[derive(Clone, Copy)]
+enum Role {
+    /// `(x, w) -> y`.
+    Forward,
+    /// `(grad_y, w) -> grad_x`.
+    GradInput,
+    /// `(x, grad_y) -> grad_w`.
+    GradWeight,
 }
 
-/// Gradient wrt the input: `(grad_y, w) -> grad_x`. Has no backward of its own (no second
-/// derivatives); it is only applied from [`DepthwiseFwd::bwd`].
-struct DepthwiseGradInput {
+/// The depthwise convolution and its two gradients as one custom op. Only the forward has a
+/// backward; the gradient roles are applied without a graph from it (no second derivatives).
+struct DepthwiseOp {
     g: Geom,
+    role: Role,
 }
 
-/// Gradient wrt the weight: `(x, grad_y) -> grad_w`. Has no backward of its own (no second
-/// derivatives); it is only applied from [`DepthwiseFwd::bwd`].
-struct DepthwiseGradWeight {
-    g: Geom,
+impl DepthwiseOp {
+    fn forward(g: Geom) -> Self {
+        Self {
+            g,
+            role: Role::Forward,
+        }
+    }
 }
 
-impl CustomOp2 for DepthwiseFwd {
+impl CustomOp2 for DepthwiseOp {
     fn name(&self) -> &'static str {
-        OP2
+        match self.role {
+            Role::Forward => OP2,
+            Role::GradInput => OP_GRAD_INPUT,
+            Role::GradWeight => OP_GRAD_WEIGHT,
+        }
     }
 
     fn cpu_fwd(
@@ -379,15 +393,25 @@ impl CustomOp2 for DepthwiseFwd {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let g = self.g;
-        expect_shape(OP2, l1, &g.x_shape())?;
-        expect_shape(OP2, l2, &g.w_shape())?;
-        let out = dispatch_float_pair!(s1, s2, OP2, |x, w: T| {
-            let x = contiguous(x, l1, OP2)?;
-            let w = contiguous(w, l2, OP2)?;
-            Ok::<_, candle_core::Error>(T::to_cpu_storage_owned(forward::<T>(&g, x, w)))
+        let (g, role, op) = (self.g, self.role, self.name());
+        let (a_shape, b_shape, out_shape) = match role {
+            Role::Forward => (g.x_shape(), g.w_shape(), g.y_shape()),
+            Role::GradInput => (g.y_shape(), g.w_shape(), g.x_shape()),
+            Role::GradWeight => (g.x_shape(), g.y_shape(), g.w_shape()),
+        };
+        expect_shape(op, l1, &a_shape)?;
+        expect_shape(op, l2, &b_shape)?;
+        let out = dispatch_float_pair!(s1, s2, op, |a, b: T| {
+            let a = contiguous(a, l1, op)?;
+            let b = contiguous(b, l2, op)?;
+            let v = match role {
+                Role::Forward => forward::<T>(&g, a, b),
+                Role::GradInput => grad_input::<T>(&g, a, b),
+                Role::GradWeight => grad_weight::<T>(&g, a, b),
+            };
+            Ok::<_, candle_core::Error>(T::to_cpu_storage_owned(v))
         })?;
-        Ok((out, g.y_shape()))
+        Ok((out, out_shape))
     }
 
     fn bwd(
@@ -397,6 +421,9 @@ impl CustomOp2 for DepthwiseFwd {
         _res: &Tensor,
         grad_res: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        if !matches!(self.role, Role::Forward) {
+            return Err(candle_core::Error::BackwardNotSupported { op: self.name() });
+        }
         // `x` and `w` are the (contiguous) tensors the forward saw; for the 1-D op they are the
         // 4-D views with H = 1, and so is `grad_res`.
         let g = self.g;
@@ -404,57 +431,15 @@ impl CustomOp2 for DepthwiseFwd {
             x,
             w,
             grad_res,
-            &DepthwiseGradInput { g },
-            &DepthwiseGradWeight { g },
+            &DepthwiseOp {
+                g,
+                role: Role::GradInput,
+            },
+            &DepthwiseOp {
+                g,
+                role: Role::GradWeight,
+            },
         )
-    }
-}
-
-impl CustomOp2 for DepthwiseGradInput {
-    fn name(&self) -> &'static str {
-        OP_GRAD_INPUT
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let g = self.g;
-        expect_shape(OP_GRAD_INPUT, l1, &g.y_shape())?;
-        expect_shape(OP_GRAD_INPUT, l2, &g.w_shape())?;
-        let out = dispatch_float_pair!(s1, s2, OP_GRAD_INPUT, |gy, w: T| {
-            let gy = contiguous(gy, l1, OP_GRAD_INPUT)?;
-            let w = contiguous(w, l2, OP_GRAD_INPUT)?;
-            Ok::<_, candle_core::Error>(T::to_cpu_storage_owned(grad_input::<T>(&g, gy, w)))
-        })?;
-        Ok((out, g.x_shape()))
-    }
-}
-
-impl CustomOp2 for DepthwiseGradWeight {
-    fn name(&self) -> &'static str {
-        OP_GRAD_WEIGHT
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let g = self.g;
-        expect_shape(OP_GRAD_WEIGHT, l1, &g.x_shape())?;
-        expect_shape(OP_GRAD_WEIGHT, l2, &g.y_shape())?;
-        let out = dispatch_float_pair!(s1, s2, OP_GRAD_WEIGHT, |x, gy: T| {
-            let x = contiguous(x, l1, OP_GRAD_WEIGHT)?;
-            let gy = contiguous(gy, l2, OP_GRAD_WEIGHT)?;
-            Ok::<_, candle_core::Error>(T::to_cpu_storage_owned(grad_weight::<T>(&g, x, gy)))
-        })?;
-        Ok((out, g.w_shape()))
     }
 }
 
