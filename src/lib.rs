@@ -55,6 +55,20 @@
 //! - **Drop whole channels in conv features** — [`blocks::Dropout2d`]: neighbouring pixels are
 //!   correlated, so element dropout barely regularizes them.
 //!
+//! ### Multi-scale and adaptive-depth blocks
+//! - **Add a cheap downsampled context pathway** — [`blocks::MultiScalePathways`] (DeepMedic): a
+//!   pathway at 1/3 resolution sees a 3× wider context for the same weights and 1/27 of the voxels.
+//! - **Stop easy samples early** — [`blocks::EarlyExit`]: exit heads after each stage, each sample
+//!   leaves at the first confident one, so compute follows input difficulty.
+//!
+//! ### Training: schedules and gradient clipping
+//! - **Warm up, then anneal** — [`schedule::Warmup`] around [`schedule::CosineAnnealing`],
+//!   [`schedule::OneCycle`] (with its momentum cycle), [`schedule::CosineWarmRestarts`] (SGDR),
+//!   [`schedule::Wsd`] for long pre-training; every curve is plotted in `docs/schedules/`.
+//! - **Reduce on plateau when you cannot tune** — [`schedule::ReduceLrOnPlateau`].
+//! - **Clip by the global norm and log it** — [`optim::clip_grad_norm`] returns the pre-clip norm;
+//!   [`optim::agc`] clips unit-wise relative to the weight norm (normalizer-free nets).
+//!
 //! ## Conventions
 //! - A block is a `FooConfig` (plain struct, `Default` = the reference's defaults, `with_*`
 //!   builders), the block `Foo`, and a constructor `foo(dims…, cfg, vb)`; `Foo::new` builds it from
@@ -72,4 +86,6 @@ pub mod blocks;
 pub mod conv;
 pub mod norm;
 pub mod ops;
+pub mod optim;
 pub mod pool;
+pub mod schedule;

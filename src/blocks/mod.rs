@@ -1,5 +1,6 @@
-//! Regularization and residual blocks: stochastic depth, channel dropout, residual and pre-norm
-//! connections, LayerScale.
+//! Regularization, residual, multi-scale and adaptive-depth blocks: stochastic depth, channel
+//! dropout, residual and pre-norm connections, LayerScale, ResNet and U-Net stages, DeepMedic's
+//! two pathways, early exits.
 //!
 //! | item | input → output | use it to |
 //! | --- | --- | --- |
@@ -9,10 +10,16 @@
 //! | [`Residual`] | any → same | add an identity path around a block: $x + f(x)$ |
 //! | [`PreNorm`] | any → same | normalize the branch input only: $x + f(\mathrm{norm}(x))$ |
 //! | [`LayerScale`] | `(…, C)` or `(B, C, …)` → same | start a deep residual stack near the identity |
+//! | [`MultiScalePathways`] | `(B, C, [D,] H, W)` → `(B, C1 + C2, …)` | add a cheap downsampled context pathway (DeepMedic) |
+//! | [`EarlyExit`] | `(B, …)` → `(B, K)` + exit per sample | stop easy samples at an early classifier (dynamic depth) |
+//! | [`BasicBlock`], [`Bottleneck`] | `(B, C, H, W)` → `(B, C', H/s, W/s)` | build ResNet / ResNeXt stages (torchvision v1.5 names) |
+//! | [`DownBlock`], [`UpBlock`] | `(B, C, H, W)` → `(B, C', H/2, W/2)`; + skip → skip's size | build U-Net encoders and decoders with skip concatenation |
 //!
 //! # Shapes
-//! Every block here preserves the input's shape. The random layers take f32, f16 or bf16 and are
-//! [`candle_nn::ModuleT`]s: the train flag turns them on, eval is the identity.
+//! As in the table. The regularization and residual wrappers preserve the input's shape; the
+//! random layers take f32, f16 or bf16 and are [`candle_nn::ModuleT`]s: the train flag turns them
+//! on, eval is the identity. Blocks with a norm inside ([`BasicBlock`], [`DownBlock`], …) are
+//! `ModuleT`s too, so the same flag switches their batch statistics.
 //!
 //! # Tip
 //! - **Regularize deep residual networks by depth, not only by width.** [`DropPath`] drops a
@@ -62,3 +69,16 @@ pub use candle_nn::Dropout;
 pub use dropout::Dropout2d;
 pub mod residual;
 pub use residual::{layer_scale, LayerScale, LayerScaleConfig, PreNorm, Residual};
+pub mod multiscale;
+pub use multiscale::{
+    conv_stack, multi_scale_pathways, ConvStack, ConvStackConfig, MultiScaleConfig,
+    MultiScalePathways, PathwayFusion,
+};
+pub mod early_exit;
+pub use early_exit::{
+    early_exit_loss, exit_confidence, EarlyExit, EarlyExitConfig, EarlyExitOutput, ExitCriterion,
+};
+pub mod resnet;
+pub use resnet::{basic_block, bottleneck, BasicBlock, Bottleneck, ResBlockConfig};
+pub mod unet;
+pub use unet::{down_block, up_block, DownBlock, DownBlockConfig, UpBlock, UpBlockConfig, UpMode};

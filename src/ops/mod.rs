@@ -28,3 +28,5 @@ pub use norm::{
 };
 pub mod softmax;
 pub use softmax::{softmax_last_dim, softmax_last_dim_reference};
+pub mod upsample;
+pub use upsample::{upsample_bilinear2d, upsample_bilinear2d_reference};
