@@ -61,7 +61,18 @@
 //! - **Stop easy samples early** — [`blocks::EarlyExit`]: exit heads after each stage, each sample
 //!   leaves at the first confident one, so compute follows input difficulty.
 //!
-//! ### Training: schedules and gradient clipping
+//! ### Training: optimizers, schedules, clipping
+//! - **AdamW for transformers, SGD + Nesterov momentum for CNNs** — [`optim::AdamW`],
+//!   [`optim::Sgd`], [`optim::Adam`], [`optim::RmsProp`], [`optim::Adagrad`], [`optim::Lion`]: one
+//!   fused in-place pass per parameter, f32 state for f16/bf16 weights, NaN/Inf never reaches
+//!   the weights ([`optim::NonFinite`]).
+//! - **Decouple weight decay, and don't decay biases and norms** — [`optim::AdamW`] vs
+//!   [`optim::Adam`]'s L2 (a doc-test shows they differ), [`optim::ParamGroups`].
+//! - **Average the weights you ship** — [`optim::Ema`] (timm's EMA with warmup).
+//! - **Bigger effective batches, f16 without underflow** — [`optim::GradAccumulator`],
+//!   [`optim::GradScaler`].
+//! - **Resume exactly** — [`optim::OptimizerState`] saves every buffer and step count; with
+//!   [`schedule::Scheduler`]'s state a resumed run is bit-identical.
 //! - **Warm up, then anneal** — [`schedule::Warmup`] around [`schedule::CosineAnnealing`],
 //!   [`schedule::OneCycle`] (with its momentum cycle), [`schedule::CosineWarmRestarts`] (SGDR),
 //!   [`schedule::Wsd`] for long pre-training; every curve is plotted in `docs/schedules/`.

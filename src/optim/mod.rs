@@ -1,6 +1,124 @@
-//! Optimizers with fused in-place update kernels, parameter groups and gradient utilities.
+//! Optimizers with fused in-place update kernels, parameter groups, NaN/Inf guards and exact
+//! save/resume, with PyTorch's `torch.optim` semantics.
 //!
-//! (Module docs — the tips page — are written by the optimizer work; see issue 4.)
+//! [`Sgd`], [`Adam`], [`AdamW`], [`RmsProp`], [`Adagrad`] and [`Lion`] implement
+//! [`candle_nn::Optimizer`] (so `backward_step` works), [`OptimizerState`] and, where there is a
+//! momentum coefficient, [`Momentum`]. Each step runs one fused in-place kernel per parameter:
+//! one pass over the weights, the gradient and the state buffers, no temporaries, on candle's
+//! CPU worker pool (parameters of 1M elements or more split in 64K-element chunks, smaller ones
+//! spread whole over the threads in one parallel region per step). Before anything is touched, every
+//! gradient of the step is checked for NaN/Inf ([`NonFinite`]: fail naming the parameter, or
+//! skip the whole step and count it). Parameters without a gradient are skipped and their step
+//! count does not advance, as in PyTorch. On CUDA/Metal the same kernel runs on a host copy
+//! (correct, not fast).
+//!
+//! # Shapes
+//! Any parameter shape; f32, f16 or bf16 parameters. State buffers are f32 `Vec`s of the
+//! parameter's size: SGD 0–1, Adam/AdamW 2 (3 with AMSGrad), RMSProp 1–3, Adagrad 1, Lion 1,
+//! plus for f16/bf16 parameters an f32 master copy.
+//!
+//! # Tip
+//! **Which optimizer when.**
+//! - **AdamW** for transformers and most fine-tuning: per-coordinate step sizes make it robust to
+//!   badly scaled gradients; weight decay ~0.01–0.1 on the matrices only.
+//! - **SGD with (Nesterov) momentum** for CNNs trained from scratch with a good schedule: it
+//!   often generalizes better than Adam on image classification, at the price of tuning the
+//!   learning rate and schedule.
+//! - **Lion** when optimizer memory matters: one state buffer instead of Adam's two (4 bytes per
+//!   parameter less); use a learning rate 3–10× smaller than AdamW's and a larger weight decay.
+//! - **Adagrad** for sparse features (embeddings, linear models on bag-of-words): rare
+//!   coordinates keep large steps while frequent ones slow down; its steps only shrink, so it is a
+//!   poor fit for long non-convex training. **RMSProp** fixes that shrinkage with a moving
+//!   average (RNNs, reinforcement learning).
+//!
+//! **Decoupled weight decay is not L2.** Adam's `weight_decay` adds $\lambda\theta$ to the
+//! gradient, which then goes through the adaptive normalization $m / \sqrt{v}$: coordinates with
+//! large gradients are barely decayed. AdamW shrinks the weights directly,
+//! $\theta \leftarrow (1 - \gamma\lambda)\theta$, the same for every coordinate (Loshchilov &
+//! Hutter 2019); its decay and learning rate can be tuned separately, and it generalizes
+//! better. With plain SGD the two coincide (up to the $\gamma$ scaling).
+//!
+//! **No decay on biases and norm weights** — [`ParamGroups::no_decay_for_bias_and_norm`]
+//! builds the two usual groups from a [`candle_nn::VarMap`].
+//!
+//! **f32 master weights.** With f16/bf16 parameters, an update smaller than half the spacing of
+//! the format vanishes on rounding ($\gamma = 10^{-4}$ next to a weight of 1 in bf16, spacing
+//! $2^{-7}$), so training stalls. The optimizers keep their state *and* a master copy of each
+//! half parameter in f32, update the master copy and round it into the parameter (if the stored
+//! value is changed from outside, the master copy follows it). Cheaper still when memory allows:
+//! keep the `Var`s in f32 and cast to half in the forward pass.
+//!
+//! # Example
+//! Adam's L2 decay and AdamW's decoupled decay give different updates from the same gradient:
+//! ```
+//! use candle_core::{Device, Tensor, Var};
+//! use candle_nn::Optimizer;
+//! use candle_tricks::optim::{Adam, AdamConfig, AdamW, AdamWConfig, Lion, LionConfig, OptimizerState};
+//! # fn main() -> candle_tricks::Result<()> {
+//! let init = [2.0f32, -3.0];
+//! let loss = |w: &Var| w.as_tensor().sum_all(); // gradient 1 everywhere
+//! let (a, b) = (Var::new(&init, &Device::Cpu)?, Var::new(&init, &Device::Cpu)?);
+//! let mut adam = Adam::new(vec![a.clone()], AdamConfig::default().with_lr(0.1).with_weight_decay(0.5))?;
+//! let mut adamw = AdamW::new(vec![b.clone()], AdamWConfig::default().with_lr(0.1).with_weight_decay(0.5))?;
+//! adam.backward_step(&loss(&a)?)?;
+//! adamw.backward_step(&loss(&b)?)?;
+//! let (a, b) = (a.as_tensor().to_vec1::<f32>()?, b.as_tensor().to_vec1::<f32>()?);
+//! // Adam: g + wd * w went through m / sqrt(v): each coordinate moved by exactly lr, in the
+//! // direction of sign(g + wd * w), however large the decay term.
+//! assert!((a[0] - 1.9).abs() < 1e-5 && (a[1] + 2.9).abs() < 1e-5);
+//! // AdamW: lr also shrank each weight by lr * wd = 5 %.
+//! assert!((b[0] - (2.0 * 0.95 - 0.1)).abs() < 1e-5 && (b[1] - (-3.0 * 0.95 - 0.1)).abs() < 1e-5);
+//!
+//! // Lion keeps one buffer per parameter, Adam two.
+//! let buffers = |sd: std::collections::HashMap<String, Tensor>| {
+//!     sd.keys().filter(|k| !k.starts_with("__") && !k.ends_with(".step")).count()
+//! };
+//! let w = Var::new(&init, &Device::Cpu)?;
+//! let mut lion = Lion::new(vec![w.clone()], LionConfig::default())?;
+//! lion.backward_step(&loss(&w)?)?;
+//! assert_eq!(buffers(lion.state_dict()?), 1);
+//! assert_eq!(buffers(adam.state_dict()?), 2);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # References
+//! - Loshchilov, Hutter, *Decoupled Weight Decay Regularization*, ICLR 2019,
+//!   <https://arxiv.org/abs/1711.05101>
+//! - Kingma, Ba, *Adam: A Method for Stochastic Optimization*, 2014,
+//!   <https://arxiv.org/abs/1412.6980>
+//! - Chen et al., *Symbolic Discovery of Optimization Algorithms* (Lion), 2023,
+//!   <https://arxiv.org/abs/2302.06675>
+//! - Wilson et al., *The Marginal Value of Adaptive Gradient Methods in Machine Learning*, 2017,
+//!   <https://arxiv.org/abs/1705.08292> (SGD vs adaptive methods on CNNs)
+//! - Micikevicius et al., *Mixed Precision Training*, 2017, <https://arxiv.org/abs/1710.03740>
+//!   (f32 master weights)
+//! - Duchi, Hazan, Singer, *Adaptive Subgradient Methods*, JMLR 2011 (Adagrad)
+
+pub mod accumulate;
+pub mod adagrad;
+pub mod adam;
+pub mod clip;
+pub mod ema;
+pub(crate) mod fused;
+pub mod groups;
+pub mod lion;
+pub mod rmsprop;
+pub mod scaler;
+pub mod sgd;
+pub mod state;
+
+pub use accumulate::{GradAccumulator, GradAccumulatorConfig, GradReduction};
+pub use adagrad::{Adagrad, AdagradConfig};
+pub use adam::{Adam, AdamConfig, AdamW, AdamWConfig};
+pub use clip::{agc, clip_grad_norm, clip_grad_norm_inf, clip_grad_value, grad_norm};
+pub use ema::{is_buffer_name, Ema, EmaConfig, EmaWarmup};
+pub use groups::{is_no_decay, ParamGroup, ParamGroups};
+pub use lion::{Lion, LionConfig};
+pub use rmsprop::{RmsProp, RmsPropConfig};
+pub use scaler::{GradScaler, GradScalerConfig};
+pub use sgd::{Sgd, SgdConfig};
+pub use state::OptimizerState;
 
 /// What an optimizer step does when a gradient holds NaN or ±Inf.
 ///
@@ -22,6 +140,3 @@ pub trait Momentum {
     /// Sets the momentum coefficient used by the following steps.
     fn set_momentum(&mut self, momentum: f64);
 }
-
-pub mod clip;
-pub use clip::{agc, clip_grad_norm, clip_grad_norm_inf, clip_grad_value, grad_norm};
