@@ -80,6 +80,15 @@
 //! - **Clip by the global norm and log it** — [`optim::clip_grad_norm`] returns the pre-clip norm;
 //!   [`optim::agc`] clips unit-wise relative to the weight norm (normalizer-free nets).
 //!
+//! ### Sequence models: selective state spaces and attention
+//! - **Linear-time sequence mixing** — [`ssm::MambaBlock`] / [`ssm::MambaModel`] on the fused
+//!   selective scan [`ops::selective_scan()`] (forward and backward kernels, no `(B, D, L, N)`
+//!   tensor): input-dependent Δ, B, C; $O(L)$ training, $O(1)$ memory per generated token
+//!   ([`ssm::MambaBlock::step`]).
+//! - **Attention without the $L \times L$ matrix** — [`ops::scaled_dot_product_attention`]: tiled
+//!   online softmax (FlashAttention-2) with a backward, $O(L)$ extra memory; GQA shrinks the KV
+//!   cache; [`ops::AttentionMask::SlidingWindow`] makes the cost $O(L \cdot w)$.
+//!
 //! ## Conventions
 //! - A block is a `FooConfig` (plain struct, `Default` = the reference's defaults, `with_*`
 //!   builders), the block `Foo`, and a constructor `foo(dims…, cfg, vb)`; `Foo::new` builds it from
@@ -100,3 +109,4 @@ pub mod ops;
 pub mod optim;
 pub mod pool;
 pub mod schedule;
+pub mod ssm;

@@ -30,3 +30,12 @@ pub mod softmax;
 pub use softmax::{softmax_last_dim, softmax_last_dim_reference};
 pub mod upsample;
 pub use upsample::{upsample_bilinear2d, upsample_bilinear2d_reference};
+pub mod flash_attention;
+pub use flash_attention::{
+    attention_dropout_keep, scaled_dot_product_attention, scaled_dot_product_attention_seeded,
+    sdpa_dropout_reference, sdpa_reference, AttentionMask,
+};
+pub mod selective_scan;
+pub use selective_scan::{selective_scan, selective_scan_reference, SelectiveScanConfig};
+pub mod causal_conv1d;
+pub use causal_conv1d::{causal_conv1d, causal_conv1d_reference};
