@@ -14,10 +14,18 @@
 //!   fixed-length vector, so the same weights accept every size;
 //! - a dataset generated in code (circles, squares, triangles and crosses of random size, position
 //!   and intensity, on noise) from a seeded generator;
-//! - a training loop with candle-nn's `AdamW` on mini-batches of mixed sizes (each batch at one
-//!   size, 32, 40 and 48 pixels in turn), with `forward_t(x, true)` in training and
-//!   `forward_t(x, false)` in evaluation, then validation at those sizes and at 56, a size the
-//!   model never saw.
+//! - a training loop on mini-batches of mixed sizes (each batch at one size, 32, 40 and 48
+//!   pixels in turn), with `forward_t(x, true)` in training and `forward_t(x, false)` in
+//!   evaluation, then validation at those sizes and at 56, a size the model never saw;
+//! - this crate's optimizer stack: [`AdamW`] with two parameter groups
+//!   ([`ParamGroups::no_decay_for_bias_and_norm`]: weight decay on the conv and linear weights
+//!   only, none on biases and batch-norm parameters), a linear warmup into a cosine decay
+//!   ([`Warmup`] + [`CosineAnnealing`], applied each step by a [`Scheduler`]), and global-norm
+//!   gradient clipping ([`clip_grad_norm`]), with the learning rate and the pre-clip gradient
+//!   norm in the progress output. Norms well above `MAX_GRAD_NORM` in the first epochs are
+//!   normal (clipping then bounds the early steps, together with the warmup); one that is still
+//!   clipped at the end, or that jumps by orders of magnitude, points at a rate that is too
+//!   high. To save and resume such a run exactly, see the `resume` example.
 //!
 //! Batch norm and mixed sizes: in training, batch norm normalises with the statistics of the
 //! current batch, which here always has a single image size; in evaluation it uses running
@@ -39,11 +47,13 @@
 use std::time::Instant;
 
 use candle_core::{DType, Device, Module, ModuleT, Tensor, D};
-use candle_nn::{conv2d_no_bias, linear, AdamW, Conv2d, Conv2dConfig, Linear, Optimizer};
-use candle_nn::{ParamsAdamW, VarBuilder, VarMap};
+use candle_nn::{conv2d_no_bias, linear, Conv2d, Conv2dConfig, Linear, Optimizer};
+use candle_nn::{VarBuilder, VarMap};
 use candle_tricks::blocks::{basic_block, BasicBlock, ResBlockConfig};
 use candle_tricks::norm::{batch_norm, BatchNorm, BatchNormConfig};
+use candle_tricks::optim::{clip_grad_norm, AdamW, AdamWConfig, ParamGroups};
 use candle_tricks::pool::{PoolMode, SpatialPyramidPooling};
+use candle_tricks::schedule::{CosineAnnealing, Scheduler, Warmup};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -55,6 +65,10 @@ const BATCH: usize = 32;
 const BATCHES_PER_EPOCH: usize = 48;
 const EPOCHS: usize = 6;
 const SEED: u64 = 42;
+const PEAK_LR: f64 = 6e-3;
+const WARMUP_STEPS: usize = 20;
+const WEIGHT_DECAY: f64 = 0.01; // on the weight matrices and kernels only
+const MAX_GRAD_NORM: f64 = 1.0;
 
 /// stem (16 channels, stride 2) → residual blocks (32 channels stride 2, 64 stride 2, 64
 /// stride 1) → pyramid pooling → linear.
@@ -175,17 +189,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let net = Net::new(VarBuilder::from_varmap(&varmap, DType::F32, &dev))?;
     let params: usize = varmap.all_vars().iter().map(|v| v.elem_count()).sum();
     println!("model: {params} parameters; training on sizes {TRAIN_SIZES:?}");
-    let adamw = ParamsAdamW {
-        lr: 6e-3,
-        weight_decay: 1e-4,
-        ..Default::default()
-    };
-    let mut opt = AdamW::new(varmap.all_vars(), adamw)?;
+    // Two groups, sorted by name: decayed weights, and biases / norm parameters without decay.
+    let groups = ParamGroups::no_decay_for_bias_and_norm(&varmap, WEIGHT_DECAY);
+    let mut opt = AdamW::with_groups(groups, AdamWConfig::default().with_lr(PEAK_LR))?;
+    let vars = opt.vars();
+    // Linear warmup over the first steps, then a cosine down to 1 % of the peak at the end.
+    let total_steps = EPOCHS * BATCHES_PER_EPOCH;
+    let cosine =
+        CosineAnnealing::new(PEAK_LR, total_steps - WARMUP_STEPS)?.with_eta_min(PEAK_LR / 100.0)?;
+    let mut sched = Scheduler::new(Warmup::new(cosine, WARMUP_STEPS, 0.0)?);
 
     let start = Instant::now();
     for epoch in 1..=EPOCHS {
         let t = Instant::now();
-        let (mut loss_sum, mut hits) = (0f32, 0f32);
+        let (mut loss_sum, mut hits, mut norm_sum, mut norm_max) = (0f32, 0f32, 0f64, 0f64);
         for step in 0..BATCHES_PER_EPOCH {
             // Sizes in turn, not at random: batch norm's running averages (momentum 0.1, so
             // mostly the last ~20 batches) then always mix the sizes in equal parts.
@@ -193,14 +210,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let (x, y) = make_batch(&mut rng, BATCH, size, &dev)?;
             let logits = net.forward_t(&x, true)?;
             let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
-            opt.backward_step(&loss)?;
+            let mut grads = loss.backward()?;
+            // Returns the norm before clipping: the number to watch.
+            let norm = clip_grad_norm(&mut grads, &vars, MAX_GRAD_NORM)?;
+            sched.step(&mut opt); // sets this step's rate
+            opt.step(&grads)?;
+            (norm_sum, norm_max) = (norm_sum + norm, norm_max.max(norm));
             loss_sum += loss.to_scalar::<f32>()?;
             hits += correct(&logits, &y)?;
         }
         println!(
-            "epoch {epoch}/{EPOCHS}: loss {:.4}, train acc {:.1}%, {:.1}s",
+            "epoch {epoch}/{EPOCHS}: loss {:.4}, train acc {:.1}%, lr {:.2e}, \
+             grad norm before clip {:.2} (max {:.2}), {:.1}s",
             loss_sum / BATCHES_PER_EPOCH as f32,
             100.0 * hits / (BATCHES_PER_EPOCH * BATCH) as f32,
+            opt.learning_rate(),
+            norm_sum / BATCHES_PER_EPOCH as f64,
+            norm_max,
             t.elapsed().as_secs_f32()
         );
     }
