@@ -88,6 +88,17 @@
 //! - **Attention without the $L \times L$ matrix** — [`ops::scaled_dot_product_attention`]: tiled
 //!   online softmax (FlashAttention-2) with a backward, $O(L)$ extra memory; GQA shrinks the KV
 //!   cache; [`ops::AttentionMask::SlidingWindow`] makes the cost $O(L \cdot w)$.
+//! - **Multi-head attention that loads PyTorch weights** — [`attention::MultiHeadAttention`]
+//!   (`nn.MultiheadAttention` names, cross-attention, GQA, KV cache), positions by
+//!   [`attention::RotaryEmbedding`] (relative, extrapolates) or sinusoidal / learned tables.
+//! - **Cut the quadratic cost** — [`attention::LocalAttention`] (sliding window + global tokens),
+//!   [`attention::AxialAttention`] (rows then columns of a 2-D map), [`attention::LinformerAttention`]
+//!   (keys and values projected to $k$ along the sequence).
+//! - **Pre-LN transformers train without tricks** — [`attention::TransformerEncoderLayer`]
+//!   (pre-LN default, GELU / SwiGLU, DropPath, LayerScale); ViT tokens from patches or a conv stem
+//!   (hybrid) with [`attention::VitEmbedding`].
+//! - **Attention for CNNs** — [`attention::SqueezeExcite`] (channel gates for ~2 % of a conv's
+//!   weights) and [`attention::Cbam`] (channel, then spatial).
 //!
 //! ## Conventions
 //! - A block is a `FooConfig` (plain struct, `Default` = the reference's defaults, `with_*`
@@ -102,6 +113,7 @@ mod check;
 mod error;
 pub use error::{Error, Result};
 
+pub mod attention;
 pub mod blocks;
 pub mod conv;
 pub mod norm;

@@ -150,13 +150,19 @@ impl From<Vec<Var>> for ParamGroups {
 
 /// The rule of [`ParamGroups::no_decay_for_bias_and_norm`]: `true` (no decay) for parameters
 /// of rank ≤ 1, and for names with a dot-separated component equal to `bias`, containing `norm`,
-/// or starting with `bn` or `ln` (`fc.bias`, `layer_norm.weight`, `bn1.weight`, `ln_f.weight`).
+/// or starting with `bn` or `ln` (`fc.bias`, `layer_norm.weight`, `bn1.weight`, `ln_f.weight`),
+/// and for ViT's learned tokens and position table (`cls_token`, `dist_token`, `pos_embed`,
+/// which timm's models also exempt: decaying them pulls the embeddings towards zero).
 pub fn is_no_decay(name: &str, rank: usize) -> bool {
     rank <= 1
         || name.split('.').any(|c| {
             let c = c.to_ascii_lowercase();
             c == "bias" || c.contains("norm") || c.starts_with("bn") || c.starts_with("ln")
         })
+        || name
+            .rsplit('.')
+            .next()
+            .is_some_and(|last| matches!(last, "cls_token" | "dist_token" | "pos_embed"))
 }
 
 fn sorted_vars(varmap: &VarMap) -> Vec<(String, Var)> {
