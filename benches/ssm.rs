@@ -2,12 +2,19 @@
 //! (mamba-minimal style, our `selective_scan_reference`), forward and forward + backward, same
 //! run. Mamba's configuration: softplus, delta_bias, D, z gate.
 //!
+//! Group `mamba_vs_transformer`: a whole Mamba block vs a transformer encoder layer, forward,
+//! `d_model` 256, batch 1, L = 512, 2048, 8192 (`cargo bench --bench ssm -- mamba_vs_transformer`).
+//!
 //! The loop's forward + backward is timed outside criterion, over `SSM_LOOP_RUNS` runs
 //! (default 1) and printed: candle's backward of each per-step `narrow` pads its gradient to
 //! the full `(B, D, L)` tensor, so the loop's backward costs O(L²) and one run at
 //! `L = 2048` takes tens of seconds. Set `SSM_LOOP_RUNS=0` to skip it.
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{DType, Device, Module, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
+use candle_tricks::attention::{transformer_encoder_layer, TransformerEncoderLayerConfig};
+use candle_tricks::ops::AttentionMask;
 use candle_tricks::ops::{selective_scan, selective_scan_reference, SelectiveScanConfig};
+use candle_tricks::ssm::{mamba_block, MambaConfig};
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
 use std::time::Duration;
 
@@ -80,5 +87,41 @@ fn ssm(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, ssm);
+/// One Mamba block (expand 2, d_state 16) vs one pre-LN transformer encoder layer (4 heads, MLP
+/// 4x, our flash attention), forward only, `d_model` 256, batch 1: linear vs quadratic in L.
+/// `examples/mamba_vs_transformer.rs` adds memory, decode cost and the naive attention path.
+fn mamba_vs_transformer(c: &mut Criterion) {
+    let dev = Device::Cpu;
+    let dm = 256;
+    let vb = |m: &VarMap| VarBuilder::from_varmap(m, DType::F32, &dev);
+    let (mm, tm) = (VarMap::new(), VarMap::new());
+    let mamba = mamba_block(
+        MambaConfig::new(dm).with_expand(2).with_d_state(16),
+        vb(&mm),
+    )
+    .expect("mamba block");
+    let tcfg = TransformerEncoderLayerConfig::new(4, 4 * dm).with_norm_first(true);
+    let layer = transformer_encoder_layer(dm, tcfg, vb(&tm)).expect("transformer layer");
+    let mut g = c.benchmark_group("mamba_vs_transformer");
+    g.sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(2));
+    for l in [512usize, 2048, 8192] {
+        let x = Tensor::randn(0f32, 1., (1, l, dm), &dev).expect("input");
+        g.bench_function(format!("mamba_fwd/l{l}"), |bch| {
+            bch.iter(|| mamba.forward(&x).expect("mamba forward"))
+        });
+        g.bench_function(format!("transformer_fwd/l{l}"), |bch| {
+            bch.iter(|| {
+                layer
+                    .forward_t(&x, &AttentionMask::None, false)
+                    .expect("layer forward")
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, ssm, mamba_vs_transformer);
 criterion_main!(benches);

@@ -32,6 +32,12 @@
 //! arbitrary earlier tokens (which attention gets for free) has to be learned and is bounded
 //! by $N$.
 //!
+//! Measured on this crate (`examples/mamba_vs_transformer.rs`, d_model 256, batch 1, 2 CPU
+//! threads; table and plot in `docs/PERFORMANCE.md`): at L = 1024 a Mamba block's forward takes
+//! 16 ms against 29 ms for a pre-LN transformer layer on the flash kernel; at L = 16384, 266 ms
+//! against 2.3 s. Generating one token costs 0.28 ms at any context for Mamba, and 1.5 ms at
+//! L = 1024 growing to 18 ms at 16384 for the layer with a KV cache.
+//!
 //! # Example
 //! ```
 //! use candle_core::{DType, Device, Module, Tensor};
@@ -58,9 +64,9 @@
 //! - Gu, Goel, Ré, *Efficiently Modeling Long Sequences with Structured State Spaces* (S4),
 //!   2021, <https://arxiv.org/abs/2111.00396>
 
-pub mod block;
+pub mod mamba;
 pub mod model;
 
 pub use crate::ops::{selective_scan, SelectiveScanConfig};
-pub use block::{mamba_block, MambaBlock, MambaConfig, MambaState, MambaWeights};
+pub use mamba::{mamba_block, MambaBlock, MambaConfig, MambaState, MambaWeights};
 pub use model::{mamba_model, MambaModel, MambaModelConfig, MambaModelState, Sampling};

@@ -49,7 +49,7 @@
 //!   <https://arxiv.org/abs/1608.05859> (tied input and output embeddings)
 
 use crate::norm::{rms_norm, RmsNorm, RmsNormConfig};
-use crate::ssm::block::{mamba_block, MambaBlock, MambaConfig, MambaState};
+use crate::ssm::mamba::{mamba_block, MambaBlock, MambaConfig, MambaState};
 use crate::{check, Error, Result};
 use candle_core::{DType, Module, Tensor, D};
 use candle_nn::{Init, VarBuilder};
