@@ -200,6 +200,7 @@ fn sliding_window(c: &mut Criterion) {
         let mask = AttentionMask::SlidingWindow {
             window: 256,
             causal: false,
+            global: 0,
         };
         g.bench_function(format!("ours/1x8x{l}x64"), |b| {
             b.iter(|| {

@@ -87,7 +87,8 @@
 //!   ([`ssm::MambaBlock::step`]).
 //! - **Attention without the $L \times L$ matrix** — [`ops::scaled_dot_product_attention`]: tiled
 //!   online softmax (FlashAttention-2) with a backward, $O(L)$ extra memory; GQA shrinks the KV
-//!   cache; [`ops::AttentionMask::SlidingWindow`] makes the cost $O(L \cdot w)$.
+//!   cache; [`ops::AttentionMask::SlidingWindow`] makes the cost $O(L \cdot w)$
+//!   (plus Longformer's global tokens at $O(L \cdot g)$).
 //! - **Multi-head attention that loads PyTorch weights** — [`attention::MultiHeadAttention`]
 //!   (`nn.MultiheadAttention` names, cross-attention, GQA, KV cache), positions by
 //!   [`attention::RotaryEmbedding`] (relative, extrapolates) or sinusoidal / learned tables.

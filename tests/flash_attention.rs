@@ -171,6 +171,7 @@ fn every_mask_mode_matches_reference() -> R<()> {
                 AttentionMask::SlidingWindow {
                     window: 20,
                     causal: false,
+                    global: 0,
                 },
             ),
             (
@@ -178,6 +179,7 @@ fn every_mask_mode_matches_reference() -> R<()> {
                 AttentionMask::SlidingWindow {
                     window: 20,
                     causal: true,
+                    global: 0,
                 },
             ),
             (
@@ -185,6 +187,7 @@ fn every_mask_mode_matches_reference() -> R<()> {
                 AttentionMask::SlidingWindow {
                     window: 1,
                     causal: true,
+                    global: 0,
                 },
             ),
             (
@@ -192,6 +195,7 @@ fn every_mask_mode_matches_reference() -> R<()> {
                 AttentionMask::SlidingWindow {
                     window: 300,
                     causal: false,
+                    global: 0,
                 },
             ),
         ];
@@ -271,6 +275,7 @@ fn causal_alignment() -> R<()> {
         AttentionMask::SlidingWindow {
             window: usize::MAX,
             causal: false,
+            global: 0,
         },
     ] {
         let yh = scaled_dot_product_attention(&q, &k, &v, &huge, None, 0.0)?;
@@ -296,6 +301,7 @@ fn gradients_match_finite_differences() -> R<()> {
         AttentionMask::SlidingWindow {
             window: 2,
             causal: false,
+            global: 0,
         },
     ] {
         let f = |q: &Tensor, k: &Tensor, v: &Tensor| {
@@ -446,6 +452,7 @@ fn bad_inputs_are_errors() -> R<()> {
     let w0 = AttentionMask::SlidingWindow {
         window: 0,
         causal: true,
+        global: 0,
     };
     assert_err_names(run(&q, &k, &k, &w0), OP, "window");
     // Scale and dropout.
@@ -476,6 +483,7 @@ fn dropout_matches_reference() -> R<()> {
             AttentionMask::SlidingWindow {
                 window: 9,
                 causal: false,
+                global: 0,
             },
             4,
             70,
@@ -531,5 +539,72 @@ fn dropout_pattern_statistics() -> R<()> {
         rel_err(&a, &b) > 1e-3,
         "unseeded calls drew the same pattern"
     );
+    Ok(())
+}
+
+/// The Longformer pattern of `SlidingWindow { window, causal, global }` as an explicit
+/// `(Lq, Lk)` boolean mask, straight from its documented semantics.
+fn longformer_bool(lq: usize, lk: usize, window: usize, causal: bool, global: usize) -> Tensor {
+    let m: Vec<u8> = (0..lq * lk)
+        .map(|n| {
+            let (i, j) = (n / lk, n % lk);
+            let band = if causal {
+                j <= i && i - j < window
+            } else {
+                i.abs_diff(j) < window
+            };
+            u8::from((band || j < global || i < global) && (!causal || j <= i))
+        })
+        .collect();
+    Tensor::from_vec(m, (lq, lk), &Device::Cpu).unwrap()
+}
+
+/// Global tokens as a mask mode of the kernel: forward and q/k/v gradients equal the f64
+/// reference with the equivalent explicit boolean mask (tiles not dividing the lengths, causal
+/// or not, GQA, globals inside the first tile or spanning tiles, skipped and full tiles).
+#[test]
+fn sliding_window_global_matches_bool_reference() -> R<()> {
+    let (b, h, d) = (2, 4, 16);
+    let up = |t: &Tensor| t.to_dtype(DType::F64).unwrap();
+    for (lq, lk, hkvs) in [
+        (150, 150, &[4, 1][..]),
+        (130, 130, &[2][..]),
+        (37, 53, &[2][..]),
+        (300, 300, &[1][..]),
+    ] {
+        for global in [1, 5, 70] {
+            for causal in [false, true] {
+                for window in [20, 1] {
+                    let sw = AttentionMask::SlidingWindow {
+                        window,
+                        causal,
+                        global,
+                    };
+                    let bm = AttentionMask::Bool(longformer_bool(lq, lk, window, causal, global));
+                    for &hkv in hkvs {
+                        let what = format!(
+                            "window {window} causal={causal} global={global} lq={lq} lk={lk} \
+                             hkv={hkv}"
+                        );
+                        let x = inputs(b, h, hkv, lq, lk, d, (lq + global + hkv) as u64);
+                        let [q, k, v, gy] = &x;
+                        let (y, g) = fwd_bwd_n(&[q, k, v], gy, |t| {
+                            scaled_dot_product_attention(&t[0], &t[1], &t[2], &sw, None, 0.0)
+                        })?;
+                        let (yr, gr) = fwd_bwd_n(&[&up(q), &up(k), &up(v)], &up(gy), |t| {
+                            sdpa_reference(&t[0], &t[1], &t[2], &bm, None)
+                        })?;
+                        assert_close(&format!("{what} y"), &y, &yr, 2e-5);
+                        for (name, (a, r)) in ["dq", "dk", "dv"].iter().zip(g.iter().zip(&gr)) {
+                            assert_close(&format!("{what} {name}"), a, r, 2e-5);
+                        }
+                        // The reference's own SlidingWindow path agrees too.
+                        let ys = sdpa_reference(&up(q), &up(k), &up(v), &sw, None)?;
+                        assert_close(&format!("{what} reference"), &ys, &yr, 1e-12);
+                    }
+                }
+            }
+        }
+    }
     Ok(())
 }

@@ -13,10 +13,11 @@
 //! without global tokens the fused kernel skips every tile outside the band, and doubling $L$
 //! doubles the time. Stacking $n$ layers widens the receptive field to about $n \cdot w$
 //! positions. Global tokens (a `[CLS]` token, question tokens) give every position a two-hop
-//! path to every other. Cost here: with `n_global > 0` the pattern becomes a dense boolean
-//! `(L, L)` mask, so the kernel visits all tiles — time and mask memory $O(L^2)$ (the
-//! attention itself still never materialises the scores). That is fine for moderate $L$; for
-//! very long inputs keep `n_global = 0` or few layers with globals.
+//! path to every other. They are a mask mode of the same fused kernel
+//! ([`AttentionMask::SlidingWindow`] with `global` $= g$), not a dense mask: the ordinary rows
+//! visit only the tiles of their band and of the $g$ global keys, the $g$ global rows visit
+//! every key, so time is $O(L \cdot (w + g))$ plus $O(g \cdot L)$ and there is no $L \times L$
+//! mask in memory.
 //!
 //! # Example
 //! ```
@@ -137,43 +138,21 @@ impl LocalAttention {
         self.cfg
     }
 
-    /// The mask used for a sequence of length `l`: the band alone, or (with global tokens) a
-    /// `u8` `(1, 1, L, L)` boolean mask, 1 = attend.
-    pub fn mask(&self, l: usize, device: &candle_core::Device) -> Result<AttentionMask> {
-        let LocalAttentionConfig {
-            window: w,
-            causal,
-            n_global: g,
-            ..
-        } = self.cfg;
-        if g == 0 {
-            return Ok(AttentionMask::SlidingWindow { window: w, causal });
+    /// The mask this layer applies: [`AttentionMask::SlidingWindow`] with the config's
+    /// `window`, `causal` and `n_global` as `global` (any sequence length).
+    pub fn mask(&self) -> AttentionMask {
+        AttentionMask::SlidingWindow {
+            window: self.cfg.window,
+            causal: self.cfg.causal,
+            global: self.cfg.n_global,
         }
-        let mut v = vec![0u8; l * l];
-        for i in 0..l {
-            for j in 0..l {
-                let band = if causal {
-                    j <= i && i - j < w
-                } else {
-                    i.abs_diff(j) < w
-                };
-                let ok = (band || i < g || j < g) && (!causal || j <= i);
-                v[i * l + j] = u8::from(ok);
-            }
-        }
-        Ok(AttentionMask::Bool(Tensor::from_vec(
-            v,
-            (1, 1, l, l),
-            device,
-        )?))
     }
 
     /// Self-attention of `x` `(B, L, E)`, attention dropout when `train`. Errors (naming
     /// `MultiHeadAttention`) on a bad input, as [`MultiHeadAttention::forward_t`].
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let (_, l) = self.mha.check_self(x)?;
-        let mask = self.mask(l, x.device())?;
-        self.mha.forward_t(x, x, x, &mask, train)
+        self.mha.check_self(x)?;
+        self.mha.forward_t(x, x, x, &self.mask(), train)
     }
 }
 

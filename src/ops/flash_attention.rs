@@ -149,11 +149,20 @@ pub enum AttentionMask {
     /// Local attention in a band of `window` keys (> 0) around each query, whole tiles outside
     /// the band skipped (cost $O(L \cdot w)$). Non-causal: $|i - j| <$ `window`; causal:
     /// $i -$ `window` $< j \le i$ (each query sees itself and the `window - 1` previous keys).
+    ///
+    /// With `global` $= g > 0$ the first $g$ positions are global tokens (Longformer,
+    /// symmetric): query $i$ attends key $j$ iff $j$ is in $i$'s band, or $j < g$ (everyone
+    /// sees the global keys), or $i < g$ (global queries see every key); when `causal`,
+    /// additionally $j \le i$ always, global rows and keys included. The kernel still skips
+    /// the tiles outside the band and the global prefix: cost $O(L \cdot (w + g))$ for the
+    /// ordinary rows plus $O(g \cdot L)$ for the global ones. `global = 0` is the plain band.
     SlidingWindow {
         /// Band width, > 0.
         window: usize,
         /// Whether the band stops at the query's own position.
         causal: bool,
+        /// Number of leading global tokens (0 = none).
+        global: usize,
     },
 }
 
@@ -294,10 +303,12 @@ fn reference(
                     for (bi, &len) in lens.iter().enumerate() {
                         for i in 0..g.lq {
                             let (lo, hi) = band.range(i as i64, len as i64);
+                            let p = band.prefix(i as i64, len as i64);
                             for j in 0..g.lk {
-                                let ok = (j as i64) >= lo && (j as i64) <= hi;
+                                let j = j as i64;
+                                let ok = j <= p || (j >= lo && j <= hi);
                                 if !ok {
-                                    data[(bi * g.lq + i) * g.lk + j] = f32::NEG_INFINITY;
+                                    data[(bi * g.lq + i) * g.lk + j as usize] = f32::NEG_INFINITY;
                                 }
                             }
                         }
@@ -493,19 +504,44 @@ fn pad4(m: &Tensor) -> candle_core::Result<Tensor> {
 
 /// The structural masks as a band: query $i$ attends keys $j$ with
 /// $i - before \le j \le i + after$ (a missing side is unbounded) and $j <$ the batch's length.
+/// With `global` $= g > 0$ (sliding window only) the allowed keys of row $i$ are the union of
+/// the prefix $[0, p(i)]$ (the global keys, `Band::prefix`) and `Band::range`, which for a
+/// global row $i < g$ widens to $[0, i]$ (`causal`) or $[0, len)$.
 #[derive(Debug, Clone, Copy, Default)]
 struct Band {
     before: Option<i64>,
     after: Option<i64>,
+    global: i64,
+    causal: bool,
 }
 
 impl Band {
     /// Inclusive key range `(lo, hi)` of query `i` among `len` keys (empty when `hi < lo`).
+    /// Without global tokens `lo` and `hi` are non-decreasing in `i`.
     #[inline(always)]
     fn range(&self, i: i64, len: i64) -> (i64, i64) {
+        if i < self.global {
+            let hi = if self.causal { i.min(len - 1) } else { len - 1 };
+            return (0, hi);
+        }
         let lo = self.before.map_or(0, |w| (i - w).max(0));
         let hi = self.after.map_or(len - 1, |a| (i + a).min(len - 1));
         (lo, hi)
+    }
+
+    /// Inclusive end of the global-key prefix `[0, p]` query `i` attends besides its range (-1
+    /// when none). Constant for the ordinary rows `i >= global`.
+    #[inline(always)]
+    fn prefix(&self, i: i64, len: i64) -> i64 {
+        if self.global == 0 {
+            return -1;
+        }
+        let p = (self.global - 1).min(len - 1);
+        if self.causal {
+            p.min(i)
+        } else {
+            p
+        }
     }
 }
 
@@ -524,12 +560,48 @@ enum Tile {
 #[inline(always)]
 fn classify(band: &Band, len: i64, i0: usize, i1: usize, j0: usize, j1: usize) -> Tile {
     let (i0, i1, j0, j1) = (i0 as i64, i1 as i64 - 1, j0 as i64, j1 as i64 - 1);
+    if band.global > 0 {
+        return classify_global(band, len, i0, i1, j0, j1);
+    }
     // lo and hi are non-decreasing in i.
     let (lo_first, hi_first) = band.range(i0, len);
     let (lo_last, hi_last) = band.range(i1, len);
     if j0 > hi_last || j1 < lo_first {
         Tile::Skip
     } else if j0 >= lo_last && j1 <= hi_first {
+        Tile::Full
+    } else {
+        Tile::Partial
+    }
+}
+
+/// [`classify`] with global tokens (inclusive bounds): the global rows `i < g` attend
+/// `[0, hi(i)]`, `hi` non-decreasing; the ordinary rows attend a constant prefix `[0, p]` and
+/// their band `[lo(i), hi(i)]`, both ends non-decreasing. A tile is skipped only if both
+/// groups of rows miss it, full only if both cover it.
+#[inline(always)]
+fn classify_global(band: &Band, len: i64, i0: i64, i1: i64, j0: i64, j1: i64) -> Tile {
+    let g = band.global;
+    let (mut skip, mut full) = (true, true);
+    if i0 < g {
+        let (_, hi_first) = band.range(i0, len);
+        let (_, hi_last) = band.range(i1.min(g - 1), len);
+        skip &= j0 > hi_last;
+        full &= j1 <= hi_first;
+    }
+    if i1 >= g {
+        let first = i0.max(g);
+        let p = band.prefix(first, len);
+        let (lo_first, hi_first) = band.range(first, len);
+        let (lo_last, hi_last) = band.range(i1, len);
+        skip &= j0 > p && (j0 > hi_last || j1 < lo_first);
+        // The keys past the prefix must lie in every row's band.
+        let rest = j0.max(p + 1);
+        full &= rest > j1 || (rest >= lo_last && j1 <= hi_first);
+    }
+    if skip {
+        Tile::Skip
+    } else if full {
         Tile::Full
     } else {
         Tile::Partial
@@ -563,10 +635,16 @@ fn resolve_mask(g: &Geom, mask: &AttentionMask) -> Result<ResolvedMask> {
         AttentionMask::None => {}
         // Offsets and windows beyond the lengths change nothing; clamping keeps them in i64.
         AttentionMask::Causal { kv_offset } => band.after = Some((*kv_offset).min(g.lk) as i64),
-        AttentionMask::SlidingWindow { window, causal } => {
+        AttentionMask::SlidingWindow {
+            window,
+            causal,
+            global,
+        } => {
             let w = (*window).min(g.lq + g.lk) as i64;
             band.before = Some(w - 1);
             band.after = Some(if *causal { 0 } else { w - 1 });
+            band.global = (*global).min(g.lq + g.lk) as i64;
+            band.causal = *causal;
         }
         AttentionMask::KeyPadding(l) => lens = Some(l.clone()),
         AttentionMask::Bool(m) | AttentionMask::Additive(m) => {
@@ -793,7 +871,8 @@ impl Problem<'_> {
     }
 
     /// Masks the score tile `s` (`rows x cols`, row stride `ld`) of query rows `i0..` and keys
-    /// `j0..` of `(b, h)`: adds the bias, sets pairs outside the band to -inf.
+    /// `j0..` of `(b, h)`: adds the bias, sets pairs outside the band (and the global prefix) to
+    /// -inf.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
     fn mask_tile(
@@ -818,11 +897,14 @@ impl Problem<'_> {
                 }
             }
             if tile == Tile::Partial {
-                let (lo, hi) = self.band.range((i0 + r) as i64, len);
+                let i = (i0 + r) as i64;
+                let (lo, hi) = self.band.range(i, len);
                 let lo = (lo - j0 as i64).clamp(0, cols as i64) as usize;
                 let hi = (hi + 1 - j0 as i64).clamp(lo as i64, cols as i64) as usize;
-                row[..lo].fill(f32::NEG_INFINITY);
-                row[hi..].fill(f32::NEG_INFINITY);
+                // Columns before `pe` are global keys this row sees (pe = 0 without globals).
+                let pe = (self.band.prefix(i, len) + 1 - j0 as i64).clamp(0, cols as i64) as usize;
+                row[pe..lo.max(pe)].fill(f32::NEG_INFINITY);
+                row[hi.max(pe)..].fill(f32::NEG_INFINITY);
             }
         }
     }
@@ -1001,9 +1083,14 @@ fn fwd_task(
     let qt = &q[(bh * g.lq + i0) * d..(bh * g.lq + i0 + rows) * d];
     let kh = &k[bkv * g.lk * d..(bkv + 1) * g.lk * d];
     let vh = &v[bkv * g.lk * d..(bkv + 1) * g.lk * d];
-    // Key tiles the band can reach.
-    let (lo, _) = p.band.range(i0 as i64, len as i64);
-    let (_, hi) = p.band.range((i0 + rows - 1) as i64, len as i64);
+    // Key tiles the band can reach (all with global tokens, the skipped ones cost O(1) each).
+    let (lo, hi) = if p.band.global > 0 {
+        (0, len as i64 - 1)
+    } else {
+        let (lo, _) = p.band.range(i0 as i64, len as i64);
+        let (_, hi) = p.band.range((i0 + rows - 1) as i64, len as i64);
+        (lo, hi)
+    };
     if hi >= lo {
         for kt in (lo as usize / FBC)..=(hi as usize / FBC) {
             let j0 = kt * FBC;
