@@ -24,6 +24,19 @@
 //! Attention is permutation-equivariant: add positions ([`SinusoidalPositionalEncoding`],
 //! [`LearnedPositionalEmbedding`]) or rotate queries and keys ([`RotaryEmbedding`]).
 //!
+//! Measured on this crate (`docs/PERFORMANCE.md`): forward + backward of one attention layer
+//! at $(B, H, L, d) = (1, 8, 4096, 64)$ needs 66 MiB of extra memory with the flash kernel and
+//! 6.8 GiB materialised; at $L = 8192$, 129 MiB against ~27 GiB, more than the test machine
+//! has.
+//!
+//! **Training transformers.** Warm the learning rate up ([`crate::schedule::Warmup`]): Adam's
+//! second-moment estimate is noisy over the first steps and large early updates destabilise
+//! attention, post-LN stacks most of all (see [`TransformerEncoderLayer`] for pre- vs post-LN).
+//! For mixed precision feed f16/bf16 activations — every kernel here accumulates in f32 — keep
+//! the master weights and optimizer state in f32 (this crate's optimizers do), and scale the
+//! loss for f16 ([`crate::optim::GradScaler`]); bf16 has f32's exponent range and needs no
+//! scaling.
+//!
 //! # Example
 //! ```
 //! use candle_core::{DType, Device, Module, Tensor};
@@ -50,6 +63,9 @@
 //!   <https://arxiv.org/abs/1912.12180>
 //! - Wang et al., *Linformer: Self-Attention with Linear Complexity*, 2020,
 //!   <https://arxiv.org/abs/2006.04768>
+//! - Liu et al., *On the Variance of the Adaptive Learning Rate and Beyond* (RAdam), 2020,
+//!   <https://arxiv.org/abs/1908.03265>
+//! - Micikevicius et al., *Mixed Precision Training*, 2018, <https://arxiv.org/abs/1710.03740>
 
 pub mod cbam;
 pub mod mha;
