@@ -276,6 +276,12 @@ pub fn selective_scan(
     }
 }
 
+/// `softplus(v) = max(v, 0) + ln(1 + e^{-|v|})` from candle ops (differentiable, finite for
+/// any `v`): the reference scan's step size and the Mamba block's decoding step share it.
+pub(crate) fn softplus_tensor(v: &Tensor) -> candle_core::Result<Tensor> {
+    v.relu()? + (v.abs()?.neg()?.exp()? + 1.0)?.log()?
+}
+
 /// The selective scan built from candle tensor ops, one step of `(B, D, N)` ops per time step
 /// (the mamba-minimal loop; mamba-ssm's `selective_scan_ref` semantics). Same checks and
 /// results as [`selective_scan`], except that f64 is accepted too (for gradient checks).
@@ -300,8 +306,7 @@ pub fn selective_scan_reference(
         dt = dt.broadcast_add(&db.reshape((1, d, 1))?)?;
     }
     if cfg.delta_softplus {
-        // softplus(v) = max(v, 0) + ln(1 + e^{-|v|}), stable for any v.
-        dt = (dt.relu()? + (dt.abs()?.neg()?.exp()? + 1.0)?.log()?)?;
+        dt = softplus_tensor(&dt)?;
     }
     // Channels split as (G, D/G) so that the group's B and C broadcast over its channels.
     let b4 = b.reshape((bs, g, n, l))?;

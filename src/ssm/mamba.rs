@@ -74,6 +74,7 @@
 //!   Models* (S4D), 2022, <https://arxiv.org/abs/2206.11893>
 
 use crate::check;
+use crate::ops::selective_scan::softplus_tensor;
 use crate::ops::{causal_conv1d, selective_scan, SelectiveScanConfig};
 use crate::{Error, Result};
 use candle_core::{DType, Module, Tensor, D};
@@ -321,11 +322,6 @@ fn expect_opt(what: &'static str, t: Option<&Tensor>, want: bool, dims: &[usize]
     }
 }
 
-/// `softplus(v) = max(v, 0) + ln(1 + e^{-|v|})`, finite for any `v`.
-fn softplus(v: &Tensor) -> candle_core::Result<Tensor> {
-    v.relu()? + (v.abs()?.neg()?.exp()? + 1.0)?.log()?
-}
-
 impl MambaBlock {
     /// Builds the block from raw parameters; checks every shape against `cfg` (errors name
     /// `MambaBlock` and the parameter).
@@ -549,7 +545,7 @@ impl MambaBlock {
                 (Some(lb), Some(lc)) => (lb, lc),
                 _ => return Err(Error::config(BLOCK, "lti without B and C")),
             };
-            let dt = softplus(&self.w.dt_proj_bias)?
+            let dt = softplus_tensor(&self.w.dt_proj_bias)?
                 .unsqueeze(0)?
                 .broadcast_as((bs, e))?;
             (dt, lb.reshape((1, 1, n))?, lc.reshape((1, 1, n))?)
@@ -565,7 +561,7 @@ impl MambaBlock {
                 .broadcast_add(&self.w.dt_proj_bias)?;
             let b = x_dbl.narrow(1, r, n)?.unsqueeze(1)?; // (B, 1, N)
             let c = x_dbl.narrow(1, r + n, n)?.unsqueeze(1)?;
-            (softplus(&dt)?, b, c)
+            (softplus_tensor(&dt)?, b, c)
         };
         let dt3 = dt.unsqueeze(2)?; // (B, E, 1)
         let da = dt3.broadcast_mul(&self.a()?.unsqueeze(0)?)?.exp()?; // (B, E, N)
