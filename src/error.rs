@@ -58,6 +58,17 @@ pub enum Error {
         actual: String,
     },
 
+    /// A tensor holds NaN or ±Inf where the block needs finite values (an input checked by an
+    /// op's `checked` mode, a gradient before an optimizer step, a loaded state). Distinct from
+    /// [`Error::InvalidConfig`]: the configuration is fine, the numbers are not.
+    #[error("{block}: non-finite values (NaN or Inf) in {what}")]
+    NonFinite {
+        /// The block or op that found the values.
+        block: &'static str,
+        /// Which tensor or value, e.g. `"gradient of parameter 3"` or `"input u"`.
+        what: String,
+    },
+
     /// An error raised by candle itself.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
@@ -81,6 +92,14 @@ impl Error {
         Error::InvalidConfig {
             block,
             msg: msg.into(),
+        }
+    }
+
+    /// Shorthand for [`Error::NonFinite`].
+    pub fn non_finite(block: &'static str, what: impl Into<String>) -> Self {
+        Error::NonFinite {
+            block,
+            what: what.into(),
         }
     }
 

@@ -516,10 +516,10 @@ fn check_finite(
         let Some(t) = t else { continue };
         let v = t.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
         if let Some(i) = v.iter().position(|x| !x.is_finite()) {
-            return Err(Error::config(
+            return Err(Error::non_finite(
                 OP,
                 format!(
-                    "input `{what}` {:?} holds a non-finite value ({}) at flat index {i}",
+                    "input `{what}` {:?}: {} at flat index {i}",
                     t.dims(),
                     v[i]
                 ),

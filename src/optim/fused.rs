@@ -186,10 +186,10 @@ impl Core {
         if let Some(bad) = first_non_finite(&ts)? {
             match self.non_finite {
                 NonFinite::Error => {
-                    return Err(Error::config(
+                    return Err(Error::non_finite(
                         self.opt,
                         format!(
-                            "non-finite gradient (NaN or Inf) for parameter {}; step not taken",
+                            "the gradient of parameter {} (step not taken)",
                             self.slots[out[bad].0].name
                         ),
                     ))
