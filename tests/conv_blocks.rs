@@ -241,10 +241,12 @@ fn separable_structure_and_shapes() -> R<()> {
     names.sort();
     let want = [
         "bn_dw.bias",
+        "bn_dw.num_batches_tracked",
         "bn_dw.running_mean",
         "bn_dw.running_var",
         "bn_dw.weight",
         "bn_pw.bias",
+        "bn_pw.num_batches_tracked",
         "bn_pw.running_mean",
         "bn_pw.running_var",
         "bn_pw.weight",

@@ -93,9 +93,10 @@
 //! - Wang et al., *Understanding Convolution for Semantic Segmentation* (hybrid dilated
 //!   convolution, gridding), 2017, <https://arxiv.org/abs/1702.08502>
 
+use crate::norm::{BatchNorm, BatchNormConfig};
 use crate::{check, Error, Result};
 use candle_core::{Module, ModuleT, Tensor};
-use candle_nn::{BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig, VarBuilder};
+use candle_nn::{Conv2d, Conv2dConfig, VarBuilder};
 
 const BLOCK: &str = "Aspp";
 
@@ -246,16 +247,18 @@ fn check_unit(
             ));
         }
     }
-    let features = bn.running_mean().dims();
-    if features != [c_out] {
-        return Err(Error::shape(
+    if bn.channels() != c_out {
+        return Err(Error::config(
             BLOCK,
-            what,
-            format!("batch norm over ({c_out}) features"),
-            bn.running_mean().shape().clone(),
+            format!(
+                "{what}: batch norm over {c_out} features expected, got {}",
+                bn.channels()
+            ),
         ));
     }
-    check::same_dtype_device(BLOCK, what, w, bn.running_mean())?;
+    if let Some(g) = bn.weight() {
+        check::same_dtype_device(BLOCK, what, w, g)?;
+    }
     Ok(())
 }
 
@@ -437,13 +440,12 @@ fn conv_no_bias(
     Ok(Conv2d::new(weight, None, cfg))
 }
 
+/// This crate's fused [`BatchNorm`] with the config's eps and momentum.
 fn batch_norm(features: usize, cfg: &AsppConfig, vb: VarBuilder) -> Result<BatchNorm> {
-    let bn_cfg = BatchNormConfig {
-        eps: cfg.bn_eps,
-        momentum: cfg.bn_momentum,
-        ..Default::default()
-    };
-    Ok(candle_nn::batch_norm(features, bn_cfg, vb)?)
+    let bn_cfg = BatchNormConfig::default()
+        .with_eps(cfg.bn_eps)
+        .with_momentum(cfg.bn_momentum);
+    crate::norm::batch_norm(features, bn_cfg, vb)
 }
 
 /// Creates (or loads, under torchvision's `ASPP` names) an [`Aspp`] block from `in_channels` to

@@ -76,10 +76,11 @@
 
 use super::depthwise::{depthwise_conv2d_no_bias, DepthwiseConv2d};
 use crate::conv::Padding;
+use crate::norm::{BatchNorm, BatchNormConfig};
 use crate::ops::DepthwiseConv2dConfig;
 use crate::{check, Error, Result};
 use candle_core::{Module, ModuleT, Tensor};
-use candle_nn::{Activation, BatchNorm, BatchNormConfig, Conv2d, VarBuilder};
+use candle_nn::{Activation, Conv2d, VarBuilder};
 
 const BLOCK: &str = "SeparableConv2d";
 
@@ -231,13 +232,13 @@ fn check_norm(
     match (bn, expected) {
         (None, false) => Ok(()),
         (Some(bn), true) => {
-            let rm = bn.running_mean();
-            if rm.dims() != [features] {
-                return Err(Error::shape(
+            if bn.channels() != features {
+                return Err(Error::config(
                     BLOCK,
-                    what,
-                    format!("({features}) features"),
-                    rm.shape().clone(),
+                    format!(
+                        "{what}: ({features}) features expected, got {}",
+                        bn.channels()
+                    ),
                 ));
             }
             Ok(())
@@ -438,13 +439,12 @@ impl ModuleT for SeparableConv2d {
     }
 }
 
+/// This crate's fused [`BatchNorm`] with the config's eps and momentum.
 fn batch_norm(features: usize, cfg: &SeparableConv2dConfig, vb: VarBuilder) -> Result<BatchNorm> {
-    let bn_cfg = BatchNormConfig {
-        eps: cfg.bn_eps,
-        momentum: cfg.bn_momentum,
-        ..Default::default()
-    };
-    Ok(candle_nn::batch_norm(features, bn_cfg, vb)?)
+    let bn_cfg = BatchNormConfig::default()
+        .with_eps(cfg.bn_eps)
+        .with_momentum(cfg.bn_momentum);
+    crate::norm::batch_norm(features, bn_cfg, vb)
 }
 
 /// Creates (or loads, under timm's names `conv_dw`, `bn_dw`, `conv_pw`, `bn_pw`) a separable

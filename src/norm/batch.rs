@@ -12,9 +12,15 @@
 //! # Shapes
 //! - input `(B, C, *)` with zero to three spatial axes, output the same shape.
 //! - `weight` `(C)` (init 1) and `bias` `(C)` (init 0) when `affine`; `running_mean` `(C)`
-//!   (init 0), `running_var` `(C)` (init 1) and the scalar `num_batches_tracked` when
-//!   `track_running_stats`: PyTorch's state-dict names, so its checkpoints load unchanged
-//!   (`num_batches_tracked` is read when present and optional otherwise).
+//!   (init 0), `running_var` `(C)` (init 1) and the i64 scalar `num_batches_tracked` when
+//!   `track_running_stats`: PyTorch's state-dict names and dtypes, so checkpoints load unchanged
+//!   both ways (with a `VarMap` all three buffers are registered, so a saved map loads into
+//!   PyTorch with `strict=True`; a checkpoint without `num_batches_tracked`, such as candle-nn's,
+//!   still loads and starts the count at 0).
+//!
+//! The buffers are never trained: they are detached in every forward pass, so they get no
+//! gradient, and [`crate::optim::ParamGroups::from_varmap`] (and the other constructors from a
+//! var map) leave them out by name ([`crate::optim::is_buffer_name`]).
 //!
 //! # Tip
 //! Batch norm normalizes each channel with the mean and variance of the current batch (over
@@ -58,7 +64,7 @@
 //! // The training step moved the running mean 10% of the way to the batch mean (~4).
 //! let rm = bn.running_mean().expect("tracked").to_vec1::<f32>()?;
 //! assert!(rm.iter().all(|m| (m - 0.4).abs() < 0.1));
-//! assert_eq!(bn.num_batches_tracked(), 1);
+//! assert_eq!(bn.num_batches_tracked()?, 1);
 //! # Ok(())
 //! # }
 //! ```
@@ -67,7 +73,6 @@
 //! - Ioffe, Szegedy, *Batch Normalization: Accelerating Deep Network Training by Reducing
 //!   Internal Covariate Shift*, 2015, <https://arxiv.org/abs/1502.03167>
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::{check, Error, Result};
@@ -165,12 +170,14 @@ impl BatchNormConfig {
     }
 }
 
-/// Running statistics, updated in place through `&self` (clones share them).
+/// Running statistics, updated in place through `&self` (clones share them). `count` is the
+/// i64 scalar `num_batches_tracked`, kept on the device as a tensor so a training step needs no
+/// host round trip.
 #[derive(Debug, Clone)]
 struct Running {
     mean: Var,
     var: Var,
-    count: Arc<AtomicU64>,
+    count: Var,
 }
 
 /// Batch normalization over the channel axis (`nn.BatchNorm1d/2d/3d`); a [`ModuleT`]: `train`
@@ -190,7 +197,7 @@ impl BatchNorm {
     /// when `cfg.track_running_stats`), all `(channels)`; `num_batches_tracked` starts at 0
     /// (see [`BatchNorm::set_num_batches_tracked`]). The running statistics are copied into
     /// fresh [`Var`]s unless they already are variables, in which case they are shared and
-    /// updated in place.
+    /// updated in place. They never receive a gradient.
     ///
     /// Errors (naming `BatchNorm`) on `channels` 0, a missing or unexpected tensor, a wrong
     /// shape, an unsupported dtype, mixed dtypes or devices, or an invalid config.
@@ -221,10 +228,11 @@ impl BatchNorm {
         let running = match (rm, rv) {
             (Some(m), Some(v)) => {
                 check::same_dtype_device(BLOCK, "running_var", &m, &v)?;
+                let count = Var::zeros((), DType::I64, m.device())?;
                 Some(Running {
                     mean: Var::from_tensor(&m.contiguous()?)?,
                     var: Var::from_tensor(&v.contiguous()?)?,
-                    count: Arc::new(AtomicU64::new(0)),
+                    count,
                 })
             }
             _ => None,
@@ -258,19 +266,30 @@ impl BatchNorm {
         self.running.as_ref().map(|r| r.var.as_tensor())
     }
 
-    /// How many training batches updated the running statistics (0 without them).
-    pub fn num_batches_tracked(&self) -> u64 {
-        self.running
-            .as_ref()
-            .map_or(0, |r| r.count.load(Ordering::Relaxed))
+    /// How many training batches updated the running statistics (0 without them). Reads the
+    /// `num_batches_tracked` buffer (a device-to-host copy on a GPU).
+    pub fn num_batches_tracked(&self) -> Result<u64> {
+        match &self.running {
+            None => Ok(0),
+            Some(r) => Ok(r.count.as_tensor().to_scalar::<i64>()?.max(0) as u64),
+        }
+    }
+
+    /// The i64 scalar `num_batches_tracked` buffer, if `track_running_stats`.
+    pub fn num_batches_tracked_tensor(&self) -> Option<&Tensor> {
+        self.running.as_ref().map(|r| r.count.as_tensor())
     }
 
     /// Sets the counter returned by [`BatchNorm::num_batches_tracked`] (no-op without running
-    /// statistics).
-    pub fn set_num_batches_tracked(&self, n: u64) {
+    /// statistics). Errors when `n` does not fit PyTorch's i64 buffer.
+    pub fn set_num_batches_tracked(&self, n: u64) -> Result<()> {
         if let Some(r) = &self.running {
-            r.count.store(n, Ordering::Relaxed);
+            let n = i64::try_from(n).map_err(|_| {
+                Error::config(BLOCK, format!("num_batches_tracked must fit i64, got {n}"))
+            })?;
+            r.count.set(&Tensor::new(n, r.count.device())?)?;
         }
+        Ok(())
     }
 
     /// The number of channels `C`.
@@ -387,8 +406,20 @@ impl BatchNorm {
             let r = self.running.as_ref().ok_or_else(|| {
                 Error::config(BLOCK, "eval without batch statistics needs running stats")
             })?;
-            let m = r.mean.as_tensor().to_dtype(work)?.reshape((1, c, 1))?;
-            let v = r.var.as_tensor().to_dtype(work)?.reshape((1, c, 1))?;
+            // Detached: the running statistics are buffers, never trained (a tracked `Var`
+            // here would hand them a gradient and let an optimizer move them).
+            let m = r
+                .mean
+                .as_tensor()
+                .detach()
+                .to_dtype(work)?
+                .reshape((1, c, 1))?;
+            let v = r
+                .var
+                .as_tensor()
+                .detach()
+                .to_dtype(work)?
+                .reshape((1, c, 1))?;
             (m, v)
         };
         let inv_std = (var + self.cfg.eps)?.sqrt()?.recip()?;
@@ -415,7 +446,8 @@ impl BatchNorm {
             let new = ((old.to_dtype(DType::F32)? * (1.0 - m))? + (batch * m)?)?;
             run.set(&new.to_dtype(old.dtype())?)?;
         }
-        r.count.fetch_add(1, Ordering::Relaxed);
+        let one = Tensor::ones((), DType::I64, r.count.device())?;
+        r.count.set(&(r.count.as_tensor().detach() + one)?)?;
         Ok(())
     }
 }
@@ -427,10 +459,12 @@ impl ModuleT for BatchNorm {
 }
 
 /// A [`BatchNorm`] over `channels` channels whose `weight` (init 1), `bias` (init 0),
-/// `running_mean` (init 0) and `running_var` (init 1) come from `vb` under PyTorch's names;
-/// `num_batches_tracked` is read when `vb` holds it. With a `VarMap` the running statistics
-/// are registered there as well (and updated in place), so saving the map keeps them; they get
-/// no gradient, so optimizers leave them alone.
+/// `running_mean` (init 0), `running_var` (init 1) and i64 scalar `num_batches_tracked`
+/// (init 0) come from `vb` under PyTorch's names. With a `VarMap` the three buffers are
+/// registered there as well (and updated in place), so saving the map keeps them and PyTorch
+/// loads it strictly; reading a checkpoint, `num_batches_tracked` is optional (candle-nn's
+/// checkpoints lack it). The buffers get no gradient, and the optimizers' var-map constructors
+/// leave them out.
 pub fn batch_norm(channels: usize, cfg: BatchNormConfig, vb: VarBuilder) -> Result<BatchNorm> {
     cfg.validate()?;
     check::positive(BLOCK, "channels", channels)?;
@@ -450,21 +484,26 @@ pub fn batch_norm(channels: usize, cfg: BatchNormConfig, vb: VarBuilder) -> Resu
     } else {
         None
     };
-    let bn = BatchNorm::new(channels, affine, running, cfg)?;
-    if cfg.track_running_stats && vb.contains_tensor("num_batches_tracked") {
-        let t = vb.get_with_hints_dtype((), "num_batches_tracked", Init::Const(0.0), DType::I64)?;
+    let mut bn = BatchNorm::new(channels, affine, running, cfg)?;
+    if let Some(r) = &mut bn.running {
+        let name = "num_batches_tracked";
+        let present = vb.contains_tensor(name);
+        // A var map creates the buffer (so it is saved); a checkpoint without it starts at 0.
+        let t = match vb.get_with_hints_dtype((), name, Init::Const(0.0), DType::I64) {
+            Ok(t) => t,
+            Err(e) if present => return Err(e.into()),
+            Err(_) => Tensor::zeros((), DType::I64, vb.device())?,
+        };
         let v = t.flatten_all()?.to_vec1::<i64>()?;
-        match v.as_slice() {
-            [n] if *n >= 0 => bn.set_num_batches_tracked(*n as u64),
-            _ => {
-                return Err(Error::shape(
-                    BLOCK,
-                    "num_batches_tracked",
-                    "a scalar >= 0",
-                    t.shape().clone(),
-                ))
-            }
+        if !matches!(v.as_slice(), [n] if *n >= 0) {
+            let got = format!("{:?} with values {v:?}", t.dims());
+            return Err(Error::config(
+                BLOCK,
+                format!("num_batches_tracked must be one integer >= 0, got {got}"),
+            ));
         }
+        // A var map's variable is shared (not copied), so the updates land in the map.
+        r.count = Var::from_tensor(&t)?;
     }
     Ok(bn)
 }

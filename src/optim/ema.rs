@@ -83,6 +83,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarMap;
 
 use super::accumulate::{tensor_from_f32, zip_f32};
+use super::is_buffer_name;
 use crate::{Error, Result};
 
 const NAME: &str = "Ema";
@@ -200,15 +201,6 @@ fn check_unit(name: &str, v: f64) -> Result<()> {
         ));
     }
     Ok(())
-}
-
-/// Whether a var name denotes a buffer rather than a trained parameter: it ends with
-/// `running_mean`, `running_var` or `num_batches_tracked` (PyTorch's BatchNorm buffers, which
-/// candle-nn's `batch_norm` names the same way).
-pub fn is_buffer_name(name: &str) -> bool {
-    ["running_mean", "running_var", "num_batches_tracked"]
-        .iter()
-        .any(|s| name.ends_with(s))
 }
 
 /// What the EMA holds for one var.

@@ -102,12 +102,14 @@ impl ParamGroups {
         Self(groups)
     }
 
-    /// All the vars of `varmap`, sorted by name, in one group.
+    /// All the trainable vars of `varmap` (buffers and non-float vars left out, see
+    /// [`is_buffer_name`]), sorted by name, in one group.
     pub fn from_varmap(varmap: &VarMap) -> Self {
         Self(vec![ParamGroup::named(sorted_vars(varmap))])
     }
 
-    /// Two groups from `varmap` (each sorted by name): group 0 = decayed parameters with weight
+    /// Two groups from the trainable vars of `varmap` (each sorted by name; buffers and
+    /// non-float vars left out): group 0 = decayed parameters with weight
     /// decay `weight_decay`, group 1 = the parameters [`is_no_decay`] selects (biases,
     /// normalization weights, 1-D parameters) with weight decay 0.
     pub fn no_decay_for_bias_and_norm(varmap: &VarMap, weight_decay: f64) -> Self {
@@ -165,9 +167,22 @@ pub fn is_no_decay(name: &str, rank: usize) -> bool {
             .is_some_and(|last| matches!(last, "cls_token" | "dist_token" | "pos_embed"))
 }
 
+/// Whether a var name denotes a buffer rather than a trained parameter: its last component is
+/// `running_mean`, `running_var` or `num_batches_tracked` (PyTorch's BatchNorm buffers, which
+/// candle-nn's `batch_norm` names the same way).
+pub fn is_buffer_name(name: &str) -> bool {
+    let last = name.rsplit('.').next().unwrap_or(name);
+    matches!(last, "running_mean" | "running_var" | "num_batches_tracked")
+}
+
+/// The trainable vars of `varmap` (float, not a buffer), sorted by name.
 fn sorted_vars(varmap: &VarMap) -> Vec<(String, Var)> {
     let data = varmap.data().lock().unwrap_or_else(|e| e.into_inner());
-    let mut v: Vec<(String, Var)> = data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let mut v: Vec<(String, Var)> = data
+        .iter()
+        .filter(|(k, v)| v.dtype().is_float() && !is_buffer_name(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     v.sort_by(|a, b| a.0.cmp(&b.0));
     v
 }
