@@ -213,7 +213,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let mut grads = loss.backward()?;
             // Returns the norm before clipping: the number to watch.
             let norm = clip_grad_norm(&mut grads, &vars, MAX_GRAD_NORM)?;
-            sched.step(&mut opt); // sets this step's rate
+            sched.step(&mut opt)?; // sets this step's rate
             opt.step(&grads)?;
             (norm_sum, norm_max) = (norm_sum + norm, norm_max.max(norm));
             loss_sum += loss.to_scalar::<f32>()?;

@@ -197,7 +197,7 @@ impl Trainer {
             let loss = candle_nn::loss::cross_entropy(&self.model.forward(&x)?, &y)?;
             let mut grads = loss.backward()?;
             let grad_norm = clip_grad_norm(&mut grads, &vars, MAX_GRAD_NORM)?;
-            let lr = self.sched.step(&mut self.opt);
+            let lr = self.sched.step(&mut self.opt)?;
             self.opt.step(&grads)?;
             logs.push(StepLog {
                 loss: loss.to_scalar()?,

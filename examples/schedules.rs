@@ -18,7 +18,7 @@
 //!     let loss = model.forward(&batch)?.loss()?;
 //!     let mut grads = loss.backward()?;
 //!     let norm = clip_grad_norm(&mut grads, &vars, 1.0)?; // log it
-//!     sched.step(&mut opt);                               // or step_with_momentum (one-cycle)
+//!     sched.step(&mut opt)?;                              // or step_with_momentum (one-cycle)
 //!     opt.step(&grads)?;
 //! }
 //! let mut state = sched.state_dict()?;                    // {"scheduler.step": 0-d f64}

@@ -187,7 +187,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
             let mut grads = loss.backward()?;
             let norm = clip_grad_norm(&mut grads, &vars, MAX_GRAD_NORM)?; // pre-clip norm
-            sched.step(&mut opt);
+            sched.step(&mut opt)?;
             opt.step(&grads)?;
             (norm_sum, norm_max) = (norm_sum + norm, norm_max.max(norm));
             loss_sum += loss.to_scalar::<f32>()?;

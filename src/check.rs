@@ -35,12 +35,12 @@ pub(crate) fn non_empty(block: &'static str, what: &'static str, t: &Tensor) -> 
 pub(crate) fn float_dtype(block: &'static str, what: &'static str, t: &Tensor) -> Result<()> {
     match t.dtype() {
         DType::F32 | DType::F16 | DType::BF16 => Ok(()),
-        other => Err(Error::DTypeMismatch {
+        other => Err(Error::unsupported_dtype(
             block,
             what,
-            expected: DType::F32,
-            actual: other,
-        }),
+            "f32, f16 or bf16",
+            other,
+        )),
     }
 }
 

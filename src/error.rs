@@ -45,6 +45,20 @@ pub enum Error {
         actual: DType,
     },
 
+    /// A tensor's dtype is not one the block supports (an integer input, f64 where the kernel
+    /// runs f32 / f16 / bf16, …).
+    #[error("{block}: unsupported dtype for {what}: expected {supported}, got {actual:?}")]
+    UnsupportedDType {
+        /// The block or op that rejected the tensor.
+        block: &'static str,
+        /// Which argument.
+        what: String,
+        /// The dtypes the block accepts, in words (`"f32, f16 or bf16"`).
+        supported: &'static str,
+        /// The dtype that was passed.
+        actual: DType,
+    },
+
     /// Two tensors that must live on the same device do not.
     #[error("{block}: device mismatch for {what}: expected {expected}, got {actual}")]
     DeviceMismatch {
@@ -92,6 +106,21 @@ impl Error {
         Error::InvalidConfig {
             block,
             msg: msg.into(),
+        }
+    }
+
+    /// Shorthand for [`Error::UnsupportedDType`].
+    pub fn unsupported_dtype(
+        block: &'static str,
+        what: impl Into<String>,
+        supported: &'static str,
+        actual: DType,
+    ) -> Self {
+        Error::UnsupportedDType {
+            block,
+            what: what.into(),
+            supported,
+            actual,
         }
     }
 

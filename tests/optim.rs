@@ -722,10 +722,10 @@ fn no_decay_rule_and_varmap_groups() {
 fn momentum_trait_and_missing_grads() {
     let w = Var::new(&[1.0f32], &Device::Cpu).unwrap();
     let mut sgd = Sgd::new(vec![w.clone()], SgdConfig::default().with_momentum(0.9)).unwrap();
-    sgd.set_momentum(0.5);
+    sgd.set_momentum(0.5).unwrap();
     assert_eq!(sgd.momentum(), 0.5);
     let mut adam = AdamW::new(vec![w.clone()], AdamWConfig::default()).unwrap();
-    adam.set_momentum(0.85);
+    adam.set_momentum(0.85).unwrap();
     assert_eq!(adam.config().beta1, 0.85);
     // A step without any gradient changes nothing and counts nothing.
     adam.step(&GradStore::default()).unwrap();

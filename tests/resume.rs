@@ -113,7 +113,7 @@ macro_rules! with_momentum {
     ($($T:ty),*) => {$(
         impl Opt for $T {
             fn sched_step(&mut self, s: &mut Scheduler) -> f64 {
-                s.step_with_momentum(self).0
+                s.step_with_momentum(self).unwrap().0
             }
         }
     )*};
@@ -122,7 +122,7 @@ with_momentum!(Sgd, Adam, AdamW, RmsProp, Lion);
 
 impl Opt for Adagrad {
     fn sched_step(&mut self, s: &mut Scheduler) -> f64 {
-        s.step(self)
+        s.step(self).unwrap()
     }
 }
 

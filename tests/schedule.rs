@@ -270,8 +270,9 @@ impl Momentum for Probe {
     fn momentum(&self) -> f64 {
         self.momentum
     }
-    fn set_momentum(&mut self, momentum: f64) {
-        self.momentum = momentum
+    fn set_momentum(&mut self, momentum: f64) -> candle_tricks::Result<()> {
+        self.momentum = momentum;
+        Ok(())
     }
 }
 
@@ -284,7 +285,7 @@ fn scheduler_drives_optimizers_and_momentum() -> R<()> {
     let reference = seq(&f, "restarts_mult2.lr");
     for (t, &r) in reference.iter().enumerate() {
         assert_eq!(sched.current_step(), t);
-        let lr = sched.step(&mut sgd);
+        let lr = sched.step(&mut sgd)?;
         assert_eq!(lr, sgd.learning_rate());
         assert!((lr - r).abs() <= 1e-12 * r, "step {t}");
     }
@@ -294,14 +295,14 @@ fn scheduler_drives_optimizers_and_momentum() -> R<()> {
         Scheduler::new(Box::new(OneCycle::new(OneCycleConfig::new(0.5, 500))?));
     let (lrs, ms) = (seq(&f, "onecycle_cos.lr"), seq(&f, "onecycle_cos.momentum"));
     for t in 0..500 {
-        let (lr, m) = sched.step_with_momentum(&mut probe);
+        let (lr, m) = sched.step_with_momentum(&mut probe)?;
         assert_eq!((probe.lr, Some(probe.momentum)), (lr, m));
         assert!((lr - lrs[t]).abs() <= 1e-12 * lrs[t] && (probe.momentum - ms[t]).abs() < 1e-12);
     }
     // A schedule without momentum leaves it alone.
     probe.momentum = 0.42;
     let mut plain = Scheduler::new(Constant::new(0.3)?);
-    assert_eq!(plain.step_with_momentum(&mut probe), (0.3, None));
+    assert_eq!(plain.step_with_momentum(&mut probe)?, (0.3, None));
     assert_eq!(probe.momentum, 0.42);
     Ok(())
 }
@@ -336,15 +337,15 @@ fn state_dict_resume_is_bit_identical() -> R<()> {
     };
     let mut probe = Probe::new(vec![], 0.0)?;
     let mut full = Scheduler::new(make()?);
-    let straight: Vec<f64> = (0..400).map(|_| full.step(&mut probe)).collect();
+    let straight: Vec<f64> = (0..400).map(|_| full.step(&mut probe).unwrap()).collect();
 
     let mut first = Scheduler::new(make()?);
-    let mut resumed: Vec<f64> = (0..137).map(|_| first.step(&mut probe)).collect();
+    let mut resumed: Vec<f64> = (0..137).map(|_| first.step(&mut probe).unwrap()).collect();
     let state = save_and_reload(&first.state_dict()?)?;
     let mut second = Scheduler::new(make()?);
     second.load_state_dict(&state)?;
     assert_eq!(second.current_step(), 137);
-    resumed.extend((137..400).map(|_| second.step(&mut probe)));
+    resumed.extend((137..400).map(|_| second.step(&mut probe).unwrap()));
     assert_eq!(straight, resumed);
 
     // Plateau: every counter survives the round trip.

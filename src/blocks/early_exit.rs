@@ -168,12 +168,12 @@ fn check_logits(block: &'static str, what: &'static str, z: &Tensor, rows: usize
         ));
     }
     if !z.dtype().is_float() {
-        return Err(Error::DTypeMismatch {
+        return Err(Error::unsupported_dtype(
             block,
             what,
-            expected: DType::F32,
-            actual: z.dtype(),
-        });
+            "a float dtype",
+            z.dtype(),
+        ));
     }
     Ok(())
 }

@@ -84,7 +84,7 @@ use crate::conv::init::weight_and_bias;
 use crate::conv::{Conv3d, Conv3dConfig};
 use crate::norm::{create, Norm};
 use crate::{check, Error, Result};
-use candle_core::{DType, ModuleT, Tensor};
+use candle_core::{ModuleT, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, VarBuilder};
 
 const BLOCK: &str = "MultiScalePathways";
@@ -155,12 +155,12 @@ impl MultiScaleConfig {
 
 fn float_input(block: &'static str, x: &Tensor) -> Result<()> {
     if !x.dtype().is_float() {
-        return Err(Error::DTypeMismatch {
+        return Err(Error::unsupported_dtype(
             block,
-            what: "input",
-            expected: DType::F32,
-            actual: x.dtype(),
-        });
+            "input",
+            "a float dtype",
+            x.dtype(),
+        ));
     }
     Ok(())
 }

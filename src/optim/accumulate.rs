@@ -120,12 +120,12 @@ pub(crate) fn zip_f32(
         CpuStorage::F16(v) => zip_slice(contiguous(v, l, block)?, dst, &f),
         CpuStorage::BF16(v) => zip_slice(contiguous(v, l, block)?, dst, &f),
         _ => {
-            return Err(Error::DTypeMismatch {
+            return Err(Error::unsupported_dtype(
                 block,
                 what,
-                expected: DType::F32,
-                actual: t.dtype(),
-            })
+                "f32, f16 or bf16",
+                t.dtype(),
+            ))
         }
     }
     Ok(())

@@ -319,8 +319,14 @@ macro_rules! adam_type {
                 self.cfg.beta1
             }
 
-            fn set_momentum(&mut self, momentum: f64) {
-                self.cfg.beta1 = momentum;
+            fn set_momentum(&mut self, momentum: f64) -> Result<()> {
+                let cfg = $C {
+                    beta1: momentum,
+                    ..self.cfg
+                };
+                cfg.validate()?;
+                self.cfg = cfg;
+                Ok(())
             }
         }
     };

@@ -92,12 +92,12 @@ fn present(grads: &GradStore, vars: &[Var]) -> Vec<(Tensor, Tensor)> {
 fn check_float(block: &'static str, g: &Tensor) -> Result<()> {
     match g.dtype() {
         DType::F32 | DType::F16 | DType::BF16 | DType::F64 => Ok(()),
-        other => Err(Error::DTypeMismatch {
+        other => Err(Error::unsupported_dtype(
             block,
-            what: "gradient",
-            expected: DType::F32,
-            actual: other,
-        }),
+            "gradient",
+            "f32, f64, f16 or bf16",
+            other,
+        )),
     }
 }
 

@@ -532,12 +532,16 @@ impl Ema {
             let held = match &e.held {
                 Held::Avg(_) => {
                     if t.dtype() != DType::F32 {
-                        return Err(Error::DTypeMismatch {
-                            block: NAME,
-                            what: "state dict average",
-                            expected: DType::F32,
-                            actual: t.dtype(),
-                        });
+                        return Err(Error::unsupported_dtype(
+                            NAME,
+                            "state dict average",
+                            "f32",
+                            t.dtype(),
+                        ));
+                    }
+                    // A NaN average would reach the weights at the next `copy_to` / `swap`.
+                    if super::fused::first_non_finite(&[t])?.is_some() {
+                        return Err(Error::non_finite(NAME, format!("state dict entry {key}")));
                     }
                     Held::Avg(t.flatten_all()?.to_vec1::<f32>()?)
                 }

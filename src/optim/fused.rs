@@ -86,7 +86,10 @@ pub(crate) struct Core {
 }
 
 impl Core {
-    /// Builds the slots of `groups` (non-float vars are left out, as candle-nn does).
+    /// Builds the slots of `groups`. Integer vars (buffers such as `num_batches_tracked`, which
+    /// can have no gradient) are left out, as candle-nn does; a float dtype the kernels do not
+    /// run (f64, f8) is an error, and so is a var in two places (PyTorch refuses it too: it
+    /// would be stepped twice).
     pub fn new(
         opt: &'static str,
         buf_names: &'static [&'static str],
@@ -94,7 +97,9 @@ impl Core {
         lr: f64,
         non_finite: NonFinite,
     ) -> Result<Self> {
-        let mut slots = Vec::new();
+        check_lr(opt, lr)?;
+        let mut slots: Vec<Slot> = Vec::new();
+        let mut seen = HashMap::new();
         let mut hyper = Vec::with_capacity(groups.groups().len());
         for (gi, group) in groups.into_inner().into_iter().enumerate() {
             if !(group.lr_mult.is_finite() && group.lr_mult >= 0.0) {
@@ -119,10 +124,31 @@ impl Core {
                 weight_decay: group.weight_decay,
             });
             for (name, var) in group.vars {
-                if !matches!(var.dtype(), DType::F32 | DType::F16 | DType::BF16) {
-                    continue;
-                }
                 let name = name.unwrap_or_else(|| format!("param{}", slots.len()));
+                match var.dtype() {
+                    DType::F32 | DType::F16 | DType::BF16 => {}
+                    d if !d.is_float() => continue,
+                    d => {
+                        return Err(Error::unsupported_dtype(
+                            opt,
+                            format!("parameter {name}"),
+                            "f32, f16 or bf16 (f64 parameters are not supported)",
+                            d,
+                        ))
+                    }
+                }
+                if let Some(&(first, g0)) = seen.get(&var.as_tensor().id()) {
+                    let first: &Slot = &slots[first];
+                    return Err(Error::config(
+                        opt,
+                        format!(
+                            "parameter {name} (group {gi}) is the same var as {} (group {g0}); \
+                             a parameter may appear once only",
+                            first.name
+                        ),
+                    ));
+                }
+                seen.insert(var.as_tensor().id(), (slots.len(), gi));
                 slots.push(Slot {
                     var,
                     name,
@@ -136,7 +162,7 @@ impl Core {
         if slots.is_empty() {
             return Err(Error::config(
                 opt,
-                "no parameters to optimize (empty or non-float var list)",
+                "no parameters to optimize (empty or integer-only var list)",
             ));
         }
         Ok(Self {
@@ -284,12 +310,18 @@ impl Core {
     pub fn load_state_dict(&mut self, m: &HashMap<String, Tensor>) -> Result<()> {
         let opt = self.opt;
         let get = |k: &str| meta(opt, m, k);
-        let non_finite = if get("__meta.non_finite")? == 1.0 {
-            NonFinite::Skip
-        } else {
-            NonFinite::Error
+        let count = |k: &str| meta_count(opt, m, k);
+        let non_finite = match get("__meta.non_finite")? {
+            0.0 => NonFinite::Error,
+            1.0 => NonFinite::Skip,
+            v => {
+                return Err(Error::config(
+                    opt,
+                    format!("state `__meta.non_finite` must be 0 or 1, got {v}"),
+                ))
+            }
         };
-        let n = get("__meta.num_params")? as usize;
+        let n = count("__meta.num_params")? as usize;
         if n != self.slots.len() {
             return Err(Error::config(
                 opt,
@@ -300,16 +332,22 @@ impl Core {
             ));
         }
         let lr = get("__meta.lr")?;
-        let skipped = get("__meta.skipped_steps")? as u64;
+        check_lr(opt, lr)?;
+        let skipped = count("__meta.skipped_steps")?;
         let mut groups = self.groups.clone();
         for (j, g) in groups.iter_mut().enumerate() {
             g.lr_mult = get(&format!("__meta.group{j}.lr_mult"))?;
+            check_nonneg(opt, &format!("state group{j}.lr_mult"), g.lr_mult)?;
+            // -1 stands for "the config's".
             let wd = get(&format!("__meta.group{j}.weight_decay"))?;
+            if wd != -1.0 {
+                check_nonneg(opt, &format!("state group{j}.weight_decay"), wd)?;
+            }
             g.weight_decay = (wd >= 0.0).then_some(wd);
         }
         let mut new_state = Vec::with_capacity(self.slots.len());
         for (i, s) in self.slots.iter().enumerate() {
-            let step = get(&format!("{i}.step"))? as u64;
+            let step = count(&format!("{i}.step"))?;
             let mut bufs = Vec::with_capacity(self.buf_names.len() + 1);
             for name in self.buf_names.iter().chain(&["master"]) {
                 let key = format!("{i}.{name}");
@@ -324,7 +362,11 @@ impl Core {
                                 t.shape().clone(),
                             ));
                         }
-                        bufs.push(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?);
+                        let t = t.to_dtype(DType::F32)?;
+                        if first_non_finite(&[&t])?.is_some() {
+                            return Err(Error::non_finite(opt, format!("state buffer {key}")));
+                        }
+                        bufs.push(t.flatten_all()?.to_vec1::<f32>()?);
                     }
                 }
             }
@@ -373,7 +415,7 @@ fn apply_slot<K: Kernel>(
 }
 
 /// The 0-d entry `key` of a state dict as f64.
-fn meta(opt: &'static str, m: &HashMap<String, Tensor>, key: &str) -> Result<f64> {
+pub(crate) fn meta(opt: &'static str, m: &HashMap<String, Tensor>, key: &str) -> Result<f64> {
     let t = m
         .get(key)
         .ok_or_else(|| Error::config(opt, format!("state dict: missing entry {key}")))?;
@@ -381,6 +423,19 @@ fn meta(opt: &'static str, m: &HashMap<String, Tensor>, key: &str) -> Result<f64
         .flatten_all()?
         .get(0)?
         .to_scalar::<f64>()?)
+}
+
+/// The 0-d entry `key` of a state dict as a count: a whole number in `[0, 2^53]` (exact in
+/// f64), never negative, fractional or non-finite.
+fn meta_count(opt: &'static str, m: &HashMap<String, Tensor>, key: &str) -> Result<u64> {
+    let v = meta(opt, m, key)?;
+    if !(v.is_finite() && v >= 0.0 && v.fract() == 0.0 && v <= 9.007_199_254_740_992e15) {
+        return Err(Error::config(
+            opt,
+            format!("state `{key}` must be a whole number >= 0, got {v}"),
+        ));
+    }
+    Ok(v as u64)
 }
 
 /// The optimizer's own hyper-parameters `__meta.{name}` of a state dict.
@@ -472,12 +527,25 @@ macro_rules! optimizer_common {
                 self.core.slots.get(index).map(|s| s.step)
             }
 
-            /// One optimizer step from `grads`, with this crate's error type.
+            /// One optimizer step from `grads`, with this crate's error type. The
+            /// hyper-parameters are validated first, as the constructor does (a learning rate
+            /// set through `Optimizer::set_learning_rate`, which cannot fail, is checked here),
+            /// so an invalid value fails before any weight changes.
             pub fn try_step(
                 &mut self,
                 grads: &candle_core::backprop::GradStore,
             ) -> $crate::Result<()> {
+                self.cfg.validate()?;
                 self.step_impl(grads)
+            }
+
+            /// Sets the base learning rate after checking it as the constructor does (finite
+            /// and >= 0). `Optimizer::set_learning_rate` cannot return an error, so an invalid
+            /// rate set through it is reported by the next step instead.
+            pub fn try_set_learning_rate(&mut self, lr: f64) -> $crate::Result<()> {
+                $crate::optim::fused::check_lr(self.core.opt, lr)?;
+                candle_nn::Optimizer::set_learning_rate(self, lr);
+                Ok(())
             }
         }
 
@@ -492,7 +560,7 @@ macro_rules! optimizer_common {
                 &mut self,
                 grads: &candle_core::backprop::GradStore,
             ) -> candle_core::Result<()> {
-                Ok(self.step_impl(grads)?)
+                Ok(self.try_step(grads)?)
             }
 
             fn learning_rate(&self) -> f64 {
@@ -519,6 +587,7 @@ macro_rules! optimizer_common {
                 let values = $crate::optim::fused::read_hyper(self.core.opt, state, Self::HYPER)?;
                 let mut cfg = self.cfg.clone();
                 Self::apply_hyper(&mut cfg, &values);
+                cfg.lr = $crate::optim::fused::meta(self.core.opt, state, "__meta.lr")?;
                 cfg.validate()?;
                 self.core.load_state_dict(state)?;
                 cfg.lr = self.core.lr;

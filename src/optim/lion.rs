@@ -196,7 +196,13 @@ impl Momentum for Lion {
         self.cfg.beta1
     }
 
-    fn set_momentum(&mut self, momentum: f64) {
-        self.cfg.beta1 = momentum;
+    fn set_momentum(&mut self, momentum: f64) -> Result<()> {
+        let cfg = LionConfig {
+            beta1: momentum,
+            ..self.cfg
+        };
+        cfg.validate()?;
+        self.cfg = cfg;
+        Ok(())
     }
 }

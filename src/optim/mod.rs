@@ -137,6 +137,7 @@ pub enum NonFinite {
 pub trait Momentum {
     /// The current momentum coefficient (`momentum` or `beta1`).
     fn momentum(&self) -> f64;
-    /// Sets the momentum coefficient used by the following steps.
-    fn set_momentum(&mut self, momentum: f64);
+    /// Sets the momentum coefficient used by the following steps, after checking it as the
+    /// optimizer's constructor does (an error leaves the optimizer unchanged).
+    fn set_momentum(&mut self, momentum: f64) -> crate::Result<()>;
 }

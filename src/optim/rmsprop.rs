@@ -22,7 +22,7 @@ use std::collections::HashMap;
 
 use candle_core::backprop::GradStore;
 
-use super::fused::{check_lr, check_nonneg, grad_sign, optimizer_common, Core, Kernel};
+use super::fused::{check_beta, check_lr, check_nonneg, grad_sign, optimizer_common, Core, Kernel};
 use super::{Momentum, NonFinite, ParamGroups};
 use crate::Result;
 
@@ -65,13 +65,14 @@ impl Default for RmsPropConfig {
 }
 
 impl RmsPropConfig {
-    /// Checks the values: lr, momentum, weight decay finite and >= 0, alpha in [0, 1], eps > 0.
+    /// Checks the values: lr and weight decay finite and >= 0, momentum in [0, 1), alpha in
+    /// [0, 1], eps > 0.
     pub fn validate(&self) -> Result<()> {
         check_lr(NAME, self.lr)?;
         crate::check::unit_interval(NAME, "alpha", self.alpha)?;
         crate::check::eps(NAME, "eps", self.eps)?;
         check_nonneg(NAME, "weight_decay", self.weight_decay)?;
-        check_nonneg(NAME, "momentum", self.momentum)
+        check_beta(NAME, "momentum", self.momentum)
     }
 
     /// Sets the learning rate.
@@ -283,7 +284,13 @@ impl Momentum for RmsProp {
         self.cfg.momentum
     }
 
-    fn set_momentum(&mut self, momentum: f64) {
-        self.cfg.momentum = momentum;
+    fn set_momentum(&mut self, momentum: f64) -> Result<()> {
+        let cfg = RmsPropConfig {
+            momentum,
+            ..self.cfg
+        };
+        cfg.validate()?;
+        self.cfg = cfg;
+        Ok(())
     }
 }

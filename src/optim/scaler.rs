@@ -249,12 +249,12 @@ impl GradScaler {
             DType::F32 | DType::F64 => loss.affine(s, 0.0)?,
             DType::F16 | DType::BF16 => loss.to_dtype(DType::F32)?.affine(s, 0.0)?,
             other => {
-                return Err(Error::DTypeMismatch {
-                    block: NAME,
-                    what: "loss",
-                    expected: DType::F32,
-                    actual: other,
-                })
+                return Err(Error::unsupported_dtype(
+                    NAME,
+                    "loss",
+                    "f32, f64, f16 or bf16",
+                    other,
+                ))
             }
         })
     }
@@ -475,12 +475,12 @@ fn unscale_one(g: &Tensor, inv: f32) -> Result<(Tensor, bool)> {
             CpuStorage::F16(v) => unscale_slice(contiguous(v, l, NAME)?, inv, g.shape())?,
             CpuStorage::BF16(v) => unscale_slice(contiguous(v, l, NAME)?, inv, g.shape())?,
             _ => {
-                return Err(Error::DTypeMismatch {
-                    block: NAME,
-                    what: "gradient",
-                    expected: DType::F32,
-                    actual: g.dtype(),
-                })
+                return Err(Error::unsupported_dtype(
+                    NAME,
+                    "gradient",
+                    "f32, f16 or bf16",
+                    g.dtype(),
+                ))
             }
         }
     };

@@ -21,7 +21,7 @@ use std::collections::HashMap;
 
 use candle_core::backprop::GradStore;
 
-use super::fused::{check_lr, check_nonneg, grad_sign, optimizer_common, Core, Kernel};
+use super::fused::{check_beta, check_lr, check_nonneg, grad_sign, optimizer_common, Core, Kernel};
 use super::{Momentum, NonFinite, ParamGroups};
 use crate::{Error, Result};
 
@@ -61,11 +61,12 @@ impl Default for SgdConfig {
 }
 
 impl SgdConfig {
-    /// Checks the values: lr, momentum, weight decay finite and >= 0, dampening finite, and
-    /// Nesterov only with momentum > 0 and dampening 0.
+    /// Checks the values: lr and weight decay finite and >= 0, momentum in [0, 1) (PyTorch
+    /// also accepts momentum >= 1, with which the velocity never decays and training
+    /// diverges), dampening finite, and Nesterov only with momentum > 0 and dampening 0.
     pub fn validate(&self) -> Result<()> {
         check_lr(NAME, self.lr)?;
-        check_nonneg(NAME, "momentum", self.momentum)?;
+        check_beta(NAME, "momentum", self.momentum)?;
         check_nonneg(NAME, "weight_decay", self.weight_decay)?;
         if !self.dampening.is_finite() {
             return Err(Error::config(
@@ -253,7 +254,13 @@ impl Momentum for Sgd {
         self.cfg.momentum
     }
 
-    fn set_momentum(&mut self, momentum: f64) {
-        self.cfg.momentum = momentum;
+    fn set_momentum(&mut self, momentum: f64) -> Result<()> {
+        let cfg = SgdConfig {
+            momentum,
+            ..self.cfg
+        };
+        cfg.validate()?;
+        self.cfg = cfg;
+        Ok(())
     }
 }

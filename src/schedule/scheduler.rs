@@ -7,7 +7,7 @@ use candle_nn::Optimizer;
 
 use super::{read_count, scalar, LrSchedule};
 use crate::optim::Momentum;
-use crate::Result;
+use crate::{Error, Result};
 
 const BLOCK: &str = "Scheduler";
 
@@ -27,7 +27,7 @@ const BLOCK: &str = "Scheduler";
 /// let mut sched = Scheduler::new(Warmup::new(CosineAnnealing::new(0.1, 90)?, 10, 0.0)?);
 /// let mut lrs = Vec::new();
 /// for _ in 0..100 {
-///     lrs.push(sched.step(&mut opt));
+///     lrs.push(sched.step(&mut opt)?);
 ///     // opt.step(&grads)?;
 /// }
 /// assert_eq!(lrs[0], 0.0);
@@ -64,25 +64,33 @@ impl<S: LrSchedule> Scheduler<S> {
     }
 
     /// Sets the optimizer's learning rate for the current step, advances the counter and
-    /// returns the rate.
-    pub fn step<O: Optimizer>(&mut self, opt: &mut O) -> f64 {
+    /// returns the rate. A rate that is NaN, infinite or negative (a custom schedule's bug) is
+    /// an error naming the step, and neither the optimizer nor the counter changes.
+    pub fn step<O: Optimizer>(&mut self, opt: &mut O) -> Result<f64> {
         let lr = self.schedule.lr(self.step);
+        if !(lr.is_finite() && lr >= 0.0) {
+            return Err(Error::config(
+                BLOCK,
+                format!("the schedule returned lr {lr} at step {}", self.step),
+            ));
+        }
         opt.set_learning_rate(lr);
         self.step += 1;
-        lr
+        Ok(lr)
     }
 
     /// [`Scheduler::step`], and also sets the momentum (SGD momentum, Adam's β₁) when the
     /// schedule cycles one ([`super::OneCycle`]); returns `(lr, momentum)`.
+    /// The momentum is checked by the optimizer ([`Momentum::set_momentum`]).
     pub fn step_with_momentum<O: Optimizer + Momentum>(
         &mut self,
         opt: &mut O,
-    ) -> (f64, Option<f64>) {
+    ) -> Result<(f64, Option<f64>)> {
         let m = self.schedule.momentum(self.step);
         if let Some(m) = m {
-            opt.set_momentum(m);
+            opt.set_momentum(m)?;
         }
-        (self.step(opt), m)
+        Ok((self.step(opt)?, m))
     }
 
     /// The state, `{"scheduler.step": step}` as a 0-d f64 tensor (exact up to $2^{53}$ steps),
