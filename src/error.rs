@@ -2,13 +2,43 @@
 //!
 //! Every constructor and op validates its input and returns [`Error`] naming the block, what it
 //! expected and what it got, so a bad shape surfaces as a readable message instead of a panic deep
-//! inside a kernel. `Module::forward` must return `candle_core::Result`, so [`Error`] converts into
-//! [`candle_core::Error`] (a candle error passes through unchanged).
+//! inside a kernel.
+//!
+//! # Getting the typed error back through candle
+//! `Module::forward`, `ModuleT::forward_t` and `Optimizer::step` must return
+//! `candle_core::Result`, so there [`Error`] travels inside a [`candle_core::Error`] (a candle
+//! error passes through unchanged). Nothing is lost: [`Error::from_candle`] finds it again
+//! (through candle's context and backtrace wrappers), and converting the candle error back with
+//! `?` or `From` inside a function returning [`crate::Result`] unwraps it as well.
+//!
+//! ```
+//! use candle_core::{DType, Device, ModuleT, Tensor};
+//! use candle_nn::VarBuilder;
+//! use candle_tricks::norm::{batch_norm, BatchNormConfig};
+//! use candle_tricks::Error;
+//! # fn main() -> candle_tricks::Result<()> {
+//! let bn = batch_norm(3, BatchNormConfig::default(), VarBuilder::zeros(DType::F32, &Device::Cpu))?;
+//! let x = Tensor::zeros((2, 4, 5), DType::F32, &Device::Cpu)?; // 4 channels, not 3
+//! let e: candle_core::Error = bn.forward_t(&x, true).unwrap_err(); // through candle's trait
+//! assert!(matches!(
+//!     Error::from_candle(&e),
+//!     Some(Error::ShapeMismatch { block: "BatchNorm", what: "input", .. })
+//! ));
+//! let ours = Error::from(e); // or `?` in a function returning candle_tricks::Result
+//! assert!(matches!(ours, Error::ShapeMismatch { .. }));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! `Debug` prints the same readable message as `Display`, so `fn main() -> candle_tricks::Result<()>`
+//! and `unwrap` show it as it is.
+
+use std::fmt;
 
 use candle_core::{DType, Shape};
 
 /// Errors returned by candle-tricks blocks, ops and configs.
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 pub enum Error {
     /// A configuration value is out of range or inconsistent (stride 0, negative eps, …).
     #[error("{block}: invalid config: {msg}")]
@@ -83,24 +113,95 @@ pub enum Error {
         what: String,
     },
 
+    /// Weights could not be created or loaded from a `VarBuilder` (a tensor missing from a
+    /// checkpoint, or of the wrong shape or dtype): names the block and the prefix it loads
+    /// under.
+    #[error("{block}: cannot load weights under `{prefix}`: {source}")]
+    Load {
+        /// The block being built.
+        block: &'static str,
+        /// The `VarBuilder` prefix of the block (`layer1.0.bn1`, …).
+        prefix: String,
+        /// candle's error, which names the tensor (boxed: keeps `Result`s small).
+        source: Box<candle_core::Error>,
+    },
+
     /// An error raised by candle itself.
     #[error(transparent)]
-    Candle(#[from] candle_core::Error),
+    Candle(candle_core::Error),
+}
+
+impl fmt::Debug for Error {
+    /// The readable message, as `Display` (what `unwrap` and `main` print).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// The context string of the candle error that carries an [`Error`].
+const CARRIER: &str = "candle_tricks::Error";
+
+impl From<candle_core::Error> for Error {
+    /// Unwraps an [`Error`] that travelled through candle (see the module docs); wraps any other
+    /// candle error as [`Error::Candle`].
+    fn from(e: candle_core::Error) -> Self {
+        match e {
+            candle_core::Error::WrappedContext { wrapped, context } => {
+                match wrapped.downcast::<Error>() {
+                    Ok(ours) => *ours,
+                    Err(wrapped) => {
+                        Error::Candle(candle_core::Error::WrappedContext { wrapped, context })
+                    }
+                }
+            }
+            other => Error::Candle(other),
+        }
+    }
 }
 
 /// `Result` with this crate's [`Error`].
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl From<Error> for candle_core::Error {
+    /// A candle error passes through unchanged; ours is carried as a `std::error::Error` (candle's
+    /// `WrappedContext`), so [`Error::from_candle`] can find it again.
     fn from(e: Error) -> Self {
         match e {
             Error::Candle(inner) => inner,
-            other => candle_core::Error::wrap(other),
+            other => candle_core::Error::WrappedContext {
+                wrapped: Box::new(other),
+                context: CARRIER.to_string(),
+            },
         }
     }
 }
 
 impl Error {
+    /// The [`Error`] that a candle error carries, if any: looks through candle's context, path
+    /// and backtrace wrappers (see the module docs).
+    pub fn from_candle(e: &candle_core::Error) -> Option<&Error> {
+        match e {
+            candle_core::Error::WrappedContext { wrapped, .. } => wrapped.downcast_ref::<Error>(),
+            candle_core::Error::Context { inner, .. }
+            | candle_core::Error::WithPath { inner, .. }
+            | candle_core::Error::WithBacktrace { inner, .. } => Error::from_candle(inner),
+            _ => None,
+        }
+    }
+
+    /// Turns a candle error raised while building `block` from a `VarBuilder` under `prefix`
+    /// into [`Error::Load`]; the crate's own errors pass unchanged.
+    pub(crate) fn in_load(self, block: &'static str, prefix: impl Into<String>) -> Self {
+        match self {
+            Error::Candle(source) => Error::Load {
+                block,
+                prefix: prefix.into(),
+                source: Box::new(source),
+            },
+            other => other,
+        }
+    }
+
     /// Shorthand for [`Error::InvalidConfig`].
     pub fn config(block: &'static str, msg: impl Into<String>) -> Self {
         Error::InvalidConfig {

@@ -114,6 +114,8 @@ mod check;
 mod error;
 pub use error::{Error, Result};
 
+pub mod prelude;
+
 pub mod attention;
 pub mod blocks;
 pub mod conv;

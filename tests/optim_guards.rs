@@ -421,7 +421,10 @@ fn ema_refuses_a_non_finite_loaded_average() -> R<()> {
     let mut ema = Ema::new(vec![("w".into(), w.clone())], EmaConfig::default())?;
     ema.update(1)?;
     let mut sd = ema.state_dict()?;
-    sd.insert("ema.w".into(), Tensor::new(&[1f32, f32::NAN, 0.], &Device::Cpu)?);
+    sd.insert(
+        "ema.w".into(),
+        Tensor::new(&[1f32, f32::NAN, 0.], &Device::Cpu)?,
+    );
     assert_err_has(ema.load_state_dict(&sd), &["Ema", "non-finite", "ema.w"]);
     let avg = ema.weights()?;
     assert!(avg["w"].to_vec1::<f32>()?.iter().all(|v| v.is_finite()));

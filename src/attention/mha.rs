@@ -547,6 +547,11 @@ pub fn multi_head_attention(
     cfg: MhaConfig,
     vb: VarBuilder,
 ) -> Result<MultiHeadAttention> {
+    let prefix = vb.prefix();
+    load_mha(embed_dim, cfg, vb).map_err(|e| e.in_load("MultiHeadAttention", prefix))
+}
+
+fn load_mha(embed_dim: usize, cfg: MhaConfig, vb: VarBuilder) -> Result<MultiHeadAttention> {
     cfg.validate_for(embed_dim)?;
     let e = embed_dim;
     let d = e / cfg.num_heads;

@@ -71,7 +71,7 @@ pub mod residual;
 pub use residual::{layer_scale, LayerScale, LayerScaleConfig, PreNorm, Residual};
 pub mod multiscale;
 pub use multiscale::{
-    conv_stack, multi_scale_pathways, ConvStack, ConvStackConfig, MultiScaleConfig,
+    conv_stack, downsample_avg, multi_scale_pathways, ConvStack, ConvStackConfig, MultiScaleConfig,
     MultiScalePathways, PathwayFusion,
 };
 pub mod early_exit;

@@ -459,13 +459,8 @@ pub fn aspp(
     cfg: AsppConfig,
     vb: VarBuilder,
 ) -> Result<Aspp> {
-    build(in_channels, out_channels, cfg, vb).map_err(|e| match e {
-        // A tensor missing from, or of the wrong shape in, the VarBuilder: say which block.
-        Error::Candle(e) => {
-            Error::Candle(e.context(format!("{BLOCK}: cannot create or load weights")))
-        }
-        other => other,
-    })
+    let prefix = vb.prefix();
+    build(in_channels, out_channels, cfg, vb).map_err(|e| e.in_load(BLOCK, prefix))
 }
 
 fn build(in_channels: usize, out_channels: usize, cfg: AsppConfig, vb: VarBuilder) -> Result<Aspp> {

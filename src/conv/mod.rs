@@ -48,6 +48,7 @@ pub mod padding;
 pub use padding::{extent, output_size, Padding};
 
 pub mod receptive_field;
+pub use receptive_field::{receptive_field, LayerGeometry, ReceptiveField};
 
 pub mod depthwise;
 pub use crate::ops::DepthwiseConv2dConfig;

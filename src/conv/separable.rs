@@ -460,13 +460,8 @@ pub fn separable_conv2d(
     cfg: SeparableConv2dConfig,
     vb: VarBuilder,
 ) -> Result<SeparableConv2d> {
-    build(in_channels, out_channels, kernel_size, cfg, vb).map_err(|e| match e {
-        // A tensor missing from, or of the wrong shape in, the VarBuilder: say which block.
-        Error::Candle(e) => {
-            Error::Candle(e.context(format!("{BLOCK}: cannot create or load weights")))
-        }
-        other => other,
-    })
+    let prefix = vb.prefix();
+    build(in_channels, out_channels, kernel_size, cfg, vb).map_err(|e| e.in_load(BLOCK, prefix))
 }
 
 fn build(

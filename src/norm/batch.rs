@@ -466,6 +466,11 @@ impl ModuleT for BatchNorm {
 /// checkpoints lack it). The buffers get no gradient, and the optimizers' var-map constructors
 /// leave them out.
 pub fn batch_norm(channels: usize, cfg: BatchNormConfig, vb: VarBuilder) -> Result<BatchNorm> {
+    let prefix = vb.prefix();
+    load(channels, cfg, vb).map_err(|e| e.in_load(BLOCK, prefix))
+}
+
+fn load(channels: usize, cfg: BatchNormConfig, vb: VarBuilder) -> Result<BatchNorm> {
     cfg.validate()?;
     check::positive(BLOCK, "channels", channels)?;
     let affine = if cfg.affine {

@@ -243,13 +243,7 @@ impl ConvBnSilu {
             let bn = candle_nn::batch_norm(c_out, cfg, vb.pp("bn"))?;
             Ok(Self { weight, bn })
         };
-        load().map_err(|e| {
-            let ctx = format!(
-                "{SPPF}: loading {} (c_in {c_in}, c_out {c_out})",
-                vb.prefix()
-            );
-            Error::Candle(e.context(ctx))
-        })
+        load().map_err(|e| Error::from(e).in_load(SPPF, vb.prefix()))
     }
 
     /// `W · x` per image as one matrix product (a 1×1 convolution), `(B, c_out, H·W)`.

@@ -340,6 +340,11 @@ impl Module for MambaModel {
 /// (see the [module docs](self)); a fresh `VarMap` gets a normal(0, 0.02) embedding, norms at 1
 /// and each mixer's [`mamba_block`] initialisation.
 pub fn mamba_model(cfg: MambaModelConfig, vb: VarBuilder) -> Result<MambaModel> {
+    let prefix = vb.prefix();
+    load_model(cfg, vb).map_err(|e| e.in_load("MambaModel", prefix))
+}
+
+fn load_model(cfg: MambaModelConfig, vb: VarBuilder) -> Result<MambaModel> {
     cfg.validate()?;
     let dm = cfg.mixer.d_model;
     let bb = vb.pp("backbone");

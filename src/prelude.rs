@@ -1,0 +1,87 @@
+//! `use candle_tricks::prelude::*;` — the blocks, optimizers, schedules and traits of a training
+//! program in one import, plus the candle items every such program names (`Tensor`, `Device`,
+//! `DType`, `D`, `Var`, `VarBuilder`, `VarMap` and the `Module` / `ModuleT` / `Optimizer`
+//! traits).
+//!
+//! **Layers and ops.** The prelude holds the *layers*: a config, the block and its constructor
+//! (`conv::depthwise_conv2d(channels, …, vb)` builds a [`DepthwiseConv2d`]), as `torch.nn` does.
+//! The functional ops of the same name live in [`crate::ops`] (`ops::depthwise_conv2d(x, w, cfg)`,
+//! PyTorch's `torch.nn.functional`) and are not in the prelude, so the two never collide: call
+//! them by path.
+//!
+//! **Names shared with candle-nn.** [`BatchNorm`], [`LayerNorm`], [`AdamW`], `layer_norm` and a
+//! few others exist in `candle_nn` too. Import candle-nn's items by name (`candle_nn::linear`,
+//! `candle_nn::loss`), not with a glob next to this prelude, and the names stay unambiguous;
+//! everything the prelude re-exports from candle is the same item as candle's, so importing it
+//! again is harmless.
+//!
+//! Not in the prelude: [`crate::Result`] (it would shadow `std`'s two-parameter `Result` in your
+//! code; write `candle_tricks::Result<T>`), the ops, the `*_reference` compositions and the less
+//! common items; they are one module away.
+//!
+//! ```
+//! use candle_tricks::prelude::*;
+//!
+//! # fn main() -> candle_tricks::Result<()> {
+//! let varmap = VarMap::new();
+//! let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+//! let block = basic_block(8, 8, ResBlockConfig::default(), vb.pp("layer1.0"))?;
+//! let x = Tensor::randn(0f32, 1., (2, 8, 6, 6), &Device::Cpu)?;
+//! let loss = block.forward_t(&x, true)?.sqr()?.mean_all()?;
+//! let groups = ParamGroups::no_decay_for_bias_and_norm(&varmap, 0.05);
+//! let mut opt = AdamW::with_groups(groups, AdamWConfig::default())?;
+//! let mut sched = Scheduler::new(Warmup::new(CosineAnnealing::new(1e-3, 90)?, 10, 0.0)?);
+//! let mut grads = loss.backward()?;
+//! let norm = clip_grad_norm(&mut grads, &opt.vars(), 1.0)?;
+//! sched.step(&mut opt)?;
+//! opt.step(&grads)?;
+//! assert!(norm > 0.0);
+//! # Ok(())
+//! # }
+//! ```
+
+pub use candle_core::{DType, Device, Module, ModuleT, Tensor, Var, D};
+pub use candle_nn::{Optimizer, VarBuilder, VarMap};
+
+pub use crate::attention::{
+    axial_attention, cbam, hybrid_vit_embedding, linformer_attention, local_attention,
+    multi_head_attention, patch_embed, squeeze_excite, transformer_encoder,
+    transformer_encoder_layer, vit_embedding, AxialAttention, Cbam, CbamConfig, FfnActivation,
+    LinformerAttention, LinformerConfig, LocalAttention, LocalAttentionConfig, MhaConfig,
+    MultiHeadAttention, PatchEmbed, PatchEmbedConfig, RotaryEmbedding,
+    SinusoidalPositionalEncoding, SqueezeExcite, SqueezeExciteConfig, TransformerEncoder,
+    TransformerEncoderConfig, TransformerEncoderLayer, TransformerEncoderLayerConfig, VitEmbedding,
+};
+pub use crate::blocks::{
+    basic_block, bottleneck, down_block, layer_scale, multi_scale_pathways, up_block, BasicBlock,
+    Bottleneck, DownBlock, DownBlockConfig, DropPath, DropPathConfig, Dropout2d, EarlyExit,
+    EarlyExitConfig, LayerScale, LayerScaleConfig, MultiScaleConfig, MultiScalePathways, PreNorm,
+    ResBlockConfig, Residual, UpBlock, UpBlockConfig,
+};
+pub use crate::conv::{
+    aspp, conv3d, depthwise_conv2d, receptive_field, separable_conv2d, Aspp, AsppConfig, Conv3d,
+    Conv3dConfig, DepthwiseConv2d, DepthwiseConv2dConfig, LayerGeometry, Padding, SeparableConv2d,
+    SeparableConv2dConfig,
+};
+pub use crate::norm::{
+    batch_norm, group_norm, instance_norm, layer_norm, layer_norm2d, rms_norm, BatchNorm,
+    BatchNormConfig, GroupNorm, GroupNormConfig, InstanceNorm, InstanceNormConfig, LayerNorm,
+    LayerNorm2d, LayerNorm2dConfig, LayerNormConfig, Norm, RmsNorm, RmsNormConfig,
+};
+pub use crate::optim::{
+    agc, clip_grad_norm, clip_grad_value, Adagrad, AdagradConfig, Adam, AdamConfig, AdamW,
+    AdamWConfig, Ema, EmaConfig, GradAccumulator, GradAccumulatorConfig, GradScaler,
+    GradScalerConfig, Lion, LionConfig, Momentum, NonFinite, OptimizerState, ParamGroup,
+    ParamGroups, RmsProp, RmsPropConfig, Sgd, SgdConfig,
+};
+pub use crate::pool::{
+    adaptive_avg_pool2d, adaptive_max_pool2d, sppf, AdaptivePool2d, SpatialPyramidPooling,
+    SppConfig, Sppf,
+};
+pub use crate::schedule::{
+    Constant, CosineAnnealing, CosineWarmRestarts, LrSchedule, OneCycle, OneCycleConfig,
+    ReduceLrOnPlateau, Scheduler, StepLr, Warmup, Wsd, WsdConfig,
+};
+pub use crate::ssm::{
+    mamba_block, mamba_model, MambaBlock, MambaConfig, MambaModel, MambaModelConfig,
+};
