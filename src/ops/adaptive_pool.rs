@@ -291,7 +291,15 @@ fn reference_4d(x: &Tensor, rows: &Bins, cols: &Bins, mode: PoolMode) -> Result<
             let cell = band.narrow(3, c0, c1 - c0)?;
             cells.push(match mode {
                 PoolMode::Avg => cell.mean_keepdim(3)?.mean_keepdim(2)?,
-                PoolMode::Max => cell.max_keepdim(3)?.max_keepdim(2)?,
+                PoolMode::Max => {
+                    // NaN when the window holds one (torch; candle's max skips NaN).
+                    let m = cell.max_keepdim(3)?.max_keepdim(2)?;
+                    let nan = cell.ne(&cell)?.max_keepdim(3)?.max_keepdim(2)?;
+                    nan.where_cond(
+                        &Tensor::full(f32::NAN, m.shape(), m.device())?.to_dtype(m.dtype())?,
+                        &m,
+                    )?
+                }
             });
         }
         out_rows.push(Tensor::cat(&cells, 3)?);
@@ -301,7 +309,8 @@ fn reference_4d(x: &Tensor, rows: &Bins, cols: &Bins, mode: PoolMode) -> Result<
 
 /// Adaptive 2-D pooling built from candle's `narrow`, `mean` / `max` and `cat`, one bin at a
 /// time. Same arguments, checks and result as [`adaptive_pool2d`] (f64 accepted too, for
-/// gradient checks; NaN handling follows candle's `max`); slow, for tests.
+/// gradient checks; a max over a window holding a NaN is NaN, as in torch, but its gradient
+/// is 0 where torch routes it to the NaN element); slow, for tests.
 pub fn adaptive_pool2d_reference(
     x: &Tensor,
     output_size: (usize, usize),

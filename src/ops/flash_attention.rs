@@ -13,7 +13,16 @@
 //!   $-\infty$ = masked, any float for an additive mask); see [`AttentionMask`] for the modes
 //!   and the alignment of the causal ones.
 //! - A query row whose keys are *all* masked has no defined softmax; this op returns 0 for that
-//!   row (and zero gradients through it) instead of PyTorch's NaN.
+//!   row (and zero gradients through it) instead of PyTorch's NaN. Whether a row is fully
+//!   masked is decided from the mask alone (a bool/additive mask row of all `-inf`, or an empty
+//!   band), never from its scores.
+//! - Non-finite inputs propagate as in PyTorch: a NaN in a query, or in a key or value a query
+//!   attends (or an infinity making one of its scores NaN or `+inf`), makes that output row
+//!   NaN, and so are its gradients. A live row whose scores are all `-inf` (from infinite inputs,
+//!   not the mask) is NaN too, as softmax gives. A NaN in a key or value a row does *not* attend
+//!   may reach it as well, where the two share a computed tile (the dense composition, whose
+//!   matmuls multiply masked zero probabilities by it, always propagates it); with an additive
+//!   or bool mask a NaN score plus the `-inf` of the mask is NaN, as in PyTorch's math path.
 //!
 //! # Tip
 //! Attention is $O(L^2)$ in time, and the textbook composition (matmul → softmax → matmul)
@@ -289,9 +298,10 @@ fn reference(
     };
     let (k, v) = (expand(k)?, expand(v)?);
     let s = (q.contiguous()?.matmul(&k.t()?.contiguous()?)? * g.scale)?;
-    let s = match mask {
-        AttentionMask::Additive(m) => s.broadcast_add(&pad4(m)?)?,
-        AttentionMask::None => s,
+    // The additive form of the mask (None: no mask).
+    let m = match mask {
+        AttentionMask::Additive(m) => Some(pad4(m)?),
+        AttentionMask::None => None,
         _ => {
             // Structural and boolean masks as a 0 / -inf additive tensor.
             let (band, lens, bias) = resolve_mask(&g, mask)?;
@@ -316,15 +326,32 @@ fn reference(
                     Tensor::from_vec(data, (g.b, 1, g.lq, g.lk), dev)?.to_dtype(dt)?
                 }
             };
-            s.broadcast_add(&m)?
+            Some(m)
         }
     };
-    // Softmax whose fully masked rows give 0: subtract a finite row maximum (0 where the row
-    // is all -inf), and divide by a row sum replaced by 1 where it is 0.
+    // Softmax whose fully masked rows give 0. A row is fully masked when its mask row is all
+    // -inf (decided from the mask, not the scores: a live row whose scores are NaN or all -inf
+    // gives NaN, as softmax does). Such rows get scores -inf (no gradient reaches the NaN or
+    // infinite scores they may hold) and row maximum 0; a row sum of 0 is replaced by 1.
     let last = 3;
+    let (s, live) = match m {
+        None => (s, None),
+        Some(m) => {
+            let s = s.broadcast_add(&m)?;
+            let live = m.ne(f64::NEG_INFINITY)?.max_keepdim(last)?;
+            let live_s = live.broadcast_as(s.shape())?.contiguous()?;
+            let ninf = Tensor::full(f32::NEG_INFINITY, s.shape(), dev)?.to_dtype(dt)?;
+            (live_s.where_cond(&s, &ninf)?, Some(live))
+        }
+    };
     let mx = s.max_keepdim(last)?.detach();
-    let finite = mx.ne(f64::NEG_INFINITY)?;
-    let mx = finite.where_cond(&mx, &mx.zeros_like()?)?;
+    let mx = match live {
+        None => mx,
+        Some(live) => {
+            let live = live.broadcast_as(mx.shape())?.contiguous()?;
+            live.where_cond(&mx, &mx.zeros_like()?)?
+        }
+    };
     let e = s.broadcast_sub(&mx)?.exp()?;
     let sum = e.sum_keepdim(last)?;
     let empty = sum.eq(0.0)?.to_dtype(dt)?;
@@ -615,13 +642,27 @@ struct Bias {
     data: Vec<f32>,
     shape: Vec<usize>,
     strides: [usize; 3],
+    /// Per stored row of `Lk` values: whether any entry is not `-inf` (the row attends a key).
+    live: Vec<bool>,
 }
 
 impl Bias {
     #[inline(always)]
+    fn offset(&self, b: usize, h: usize, i: usize) -> usize {
+        b * self.strides[0] + h * self.strides[1] + i * self.strides[2]
+    }
+
+    #[inline(always)]
     fn row(&self, b: usize, h: usize, i: usize, lk: usize) -> &[f32] {
-        let at = b * self.strides[0] + h * self.strides[1] + i * self.strides[2];
+        let at = self.offset(b, h, i);
         &self.data[at..at + lk]
+    }
+
+    /// Whether query row `(b, h, i)` attends at least one key (its mask row is not all `-inf`;
+    /// NaN or `+inf` entries count as attending, so they reach the output).
+    #[inline(always)]
+    fn live(&self, b: usize, h: usize, i: usize) -> bool {
+        self.live[self.offset(b, h, i) / self.shape[3]]
     }
 }
 
@@ -664,10 +705,15 @@ fn resolve_mask(g: &Geom, mask: &AttentionMask) -> Result<ResolvedMask> {
                 st(1, dims[2] * dims[3]),
                 st(2, dims[3]),
             ];
+            let live = data
+                .chunks_exact(dims[3])
+                .map(|r| r.iter().any(|&x| x != f32::NEG_INFINITY))
+                .collect();
             bias = Some(Bias {
                 data,
                 shape: dims.to_vec(),
                 strides,
+                live,
             });
         }
     }
@@ -870,6 +916,20 @@ impl Problem<'_> {
         self.lens.map_or(self.g.lk, |l| l[b])
     }
 
+    /// Whether the mask lets query row `i` of `(b, h)` attend at least one key. A row that
+    /// attends none is *fully masked* (output 0); this is decided from the mask alone, never
+    /// from the scores, so that NaN or infinite scores of a live row propagate to its output.
+    #[inline(always)]
+    fn row_live(&self, b: usize, h: usize, i: usize) -> bool {
+        // Bool and additive masks come without a band or lengths (one mask mode at a time).
+        if let Some(bias) = self.bias {
+            return bias.live(b, h, i);
+        }
+        let (len, i) = (self.len(b) as i64, i as i64);
+        let (lo, hi) = self.band.range(i, len);
+        lo <= hi || self.band.prefix(i, len) >= 0
+    }
+
     /// Masks the score tile `s` (`rows x cols`, row stride `ld`) of query rows `i0..` and keys
     /// `j0..` of `(b, h)`: adds the bias, sets pairs outside the band (and the global prefix) to
     /// -inf.
@@ -968,7 +1028,8 @@ unsafe fn mm(
     )
 }
 
-/// The maximum of `a` (`-inf` when empty or all `-inf`), in `LANES` independent lanes.
+/// The maximum of `a` (`-inf` when empty or all `-inf`), in `LANES` independent lanes. NaN
+/// entries are skipped: the caller sees them through the exponentials (NaN), hence the row sum.
 #[inline(always)]
 fn row_max(a: &[f32]) -> f32 {
     let mut acc = [f32::NEG_INFINITY; LANES];
@@ -1124,7 +1185,13 @@ fn fwd_task(
                 let mx = row_max(row);
                 let m_new = if mx > m[r] { mx } else { m[r] };
                 if m_new == f32::NEG_INFINITY {
-                    // Everything masked so far: the tile contributes nothing.
+                    // Every score so far is -inf (masked, or -inf from the data) or NaN: the
+                    // tile adds nothing to the sums, but a NaN score must still poison the row
+                    // (`row_max` skipped it). Rare (mostly masked tiles), so checked here rather
+                    // than in `row_max`.
+                    if row.iter().any(|x| x.is_nan()) {
+                        l[r] = f32::NAN;
+                    }
                     row.fill(0.0);
                     continue;
                 }
@@ -1164,14 +1231,17 @@ fn fwd_task(
     }
     for r in 0..rows {
         let orow = &mut o[r * d..(r + 1) * d];
-        if l[r] > 0.0 {
+        if p.row_live(b, h, i0 + r) {
+            // NaN/inf scores or values propagate: a NaN sum gives a NaN row, and a row whose
+            // visible scores are all -inf (l = 0) gives 0 * inf = NaN, as softmax does.
             let inv = 1.0 / l[r];
             for (o, a) in orow.iter_mut().zip(&acc[r * d..(r + 1) * d]) {
                 *o = a * inv;
             }
             lse[r] = m[r] + l[r].ln();
         } else {
-            // Fully masked row: output 0; +inf makes every recomputed probability 0.
+            // Fully masked row (by the mask): output 0; the backward pass reads the +inf
+            // log-sum-exp as "no probabilities" (a live row's is finite, -inf or NaN).
             orow.fill(0.0);
             lse[r] = f32::INFINITY;
         }
@@ -1349,9 +1419,14 @@ fn bwd_task(
             if tile == Tile::Partial || p.bias.is_some() {
                 p.mask_tile(s, BBC, tile, b, h, i0, rows, j0, cols);
             }
-            // P = exp(S - lse).
+            // P = exp(S - lse); 0 on fully masked rows (lse = +inf), whatever their scores.
             for r in 0..rows {
-                exp_shifted(&mut s[r * BBC..r * BBC + cols], lse[r]);
+                let row = &mut s[r * BBC..r * BBC + cols];
+                if lse[r] == f32::INFINITY {
+                    row.fill(0.0);
+                } else {
+                    exp_shifted(row, lse[r]);
+                }
             }
             // With dropout, Z ∘ P (Z the dropout factors) is what multiplied V.
             let drop = p.dropout.active();
@@ -1401,7 +1476,10 @@ fn bwd_task(
                     &s[r * BBC..r * BBC + cols],
                     &mut dp[r * BBC..r * BBC + cols],
                 );
-                if drop {
+                if lse[r] == f32::INFINITY {
+                    // Fully masked row: no gradient, even where dP is NaN (a NaN value).
+                    dpr.fill(0.0);
+                } else if drop {
                     let pzr = &pz[r * BBC..r * BBC + cols];
                     for ((x, pv), pzv) in dpr.iter_mut().zip(pr).zip(pzr) {
                         *x = pzv * *x - pv * dri;

@@ -673,7 +673,8 @@ const EXP2_POLY: [f32; 7] = [
 
 /// $2^x$ from $x = n + f$, $n = \mathrm{round}(x)$: $2^n$ built in the exponent bits times a
 /// polynomial in $f$. Relative error below $2 \cdot 10^{-7}$ (unit test) on $[-126, 127]$; below
-/// $-126$ (and `-inf`) it returns 0, above 127 it returns $2^{127}$; NaN stays NaN. The kernels
+/// $-126$ (and `-inf`) it returns 0, in $(127, 128)$ $2^{127}$, from 128 on (where $2^x$
+/// overflows f32) `+inf`, so that an infinite $\Delta A$ stays infinite; NaN stays NaN. The kernels
 /// get $e^{\Delta A}$ as $2^{\Delta \cdot (A \log_2 e)}$ with $A \log_2 e$ computed once per
 /// channel (one multiply per state and step less than a natural-base exponential).
 #[inline(always)]
@@ -690,6 +691,8 @@ fn exp2_approx(x: f32) -> f32 {
     let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
     if x < -126.0 {
         0.0
+    } else if x >= 128.0 {
+        f32::INFINITY
     } else {
         p * scale
     }
@@ -1659,6 +1662,9 @@ impl Vf for Avx {
             let y = _mm256_mul_ps(p, scale);
             // Below -126 (and -inf): exactly 0, as `exp2_approx`.
             let under = _mm256_cmp_ps(x, _mm256_set1_ps(-126.0), _CMP_LT_OQ);
+            // From 128 on (and +inf): +inf, not a clamped 2^127.
+            let over = _mm256_cmp_ps(x, _mm256_set1_ps(128.0), _CMP_GE_OQ);
+            let y = _mm256_blendv_ps(y, _mm256_set1_ps(f32::INFINITY), over);
             Avx(_mm256_andnot_ps(under, y))
         }
     }
@@ -1773,6 +1779,9 @@ impl Vf for Avx512 {
             let scale = _mm512_castsi512_ps(_mm512_slli_epi32::<23>(k));
             let y = _mm512_mul_ps(p, scale);
             let under = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, _mm512_set1_ps(-126.0));
+            // From 128 on (and +inf): +inf, not a clamped 2^127.
+            let over = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(x, _mm512_set1_ps(128.0));
+            let y = _mm512_mask_mov_ps(y, over, _mm512_set1_ps(f32::INFINITY));
             Avx512(_mm512_maskz_mov_ps(!under, y))
         }
     }
@@ -1811,9 +1820,19 @@ mod tests {
         assert_eq!(exp2_approx(f32::NEG_INFINITY), 0.0);
         assert_eq!(exp2_approx(-200.0), 0.0);
         assert!(exp2_approx(f32::NAN).is_nan());
+        assert_eq!(exp2_approx(f32::INFINITY), f32::INFINITY);
+        assert_eq!(exp2_approx(128.0), f32::INFINITY);
         #[cfg(target_arch = "x86_64")]
         if super::detect_simd() == super::Simd::Avx2Fma {
-            for x in [f32::NEG_INFINITY, -200.0, 0.0, 1.0, -1.0] {
+            for x in [
+                f32::NEG_INFINITY,
+                -200.0,
+                0.0,
+                1.0,
+                -1.0,
+                128.0,
+                f32::INFINITY,
+            ] {
                 assert_eq!(unsafe { avx_exp2(x) }, exp2_approx(x), "{x}");
             }
             assert!(unsafe { avx_exp2(f32::NAN) }.is_nan());

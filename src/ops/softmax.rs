@@ -222,8 +222,8 @@ fn max(a: &[f32]) -> f32 {
 /// $e^x = 2^n e^r$; $e^r$ is a degree-7 polynomial (Cephes' `expf` coefficients) and $2^n$ is
 /// built in the exponent bits. Relative error at most $2 \cdot 10^{-7}$ (unit test) for
 /// $x \in [-87, 88]$; below $-87$ (where $e^x < 1.7 \cdot 10^{-38}$) it returns 0, `-inf`
-/// included; NaN stays NaN. Inputs above 88 (never reached in a softmax, where $x \le 0$) give
-/// $e^{88}$.
+/// included; NaN stays NaN. Inputs in $(88, \ln f32::MAX]$ (never reached in a softmax, where
+/// $x \le 0$) give $e^{88}$, larger ones (`+inf` included) `+inf`, as `f32::exp` overflows.
 #[inline(always)]
 pub(crate) fn exp_approx(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
@@ -246,6 +246,8 @@ pub(crate) fn exp_approx(x: f32) -> f32 {
     let scale = f32::from_bits(((k + 127) as u32) << 23);
     if x < -87.0 {
         0.0
+    } else if x > 88.722_84 {
+        f32::INFINITY
     } else {
         er * scale
     }
@@ -408,6 +410,8 @@ mod tests {
         assert_eq!(exp_approx(f32::NEG_INFINITY), 0.0);
         assert_eq!(exp_approx(-1e4), 0.0);
         assert!(exp_approx(f32::NAN).is_nan());
+        assert_eq!(exp_approx(f32::INFINITY), f32::INFINITY);
+        assert_eq!(exp_approx(89.0), f32::INFINITY);
         println!("exp_approx max relative error {worst:e}");
     }
 }
