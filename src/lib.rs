@@ -108,6 +108,12 @@
 //! - Ops in [`ops`] validate their input and return [`Error`] naming the op and the shapes; their
 //!   kernels accept f32, f16 and bf16 and accumulate in f32.
 //! - Performance claims are ratios measured in one run, recorded in `docs/PERFORMANCE.md`.
+//! - Math is TeX between `$…$` or `$$…$$`, rendered by KaTeX from `katex-header.html` (see the
+//!   README), and written so that markdown passes it through unchanged: no backslash before
+//!   punctuation (`\thinspace`, `\lbrace`, `\rbrace`, `\Vert`, no `\_`: put identifiers in code
+//!   spans), `\ast` and `^\prime` instead of `*` and `'`, and `_` only right after a letter or
+//!   digit or followed by a space (`\eta_0^{in}`, `\mathrm{softmax}_ j`). `.ci/check_math.py`
+//!   enforces this on the sources and on the rendered pages.
 #![deny(missing_docs)]
 
 mod check;

@@ -4,8 +4,9 @@
 //!
 //! # Shapes
 //! - input `(B, C, H, W)`, output `(B, C, H, W)`:
-//!   $x' = x \cdot \sigma(\mathrm{MLP}(\mathrm{avg}(x)) + \mathrm{MLP}(\mathrm{max}(x)))$, then
-//!   $y = x' \cdot \sigma(\mathrm{conv}_{7\times7}([\mathrm{mean}_c(x'), \mathrm{max}_c(x')]))$.
+//!   $x^\prime = x \cdot \sigma(\mathrm{MLP}(\mathrm{avg}(x)) + \mathrm{MLP}(\mathrm{max}(x)))$,
+//!   then $y = x^\prime \cdot \sigma(\mathrm{conv}_ {7\times7}([\mathrm{mean}_ c(x^\prime),
+//!   \mathrm{max}_ c(x^\prime)]))$.
 //! - weights: the shared MLP is `channel.fc1.weight` `(R, C, 1, 1)` and `channel.fc2.weight`
 //!   `(C, R, 1, 1)` (1×1 convolutions; biases `channel.fc1.bias` / `channel.fc2.bias` only with
 //!   [`CbamConfig::mlp_bias`]); the spatial convolution is `spatial.conv.weight` `(1, 2, k, k)`

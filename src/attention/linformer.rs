@@ -8,8 +8,8 @@
 //!
 //! # Tip
 //! The attention matrix of a trained transformer is close to low rank, so projecting the $L$
-//! keys and values to $k \ll L$ mixtures, $K' = E_L K$ and $V' = F_L V$, keeps most of it:
-//! scores are $L \times k$, time and memory $O(L \cdot k)$ instead of $O(L^2)$. The price: a
+//! keys and values to $k \ll L$ mixtures, $K^\prime = E_L K$ and $V^\prime = F_L V$, keeps most of
+//! it: scores are $L \times k$, time and memory $O(L \cdot k)$ instead of $O(L^2)$. The price: a
 //! fixed maximum length (`max_len`, an error beyond it), no causal masking (every projected
 //! row mixes future positions) and no key padding inside the projection (pad with zeros).
 //! Good for long encoder inputs; for decoders use [`super::LocalAttention`] or the flash

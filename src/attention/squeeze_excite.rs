@@ -1,8 +1,9 @@
 //! Squeeze-and-excitation (SE): a per-channel gate computed from the globally pooled feature map.
 //!
 //! # Shapes
-//! - input `(B, C, H, W)`, output `(B, C, H, W)`: $y = x \cdot \sigma(W_2\, \mathrm{ReLU}(W_1
-//!   \bar x + b_1) + b_2)$ with $\bar x$ the `(B, C)` spatial mean, broadcast over `H × W`.
+//! - input `(B, C, H, W)`, output `(B, C, H, W)`: $y = x \cdot \sigma(W_2\thinspace
+//!   \mathrm{ReLU}(W_1 \bar x + b_1) + b_2)$ with $\bar x$ the `(B, C)` spatial mean,
+//!   broadcast over `H × W`.
 //! - weights (timm's `SEModule` names, 1×1 convolutions): `fc1.weight` `(R, C, 1, 1)`,
 //!   `fc1.bias` `(R)`, `fc2.weight` `(C, R, 1, 1)`, `fc2.bias` `(C)`, where `R` is the reduced
 //!   width ([`SqueezeExciteConfig::reduced_channels`]).

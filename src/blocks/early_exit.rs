@@ -19,18 +19,18 @@
 //! depth. Attach a small classifier after some stages and stop a sample as soon as one of them
 //! is confident: its max softmax probability $\max_k p_k$ (or, with
 //! [`ExitCriterion::Entropy`], $1 - H(p)/\ln K$, one minus the normalised entropy) exceeds the
-//! threshold $\tau$. The expected cost becomes $\sum_i q_i\,c_{\le i}$ (fraction $q_i$ of samples
-//! leaving at exit $i$, cost $c_{\le i}$ of the stages up to it) instead of the full cost;
+//! threshold $\tau$. The expected cost becomes $\sum_i q_i\thinspace c_{\le i}$ (fraction $q_i$ of
+//! samples leaving at exit $i$, cost $c_{\le i}$ of the stages up to it) instead of the full cost;
 //! BranchyNet reports up to about 5× faster inference (its LeNet; less for deeper networks) and
 //! MSDNet several-fold fewer FLOPs on average at about the same accuracy.
 //! $\tau$ trades accuracy for speed: calibrate it on held-out data with [`exit_confidence`]
 //! (pick the lowest $\tau$ whose early exits keep the accuracy you need); $\tau = 1$ disables
 //! early exits. Train all exits jointly on a weighted sum of their losses,
-//! $\mathcal{L} = \sum_i w_i\,\mathrm{CE}(z_i, y)$ ([`early_exit_loss`]), so the early layers
-//! learn features that are linearly decodable early (MSDNet adds dense multi-scale connections so
-//! that this does not hurt the last exit). The trade-off: the heads cost parameters and compute
-//! for samples that do not exit there, the batch shrinks as it goes (less parallelism), and the
-//! per-sample latency varies with the input.
+//! $\mathcal{L} = \sum_i w_i\thinspace\mathrm{CE}(z_i, y)$ ([`early_exit_loss`]), so the early
+//! layers learn features that are linearly decodable early (MSDNet adds dense multi-scale
+//! connections so that this does not hurt the last exit). The trade-off: the heads cost parameters
+//! and compute for samples that do not exit there, the batch shrinks as it goes (less parallelism),
+//! and the per-sample latency varies with the input.
 //!
 //! # Example
 //! ```
@@ -395,7 +395,7 @@ fn index(rows: &[usize], dev: &candle_core::Device) -> Result<Tensor> {
     Ok(Tensor::new(v, dev)?)
 }
 
-/// The joint training loss of all exits: $\sum_i w_i\,\mathrm{CE}(z_i, y)$, the mean
+/// The joint training loss of all exits: $\sum_i w_i\thinspace\mathrm{CE}(z_i, y)$, the mean
 /// cross-entropy of each exit's logits `exits[i]: (B, K)` against the class indices
 /// `targets: (B)` (u8, u32 or i64), weighted by `weights[i]` (BranchyNet weights every exit, and
 /// often the early ones more; all ones is MSDNet's choice). Differentiable.

@@ -263,7 +263,7 @@ pub fn upsample_nearest(x: &Tensor, factor: usize) -> Result<Tensor> {
 // ---------------------------------------------------------------------------------------------
 
 /// The DeepMedic two-pathway block around any two modules: $\mathrm{fuse}(F(x),
-/// \mathrm{crop}(\mathrm{up}_f(L(\mathrm{pool}_f(x)))))$. See the [module docs](self).
+/// \mathrm{crop}(\mathrm{up}_ f(L(\mathrm{pool}_ f(x)))))$. See the [module docs](self).
 #[derive(Debug, Clone)]
 pub struct MultiScalePathways<M1, M2> {
     full: M1,

@@ -23,10 +23,10 @@
 //!   when it trains but is fragile at depth. A pre-norm stack needs one final norm after the last
 //!   block.
 //! - **Scale the branch by a small learnable per-channel gain (LayerScale).** With
-//!   $y = x + \operatorname{diag}(\gamma)\, f(x)$ and $\gamma$ initialised to $10^{-5}$–$10^{-1}$
-//!   (smaller for deeper models; timm uses $10^{-5}$ for ViTs, ConvNeXt $10^{-6}$), each block
-//!   starts close to the identity and the optimizer grows the useful channels, which lets very
-//!   deep ViTs (CaiT) converge. Cost: $C$ parameters per block.
+//!   $y = x + \operatorname{diag}(\gamma)\thinspace f(x)$ and $\gamma$ initialised to
+//!   $10^{-5}$–$10^{-1}$ (smaller for deeper models; timm uses $10^{-5}$ for ViTs, ConvNeXt
+//!   $10^{-6}$), each block starts close to the identity and the optimizer grows the useful
+//!   channels, which lets very deep ViTs (CaiT) converge. Cost: $C$ parameters per block.
 //!
 //! # Example
 //! ```
@@ -227,8 +227,8 @@ impl LayerScaleConfig {
     }
 }
 
-/// A learnable per-channel gain: $y_{\dots c \dots} = \gamma_c \, x_{\dots c \dots}$, applied to
-/// a residual branch's output (Touvron et al. 2021).
+/// A learnable per-channel gain: $y_{\dots c \dots} = \gamma_c \thinspace x_{\dots c \dots}$,
+/// applied to a residual branch's output (Touvron et al. 2021).
 #[derive(Debug, Clone)]
 pub struct LayerScale {
     gamma: Tensor,

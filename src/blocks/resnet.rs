@@ -3,8 +3,8 @@
 //! with a switchable norm, stochastic depth and zero-initialised last norm.
 //!
 //! # Shapes
-//! - input `(B, in_ch, H, W)` → output `(B, out, H', W')` with $H' = \lceil H / s \rceil$,
-//!   $W' = \lceil W / s \rceil$ for stride $s$ (the 3×3 convs pad by their dilation);
+//! - input `(B, in_ch, H, W)` → output `(B, out, H', W')` with $H^\prime = \lceil H / s \rceil$,
+//!   $W^\prime = \lceil W / s \rceil$ for stride $s$ (the 3×3 convs pad by their dilation);
 //!   `out = out_ch` for [`BasicBlock`], `out = 4 · planes` for [`Bottleneck`]
 //!   ([`Bottleneck::EXPANSION`]).
 //! - Tensors (torchvision's names, so a slice `layer1.0.` of a torchvision `resnet*` state dict
@@ -13,8 +13,8 @@
 //!   stride $s$) and `downsample.1.*` (its norm). Convolutions have no bias; `bn*.*` are the
 //!   norm's own names (`weight`, `bias`, `running_mean`, `running_var`,
 //!   `num_batches_tracked` for batch norm).
-//! - The bottleneck's inner width is $\lfloor planes \cdot base\_width / 64 \rfloor \cdot
-//!   groups$ (torchvision's formula: `planes` for a ResNet, e.g. 4·32 = 128 for the first
+//! - The bottleneck's inner width is `planes * base_width / 64 * groups` (integer division;
+//!   torchvision's formula: `planes` for a ResNet, e.g. 4·32 = 128 for the first
 //!   ResNeXt-50 32×4d stage with `planes = 64`).
 //!
 //! # Tip
@@ -32,9 +32,9 @@
 //!   propose ResNet-D: an average pool before a stride-1 projection shortcut).
 //! - **Bottlenecks buy depth cheaply.** A 1×1 conv reduces the width 4×, the 3×3 conv works at
 //!   the reduced width, a 1×1 conv expands it back: at 256 channels that is
-//!   $256 \cdot 64 + 9 \cdot 64^2 + 64 \cdot 256 \approx 70\,\mathrm{k}$ weights (and
-//!   multiply-adds per pixel) against $2 \cdot 9 \cdot 256^2 \approx 1.18\,\mathrm{M}$ for two
-//!   3×3 convs at full width — 17× less, about the cost of a basic block at 64 channels.
+//!   $256 \cdot 64 + 9 \cdot 64^2 + 64 \cdot 256 \approx 70\thinspace\mathrm{k}$ weights (and
+//!   multiply-adds per pixel) against $2 \cdot 9 \cdot 256^2 \approx 1.18\thinspace\mathrm{M}$ for
+//!   two 3×3 convs at full width — 17× less, about the cost of a basic block at 64 channels.
 //!   `groups` (ResNeXt) splits the 3×3 conv into parallel paths for more width at equal cost.
 //! - **Zero-init the last norm of each branch** (`zero_init_last`, timm's default, Goyal et al.
 //!   2017): with $\gamma = 0$ in `bn2` / `bn3` the branch outputs 0 at init, so every block
@@ -119,7 +119,7 @@ pub struct ResBlockConfig {
     /// Default 1.
     pub groups: usize,
     /// Width per group of the bottleneck (> 0): inner width
-    /// $\lfloor planes \cdot base\_width / 64 \rfloor \cdot groups$. [`BasicBlock`] needs 64.
+    /// `planes * base_width / 64 * groups`. [`BasicBlock`] needs 64.
     /// Default 64.
     pub base_width: usize,
     /// Dilation of the 3×3 convs (> 0), which pad by it so the map size only depends on the
@@ -377,9 +377,9 @@ fn conv_norm(x: &Tensor, conv: &Conv2d, norm: &Norm, train: bool) -> Result<Tens
 // BasicBlock
 // ---------------------------------------------------------------------------------------------
 
-/// The basic residual block of ResNet-18/34: $\mathrm{relu}(x' + \mathrm{bn_2}(\mathrm{conv_2}(
-/// \mathrm{relu}(\mathrm{bn_1}(\mathrm{conv_1}(x))))))$ with 3×3 convs (`conv1` strided) and
-/// $x'$ the input or its projection; built by [`basic_block`].
+/// The basic residual block of ResNet-18/34: $\mathrm{relu}(x^\prime +
+/// \mathrm{bn_2}(\mathrm{conv_2}( \mathrm{relu}(\mathrm{bn_1}(\mathrm{conv_1}(x))))))$ with 3×3
+/// convs (`conv1` strided) and $x^\prime$ the input or its projection; built by [`basic_block`].
 #[derive(Debug, Clone)]
 pub struct BasicBlock {
     conv1: Conv2d,
@@ -541,7 +541,7 @@ impl Bottleneck {
         self.common.downsample()
     }
 
-    /// The inner width, $\lfloor planes \cdot base\_width / 64 \rfloor \cdot groups$.
+    /// The inner width, `planes * base_width / 64 * groups`.
     pub fn width(&self) -> usize {
         self.width
     }
@@ -569,7 +569,7 @@ impl ModuleT for Bottleneck {
 }
 
 /// A [`Bottleneck`] from `in_ch` channels to `4 · planes`, inner width
-/// $\lfloor planes \cdot base\_width / 64 \rfloor \cdot groups$, with weights from `vb` under
+/// `planes * base_width / 64 * groups`, with weights from `vb` under
 /// torchvision's names (`conv1`..`conv3`, `bn1`..`bn3`, `downsample.0`, `downsample.1`); with
 /// a `VarMap` the convs are created Kaiming-normal (fan-out) and the norms at weight 1, bias 0
 /// (`bn3.weight` at 0 with `zero_init_last`).

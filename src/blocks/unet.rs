@@ -3,9 +3,9 @@
 //! conv3×3 → norm → ReLU).
 //!
 //! # Shapes
-//! - [`DownBlock`] `(B, Cin, H, W)` → `(B, Cout, H', W')` with $H' = \lfloor H/2 \rfloor$ when it
-//!   downsamples (PyTorch's `MaxPool2d(2)` drops an odd last row or column), else $H' = H$. The
-//!   3×3 convolutions are padded by 1 and keep the size.
+//! - [`DownBlock`] `(B, Cin, H, W)` → `(B, Cout, H', W')` with $H^\prime = \lfloor H/2 \rfloor$
+//!   when it downsamples (PyTorch's `MaxPool2d(2)` drops an odd last row or column), else
+//!   $H^\prime = H$. The 3×3 convolutions are padded by 1 and keep the size.
 //! - [`UpBlock::forward_t`]`(x, skip)`: `x` `(B, Cin, h, w)` and `skip` `(B, Cskip, Hs, Ws)` →
 //!   `(B, Cout, Hs, Ws)`: the output always has the skip's size, so odd input sizes work. With
 //!   [`UpMode::Bilinear`] `x` goes through the 1×1 conv `up` (`Cin → Cout`) and is resized by

@@ -9,11 +9,12 @@
 //! # Tip
 //! A depthwise convolution filters each channel spatially on its own and leaves channel mixing to
 //! a cheap 1×1 convolution (together: a depthwise-separable convolution, see
-//! `SeparableConv2d` in this module). It needs $k^2 C m$ weights and $k^2 C m\,HW$ multiply-adds
-//! where a dense convolution to $C'$ channels needs $k^2 C C'$ and $k^2 C C' HW$, a saving of
-//! about $C'$ times (and $k^2$ times for the pair with its 1×1 when $C' \gg k^2$). MobileNet
-//! (v1–v3), EfficientNet, Xception and ConvNeXt (7×7 depthwise) are built on it: use it when
-//! compute or parameters are tight, or to enlarge the spatial receptive field cheaply.
+//! `SeparableConv2d` in this module). It needs $k^2 C m$ weights and $k^2 C m\thinspace HW$
+//! multiply-adds where a dense convolution to $C^\prime$ channels needs $k^2 C C^\prime$ and
+//! $k^2 C C^\prime HW$, a saving of about $C^\prime$ times (and $k^2$ times for the pair with its
+//! 1×1 when $C^\prime \gg k^2$).
+//! MobileNet (v1–v3), EfficientNet, Xception and ConvNeXt (7×7 depthwise) are built on it: use it
+//! when compute or parameters are tight, or to enlarge the spatial receptive field cheaply.
 //!
 //! The trade-off is arithmetic intensity: each weight is reused only over one channel's
 //! $HW$ positions and each input value takes part in just $k^2$ multiply-adds, so the layer is

@@ -8,9 +8,9 @@
 //! # Tip
 //! The receptive field is the span of input pixels that can influence one output unit. Layer $l$
 //! has extent $e_l = d_l(k_l - 1) + 1$ and sees through all earlier strides, so with the jump
-//! $j_{l-1} = \prod_{i<l} s_i$ (distance in input pixels between adjacent units of layer $l-1$)
+//! $j_{l-1} = \prod_{i < l} s_i$ (distance in input pixels between adjacent units of layer $l-1$)
 //!
-//! $$ r_l = r_{l-1} + (e_l - 1)\, j_{l-1}, \qquad j_l = j_{l-1} s_l, \qquad
+//! $$ r_l = r_{l-1} + (e_l - 1)\thinspace j_{l-1}, \qquad j_l = j_{l-1} s_l, \qquad
 //!    c_l = c_{l-1} + \left(\tfrac{e_l - 1}{2} - p_l\right) j_{l-1} $$
 //!
 //! starting from $r_0 = 1$, $j_0 = 1$, $c_0 = 0$, where $c_l$ is the input coordinate of the center

@@ -27,9 +27,9 @@
 //! the batch and spatial axes), $y = (x - \mu_B)/\sqrt{\sigma_B^2 + \epsilon} \cdot \gamma +
 //! \beta$, which keeps the activations of a deep conv net well scaled and lets it train with
 //! larger learning rates. In inference it swaps the batch statistics for running averages
-//! collected in training ($r \leftarrow (1-m)\,r + m\,s_B$, with the unbiased batch variance),
-//! so a model behaves differently in `train` and `eval` mode — forgetting to switch is a
-//! classic bug. Fresh running statistics (mean 0, variance 1) make eval mode almost the
+//! collected in training ($r \leftarrow (1-m)\thinspace r + m\thinspace s_B$, with the unbiased
+//! batch variance), so a model behaves differently in `train` and `eval` mode — forgetting to
+//! switch is a classic bug. Fresh running statistics (mean 0, variance 1) make eval mode almost the
 //! identity, $x/\sqrt{1+\epsilon}$, as the example shows.
 //!
 //! Placement: the seed puts it *before* the activation, conv → BN → ReLU, as in ResNet (the

@@ -16,7 +16,7 @@
 //! size 1 or 256 and in training and inference (no running statistics). Reach for it in
 //! detection, segmentation and video models whose memory allows only small batches; at large
 //! batches batch norm stays slightly better. $G = 32$ is the usual choice; $G = 1$ is a layer
-//! norm over $(C, *)$ and $G = C$ an instance norm.
+//! norm over $(C, \ast)$ and $G = C$ an instance norm.
 //!
 //! # Example
 //! ```

@@ -2,7 +2,8 @@
 //!
 //! Each channel $d$ is convolved with its own $K$ taps, looking only backwards in time:
 //!
-//! $$y_{d,t} = \beta_d + \sum_{k=0}^{K-1} w_{d,k}\, x_{d,\,t-(K-1)+k}, \qquad x_{d,s} = 0 \text{ for } s < 0$$
+//! $$y_{d,t} = \beta_d + \sum_{k=0}^{K-1} w_{d,k}\thinspace x_{d,\thinspace t-(K-1)+k}, \qquad
+//!   x_{d,s} = 0 \text{ for } s < 0$$
 //!
 //! optionally followed by $\mathrm{silu}(y) = y \cdot \sigma(y)$. This is the `causal_conv1d_fn`
 //! of the `causal-conv1d` package that Mamba uses, and PyTorch's

@@ -12,7 +12,7 @@
 //! # Tip
 //! A 3-D convolution is a matrix product in disguise: unfolding every receptive field of a
 //! group into a column ("vol2col") turns it into $W_g \cdot \mathrm{col}$ with $W_g$ of size
-//! $C_{out}/G \times K$, $K = (C_{in}/G)\, k_d k_h k_w$, and the column matrix $K \times
+//! $C_{out}/G \times K$, $K = (C_{in}/G)\thinspace k_d k_h k_w$, and the column matrix $K \times
 //! D_o H_o W_o$. The column matrix is $k_d k_h k_w$ times larger than the input (27 times for
 //! 3×3×3), so it is never built whole: the output positions are cut into tiles whose columns
 //! fit in L2 (about 512 KiB), and each task (on candle's CPU worker pool) unfolds one tile and multiplies it with the

@@ -8,7 +8,7 @@
 //! - Grouped-query attention: `Hkv` must divide `H`; query head $h$ reads key/value head
 //!   $\lfloor h / (H/Hkv) \rfloor$ (PyTorch's `enable_gqa=True`, i.e. `repeat_interleave`).
 //!   `Hkv = H` is ordinary multi-head attention, `Hkv = 1` multi-query attention.
-//! - $o_i = \sum_j p_{ij} v_j$ with $p_{ij} = \mathrm{softmax}_j(s \cdot q_i \cdot k_j + m_{ij})$,
+//! - $o_i = \sum_j p_{ij} v_j$ with $p_{ij} = \mathrm{softmax}_ j(s \cdot q_i \cdot k_j + m_{ij})$,
 //!   the scale $s$ defaulting to $1/\sqrt{d}$ and $m_{ij}$ the mask ($0$ = attend,
 //!   $-\infty$ = masked, any float for an additive mask); see [`AttentionMask`] for the modes
 //!   and the alignment of the causal ones.
@@ -175,8 +175,8 @@ pub enum AttentionMask {
     },
 }
 
-/// Scaled dot-product attention $\mathrm{softmax}(s\, q k^\top + m)\, v$ with our tiled kernel;
-/// differentiable wrt `q`, `k` and `v` (see the [module docs](self)).
+/// Scaled dot-product attention $\mathrm{softmax}(s\thinspace q k^\top + m)\thinspace v$ with our
+/// tiled kernel; differentiable wrt `q`, `k` and `v` (see the [module docs](self)).
 ///
 /// `scale` defaults to $1/\sqrt{d}$. `dropout_p` in `[0, 1)` zeroes each attention probability
 /// with that probability and scales the kept ones by $1/(1-p)$ (PyTorch's `dropout_p`; pass

@@ -24,7 +24,7 @@
 //! the cache-resident row) and its output are computed. The backward recomputes $\mu$ and
 //! $1/\sigma$ from $x$ (cheaper than storing them) and gives, with $\hat x = (x-\mu)/\sigma$ and
 //! $g = \partial L/\partial y \cdot \gamma$,
-//! $\partial L/\partial x = (g - \overline{g} - \hat x\,\overline{g \hat x}) / \sigma$
+//! $\partial L/\partial x = (g - \overline{g} - \hat x\thinspace\overline{g \hat x}) / \sigma$
 //! (without the $\overline{g}$ term for RMS norm); $\partial L/\partial \gamma$ and
 //! $\partial L/\partial \beta$ are sums over rows, accumulated in per-worker partial sums and
 //! reduced once. Group norm runs on the same kernels, one task per block of (sample, group)
@@ -802,7 +802,7 @@ fn bwd_row(
 
 /// Backward of statistics row `idx`: [`bwd_row`] for layer / RMS norm; for one (sample, group)
 /// block of a group norm the same formula with one weight per channel, and the channel sums
-/// $\sum g$ and $\sum g\,x$ (one pass over the block) give both the row constants and this
+/// $\sum g$ and $\sum g\thinspace x$ (one pass over the block) give both the row constants and this
 /// block's `dw` / `db` terms.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]

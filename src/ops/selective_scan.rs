@@ -5,8 +5,9 @@
 //! $d$ the scan carries $N$ states $x_n$ through the $L$ time steps:
 //!
 //! $$\Delta_t = \mathrm{softplus}(\delta_t + \beta_d) \quad(\text{or } \delta_t + \beta_d)$$
-//! $$x_{t,n} = e^{\Delta_t A_{d,n}}\, x_{t-1,n} + \Delta_t B_{t,n} u_t, \qquad x_{-1} = 0$$
-//! $$y_t = \sum_n C_{t,n} x_{t,n} + D_d u_t, \qquad \mathrm{out}_t = y_t \cdot \mathrm{silu}(z_t)$$
+//! $$x_{t,n} = e^{\Delta_t A_{d,n}}\thinspace x_{t-1,n} + \Delta_t B_{t,n} u_t, \qquad x_{-1} = 0$$
+//! $$y_t = \sum_n C_{t,n} x_{t,n} + D_d u_t, \qquad
+//!   \mathrm{out}_ t = y_t \cdot \mathrm{silu}(z_t)$$
 //!
 //! This is mamba-ssm's `selective_scan_fn` (its `selective_scan_ref` semantics): the
 //! discretisation $\bar A = e^{\Delta A}$, $\bar B u = \Delta B u$ (zero-order hold for $A$, the
@@ -27,10 +28,10 @@
 //!
 //! # Tip
 //! A state-space layer is a linear recurrence, so its cost grows linearly with the sequence,
-//! $O(B\,D\,L\,N)$, where attention grows as $O(L^2)$; when generating token by token it
-//! carries only the $N$ states of each channel — constant memory per token instead of a
-//! key/value cache that grows with the context. Selectivity is what makes the S6 layer work on
-//! language: because $\Delta$, $B$ and $C$ are computed from the current token, the layer
+//! $O(B\thinspace D\thinspace L\thinspace N)$, where attention grows as $O(L^2)$; when generating
+//! token by token it carries only the $N$ states of each channel — constant memory per token
+//! instead of a key/value cache that grows with the context. Selectivity is what makes the S6 layer
+//! work on language: because $\Delta$, $B$ and $C$ are computed from the current token, the layer
 //! decides per token how much of its state to keep ($\Delta \to 0$ gives $e^{\Delta A} \to 1$
 //! and $\Delta B u \to 0$: the token is ignored and the state passes through unchanged, as the
 //! example below asserts) or to overwrite ($\Delta$ large: the old state decays away and the
@@ -50,11 +51,11 @@
 //! range reduction and polynomial (relative error $\le 2 \cdot 10^{-7}$, about one f32
 //! rounding), softplus and silu are vectorised too; arithmetic is f32 for f16/bf16 inputs. For
 //! the backward, the forward keeps the state every `chunk` steps (memory
-//! $B\,D\,N\,\lceil L/\mathrm{chunk}\rceil$ floats, only when a gradient is tracked); the
-//! backward recomputes one chunk's states from its checkpoint and runs the adjoint recurrence
-//! $h_{t-1} = e^{\Delta_t A} h_t + \partial L/\partial x_{t-1}$ back through it. The gradients
-//! of $B$ and $C$, shared by the channels of a group, are summed in per-worker buffers and
-//! reduced once (no races). The kernels are compiled for AVX-512 (16 states per register, used
+//! $B\thinspace D\thinspace N\thinspace\lceil L/\mathrm{chunk}\rceil$ floats, only when a gradient
+//! is tracked); the backward recomputes one chunk's states from its checkpoint and runs the adjoint
+//! recurrence $h_{t-1} = e^{\Delta_t A} h_t + \partial L/\partial x_{t-1}$ back through it. The
+//! gradients of $B$ and $C$, shared by the channels of a group, are summed in per-worker buffers
+//! and reduced once (no races). The kernels are compiled for AVX-512 (16 states per register, used
 //! when $N$ is a multiple of 16), AVX2 + FMA and portable code, picked at run time. No second
 //! derivatives.
 //!
@@ -641,7 +642,7 @@ impl CustomOp3 for ScanOp {
 type Blk = [f32; W];
 
 /// $\ln(1 + e^v)$ as $\max(v, 0) + \ln(1 + e^{-|v|})$, the logarithm from
-/// $\ln(1+e) = 2\,\mathrm{atanh}(s)$, $s = e/(2+e) \le 1/3$, seven terms of the series
+/// $\ln(1+e) = 2\thinspace\mathrm{atanh}(s)$, $s = e/(2+e) \le 1/3$, seven terms of the series
 /// (relative error below $10^{-8}$ plus the exponential's $2 \cdot 10^{-7}$); branch-free so it
 /// vectorises.
 #[inline(always)]

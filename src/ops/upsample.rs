@@ -6,24 +6,26 @@
 //! - input $x$ `(B, C, H, W)` → output `(B, C, out_h, out_w)`; f32, f16 or bf16 (and f64).
 //! - Output pixel $o$ of an axis of length $n$ resized to $m$ reads the source coordinate
 //!   $s = o \cdot (n-1)/(m-1)$ with `align_corners` (corner pixel centres map onto each other), or
-//!   $s = \max(0, (o + 1/2)\, n/m - 1/2)$ without (pixels are areas; PyTorch's default), and mixes
-//!   the two neighbours $\lfloor s \rfloor$ and $\lfloor s \rfloor + 1$ (clamped to the edge)
-//!   with weights $1 - \lambda$ and $\lambda = s - \lfloor s \rfloor$.
+//!   $s = \max(0, (o + 1/2)\thinspace n/m - 1/2)$ without (pixels are areas; PyTorch's default),
+//!   and mixes the two neighbours $\lfloor s \rfloor$ and $\lfloor s \rfloor + 1$ (clamped to the
+//!   edge) with weights $1 - \lambda$ and $\lambda = s - \lfloor s \rfloor$.
 //! - Downscaling samples the same way, without antialiasing (PyTorch's `antialias=False`).
 //!
 //! # Tip
-//! Bilinear interpolation is linear and separable: $Y = A_h\, X\, A_w^\top$ for every map
-//! $X$ of a channel, where $A_h$ `(out_h, H)` and $A_w$ `(out_w, W)` hold at most two non-zero
-//! weights per row. This op builds those two small matrices on the host and applies them as two
-//! matrix products, so the backward is the transposed products
-//! $\partial L/\partial X = A_h^\top\, G\, A_w$ that candle's autograd already knows, and the op
-//! runs on every device candle supports. candle's own `Tensor::upsample_bilinear2d` has the
-//! forward only: its backward returns an error, so a decoder built on it cannot train.
+//! Bilinear interpolation is linear and separable: $Y = A_h\thinspace X\thinspace A_w^\top$ for
+//! every map $X$ of a channel, where $A_h$ `(out_h, H)` and $A_w$ `(out_w, W)` hold at most two
+//! non-zero weights per row. This op builds those two small matrices on the host and applies them
+//! as two matrix products, so the backward is the transposed products
+//! $\partial L/\partial X = A_h^\top\thinspace G\thinspace A_w$ that candle's autograd already
+//! knows, and the op runs on every device candle supports. candle's own
+//! `Tensor::upsample_bilinear2d` has the forward only: its backward returns an error, so a
+//! decoder built on it cannot train.
 //!
 //! The dense products do more arithmetic than a 4-tap kernel (about $H + W$ multiply-adds per
 //! output value instead of 4), but on the maps where a decoder upsamples, $H, W \le 128$, that
-//! is far less than the $9\,C$ per value of the 3×3 convolution that follows, and the products run
-//! on the tuned matrix-multiply kernels. f16 and bf16 inputs are computed in f32 and rounded once.
+//! is far less than the $9\thinspace C$ per value of the 3×3 convolution that follows, and the
+//! products run on the tuned matrix-multiply kernels. f16 and bf16 inputs are computed in f32
+//! and rounded once.
 //!
 //! # Example
 //! ```

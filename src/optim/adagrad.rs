@@ -6,7 +6,7 @@
 //! $\gamma$, learning-rate decay $\eta$, weight decay $\lambda$:
 //!
 //! $$g_t \leftarrow g_t + \lambda \theta_{t-1}, \qquad
-//!   \tilde\gamma_t = \frac{\gamma}{1 + (t - 1)\,\eta}$$
+//!   \tilde\gamma_t = \frac{\gamma}{1 + (t - 1)\thinspace\eta}$$
 //! $$s_t = s_{t-1} + g_t^2 \quad (s_0 = \text{initial accumulator value}), \qquad
 //!   \theta_t = \theta_{t-1} - \tilde\gamma_t \frac{g_t}{\sqrt{s_t} + \epsilon}$$
 //!

@@ -7,7 +7,7 @@
 //! $\gamma$, weight decay $\lambda$:
 //!
 //! $$\text{Adam: } g_t \leftarrow g_t + \lambda \theta_{t-1} \qquad
-//!   \text{AdamW: } \theta_{t-1} \leftarrow (1 - \gamma \lambda)\, \theta_{t-1}$$
+//!   \text{AdamW: } \theta_{t-1} \leftarrow (1 - \gamma \lambda)\thinspace \theta_{t-1}$$
 //! $$m_t = \beta_1 m_{t-1} + (1 - \beta_1) g_t, \qquad v_t = \beta_2 v_{t-1} + (1 - \beta_2) g_t^2$$
 //! $$\hat v_t = \max(\hat v_{t-1}, v_t) \text{ (AMSGrad) or } v_t$$
 //! $$\theta_t = \theta_{t-1} - \frac{\gamma}{1 - \beta_1^t} \cdot

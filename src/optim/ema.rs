@@ -1,12 +1,13 @@
 //! Exponential moving average (EMA) of the weights, with timm's `ModelEmaV3` decay schedule.
 //!
 //! After each optimizer step, [`Ema::update`] moves every averaged parameter towards the live
-//! one, $\bar\theta \leftarrow d\,\bar\theta + (1 - d)\,\theta$ (computed as PyTorch's `lerp`),
-//! with one fused in-place pass per parameter over an f32 copy (parallel chunks on candle's CPU
-//! worker pool). The decay $d$ comes from [`Ema::decay_at`], timm's `ModelEmaV3.get_decay`:
-//! with $s = \max(0,\ step - update\_after\_step - 1)$, $d = 0$ while $s = 0$ (the average is
-//! a copy of the weights), then either the constant `decay` or, with warmup,
-//! $\max(\min(1 - (1 + s/\gamma)^{-p},\ decay),\ min\_decay)$.
+//! one, $\bar\theta \leftarrow d\thinspace\bar\theta + (1 - d)\thinspace\theta$ (computed as
+//! PyTorch's `lerp`), with one fused in-place pass per parameter over an f32 copy (parallel chunks
+//! on candle's CPU worker pool). The decay $d$ comes from [`Ema::decay_at`], timm's
+//! `ModelEmaV3.get_decay`: with $s = \max(0,\ t - t_0 - 1)$ at step $t$ and $t_0$ =
+//! `update_after_step`, $d = 0$ while $s = 0$ (the average is a copy of the weights), then either
+//! the constant $d_{\max}$ = `decay` or, with warmup,
+//! $\max(\min(1 - (1 + s/\gamma)^{-p},\ d_{\max}),\ d_{\min})$ with $d_{\min}$ = `min_decay`.
 //!
 //! **Buffers are copied, not averaged.** BatchNorm's `running_mean`/`running_var` (and
 //! `num_batches_tracked`, and every non-float var) are copied from the model at each update,

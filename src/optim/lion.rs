@@ -8,7 +8,7 @@
 //! $\lambda$:
 //!
 //! $$c_t = \beta_1 m_{t-1} + (1 - \beta_1) g_t$$
-//! $$\theta_t = (1 - \gamma\lambda)\,\theta_{t-1} - \gamma \operatorname{sign}(c_t)$$
+//! $$\theta_t = (1 - \gamma\lambda)\thinspace\theta_{t-1} - \gamma \operatorname{sign}(c_t)$$
 //! $$m_t = \beta_2 m_{t-1} + (1 - \beta_2) g_t$$
 //!
 //! with $\operatorname{sign}(0) = 0$. Because $|\operatorname{sign}| = 1$ the update is larger

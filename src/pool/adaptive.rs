@@ -12,14 +12,14 @@
 //!
 //! # Tip
 //! A classifier head written as `flatten → linear` fixes the input resolution: the linear layer's
-//! width is $C \cdot H' \cdot W'$ and changes with the image size. Putting an adaptive pool to a
-//! fixed grid (usually $1 \times 1$: global average pooling, as in ResNet, or $7 \times 7$ as in
-//! VGG) in front of the head decouples the head from the input size, so one network trains on
-//! crops and evaluates on full-size images, and the head needs $C$ instead of $C H' W'$ inputs.
-//! The trade-off: a $1 \times 1$ pool throws away where a feature fired; keep a small grid (or use
-//! [`crate::pool::SpatialPyramidPooling`]) when layout matters. Average pooling sees every
-//! position (smooth gradients to all of them), max pooling keeps the strongest response and
-//! sends its gradient to one position per bin.
+//! width is $C \cdot H^\prime \cdot W^\prime$ and changes with the image size. Putting an adaptive
+//! pool to a fixed grid (usually $1 \times 1$: global average pooling, as in ResNet, or
+//! $7 \times 7$ as in VGG) in front of the head decouples the head from the input size, so one
+//! network trains on crops and evaluates on full-size images, and the head needs $C$ instead of
+//! $C H^\prime W^\prime$ inputs. The trade-off: a $1 \times 1$ pool throws away where a feature
+//! fired; keep a small grid (or use [`crate::pool::SpatialPyramidPooling`]) when layout matters.
+//! Average pooling sees every position (smooth gradients to all of them), max pooling keeps the
+//! strongest response and sends its gradient to one position per bin.
 //!
 //! # Example
 //! ```

@@ -18,9 +18,9 @@
 //!   networks) in front of it makes the head's width $C \cdot H_o W_o$ regardless of $H \times W$,
 //!   so the same weights train on crops and run on full images.
 //! - **Keep some layout with a pyramid.** One global pool forgets *where* features fired;
-//!   spatial pyramid pooling concatenates pools to several grids ($\{6, 3, 2, 1\}$: 50 bins per
-//!   channel), still a fixed length $C \sum l^2$ for any input $\ge$ the finest grid, so a CNN
-//!   can take images at native resolution and aspect ratio instead of warped crops.
+//!   spatial pyramid pooling concatenates pools to several grids ($\lbrace 6, 3, 2, 1 \rbrace$: 50
+//!   bins per channel), still a fixed length $C \sum l^2$ for any input $\ge$ the finest grid, so a
+//!   CNN can take images at native resolution and aspect ratio instead of warped crops.
 //! - **Sequential beats parallel for stride-1 max pools.** A max over overlapping maxima is the
 //!   max over the union, so three chained $5 \times 5$ pools give the $5, 9, 13$ pyramid of
 //!   YOLOv4's SPP at $3 \cdot 25$ instead of $25 + 81 + 169$ reads per output: that is [`Sppf`].

@@ -14,18 +14,18 @@
 //! # Tip
 //! A fully connected head needs a fixed-length input, which is why classic CNNs crop or warp
 //! every image to one resolution. Spatial pyramid pooling replaces the last pooling layer by
-//! pools to several fixed grids — e.g. $\{6 \times 6, 3 \times 3, 2 \times 2, 1 \times 1\}$, 50
-//! bins — so the feature length is $C \sum_i l_i^2$ whatever $H \times W$ is: the network can
-//! take images at their native resolution and aspect ratio (train at several scales, evaluate
-//! without distorting crops), and the coarse levels add some robustness to object deformation
-//! and position. The cost is a head wider than one global pool ($\sum l^2$ times) and bins that
-//! get coarse on small feature maps; inputs smaller than the finest level are rejected.
+//! pools to several fixed grids — e.g. $\lbrace 6 \times 6, 3 \times 3, 2 \times 2, 1 \times 1
+//! \rbrace$, 50 bins — so the feature length is $C \sum_i l_i^2$ whatever $H \times W$ is: the
+//! network can take images at their native resolution and aspect ratio (train at several scales,
+//! evaluate without distorting crops), and the coarse levels add some robustness to object
+//! deformation and position. The cost is a head wider than one global pool ($\sum l^2$ times) and
+//! bins that get coarse on small feature maps; inputs smaller than the finest level are rejected.
 //!
 //! YOLO's SPPF keeps the spatial map instead (no flattening) and uses pyramid pooling to widen
 //! the receptive field of the neck: max pools of size 5, 9 and 13 (stride 1, "same" padding) of
 //! the same map are concatenated. Because the maximum over a window of maxima over windows is
 //! the maximum over their union, two stride-1 $5 \times 5$ pools in a row equal one $9 \times 9$
-//! pool and three equal a $13 \times 13$ pool ($k' = k + (k - 1)(n - 1)$). SPPF applies one
+//! pool and three equal a $13 \times 13$ pool ($k^\prime = k + (k - 1)(n - 1)$). SPPF applies one
 //! $5 \times 5$ pool three times in sequence, reading $3 \cdot 25 = 75$ values per output
 //! instead of $25 + 81 + 169 = 275$, with an identical result.
 //!

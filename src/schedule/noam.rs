@@ -6,7 +6,7 @@ use crate::{Error, Result};
 const BLOCK: &str = "Noam";
 
 /// $\eta_t = c \cdot d^{-1/2} \min(t^{-1/2},\ t \cdot W^{-3/2})$ (Vaswani et al. 2017): a linear
-/// rise for $W$ warmup steps to the peak $c\,(d W)^{-1/2}$, then decay as $1/\sqrt{t}$.
+/// rise for $W$ warmup steps to the peak $c\thinspace(d W)^{-1/2}$, then decay as $1/\sqrt{t}$.
 ///
 /// Step 0 is evaluated as step 1 (as the Annotated Transformer and fairseq do), so the first
 /// rate is small but not zero and $0^{-1/2}$ never appears.

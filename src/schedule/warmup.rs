@@ -7,9 +7,9 @@ const BLOCK: &str = "Warmup";
 
 /// Linear warmup for `warmup_steps` steps, then the inner schedule with its clock starting at 0.
 ///
-/// For $t < W$: $\eta_t = \eta^{in}_0 \, (f + (1 - f)\, t / W)$, a straight line from
-/// $f \cdot \eta^{in}_0$ (`start_factor`) that would reach the inner schedule's first value
-/// $\eta^{in}_0$ at $t = W$; for $t \ge W$: $\eta_t = \eta^{in}_{t - W}$.
+/// For $t < W$: $\eta_t = \eta_0^{in} \thinspace (f + (1 - f)\thinspace t / W)$, a straight line
+/// from $f \cdot \eta_0^{in}$ (`start_factor`) that would reach the inner schedule's first value
+/// $\eta_0^{in}$ at $t = W$; for $t \ge W$: $\eta_t = \eta_{t - W}^{in}$.
 ///
 /// The inner clock starts *after* the warmup — optax's
 /// `join_schedules([linear_schedule(f·η, η, W), inner], [W])` (the layout of optax's

@@ -25,12 +25,12 @@
 //!
 //! **Mamba vs a Transformer.** Self-attention compares every token with every other: time
 //! $O(L^2 d)$ for training and a key/value cache that grows by one entry per token, so
-//! generating token $t$ costs $O(t\,d)$ time and memory. Mamba trains in $O(L\,E\,N)$ —
-//! linear in the sequence length — and generates with a fixed-size state ($E \times (N + K)$
-//! numbers per layer): every new token costs the same, whatever the context length. The
-//! trade-off: everything the model remembers must fit in that state, so exact recall of
-//! arbitrary earlier tokens (which attention gets for free) has to be learned and is bounded
-//! by $N$.
+//! generating token $t$ costs $O(t\thinspace d)$ time and memory. Mamba trains in
+//! $O(L\thinspace E\thinspace N)$ — linear in the sequence length — and generates with a
+//! fixed-size state ($E \times (N + K)$ numbers per layer): every new token costs the same,
+//! whatever the context length. The trade-off: everything the model remembers must fit in that
+//! state, so exact recall of arbitrary earlier tokens (which attention gets for free) has to be
+//! learned and is bounded by $N$.
 //!
 //! Measured on this crate (`examples/mamba_vs_transformer.rs`, d_model 256, batch 1, 2 CPU
 //! threads; table and plot in `docs/PERFORMANCE.md`): at L = 1024 a Mamba block's forward takes
