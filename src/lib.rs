@@ -102,6 +102,11 @@
 //!   weights) and [`attention::Cbam`] (channel, then spatial).
 //!
 //! ## Conventions
+//! - `use candle_tricks::prelude::*;` brings the layers, optimizers, schedules and candle's core
+//!   types and traits ([`prelude`]).
+//! - Layers and ops: `conv::depthwise_conv2d(channels, …, vb)` builds a layer (`torch.nn`);
+//!   `ops::depthwise_conv2d(&x, &w, cfg)` is the functional op of the same name
+//!   (`torch.nn.functional`). The same split holds for conv3d and the norms.
 //! - A block is a `FooConfig` (plain struct, `Default` = the reference's defaults, `with_*`
 //!   builders), the block `Foo`, and a constructor `foo(dims…, cfg, vb)`; `Foo::new` builds it from
 //!   raw tensors.
@@ -121,6 +126,11 @@ mod error;
 pub use error::{Error, Result};
 
 pub mod prelude;
+
+/// The README's code blocks, compiled and run as doc-tests so they cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
 
 pub mod attention;
 pub mod blocks;

@@ -97,7 +97,10 @@ fn load_errors_name_the_block_and_prefix() -> R<()> {
     let mm = msg(mamba_model(cfg, one("backbone.embedding.weight", &[3, 3])?).map(|_| ()));
     assert!(mm.starts_with("MambaModel: cannot load weights"), "{mm}");
     for m in [&bn, &mha, &mb, &mm] {
-        assert!(m.contains("shape mismatch") || m.contains("cannot find"), "{m}");
+        assert!(
+            m.contains("shape mismatch") || m.contains("cannot find"),
+            "{m}"
+        );
     }
     Ok(())
 }
