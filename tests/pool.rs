@@ -269,14 +269,9 @@ fn sppf_from_raw_parts_and_weight_init() -> R<()> {
     assert_eq!(block.forward_t(&x, false)?.dims(), &[1, 16, 7, 5]);
 
     let bn = |c: usize| {
-        candle_nn::BatchNorm::new(
-            c,
-            Tensor::zeros(c, DType::F32, &dev).unwrap(),
-            Tensor::ones(c, DType::F32, &dev).unwrap(),
-            Tensor::ones(c, DType::F32, &dev).unwrap(),
-            Tensor::zeros(c, DType::F32, &dev).unwrap(),
-            1e-3,
-        )
+        let t = |v: f32| Tensor::full(v, c, &dev).unwrap();
+        let cfg = candle_tricks::norm::BatchNormConfig::default().with_eps(1e-3);
+        candle_tricks::norm::BatchNorm::new(c, Some((t(1.), t(0.))), Some((t(0.), t(1.))), cfg)
     };
     let w1 = Tensor::randn(0f32, 1., (2, 4, 1, 1), &dev)?;
     let w2 = Tensor::randn(0f32, 1., (3, 8, 1, 1), &dev)?;

@@ -74,10 +74,11 @@
 //!   <https://github.com/ultralytics/ultralytics>
 
 use crate::conv::init::weight_and_bias;
+use crate::norm::{BatchNorm, BatchNormConfig};
 use crate::ops::{adaptive_pool2d, max_pool2d_same, PoolMode};
 use crate::{check, Error, Result};
 use candle_core::{Module, ModuleT, Tensor};
-use candle_nn::{BatchNorm, BatchNormConfig, VarBuilder};
+use candle_nn::VarBuilder;
 
 const SPP: &str = "SpatialPyramidPooling";
 const SPPF: &str = "Sppf";
@@ -231,19 +232,15 @@ struct ConvBnSilu {
 
 impl ConvBnSilu {
     fn load(c_in: usize, c_out: usize, vb: VarBuilder) -> Result<Self> {
-        let load = || -> candle_core::Result<Self> {
-            // A bias-free 1x1 convolution with PyTorch's default init.
-            let (weight, _) = weight_and_bias(&vb.pp("conv"), (c_out, c_in, 1, 1), false)?;
-            let cfg = BatchNormConfig {
-                eps: 1e-3,
-                remove_mean: true,
-                affine: true,
-                momentum: 0.03,
-            };
-            let bn = candle_nn::batch_norm(c_out, cfg, vb.pp("bn"))?;
-            Ok(Self { weight, bn })
-        };
-        load().map_err(|e| Error::from(e).in_load(SPPF, vb.prefix()))
+        // A bias-free 1x1 convolution with PyTorch's default init.
+        let (weight, _) = weight_and_bias(&vb.pp("conv"), (c_out, c_in, 1, 1), false)
+            .map_err(|e| Error::from(e).in_load(SPPF, vb.prefix()))?;
+        // ultralytics' BatchNorm2d(eps=1e-3, momentum=0.03).
+        let cfg = BatchNormConfig::default()
+            .with_eps(1e-3)
+            .with_momentum(0.03);
+        let bn = crate::norm::batch_norm(c_out, cfg, vb.pp("bn"))?;
+        Ok(Self { weight, bn })
     }
 
     /// `W · x` per image as one matrix product (a 1×1 convolution), `(B, c_out, H·W)`.
@@ -256,20 +253,22 @@ impl ConvBnSilu {
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         let (b, _, h, w) = x.dims4()?;
         let c_out = self.weight.dim(0)?;
-        if train {
+        let (Some(mean), Some(var), false) = (self.bn.running_mean(), self.bn.running_var(), train)
+        else {
+            // Training, or no running statistics: batch statistics, on the fused kernel.
             let y = Self::conv(&self.weight, x)?.reshape((b, c_out, h, w))?;
-            return y.apply_t(&self.bn, true)?.silu();
-        }
+            return self.bn.forward_t(&y, train)?.silu();
+        };
         // Eval: fold the batch norm into the convolution, W' = s·W and t = β - s·μ with
         // s = γ / √(σ² + ε), computed in f32 (a per-channel vector, negligible next to the
         // product); gradients still reach W, γ and β, not the running statistics.
         let dt = self.weight.dtype();
         let f32 = |t: &Tensor| t.to_dtype(candle_core::DType::F32);
-        let mean = f32(&self.bn.running_mean().detach())?;
-        let var = f32(&self.bn.running_var().detach())?;
-        let mut s = (var + self.bn.eps())?.sqrt()?.recip()?;
+        let mean = f32(&mean.detach())?;
+        let var = f32(&var.detach())?;
+        let mut s = (var + self.bn.config().eps)?.sqrt()?.recip()?;
         let mut shift = (mean.neg()? * &s)?;
-        if let Some((gamma, beta)) = self.bn.weight_and_bias() {
+        if let (Some(gamma), Some(beta)) = (self.bn.weight(), self.bn.bias()) {
             s = (s * f32(gamma)?)?;
             shift = ((shift * f32(gamma)?)? + f32(beta)?)?;
         }
@@ -295,13 +294,13 @@ fn check_conv_bn(what: &'static str, w: &Tensor, bn: &BatchNorm) -> Result<(usiz
             w.shape().clone(),
         ));
     }
-    let rm = bn.running_mean();
-    if rm.dims() != [co] {
-        return Err(Error::shape(
+    if bn.channels() != co {
+        return Err(Error::config(
             SPPF,
-            "batch norm running_mean",
-            format!("({co}) to match {what}"),
-            rm.shape().clone(),
+            format!(
+                "the batch norm after {what} must have {co} channels, got {}",
+                bn.channels()
+            ),
         ));
     }
     Ok((co, ci))
