@@ -177,6 +177,16 @@ impl AsppConfig {
                 ),
             ));
         }
+        if let Some(&r) = self
+            .rates
+            .iter()
+            .find(|&&r| crate::conv::checked_extent(3, r).is_none())
+        {
+            return Err(Error::config(
+                BLOCK,
+                format!("rate {r}: the 3×3 extent 2·rate + 1 overflows usize"),
+            ));
+        }
         if !(0.0..1.0).contains(&self.dropout) {
             return Err(Error::config(
                 BLOCK,
@@ -198,7 +208,24 @@ struct ConvBnRelu {
 
 impl ConvBnRelu {
     fn forward_t(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        self.bn.forward_t(&self.conv.forward(xs)?, train)?.relu()
+        let (cfg, weight) = (self.conv.config(), self.conv.weight());
+        let (_, _, h, w) = xs.dims4()?;
+        let k = weight.dim(3)?;
+        let y = if k > 1 && k % 2 == 1 && cfg.dilation >= h && cfg.dilation >= w {
+            // A rate at least the map size puts every off-centre tap of this size-keeping kernel
+            // in the zero padding: the branch is its centre tap as a 1×1 convolution (PyTorch's
+            // result, without candle's padded copy of (H + 2·rate)(W + 2·rate) values).
+            let c = k / 2;
+            let w1 = weight.narrow(2, c, 1)?.narrow(3, c, 1)?.contiguous()?;
+            let y = xs.conv2d(&w1, 0, 1, 1, 1)?;
+            match self.conv.bias() {
+                Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?)?,
+                None => y,
+            }
+        } else {
+            self.conv.forward(xs)?
+        };
+        self.bn.forward_t(&y, train)?.relu()
     }
 }
 
@@ -224,7 +251,8 @@ fn check_unit(
         ));
     }
     let cfg = conv.config();
-    let keeps_size = cfg.padding == cfg.dilation * (kernel - 1) / 2;
+    let keeps_size = crate::conv::checked_extent(kernel, cfg.dilation)
+        .is_some_and(|e| cfg.padding == (e - 1) / 2);
     if cfg.groups != 1 || cfg.stride != 1 || cfg.dilation == 0 || !keeps_size {
         return Err(Error::config(
             BLOCK,
@@ -430,7 +458,8 @@ fn conv_no_bias(
     let (weight, _) =
         crate::conv::init::weight_and_bias(&vb, (c_out, c_in, kernel, kernel), false)?;
     let cfg = Conv2dConfig {
-        padding: dilation * (kernel - 1) / 2,
+        // Validated rates: the extent fits (`AsppConfig::validate`).
+        padding: (crate::conv::extent(kernel, dilation) - 1) / 2,
         dilation,
         ..Default::default()
     };

@@ -518,11 +518,7 @@ fn check_finite(
         if let Some(i) = v.iter().position(|x| !x.is_finite()) {
             return Err(Error::non_finite(
                 OP,
-                format!(
-                    "input `{what}` {:?}: {} at flat index {i}",
-                    t.dims(),
-                    v[i]
-                ),
+                format!("input `{what}` {:?}: {} at flat index {i}", t.dims(), v[i]),
             ));
         }
     }
