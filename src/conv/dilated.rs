@@ -208,24 +208,7 @@ struct ConvBnRelu {
 
 impl ConvBnRelu {
     fn forward_t(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        let (cfg, weight) = (self.conv.config(), self.conv.weight());
-        let (_, _, h, w) = xs.dims4()?;
-        let k = weight.dim(3)?;
-        let y = if k > 1 && k % 2 == 1 && cfg.dilation >= h && cfg.dilation >= w {
-            // A rate at least the map size puts every off-centre tap of this size-keeping kernel
-            // in the zero padding: the branch is its centre tap as a 1×1 convolution (PyTorch's
-            // result, without candle's padded copy of (H + 2·rate)(W + 2·rate) values).
-            let c = k / 2;
-            let w1 = weight.narrow(2, c, 1)?.narrow(3, c, 1)?.contiguous()?;
-            let y = xs.conv2d(&w1, 0, 1, 1, 1)?;
-            match self.conv.bias() {
-                Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?)?,
-                None => y,
-            }
-        } else {
-            self.conv.forward(xs)?
-        };
-        self.bn.forward_t(&y, train)?.relu()
+        self.bn.forward_t(&self.conv.forward(xs)?, train)?.relu()
     }
 }
 
