@@ -1,6 +1,6 @@
 //! Input validation shared by every op and block, so each error names the block and the shapes.
 
-use crate::conv::{extent, output_size, Padding};
+use crate::conv::{checked_extent, output_size, Padding};
 use crate::{Error, Result};
 use candle_core::{DType, Tensor};
 
@@ -15,7 +15,7 @@ pub(crate) fn rank(
     if t.rank() != rank {
         return Err(Error::shape(block, what, pattern, t.shape().clone()));
     }
-    Ok(())
+    numel(block, what, t.dims(), t.dtype()).map(|_| ())
 }
 
 /// Checks that no dimension of `t` is zero.
@@ -28,7 +28,7 @@ pub(crate) fn non_empty(block: &'static str, what: &'static str, t: &Tensor) -> 
             t.shape().clone(),
         ));
     }
-    Ok(())
+    numel(block, what, t.dims(), t.dtype()).map(|_| ())
 }
 
 /// Checks that `t` is a float dtype our kernels support (f32, f16, bf16).
@@ -107,7 +107,8 @@ pub(crate) fn stride_dilation(block: &'static str, stride: usize, dilation: usiz
 
 /// Resolves one spatial axis of `x` (length `n`, named `axis` in the message) for a kernel of
 /// `k` taps with stride `s` and dilation `d`: returns `(before, after, out)`, the padding and
-/// the output length, or an error when the kernel's extent exceeds the padded input.
+/// the output length, or an error when the kernel's extent, the padding or the padded length
+/// overflows `usize`, or the extent exceeds the padded input.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn fit_axis(
     block: &'static str,
@@ -119,18 +120,79 @@ pub(crate) fn fit_axis(
     s: usize,
     d: usize,
 ) -> Result<(usize, usize, usize)> {
-    let (before, after) = padding.resolve(n, k, s, d);
+    let Some(e) = checked_extent(k, d) else {
+        return Err(Error::config(
+            block,
+            format!(
+                "kernel extent dilation * (kernel - 1) + 1 on axis {axis} overflows usize \
+                 (kernel {k}, dilation {d})"
+            ),
+        ));
+    };
+    let padded = padding
+        .checked_resolve(n, k, s, d)
+        .and_then(|(b, a)| Some((b, a, n.checked_add(b)?.checked_add(a)?)));
+    let Some((before, after, _)) = padded else {
+        return Err(Error::config(
+            block,
+            format!(
+                "padded length of axis {axis} overflows usize (input {n}, padding {padding:?}, \
+                 kernel {k}, stride {s}, dilation {d})"
+            ),
+        ));
+    };
     match output_size(n, k, s, d, before, after) {
         Some(out) => Ok((before, after, out)),
         None => Err(Error::shape(
             block,
             "input",
             format!(
-                "spatial axis {axis} + padding ({before} + {after}) >= kernel extent {} \
-                 (kernel {k}, dilation {d})",
-                extent(k, d)
+                "spatial axis {axis} + padding ({before} + {after}) >= kernel extent {e} \
+                 (kernel {k}, dilation {d})"
             ),
             x.shape().clone(),
+        )),
+    }
+}
+
+/// Largest tensor (in bytes) the crate agrees to allocate: the 47-bit user address space of
+/// x86-64 and aarch64. Anything larger cannot exist, so it is an error, never an allocation
+/// attempt (which would abort the process).
+pub(crate) const MAX_BYTES: u128 = 1 << 47;
+
+/// Element count of a tensor of `dims` holding `dtype`, or an error (naming `block` and `what`)
+/// when the product overflows or the tensor would need more than [`MAX_BYTES`]. Every buffer
+/// whose size comes from caller input is sized through this (or [`numel_of`]) before it is
+/// allocated.
+pub(crate) fn numel(
+    block: &'static str,
+    what: &'static str,
+    dims: &[usize],
+    dtype: DType,
+) -> Result<usize> {
+    numel_of(block, what, dims, dtype.size_in_bytes())
+}
+
+/// [`numel`] for elements of `elem_bytes` bytes (scratch buffers of a Rust type).
+pub(crate) fn numel_of(
+    block: &'static str,
+    what: &'static str,
+    dims: &[usize],
+    elem_bytes: usize,
+) -> Result<usize> {
+    let n = dims
+        .iter()
+        .try_fold(1u128, |acc, &d| acc.checked_mul(d as u128));
+    match n {
+        Some(n) if n.saturating_mul(elem_bytes.max(1) as u128) <= MAX_BYTES => Ok(n as usize),
+        _ => Err(Error::shape(
+            block,
+            what,
+            format!(
+                "at most 2^47 bytes ({elem_bytes}-byte elements); the product of the \
+                 dimensions overflows or exceeds it"
+            ),
+            dims.to_vec(),
         )),
     }
 }

@@ -180,6 +180,12 @@ pub fn linformer_attention(
     vb: VarBuilder,
 ) -> Result<LinformerAttention> {
     cfg.validate()?;
+    check::numel(
+        BLOCK,
+        "projection (k, max_len)",
+        &[cfg.k, cfg.max_len],
+        vb.dtype(),
+    )?;
     let mha = multi_head_attention(embed_dim, cfg.mha, vb.clone())?;
     let a = 1.0 / (cfg.k as f64).sqrt();
     let init = Init::Uniform { lo: -a, up: a };

@@ -163,7 +163,7 @@ impl PatchEmbed {
                 ),
             ));
         }
-        Ok((h / p) * (w / p))
+        check::numel_of(PATCH, "token grid", &[h / p, w / p], 1)
     }
 
     /// Like [`Module::forward`], returning this crate's error.
@@ -273,7 +273,7 @@ impl ConvStem {
         for _ in &self.stages {
             (h, w) = (h.div_ceil(2), w.div_ceil(2));
         }
-        Ok(h * w)
+        check::numel_of(STEM, "token grid", &[h, w], 1)
     }
 
     /// Like [`ModuleT::forward_t`] (`train` selects the batch-norm statistics), returning this
@@ -388,9 +388,9 @@ impl VitEmbedding {
             ));
         }
         check::same_dtype_device(VIT, "pos_embed", &cls_token, &pos_embed)?;
-        if pos_embed.dims() != [1, 1 + n, e] {
+        if pos_embed.dims() != [1, n.saturating_add(1), e] {
             let shape = pos_embed.shape().clone();
-            let expected = format!("(1, {}, {e})", 1 + n);
+            let expected = format!("(1, {}, {e})", n.saturating_add(1));
             return Err(Error::shape(VIT, "pos_embed", expected, shape));
         }
         Ok(Self {

@@ -103,7 +103,8 @@ impl SinusoidalPositionalEncoding {
     pub fn new(max_len: usize, dim: usize, dtype: DType, device: &Device) -> Result<Self> {
         check::positive(SIN, "max_len", max_len)?;
         check::positive(SIN, "dim", dim)?;
-        let mut v = vec![0f32; max_len * dim];
+        let n = check::numel_of(SIN, "table (max_len, dim)", &[max_len, dim], 8)?;
+        let mut v = vec![0f32; n];
         for p in 0..max_len {
             for c in 0..dim {
                 let i = (c / 2) as f64;
@@ -238,8 +239,14 @@ impl RotaryEmbedding {
             ));
         }
         let half = head_dim / 2;
-        let mut c = vec![0f32; max_len * head_dim];
-        let mut s = vec![0f32; max_len * head_dim];
+        let n = check::numel_of(
+            ROPE,
+            "cos/sin tables (max_len, head_dim)",
+            &[max_len, head_dim],
+            8,
+        )?;
+        let mut c = vec![0f32; n];
+        let mut s = vec![0f32; n];
         for p in 0..max_len {
             for i in 0..half {
                 let a = p as f64 * base.powf(-2.0 * i as f64 / head_dim as f64);

@@ -68,7 +68,17 @@ pub(crate) fn check_p(block: &'static str, p: f32) -> Result<()> {
 
 /// `x · mask`, with `mask` of `mask_shape` (broadcastable to `x`) holding 0 with probability `p`
 /// and `scale` otherwise. `x` must have a float dtype.
-pub(crate) fn apply_mask(x: &Tensor, mask_shape: Vec<usize>, p: f32, scale: f64) -> Result<Tensor> {
+/// Errors (naming `block`) when the product of `x`'s or the mask's dimensions overflows (a
+/// broadcast view can claim such a shape) instead of drawing a mask of a wrapped-around size.
+pub(crate) fn apply_mask(
+    block: &'static str,
+    x: &Tensor,
+    mask_shape: Vec<usize>,
+    p: f32,
+    scale: f64,
+) -> Result<Tensor> {
+    check::numel(block, "input", x.dims(), x.dtype())?;
+    check::numel(block, "mask", &mask_shape, candle_core::DType::F32)?;
     let keep = Tensor::rand(0f32, 1f32, mask_shape, x.device())?.ge(p)?;
     let mask = keep.to_dtype(x.dtype())?.affine(scale, 0.0)?;
     Ok(x.broadcast_mul(&mask)?)
@@ -144,6 +154,7 @@ impl DropPath {
     /// Like [`ModuleT::forward_t`], returning this crate's error.
     pub fn apply(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         check::float_dtype(DROP_PATH, "input", x)?;
+        check::numel(DROP_PATH, "input", x.dims(), x.dtype())?;
         if x.rank() == 0 {
             return Err(Error::shape(
                 DROP_PATH,
@@ -162,7 +173,7 @@ impl DropPath {
         } else {
             1.0
         };
-        apply_mask(x, mask_shape, self.cfg.p, scale)
+        apply_mask(DROP_PATH, x, mask_shape, self.cfg.p, scale)
     }
 }
 

@@ -70,6 +70,7 @@ impl Dropout2d {
     /// Like [`ModuleT::forward_t`], returning this crate's error.
     pub fn apply(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         check::float_dtype(DROPOUT2D, "input", x)?;
+        check::numel(DROPOUT2D, "input", x.dims(), x.dtype())?;
         if x.rank() < 3 {
             return Err(Error::shape(
                 DROPOUT2D,
@@ -83,7 +84,13 @@ impl Dropout2d {
         }
         let mut mask_shape = vec![1; x.rank()];
         mask_shape[..2].copy_from_slice(&x.dims()[..2]);
-        apply_mask(x, mask_shape, self.p, 1.0 / (1.0 - self.p as f64))
+        apply_mask(
+            DROPOUT2D,
+            x,
+            mask_shape,
+            self.p,
+            1.0 / (1.0 - self.p as f64),
+        )
     }
 }
 

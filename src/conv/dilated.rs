@@ -178,6 +178,16 @@ impl AsppConfig {
                 ),
             ));
         }
+        if let Some(&r) = self
+            .rates
+            .iter()
+            .find(|&&r| crate::conv::checked_extent(3, r).is_none())
+        {
+            return Err(Error::config(
+                BLOCK,
+                format!("rate {r}: the 3×3 extent 2·rate + 1 overflows usize"),
+            ));
+        }
         if !(0.0..1.0).contains(&self.dropout) {
             return Err(Error::config(
                 BLOCK,
@@ -225,7 +235,8 @@ fn check_unit(
         ));
     }
     let cfg = conv.config();
-    let keeps_size = cfg.padding == cfg.dilation * (kernel - 1) / 2;
+    let keeps_size = crate::conv::checked_extent(kernel, cfg.dilation)
+        .is_some_and(|e| cfg.padding == (e - 1) / 2);
     if cfg.groups != 1 || cfg.stride != 1 || cfg.dilation == 0 || !keeps_size {
         return Err(Error::config(
             BLOCK,
@@ -433,7 +444,8 @@ fn conv_no_bias(
     let (weight, _) =
         crate::conv::init::weight_and_bias(&vb, (c_out, c_in, kernel, kernel), false)?;
     let cfg = Conv2dConfig {
-        padding: dilation * (kernel - 1) / 2,
+        // Validated rates: the extent fits (`AsppConfig::validate`).
+        padding: (crate::conv::extent(kernel, dilation) - 1) / 2,
         dilation,
         ..Default::default()
     };

@@ -45,7 +45,7 @@
 
 pub(crate) mod init;
 pub mod padding;
-pub use padding::{extent, output_size, Padding};
+pub use padding::{checked_extent, extent, output_size, Padding};
 
 pub mod receptive_field;
 pub use receptive_field::{receptive_field, LayerGeometry, ReceptiveField};

@@ -49,7 +49,9 @@ pub enum Padding {
 impl Padding {
     /// Zeros added `(before, after)` on an axis of length `input` for this kernel, stride and
     /// dilation. Degenerate arguments (stride 0, kernel 0) resolve as if they were 1; callers
-    /// validate them first and [`Padding::output_size`] reports them.
+    /// validate them first and [`Padding::output_size`] reports them. `Same` padding larger than
+    /// `usize::MAX` (a dilation near `usize::MAX`) saturates; [`Padding::checked_resolve`]
+    /// reports it instead.
     pub fn resolve(
         self,
         input: usize,
@@ -57,21 +59,36 @@ impl Padding {
         stride: usize,
         dilation: usize,
     ) -> (usize, usize) {
+        self.checked_resolve(input, kernel, stride, dilation)
+            .unwrap_or((usize::MAX, usize::MAX))
+    }
+
+    /// [`Padding::resolve`], or `None` when the padding does not fit in `usize`.
+    pub fn checked_resolve(
+        self,
+        input: usize,
+        kernel: usize,
+        stride: usize,
+        dilation: usize,
+    ) -> Option<(usize, usize)> {
         match self {
-            Padding::Valid => (0, 0),
-            Padding::Explicit(p) => (p, p),
+            Padding::Valid => Some((0, 0)),
+            Padding::Explicit(p) => Some((p, p)),
             Padding::Same => {
                 let stride = stride.max(1);
                 let out = input.div_ceil(stride);
-                let needed = (out.saturating_sub(1)) * stride + extent(kernel, dilation);
+                let needed = out
+                    .saturating_sub(1)
+                    .checked_mul(stride)?
+                    .checked_add(checked_extent(kernel, dilation)?)?;
                 let total = needed.saturating_sub(input);
-                (total / 2, total - total / 2)
+                Some((total / 2, total - total / 2))
             }
         }
     }
 
     /// Output length on an axis of length `input`, or `None` when the kernel's extent exceeds the
-    /// padded input, or the kernel, stride or dilation is zero.
+    /// padded input, the kernel, stride or dilation is zero, or a size overflows `usize`.
     pub fn output_size(
         self,
         input: usize,
@@ -79,18 +96,27 @@ impl Padding {
         stride: usize,
         dilation: usize,
     ) -> Option<usize> {
-        let (before, after) = self.resolve(input, kernel, stride, dilation);
+        let (before, after) = self.checked_resolve(input, kernel, stride, dilation)?;
         output_size(input, kernel, stride, dilation, before, after)
     }
 }
 
-/// The span of input a dilated kernel covers: `dilation * (kernel - 1) + 1`.
+/// The span of input a dilated kernel covers: `dilation * (kernel - 1) + 1`, saturating at
+/// `usize::MAX` ([`checked_extent`] reports the overflow instead).
 pub fn extent(kernel: usize, dilation: usize) -> usize {
-    dilation.max(1) * kernel.saturating_sub(1) + 1
+    checked_extent(kernel, dilation).unwrap_or(usize::MAX)
 }
 
-/// Output length for explicit `(before, after)` padding, or `None` when the kernel does not fit
-/// or kernel, stride or dilation is zero.
+/// [`extent`], or `None` when it overflows `usize`.
+pub fn checked_extent(kernel: usize, dilation: usize) -> Option<usize> {
+    dilation
+        .max(1)
+        .checked_mul(kernel.saturating_sub(1))?
+        .checked_add(1)
+}
+
+/// Output length for explicit `(before, after)` padding, or `None` when the kernel does not fit,
+/// kernel, stride or dilation is zero, or the padded length or the extent overflows `usize`.
 pub fn output_size(
     input: usize,
     kernel: usize,
@@ -102,8 +128,8 @@ pub fn output_size(
     if kernel == 0 || stride == 0 || dilation == 0 {
         return None;
     }
-    let padded = input + before + after;
-    let e = extent(kernel, dilation);
+    let padded = input.checked_add(before)?.checked_add(after)?;
+    let e = checked_extent(kernel, dilation)?;
     (padded >= e).then(|| (padded - e) / stride + 1)
 }
 

@@ -75,7 +75,8 @@
 //! - Luo et al., *Understanding the Effective Receptive Field in Deep CNNs*, 2016,
 //!   <https://arxiv.org/abs/1701.04128>
 
-use crate::{check, Result};
+use crate::conv::checked_extent;
+use crate::{check, Error, Result};
 
 const BLOCK: &str = "receptive_field";
 
@@ -128,21 +129,41 @@ pub struct ReceptiveField {
     pub center: f64,
 }
 
-/// Receptive field of `layers`, applied input-first. Errors if a kernel, stride or dilation is 0.
+/// Receptive field of `layers`, applied input-first. Errors if a kernel, stride or dilation is 0,
+/// or the field or the jump does not fit in `usize`.
 pub fn receptive_field(layers: &[LayerGeometry]) -> Result<ReceptiveField> {
     let mut rf = ReceptiveField {
         size: 1,
         jump: 1,
         center: 0.0,
     };
-    for layer in layers {
+    for (i, layer) in layers.iter().enumerate() {
         check::positive(BLOCK, "kernel", layer.kernel)?;
         check::positive(BLOCK, "stride", layer.stride)?;
         check::positive(BLOCK, "dilation", layer.dilation)?;
-        let grow = layer.dilation * (layer.kernel - 1);
+        let overflow = |what: &str| {
+            Error::config(
+                BLOCK,
+                format!(
+                    "{what} overflows usize at layer {i} (kernel {}, stride {}, dilation {}; \
+                     field so far {}, jump {})",
+                    layer.kernel, layer.stride, layer.dilation, rf.size, rf.jump
+                ),
+            )
+        };
+        let grow =
+            checked_extent(layer.kernel, layer.dilation).ok_or_else(|| overflow("extent"))? - 1;
+        let size = grow
+            .checked_mul(rf.jump)
+            .and_then(|g| g.checked_add(rf.size))
+            .ok_or_else(|| overflow("receptive field"))?;
+        let jump = rf
+            .jump
+            .checked_mul(layer.stride)
+            .ok_or_else(|| overflow("jump"))?;
         rf.center += (grow as f64 / 2.0 - layer.padding as f64) * rf.jump as f64;
-        rf.size += grow * rf.jump;
-        rf.jump *= layer.stride;
+        rf.size = size;
+        rf.jump = jump;
     }
     Ok(rf)
 }

@@ -97,8 +97,15 @@ type Bins = Vec<(usize, usize)>;
 
 /// PyTorch's adaptive bins: `[floor(i·n/m), ceil((i+1)·n/m))`.
 fn adaptive_bins(n: usize, m: usize) -> Bins {
-    (0..m)
-        .map(|i| ((i * n) / m, ((i + 1) * n).div_ceil(m)))
+    // In u128: `i·n` overflows usize for a large input and output; the bounds are <= n.
+    let (nw, mw) = (n as u128, m as u128);
+    (0..m as u128)
+        .map(|i| {
+            (
+                ((i * nw) / mw) as usize,
+                ((i + 1) * nw).div_ceil(mw) as usize,
+            )
+        })
         .collect()
 }
 
@@ -106,7 +113,12 @@ fn adaptive_bins(n: usize, m: usize) -> Bins {
 fn same_bins(n: usize, k: usize) -> Bins {
     let p = k / 2;
     (0..n)
-        .map(|i| (i.saturating_sub(p), (i + p + 1).min(n)))
+        .map(|i| {
+            (
+                i.saturating_sub(p),
+                i.saturating_add(p).saturating_add(1).min(n),
+            )
+        })
         .collect()
 }
 
@@ -158,6 +170,10 @@ fn validate(
     for &s in sizes {
         check::positive(op, "output_size", s)?;
     }
+    // The output (and the bins, one per output index) before anything is allocated.
+    let mut out = x.dims()[..x.rank() - sizes.len()].to_vec();
+    out.extend_from_slice(sizes);
+    check::numel(op, "output", &out, x.dtype())?;
     Ok(())
 }
 

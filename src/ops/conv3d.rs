@@ -74,7 +74,10 @@
 
 use crate::check;
 use crate::conv::{extent, Padding};
-use crate::ops::cpu::{conv_bwd, expect_shape, f32_pair, par_fold, par_tasks, store};
+use crate::ops::cpu::{
+    conv_bwd, expect_shape, f32_pair, padded_copy_fits, par_fold, par_tasks, store, Axis,
+    DirectConv,
+};
 use crate::{Error, Result};
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
 
@@ -159,9 +162,29 @@ struct Geom {
     pad: [(usize, usize); 3],
     stride: usize,
     dilation: usize,
+    /// Compute with [`DirectConv`]: the padded input copy of the fast paths would be far larger
+    /// than the tensors (a huge stride, dilation or padding with a small output).
+    direct: bool,
 }
 
 impl Geom {
+    fn direct_conv(&self) -> DirectConv {
+        let axis = |a: usize| Axis {
+            n: self.n[a],
+            k: self.k[a],
+            o: self.o[a],
+            s: self.stride,
+            d: self.dilation,
+            before: self.pad[a].0,
+        };
+        DirectConv {
+            b: self.b,
+            cin: self.cin,
+            cout: self.cout,
+            groups: self.groups,
+            axes: [axis(0), axis(1), axis(2)],
+        }
+    }
     fn cig(&self) -> usize {
         self.cin / self.groups
     }
@@ -252,6 +275,22 @@ fn geom(
         o[a] = out;
         pad[a] = (before, after);
     }
+    check::numel(op, "output", &[b, cout, o[0], o[1], o[2]], x.dtype())?;
+    // The fast paths copy every input volume into its padded, phased layout ([`padded`]).
+    let padded_len = (0..3).try_fold(1usize, |acc, a| {
+        let len = n[a].checked_add(pad[a].0)?.checked_add(pad[a].1)?;
+        let len = if a == 2 {
+            len.div_ceil(s).checked_mul(s)?
+        } else {
+            len
+        };
+        acc.checked_mul(len)
+    });
+    let direct = !padded_copy_fits(
+        padded_len,
+        n.iter().product(),
+        cout / groups * o.iter().product::<usize>(),
+    );
     Ok(Geom {
         b,
         cin,
@@ -263,6 +302,7 @@ fn geom(
         pad,
         stride: s,
         dilation: dl,
+        direct,
     })
 }
 
@@ -392,6 +432,14 @@ impl CustomOp2 for Conv3dOp {
         // One input channel per group: direct loops; otherwise vol2col + gemm.
         let depthwise = g.cig() == 1;
         let v = match (self.role, depthwise) {
+            _ if g.direct => {
+                let conv = g.direct_conv();
+                match self.role {
+                    Role::Forward => conv.forward(&a, &b),
+                    Role::GradInput => conv.grad_input(&a, &b),
+                    Role::GradWeight => conv.grad_weight(&a, &b),
+                }
+            }
             (Role::Forward, true) => depthwise::forward(&g, &a, &b),
             (Role::Forward, false) => dense::forward(&g, &a, &b),
             (Role::GradInput, true) => depthwise::grad_input(&g, &a, &b),

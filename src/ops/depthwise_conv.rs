@@ -64,7 +64,8 @@
 use crate::check;
 use crate::conv::Padding;
 use crate::ops::cpu::{
-    contiguous, conv_bwd, dispatch_float_pair, expect_shape, par_tasks, widen, Element,
+    contiguous, conv_bwd, dispatch_float_pair, expect_shape, padded_copy_fits, par_tasks, widen,
+    Axis, DirectConv, Element,
 };
 use crate::ops::simd::{detect_simd, Simd};
 use crate::{Error, Result};
@@ -172,9 +173,58 @@ struct Geom {
     pb: usize,
     pl: usize,
     pr: usize,
+    /// Compute with [`DirectConv`]: the padded, phased scratch plane of [`Plan`] would be far
+    /// larger than the tensors (a huge stride, dilation or padding with a small output).
+    direct: bool,
 }
 
 impl Geom {
+    /// Resolves `direct` once every other size is known, and checks the output's size.
+    fn finish(mut self, op: &'static str, dtype: DType) -> Result<Self> {
+        check::numel(op, "output", &[self.b, self.cm(), self.ho, self.wo], dtype)?;
+        let padded = (|| {
+            let hp = self.pt.checked_add(self.h)?.checked_add(self.pb)?;
+            let wp = self.pl.checked_add(self.w)?.checked_add(self.pr)?;
+            hp.checked_mul(wp.div_ceil(self.sx).checked_mul(self.sx)?)
+        })();
+        self.direct = !padded_copy_fits(padded, self.in_plane(), self.m * self.out_plane());
+        Ok(self)
+    }
+    fn direct_conv(&self) -> DirectConv {
+        let unit = Axis {
+            n: 1,
+            k: 1,
+            o: 1,
+            s: 1,
+            d: 1,
+            before: 0,
+        };
+        DirectConv {
+            b: self.b,
+            cin: self.c,
+            cout: self.cm(),
+            groups: self.c,
+            axes: [
+                unit,
+                Axis {
+                    n: self.h,
+                    k: self.kh,
+                    o: self.ho,
+                    s: self.sy,
+                    d: self.dy,
+                    before: self.pt,
+                },
+                Axis {
+                    n: self.w,
+                    k: self.kw,
+                    o: self.wo,
+                    s: self.sx,
+                    d: self.dx,
+                    before: self.pl,
+                },
+            ],
+        }
+    }
     fn cm(&self) -> usize {
         self.c * self.m
     }
@@ -237,7 +287,7 @@ fn geom2d(x: &Tensor, w: &Tensor, cfg: DepthwiseConv2dConfig, allow_f64: bool) -
     let (s, d) = (cfg.stride, cfg.dilation);
     let (pt, pb, ho) = check::fit_axis(OP2, x, "H", cfg.padding, h, kh, s, d)?;
     let (pl, pr, wo) = check::fit_axis(OP2, x, "W", cfg.padding, wd, kw, s, d)?;
-    Ok(Geom {
+    Geom {
         b,
         c,
         m,
@@ -255,7 +305,9 @@ fn geom2d(x: &Tensor, w: &Tensor, cfg: DepthwiseConv2dConfig, allow_f64: bool) -
         pb,
         pl,
         pr,
-    })
+        direct: false,
+    }
+    .finish(OP2, x.dtype())
 }
 
 fn geom1d(x: &Tensor, w: &Tensor, cfg: DepthwiseConv1dConfig, allow_f64: bool) -> Result<Geom> {
@@ -265,7 +317,7 @@ fn geom1d(x: &Tensor, w: &Tensor, cfg: DepthwiseConv1dConfig, allow_f64: bool) -
     let (_, _, k) = w.dims3()?;
     let (s, d) = (cfg.stride, cfg.dilation);
     let (pl, pr, lo) = check::fit_axis(OP1, x, "L", cfg.padding, l, k, s, d)?;
-    Ok(Geom {
+    Geom {
         b,
         c,
         m,
@@ -283,7 +335,9 @@ fn geom1d(x: &Tensor, w: &Tensor, cfg: DepthwiseConv1dConfig, allow_f64: bool) -
         pb: 0,
         pl,
         pr,
-    })
+        direct: false,
+    }
+    .finish(OP1, x.dtype())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -405,6 +459,7 @@ impl CustomOp2 for DepthwiseOp {
             let a = contiguous(a, l1, op)?;
             let b = contiguous(b, l2, op)?;
             let v = match role {
+                _ if g.direct => direct::<T>(&g, role, a, b),
                 Role::Forward => forward::<T>(&g, a, b),
                 Role::GradInput => grad_input::<T>(&g, a, b),
                 Role::GradWeight => grad_weight::<T>(&g, a, b),
@@ -486,6 +541,19 @@ impl Plan {
             tap_off,
         }
     }
+}
+
+/// [`DirectConv`] for one role, widening to f32 and rounding the result once.
+fn direct<T: Element>(g: &Geom, role: Role, a: &[T], b: &[T]) -> Vec<T> {
+    let conv = g.direct_conv();
+    let wide = |v: &[T]| v.iter().map(|e| e.to_f32()).collect::<Vec<f32>>();
+    let (a, b) = (wide(a), wide(b));
+    let v = match role {
+        Role::Forward => conv.forward(&a, &b),
+        Role::GradInput => conv.grad_input(&a, &b),
+        Role::GradWeight => conv.grad_weight(&a, &b),
+    };
+    v.into_iter().map(T::from_f32).collect()
 }
 
 #[inline(always)]

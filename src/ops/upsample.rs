@@ -171,5 +171,16 @@ fn validate(
             format!("output size must be > 0, got ({out_h}, {out_w})"),
         ));
     }
-    Ok(x.dims4()?)
+    let (b, c, h, w) = x.dims4()?;
+    // Every buffer the two matrix products allocate: the output, the row-resized intermediate
+    // and the two dense interpolation matrices, in the f32/f64 compute dtype.
+    for (what, dims) in [
+        ("output", [b, c, out_h, out_w]),
+        ("row-resized intermediate", [b, c, h, out_w]),
+        ("row interpolation matrix", [1, 1, out_h, h]),
+        ("column interpolation matrix", [1, 1, out_w, w]),
+    ] {
+        check::numel(OP, what, &dims, DType::F64)?;
+    }
+    Ok((b, c, h, w))
 }

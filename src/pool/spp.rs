@@ -133,6 +133,18 @@ impl SppConfig {
                 ),
             ));
         }
+        let bins = self.levels.iter().try_fold(0usize, |acc, &l| {
+            l.checked_mul(l).and_then(|sq| sq.checked_add(acc))
+        });
+        if bins.is_none() {
+            return Err(Error::config(
+                SPP,
+                format!(
+                    "the bin count (sum of level²) overflows usize, got levels {:?}",
+                    self.levels
+                ),
+            ));
+        }
         Ok(())
     }
 }
@@ -178,9 +190,10 @@ impl SpatialPyramidPooling {
     }
 
     /// Length of the output vector for `channels` input channels: `channels · Σ l²` (the input
-    /// width of the layer that follows).
+    /// width of the layer that follows); saturates at `usize::MAX` for a channel count so large
+    /// that no input can have it.
     pub fn output_features(&self, channels: usize) -> usize {
-        channels * self.bins()
+        channels.saturating_mul(self.bins())
     }
 
     /// The smallest height and width accepted: the largest level.
@@ -329,6 +342,9 @@ pub struct Sppf {
 /// or even, or a loaded tensor has the wrong shape.
 pub fn sppf(c1: usize, c2: usize, k: usize, vb: VarBuilder) -> Result<Sppf> {
     validate_sppf(c1, c2, k)?;
+    // Both 1×1 weights, before the var builder allocates them.
+    check::numel(SPPF, "cv1 weight", &[c1 / 2, c1], vb.dtype())?;
+    check::numel(SPPF, "cv2 weight", &[c2, 4, c1 / 2], vb.dtype())?;
     let c_ = c1 / 2;
     let cv1 = ConvBnSilu::load(c1, c_, vb.pp("cv1"))?;
     let cv2 = ConvBnSilu::load(4 * c_, c2, vb.pp("cv2"))?;
