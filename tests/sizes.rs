@@ -649,3 +649,29 @@ fn random_adaptive_pool_and_upsample_sizes() -> Result<()> {
     }
     Ok(())
 }
+
+/// Outputs that are representable (under the 2^47-byte cap) but cannot be allocated on this
+/// machine are an error from the allocator, never an abort: a 2^19 × 2^19 pooled or upsampled
+/// map is 1 TiB in f32, a depthwise output with 2^18 padding on each side 1 TiB too.
+#[test]
+fn unallocatable_outputs_are_errors_not_aborts() -> Result<()> {
+    let x = seq(&[1, 1, 4, 4])?;
+    let big = 1 << 19;
+    expect_err("adaptive_pool", || {
+        adaptive_pool2d(&x, (big, big), PoolMode::Avg)
+    });
+    expect_err("upsample_bilinear2d", || {
+        upsample_bilinear2d(&x, big, big, false)
+    });
+    let w = seq(&[1, 1, 1, 1])?;
+    let cfg = DepthwiseConv2dConfig::default().with_padding(Padding::Explicit(1 << 18));
+    expect_err("depthwise_conv", || depthwise_conv2d(&x, &w, cfg));
+    let x3 = seq(&[1, 1, 2, 2, 2])?;
+    let w3 = seq(&[1, 1, 1, 1, 1])?;
+    let cfg3 = Conv3dConfig::default().with_padding(Padding::Explicit(1 << 13));
+    expect_err("conv3d", || conv3d(&x3, &w3, cfg3));
+    expect_err("attention_dropout_keep", || {
+        candle_tricks::ops::attention_dropout_keep((1, 1, 1 << 20, 1 << 20), 0.1, 7)
+    });
+    Ok(())
+}

@@ -54,7 +54,9 @@
 //!   2014, <https://arxiv.org/abs/1406.4729>
 
 use crate::check;
-use crate::ops::cpu::{contiguous, dispatch_float, expect_shape, par_tasks, store, Element};
+use crate::ops::cpu::{
+    contiguous, dispatch_float, expect_shape, par_tasks, store, try_zeros, Element,
+};
 use crate::{Error, Result};
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Layout, Shape, Tensor, WithDType};
@@ -427,7 +429,7 @@ impl CustomOp1 for PoolFwd {
             let x = contiguous(x, l, self.op)?;
             Ok::<_, candle_core::Error>(T::to_cpu_storage_owned(forward::<T>(
                 &self.g, self.mode, x,
-            )))
+            )?))
         })?;
         Ok((out, self.g.y_shape()))
     }
@@ -622,9 +624,9 @@ fn forward_plane<T: Element>(g: &Geom, mode: PoolMode, x: &[T], y: &mut [T], acc
     }
 }
 
-fn forward<T: Element>(g: &Geom, mode: PoolMode, x: &[T]) -> Vec<T> {
+fn forward<T: Element>(g: &Geom, mode: PoolMode, x: &[T]) -> Result<Vec<T>> {
     let (inp, outp) = (g.in_plane(), g.out_plane());
-    let mut y = vec![T::from_f32(0.0); g.planes() * outp];
+    let mut y = try_zeros::<T>("adaptive_pool", g.planes() * outp)?;
     let k = min_planes(inp);
     par_tasks(&mut y, k * outp, |i, ys, acc: &mut Vec<f32>| {
         let xs = &x[i * k * inp..];
@@ -632,7 +634,7 @@ fn forward<T: Element>(g: &Geom, mode: PoolMode, x: &[T]) -> Vec<T> {
             forward_plane(g, mode, x, y, acc);
         }
     });
-    y
+    Ok(y)
 }
 
 /// Gradient of one plane, accumulated in f32 into `gx` (zeroed here).

@@ -26,6 +26,41 @@ pub(crate) trait Element: WithDType + Copy + Send + Sync + 'static {
     }
 }
 
+/// `n` zeros of `T`, or an error naming `block` when the allocator cannot provide them: an output
+/// sized by a config (pool or upsample sizes, convolution padding) must fail as an `Error`, not
+/// abort the process. Like `vec![0; n]`, the zeroed pages come lazily from the allocator.
+pub(crate) fn try_zeros<T: Element>(block: &'static str, n: usize) -> crate::Result<Vec<T>> {
+    let fail = || {
+        let bytes = (n as u128) * std::mem::size_of::<T>() as u128;
+        crate::Error::config(
+            block,
+            format!("cannot allocate {n} elements ({bytes} bytes)"),
+        )
+    };
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let layout = std::alloc::Layout::array::<T>(n).map_err(|_| fail())?;
+    // SAFETY: `layout` has a non-zero size: n > 0 and every `Element` is a 2- or 4-byte float.
+    let ptr = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<T>();
+    if ptr.is_null() {
+        return Err(fail());
+    }
+    // SAFETY: `ptr` comes from the global allocator with the layout of exactly `n` `T`s (so
+    // capacity `n` describes the allocation), and the all-zero bit pattern is 0.0 for every
+    // `Element` (f32, f16, bf16 only), so all `n` elements are initialised.
+    Ok(unsafe { Vec::from_raw_parts(ptr, n, n) })
+}
+
+/// Errors (naming `block`) when the allocator cannot provide `bytes` now: the check before an
+/// output that candle allocates (and would abort on). Probes with a fallible reservation that
+/// is released at once; pages are not touched.
+pub(crate) fn ensure_allocatable(block: &'static str, bytes: usize) -> crate::Result<()> {
+    Vec::<u8>::new().try_reserve_exact(bytes).map_err(|_| {
+        crate::Error::config(block, format!("cannot allocate the output ({bytes} bytes)"))
+    })
+}
+
 /// Replaces the contents of `dst` by `src` widened to f32 (reusing its allocation).
 pub(crate) fn widen<T: Element>(src: &[T], dst: &mut Vec<f32>) {
     dst.clear();
@@ -428,7 +463,7 @@ impl DirectConv {
     }
 
     /// `y = conv(x, w)`.
-    pub(crate) fn forward(&self, x: &[f32], w: &[f32]) -> Vec<f32> {
+    pub(crate) fn forward(&self, x: &[f32], w: &[f32]) -> crate::Result<Vec<f32>> {
         let (iv, ov, kk, cig, cog) = (
             self.in_vol(),
             self.out_vol(),
@@ -436,7 +471,7 @@ impl DirectConv {
             self.cig(),
             self.cog(),
         );
-        let mut y = vec![0f32; self.b * self.cout * ov];
+        let mut y = try_zeros::<f32>("convolution", self.b * self.cout * ov)?;
         par_tasks(&mut y, ov, |i, yv, _: &mut ()| {
             let (bi, co) = (i / self.cout, i % self.cout);
             let c0 = co / cog * cig;
@@ -446,7 +481,7 @@ impl DirectConv {
                 self.visit(|o, xi, t| yv[o] += wk[t] * xv[xi]);
             }
         });
-        y
+        Ok(y)
     }
 
     /// `grad_x` from `grad_y` and `w`: one task per input volume, so writes never overlap.

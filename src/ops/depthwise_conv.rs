@@ -64,8 +64,8 @@
 use crate::check;
 use crate::conv::Padding;
 use crate::ops::cpu::{
-    contiguous, conv_bwd, dispatch_float_pair, expect_shape, padded_copy_fits, par_tasks, widen,
-    Axis, DirectConv, Element,
+    contiguous, conv_bwd, dispatch_float_pair, expect_shape, padded_copy_fits, par_tasks,
+    try_zeros, widen, Axis, DirectConv, Element,
 };
 use crate::ops::simd::{detect_simd, Simd};
 use crate::{Error, Result};
@@ -459,8 +459,8 @@ impl CustomOp2 for DepthwiseOp {
             let a = contiguous(a, l1, op)?;
             let b = contiguous(b, l2, op)?;
             let v = match role {
-                _ if g.direct => direct::<T>(&g, role, a, b),
-                Role::Forward => forward::<T>(&g, a, b),
+                _ if g.direct => direct::<T>(&g, role, a, b)?,
+                Role::Forward => forward::<T>(&g, a, b)?,
                 Role::GradInput => grad_input::<T>(&g, a, b),
                 Role::GradWeight => grad_weight::<T>(&g, a, b),
             };
@@ -544,16 +544,16 @@ impl Plan {
 }
 
 /// [`DirectConv`] for one role, widening to f32 and rounding the result once.
-fn direct<T: Element>(g: &Geom, role: Role, a: &[T], b: &[T]) -> Vec<T> {
+fn direct<T: Element>(g: &Geom, role: Role, a: &[T], b: &[T]) -> Result<Vec<T>> {
     let conv = g.direct_conv();
     let wide = |v: &[T]| v.iter().map(|e| e.to_f32()).collect::<Vec<f32>>();
     let (a, b) = (wide(a), wide(b));
     let v = match role {
-        Role::Forward => conv.forward(&a, &b),
+        Role::Forward => conv.forward(&a, &b)?,
         Role::GradInput => conv.grad_input(&a, &b),
         Role::GradWeight => conv.grad_weight(&a, &b),
     };
-    v.into_iter().map(T::from_f32).collect()
+    Ok(v.into_iter().map(T::from_f32).collect())
 }
 
 #[inline(always)]
@@ -895,12 +895,12 @@ unsafe fn fwd_task_avx2<T: Element>(
     fwd_task::<T, true>(g, plan, x, wk, out, scr)
 }
 
-fn forward<T: Element>(g: &Geom, x: &[T], w: &[T]) -> Vec<T> {
+fn forward<T: Element>(g: &Geom, x: &[T], w: &[T]) -> Result<Vec<T>> {
     let simd = detect_simd();
     let plan = Plan::new(g);
     let wk = weights_f32(w);
     let (inp, outp, mk) = (g.in_plane(), g.out_plane(), g.m * g.taps());
-    let mut out = vec![T::from_f32(0.0); g.b * g.cm() * outp];
+    let mut out = try_zeros::<T>("depthwise_conv", g.b * g.cm() * outp)?;
     par_tasks(&mut out, g.m * outp, |i, out, scr: &mut Scratch| {
         let x = &x[i * inp..(i + 1) * inp];
         let c = i % g.c;
@@ -913,7 +913,7 @@ fn forward<T: Element>(g: &Geom, x: &[T], w: &[T]) -> Vec<T> {
             Simd::Portable => fwd_task::<T, false>(g, &plan, x, wk, out, scr),
         }
     });
-    out
+    Ok(out)
 }
 
 // --- gradient wrt the input -----------------------------------------------------------------

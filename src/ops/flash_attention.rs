@@ -106,7 +106,7 @@
 use std::sync::{Arc, Mutex};
 
 use crate::check;
-use crate::ops::cpu::{f32_view, par_fold, par_tasks, store};
+use crate::ops::cpu::{f32_view, par_fold, par_tasks, store, try_zeros};
 use crate::ops::simd::{detect_simd, Simd, LANES};
 use crate::ops::softmax::exp_approx;
 use crate::{Error, Result};
@@ -236,8 +236,10 @@ pub fn attention_dropout_keep(
     dropout_p: f64,
     seed: u64,
 ) -> Result<Tensor> {
-    let dr = Dropout::new("attention_dropout_keep", dropout_p, seed)?;
-    let mut v = vec![0f32; b * h * lq * lk];
+    const NAME: &str = "attention_dropout_keep";
+    let dr = Dropout::new(NAME, dropout_p, seed)?;
+    let n = check::numel(NAME, "mask", &[b, h, lq, lk], DType::F32)?;
+    let mut v = try_zeros::<f32>(NAME, n)?;
     for (row, out) in v.chunks_exact_mut(lk.max(1)).enumerate() {
         out.fill(1.0);
         dr.apply(out, row);
@@ -309,7 +311,8 @@ fn reference(
                 Some(b) => Tensor::from_vec(b.data.clone(), b.shape.clone(), dev)?.to_dtype(dt)?,
                 None => {
                     let lens = lens.unwrap_or_else(|| vec![g.lk; g.b]);
-                    let mut data = vec![0f32; g.b * g.lq * g.lk];
+                    let n = check::numel(OP, "mask", &[g.b, g.lq, g.lk], DType::F32)?;
+                    let mut data = try_zeros::<f32>(OP, n)?;
                     for (bi, &len) in lens.iter().enumerate() {
                         for i in 0..g.lq {
                             let (lo, hi) = band.range(i as i64, len as i64);

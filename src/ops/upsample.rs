@@ -53,6 +53,7 @@
 //! - Odena, Dumoulin, Olah, *Deconvolution and Checkerboard Artifacts*, 2016,
 //!   <https://distill.pub/2016/deconv-checkerboard/>
 
+use crate::ops::cpu::{ensure_allocatable, try_zeros};
 use crate::{check, Error, Result};
 use candle_core::{DType, Device, Tensor};
 
@@ -78,6 +79,11 @@ pub fn upsample_bilinear2d(
     } else {
         DType::F32
     };
+    if dev.is_cpu() {
+        // The output comes from candle's matmul, which aborts when it cannot allocate.
+        let n = check::numel(OP, "output", &[b, c, out_h, out_w], dt)?;
+        ensure_allocatable(OP, n * dt.size_in_bytes())?;
+    }
     let ah = matrix(h, out_h, align_corners, dev)?.to_dtype(dt)?; // (out_h, H)
     let awt = matrix(w, out_w, align_corners, dev)?.to_dtype(dt)?.t()?; // (W, out_w)
     let xf = x.to_dtype(dt)?;
@@ -145,7 +151,7 @@ fn taps(n: usize, m: usize, o: usize, align_corners: bool) -> (u32, u32, f32) {
 
 /// The `(m, n)` interpolation matrix of an axis of length `n` resized to `m`, in f32.
 fn matrix(n: usize, m: usize, align_corners: bool, dev: &Device) -> Result<Tensor> {
-    let mut a = vec![0f32; m * n];
+    let mut a = try_zeros::<f32>(OP, m * n)?;
     for o in 0..m {
         let (i0, i1, l) = taps(n, m, o, align_corners);
         a[o * n + i0 as usize] += 1.0 - l;
