@@ -339,3 +339,24 @@ fn bad_input_is_an_error_naming_the_op() -> R<()> {
     assert_err("forward C mismatch", r, &["depthwise_conv2d"]);
     Ok(())
 }
+
+/// The 1-D op with a channel multiplier and dilation (no PyTorch fixture covers the pair) against
+/// finite differences; candle's autograd through the grouped `conv1d` reference disagrees on the
+/// weight gradient here, so the reference is not the judge.
+#[test]
+fn conv1d_multiplier_and_dilation_match_finite_differences() -> R<()> {
+    let dev = Device::Cpu;
+    for (stride, dilation, padding) in [(1, 2, Padding::Same), (2, 3, Padding::Explicit(2))] {
+        let cfg = DepthwiseConv1dConfig {
+            stride,
+            padding,
+            dilation,
+        };
+        let x = Tensor::randn(0f32, 1., (2, 3, 13), &dev)?;
+        let w = Tensor::randn(0f32, 1., (6, 1, 3), &dev)?;
+        let gy = Tensor::randn(0f32, 1., depthwise_conv1d(&x, &w, cfg)?.dims(), &dev)?;
+        let op = |x: &Tensor, w: &Tensor| depthwise_conv1d(x, w, cfg);
+        check_fd2(&format!("{cfg:?}"), (&x, &w, &gy), 1e-2, 1e-2, op)?;
+    }
+    Ok(())
+}
