@@ -341,8 +341,8 @@ fn bad_input_is_an_error_naming_the_op() -> R<()> {
 }
 
 /// The 1-D op with a channel multiplier and dilation (no PyTorch fixture covers the pair) against
-/// finite differences; candle's autograd through the grouped `conv1d` reference disagrees on the
-/// weight gradient here, so the reference is not the judge.
+/// finite differences, and the reference composition against the kernel: candle 0.11's grouped
+/// `conv1d` backward is wrong with a multiplier, so the reference goes through `conv2d`.
 #[test]
 fn conv1d_multiplier_and_dilation_match_finite_differences() -> R<()> {
     let dev = Device::Cpu;
@@ -357,6 +357,11 @@ fn conv1d_multiplier_and_dilation_match_finite_differences() -> R<()> {
         let gy = Tensor::randn(0f32, 1., depthwise_conv1d(&x, &w, cfg)?.dims(), &dev)?;
         let op = |x: &Tensor, w: &Tensor| depthwise_conv1d(x, w, cfg);
         check_fd2(&format!("{cfg:?}"), (&x, &w, &gy), 1e-2, 1e-2, op)?;
+        let kernel = fwd_bwd2(&x, &w, &gy, op)?;
+        let reference = fwd_bwd2(&x, &w, &gy, |x, w| depthwise_conv1d_reference(x, w, cfg))?;
+        assert_close("reference y", &reference.0, &kernel.0, 1e-5);
+        assert_close("reference gx", &reference.1, &kernel.1, 1e-5);
+        assert_close("reference gw", &reference.2, &kernel.2, 1e-5);
     }
     Ok(())
 }

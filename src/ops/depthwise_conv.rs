@@ -396,8 +396,11 @@ pub fn depthwise_conv1d_reference(
     cfg: DepthwiseConv1dConfig,
 ) -> Result<Tensor> {
     let g = geom1d(x, w, cfg, true)?;
-    let xp = x.pad_with_zeros(2, g.pl, g.pr)?;
-    Ok(xp.conv1d(w, 0, cfg.stride, cfg.dilation, g.c)?)
+    let xp = x.pad_with_zeros(2, g.pl, g.pr)?.unsqueeze(2)?;
+    // Through conv2d on (B, C, 1, L): candle 0.11's grouped conv1d backward is wrong with a
+    // channel multiplier (both gradients, checked against finite differences), conv2d's is not.
+    let y = xp.conv2d(&w.unsqueeze(2)?, 0, cfg.stride, cfg.dilation, g.c)?;
+    Ok(y.squeeze(2)?)
 }
 
 // ---------------------------------------------------------------------------------------------
