@@ -513,6 +513,20 @@ impl MultiHeadAttention {
                         x_new.shape().clone(),
                     ));
                 }
+                // A cache filled by another model (other heads or head size, or dtype) would
+                // otherwise fail in `cat` with a bare candle error.
+                for (what, old, new) in [("cache.k", k, &k_new), ("cache.v", v, &v_new)] {
+                    let (od, nd) = (old.dims(), new.dims());
+                    if od.len() != 4 || od[1] != nd[1] || od[3] != nd[3] {
+                        return Err(Error::shape(
+                            BLOCK,
+                            what,
+                            format!("({b}, {}, T, {}) from this module", nd[1], nd[3]),
+                            old.shape().clone(),
+                        ));
+                    }
+                    check::same_dtype_device(BLOCK, what, new, old)?;
+                }
                 (Tensor::cat(&[k, &k_new], 2)?, Tensor::cat(&[v, &v_new], 2)?)
             }
             _ => (k_new, v_new),

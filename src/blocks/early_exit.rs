@@ -429,9 +429,25 @@ pub fn early_exit_loss(exits: &[Tensor], targets: &Tensor, weights: &[f64]) -> R
             targets.shape().clone(),
         ));
     }
+    for z in exits {
+        check_logits(LOSS, "exit logits", z, b)?;
+    }
+    // An index outside [0, K) would fail inside candle's gather with a bare candle error (or,
+    // for a negative i64, wrap around): check it here, naming the loss.
+    let k = exits[0].dims()[1];
+    let t = targets.to_dtype(DType::F64)?;
+    let (lo, hi) = (
+        t.min_all()?.to_scalar::<f64>()?,
+        t.max_all()?.to_scalar::<f64>()?,
+    );
+    if lo < 0.0 || hi >= k as f64 {
+        return Err(Error::config(
+            LOSS,
+            format!("targets must be class indices in [0, {k}), got values in [{lo}, {hi}]"),
+        ));
+    }
     let mut total: Option<Tensor> = None;
     for (z, &w) in exits.iter().zip(weights) {
-        check_logits(LOSS, "exit logits", z, b)?;
         let l = candle_nn::loss::cross_entropy(z, targets)?.affine(w, 0.0)?;
         total = Some(match total {
             Some(t) => (t + l)?,

@@ -302,6 +302,12 @@ impl Module for LayerScale {
 /// created at `cfg.init_value` when `vb` is backed by a `VarMap`. Errors (naming `LayerScale`)
 /// when `dim` is 0 or `cfg` is invalid.
 pub fn layer_scale(dim: usize, cfg: LayerScaleConfig, vb: VarBuilder) -> Result<LayerScale> {
+    // Loader errors (a missing or wrong-shape tensor) name the block and the prefix.
+    let prefix = vb.prefix();
+    load_layer_scale(dim, cfg, vb).map_err(|e| e.in_load(LAYER_SCALE, prefix))
+}
+
+fn load_layer_scale(dim: usize, cfg: LayerScaleConfig, vb: VarBuilder) -> Result<LayerScale> {
     cfg.validate()?;
     check::positive(LAYER_SCALE, "dim", dim)?;
     let gamma = vb.get_with_hints(dim, "gamma", Init::Const(cfg.init_value))?;

@@ -489,6 +489,19 @@ fn load(channels: usize, cfg: BatchNormConfig, vb: VarBuilder) -> Result<BatchNo
     } else {
         None
     };
+    if let Some((_, var)) = &running {
+        // A negative or non-finite running variance from a checkpoint would make every eval
+        // output NaN without an error: refuse it here, naming the block.
+        let v = var.to_dtype(DType::F64)?;
+        let lo = v.min_all()?.to_scalar::<f64>()?;
+        let sum = v.sum_all()?.to_scalar::<f64>()?;
+        if !(lo >= 0.0 && sum.is_finite()) {
+            return Err(Error::config(
+                BLOCK,
+                format!("running_var must be finite and >= 0, got a minimum of {lo}"),
+            ));
+        }
+    }
     let mut bn = BatchNorm::new(channels, affine, running, cfg)?;
     if let Some(r) = &mut bn.running {
         let name = "num_batches_tracked";

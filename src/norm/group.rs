@@ -210,6 +210,17 @@ pub fn group_norm(
     cfg: GroupNormConfig,
     vb: VarBuilder,
 ) -> Result<GroupNorm> {
+    // Loader errors (a missing or wrong-shape tensor) name the block and the prefix.
+    let prefix = vb.prefix();
+    load_group_norm(num_groups, channels, cfg, vb).map_err(|e| e.in_load(BLOCK, prefix))
+}
+
+fn load_group_norm(
+    num_groups: usize,
+    channels: usize,
+    cfg: GroupNormConfig,
+    vb: VarBuilder,
+) -> Result<GroupNorm> {
     cfg.validate()?;
     check_groups(num_groups, channels)?;
     let (weight, bias) = if cfg.affine {

@@ -272,6 +272,16 @@ pub fn instance_norm(
     cfg: InstanceNormConfig,
     vb: VarBuilder,
 ) -> Result<InstanceNorm> {
+    // Loader errors (a missing or wrong-shape tensor) name the block and the prefix.
+    let prefix = vb.prefix();
+    load_instance_norm(channels, cfg, vb).map_err(|e| e.in_load(BLOCK, prefix))
+}
+
+fn load_instance_norm(
+    channels: usize,
+    cfg: InstanceNormConfig,
+    vb: VarBuilder,
+) -> Result<InstanceNorm> {
     cfg.validate()?;
     check::positive(BLOCK, "channels", channels)?;
     let get = |name: &str, init: f64| vb.get_with_hints(channels, name, Init::Const(init));

@@ -201,6 +201,12 @@ impl Module for LayerNorm {
 /// A [`LayerNorm`] over `dim` features whose `weight` (init 1) and `bias` (init 0) come from
 /// `vb` under PyTorch's names.
 pub fn layer_norm(dim: usize, cfg: LayerNormConfig, vb: VarBuilder) -> Result<LayerNorm> {
+    // Loader errors (a missing or wrong-shape tensor) name the block and the prefix.
+    let prefix = vb.prefix();
+    load_layer_norm(dim, cfg, vb).map_err(|e| e.in_load(BLOCK, prefix))
+}
+
+fn load_layer_norm(dim: usize, cfg: LayerNormConfig, vb: VarBuilder) -> Result<LayerNorm> {
     cfg.validate()?;
     check::positive(BLOCK, "dim", dim)?;
     let weight = if cfg.affine {

@@ -185,6 +185,16 @@ pub fn layer_norm2d(
     cfg: LayerNorm2dConfig,
     vb: VarBuilder,
 ) -> Result<LayerNorm2d> {
+    // Loader errors (a missing or wrong-shape tensor) name the block and the prefix.
+    let prefix = vb.prefix();
+    load_layer_norm2d(channels, cfg, vb).map_err(|e| e.in_load(BLOCK, prefix))
+}
+
+fn load_layer_norm2d(
+    channels: usize,
+    cfg: LayerNorm2dConfig,
+    vb: VarBuilder,
+) -> Result<LayerNorm2d> {
     cfg.validate()?;
     check::positive(BLOCK, "channels", channels)?;
     let (weight, bias) = if cfg.affine {

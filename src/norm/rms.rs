@@ -140,6 +140,12 @@ impl Module for RmsNorm {
 /// An [`RmsNorm`] over `dim` features whose `weight` (init 1) comes from `vb` under PyTorch's
 /// name.
 pub fn rms_norm(dim: usize, cfg: RmsNormConfig, vb: VarBuilder) -> Result<RmsNorm> {
+    // Loader errors (a missing or wrong-shape tensor) name the block and the prefix.
+    let prefix = vb.prefix();
+    load_rms_norm(dim, cfg, vb).map_err(|e| e.in_load(BLOCK, prefix))
+}
+
+fn load_rms_norm(dim: usize, cfg: RmsNormConfig, vb: VarBuilder) -> Result<RmsNorm> {
     cfg.validate()?;
     check::positive(BLOCK, "dim", dim)?;
     let weight = if cfg.affine {

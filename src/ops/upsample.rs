@@ -105,6 +105,9 @@ pub fn upsample_bilinear2d_reference(
     align_corners: bool,
 ) -> Result<Tensor> {
     let (_, _, h, w) = validate(x, out_h, out_w, true)?;
+    // candle's `index_select` refuses strided inputs (a transposed view would fail with a bare
+    // candle error), so gather from a contiguous copy.
+    let x = &x.contiguous()?;
     let dev = x.device();
     let axis = |n: usize, m: usize| -> Result<(Tensor, Tensor, Tensor)> {
         let taps: Vec<(u32, u32, f32)> = (0..m).map(|o| taps(n, m, o, align_corners)).collect();

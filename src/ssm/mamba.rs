@@ -525,6 +525,10 @@ impl MambaBlock {
                 state.conv.shape().clone(),
             ));
         }
+        // A state of another dtype or device would otherwise fail inside candle's ops with a
+        // bare candle error that does not name the block.
+        check::same_dtype_device(BLOCK, "state.conv", x, &state.conv)?;
+        check::same_dtype_device(BLOCK, "state.ssm", x, &state.ssm)?;
         let xz = self.in_proj.forward(x)?; // (B, 2E)
         let xin = xz.narrow(1, 0, e)?;
         let z = xz.narrow(1, e, e)?;
