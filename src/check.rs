@@ -2,7 +2,8 @@
 
 use crate::conv::{checked_extent, output_size, Padding};
 use crate::{Error, Result};
-use candle_core::{DType, Tensor};
+use candle_core::{DType, Shape, Tensor};
+use candle_nn::{Init, VarBuilder};
 
 /// Checks that `t` has `rank` dimensions; `pattern` (e.g. `"(B, C, H, W)"`) goes into the message.
 pub(crate) fn rank(
@@ -171,6 +172,36 @@ pub(crate) fn numel(
     dtype: DType,
 ) -> Result<usize> {
     numel_of(block, what, dims, dtype.size_in_bytes())
+}
+
+/// [`numel`], then errors (naming `block`) when the allocator cannot provide the tensor now:
+/// the check before a tensor that candle allocates (and would abort on, e.g. a 2^40-channel
+/// layer). Probes with a fallible reservation released at once; no page is touched.
+pub(crate) fn allocatable(
+    block: &'static str,
+    what: &'static str,
+    dims: &[usize],
+    dtype: DType,
+) -> Result<()> {
+    let bytes = numel(block, what, dims, dtype)? * dtype.size_in_bytes();
+    Vec::<u8>::new().try_reserve_exact(bytes).map_err(|_| {
+        let msg = format!("cannot allocate {what} {dims:?} ({bytes} bytes)");
+        Error::config(block, msg)
+    })
+}
+
+/// `vb.get_with_hints(dims, name, init)` after [`allocatable`]: a parameter sized by a config
+/// is an error naming `block` when it cannot exist, never an abort in candle's initialiser.
+pub(crate) fn param(
+    block: &'static str,
+    vb: &VarBuilder,
+    dims: impl Into<Shape>,
+    name: &str,
+    init: Init,
+) -> Result<Tensor> {
+    let shape: Shape = dims.into();
+    allocatable(block, "parameter", shape.dims(), vb.dtype())?;
+    Ok(vb.get_with_hints(shape, name, init)?)
 }
 
 /// [`numel`] for elements of `elem_bytes` bytes (scratch buffers of a Rust type).

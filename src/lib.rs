@@ -15,7 +15,7 @@
 //! ### Convolutions
 //! - **Padding keeps the borders, "same" keeps the size** — [`conv::Padding`]: `Same` gives
 //!   $\lceil n/s \rceil$ outputs for any kernel, stride and dilation.
-//! - **Stack small kernels instead of one large one** — [`conv::receptive_field`]: two 3×3 layers
+//! - **Stack small kernels instead of one large one** — [`conv::receptive_field`](mod@conv::receptive_field): two 3×3 layers
 //!   see 5×5 with $18C^2$ instead of $25C^2$ weights, three see 7×7 with $27C^2$ instead of $49C^2$.
 //! - **Choose depth from the receptive field you need** — [`conv::receptive_field::receptive_field`]
 //!   computes the field, jump and center of any stack.

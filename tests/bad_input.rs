@@ -14,7 +14,6 @@
 //! - [`size_overflow_sweep`]: size arithmetic (huge padding / stride / dilation / output sizes,
 //!   overflowing products). Each case runs in a child process, so a case that aborts the process
 //!   (an impossible allocation cannot be caught by `catch_unwind`) is reported like any other.
-//!   Ignored until the size-arithmetic fixes land (`cargo test --test bad_input -- --ignored`).
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -3756,7 +3755,7 @@ fn loader_cases() -> Vec<Case> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// size arithmetic (checked after the size-overflow fixes land; see `size_overflow_sweep`)
+// size arithmetic (see `size_overflow_sweep`)
 // ---------------------------------------------------------------------------------------------
 
 const HUGE: usize = usize::MAX / 2;
@@ -4042,7 +4041,6 @@ const CHILD_FAIL: &str = "BAD-INPUT-FAIL: ";
 /// the memory cap), an OOM kill or a hang is reported as that case's failure and the other
 /// cases still run.
 #[test]
-#[ignore = "size-arithmetic fixes land separately; run with `-- --ignored` once merged"]
 fn size_overflow_sweep() {
     use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};

@@ -183,7 +183,13 @@ fn fresh_init_names_and_zero_init_last() -> R<()> {
         "downsample.0.weight",
     ];
     for bn in ["bn1", "bn2", "bn3", "downsample.1"] {
-        for p in ["bias", "running_mean", "running_var", "weight"] {
+        for p in [
+            "bias",
+            "num_batches_tracked",
+            "running_mean",
+            "running_var",
+            "weight",
+        ] {
             want.push(Box::leak(format!("{bn}.{p}").into_boxed_str()));
         }
     }

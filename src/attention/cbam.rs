@@ -267,7 +267,12 @@ pub fn cbam(channels: usize, cfg: CbamConfig, vb: VarBuilder) -> Result<Cbam> {
     let fc1 = PointwiseFc::load(BLOCK, r, channels, cfg.mlp_bias, ch.pp("fc1"))?;
     let fc2 = PointwiseFc::load(BLOCK, channels, r, cfg.mlp_bias, ch.pp("fc2"))?;
     let k = cfg.spatial_kernel;
-    let (w, b) = weight_and_bias(&vb.pp("spatial").pp("conv"), (1, 2, k, k), cfg.spatial_bias)?;
+    let (w, b) = weight_and_bias(
+        BLOCK,
+        &vb.pp("spatial").pp("conv"),
+        (1, 2, k, k),
+        cfg.spatial_bias,
+    )?;
     Ok(Cbam {
         fc1,
         fc2,

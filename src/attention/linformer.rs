@@ -189,7 +189,7 @@ pub fn linformer_attention(
     let mha = multi_head_attention(embed_dim, cfg.mha, vb.clone())?;
     let a = 1.0 / (cfg.k as f64).sqrt();
     let init = Init::Uniform { lo: -a, up: a };
-    let pk = vb.get_with_hints((cfg.k, cfg.max_len), "proj_k", init)?;
-    let pv = vb.get_with_hints((cfg.k, cfg.max_len), "proj_v", init)?;
+    let pk = check::param(BLOCK, &vb, (cfg.k, cfg.max_len), "proj_k", init)?;
+    let pv = check::param(BLOCK, &vb, (cfg.k, cfg.max_len), "proj_v", init)?;
     LinformerAttention::new(mha, pk, pv, cfg)
 }

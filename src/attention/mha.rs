@@ -584,23 +584,62 @@ fn load_mha(embed_dim: usize, cfg: MhaConfig, vb: VarBuilder) -> Result<MultiHea
         in_proj_bias: None,
         out_proj_weight: {
             let a = 1.0 / (e as f64).sqrt();
-            vb.get_with_hints((e, e), "out_proj.weight", Init::Uniform { lo: -a, up: a })?
+            check::param(
+                BLOCK,
+                &vb,
+                (e, e),
+                "out_proj.weight",
+                Init::Uniform { lo: -a, up: a },
+            )?
         },
         out_proj_bias: None,
     };
     if cfg.packed(e) {
-        w.in_proj_weight =
-            Some(vb.get_with_hints((3 * e, e), "in_proj_weight", xavier(3 * e, e))?);
+        w.in_proj_weight = Some(check::param(
+            BLOCK,
+            &vb,
+            (3 * e, e),
+            "in_proj_weight",
+            xavier(3 * e, e),
+        )?);
     } else {
-        w.q_proj_weight = Some(vb.get_with_hints((e, e), "q_proj_weight", xavier(e, e))?);
-        w.k_proj_weight =
-            Some(vb.get_with_hints((ekv, kdim), "k_proj_weight", xavier(ekv, kdim))?);
-        w.v_proj_weight =
-            Some(vb.get_with_hints((ekv, vdim), "v_proj_weight", xavier(ekv, vdim))?);
+        w.q_proj_weight = Some(check::param(
+            BLOCK,
+            &vb,
+            (e, e),
+            "q_proj_weight",
+            xavier(e, e),
+        )?);
+        w.k_proj_weight = Some(check::param(
+            BLOCK,
+            &vb,
+            (ekv, kdim),
+            "k_proj_weight",
+            xavier(ekv, kdim),
+        )?);
+        w.v_proj_weight = Some(check::param(
+            BLOCK,
+            &vb,
+            (ekv, vdim),
+            "v_proj_weight",
+            xavier(ekv, vdim),
+        )?);
     }
     if cfg.bias {
-        w.in_proj_bias = Some(vb.get_with_hints(e + 2 * ekv, "in_proj_bias", Init::Const(0.0))?);
-        w.out_proj_bias = Some(vb.get_with_hints(e, "out_proj.bias", Init::Const(0.0))?);
+        w.in_proj_bias = Some(check::param(
+            BLOCK,
+            &vb,
+            e + 2 * ekv,
+            "in_proj_bias",
+            Init::Const(0.0),
+        )?);
+        w.out_proj_bias = Some(check::param(
+            BLOCK,
+            &vb,
+            e,
+            "out_proj.bias",
+            Init::Const(0.0),
+        )?);
     }
     MultiHeadAttention::new(embed_dim, w, cfg)
 }

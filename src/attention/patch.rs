@@ -191,7 +191,12 @@ pub fn patch_embed(embed_dim: usize, cfg: PatchEmbedConfig, vb: VarBuilder) -> R
     cfg.validate()?;
     check::positive(PATCH, "embed_dim", embed_dim)?;
     let p = cfg.patch_size;
-    let (w, b) = weight_and_bias(&vb.pp("proj"), (embed_dim, cfg.in_chans, p, p), cfg.bias)?;
+    let (w, b) = weight_and_bias(
+        PATCH,
+        &vb.pp("proj"),
+        (embed_dim, cfg.in_chans, p, p),
+        cfg.bias,
+    )?;
     let conv = Conv2dConfig {
         stride: p,
         ..Default::default()
@@ -309,12 +314,12 @@ pub fn conv_stem(embed_dim: usize, cfg: ConvStemConfig, vb: VarBuilder) -> Resul
     for (i, &c) in cfg.channels.iter().enumerate() {
         let vbi = vb.pp(format!("backbone.{i}"));
         // conv → BN: the conv needs no bias, BN's shift replaces it.
-        let (w, _) = weight_and_bias(&vbi.pp("conv"), (c, cin, 3, 3), false)?;
+        let (w, _) = weight_and_bias(STEM, &vbi.pp("conv"), (c, cin, 3, 3), false)?;
         let bn = batch_norm(c, cfg.bn, vbi.pp("bn"))?;
         stages.push((Conv2d::new(w, None, conv), bn));
         cin = c;
     }
-    let (w, b) = weight_and_bias(&vb.pp("proj"), (embed_dim, cin, 1, 1), true)?;
+    let (w, b) = weight_and_bias(STEM, &vb.pp("proj"), (embed_dim, cin, 1, 1), true)?;
     Ok(ConvStem {
         stages,
         proj: Conv2d::new(w, b, Conv2dConfig::default()),
@@ -459,7 +464,9 @@ impl ModuleT for VitEmbedding {
 /// `cls_token` (init $N(0, 10^{-6})$, timm) and `pos_embed` (init $N(0, 0.02)$, timm's
 /// truncated normal without the truncation) under `vb`, for `n` tokens of width `e`.
 fn cls_and_pos(n: usize, e: usize, vb: &VarBuilder) -> Result<(Tensor, Tensor)> {
-    let cls = vb.get_with_hints(
+    let cls = check::param(
+        VIT,
+        vb,
         (1, 1, e),
         "cls_token",
         Init::Randn {
@@ -467,7 +474,9 @@ fn cls_and_pos(n: usize, e: usize, vb: &VarBuilder) -> Result<(Tensor, Tensor)> 
             stdev: 1e-6,
         },
     )?;
-    let pos = vb.get_with_hints(
+    let pos = check::param(
+        VIT,
+        vb,
         (1, 1 + n, e),
         "pos_embed",
         Init::Randn {

@@ -199,7 +199,7 @@ pub fn learned_positional_embedding(
         mean: 0.0,
         stdev: 1.0,
     };
-    LearnedPositionalEmbedding::new(vb.get_with_hints((max_len, dim), "weight", init)?)
+    LearnedPositionalEmbedding::new(check::param(LEARNED, &vb, (max_len, dim), "weight", init)?)
 }
 
 /// Rotary position embedding (RoPE) in the rotate-half layout of GPT-NeoX / Hugging Face LLaMA:

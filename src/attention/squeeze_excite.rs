@@ -180,7 +180,7 @@ impl PointwiseFc {
         with_bias: bool,
         vb: VarBuilder,
     ) -> Result<Self> {
-        let (w, b) = weight_and_bias(&vb, (cout, cin, 1, 1), with_bias)?;
+        let (w, b) = weight_and_bias(BLOCK, &vb, (cout, cin, 1, 1), with_bias)?;
         Self::new(block, "weight", w, b, cout, cin)
     }
 

@@ -253,8 +253,10 @@ pub fn upsample_nearest(x: &Tensor, factor: usize) -> Result<Tensor> {
     for &n in &dims[2..] {
         split.extend([n, 1]);
         spread.extend([n, factor]);
-        out.push(n * factor);
+        out.push(n.saturating_mul(factor));
     }
+    // The product of the output dims is checked (a wrapped count would pass candle's reshape).
+    check::allocatable(UP, "output", &out, x.dtype())?;
     Ok(x.reshape(split)?.broadcast_as(spread)?.reshape(out)?)
 }
 
@@ -530,14 +532,14 @@ pub fn conv_stack(in_channels: usize, cfg: &ConvStackConfig, vb: VarBuilder) -> 
     for (i, &cout) in cfg.widths.iter().enumerate() {
         let vbi = vb.pp(i.to_string());
         let conv = if cfg.spatial_dims == 2 {
-            let (w, b) = weight_and_bias(&vbi.pp("conv"), (cout, cin, k, k), with_bias)?;
+            let (w, b) = weight_and_bias(BLOCK, &vbi.pp("conv"), (cout, cin, k, k), with_bias)?;
             let c2 = Conv2dConfig {
                 padding: k / 2,
                 ..Default::default()
             };
             StackConv::D2(Conv2d::new(w, b, c2))
         } else {
-            let (w, b) = weight_and_bias(&vbi.pp("conv"), (cout, cin, k, k, k), with_bias)?;
+            let (w, b) = weight_and_bias(BLOCK, &vbi.pp("conv"), (cout, cin, k, k, k), with_bias)?;
             StackConv::D3(Conv3d::new(w, b, Conv3dConfig::default())?)
         };
         let norm = create(&cfg.norm, cout, vbi.pp("norm"))?;

@@ -310,6 +310,6 @@ pub fn layer_scale(dim: usize, cfg: LayerScaleConfig, vb: VarBuilder) -> Result<
 fn load_layer_scale(dim: usize, cfg: LayerScaleConfig, vb: VarBuilder) -> Result<LayerScale> {
     cfg.validate()?;
     check::positive(LAYER_SCALE, "dim", dim)?;
-    let gamma = vb.get_with_hints(dim, "gamma", Init::Const(cfg.init_value))?;
+    let gamma = check::param(LAYER_SCALE, &vb, dim, "gamma", Init::Const(cfg.init_value))?;
     LayerScale::new(gamma, cfg)
 }

@@ -250,7 +250,13 @@ fn conv(
     groups: usize,
     vb: VarBuilder,
 ) -> Result<Conv2d> {
-    let w = vb.get_with_hints((cout, cin / groups, k, k), "weight", CONV_INIT)?;
+    let w = check::param(
+        "ResNet block",
+        &vb,
+        (cout, cin / groups, k, k),
+        "weight",
+        CONV_INIT,
+    )?;
     let cfg = Conv2dConfig {
         padding: if k == 1 { 0 } else { dilation * (k / 2) },
         stride,
@@ -275,7 +281,7 @@ fn norm(
     vb: VarBuilder,
 ) -> Result<Norm> {
     if zero_gamma && has_weight && !vb.contains_tensor("weight") {
-        vb.get_with_hints(channels, "weight", Init::Const(0.0))?;
+        check::param(block, &vb, channels, "weight", Init::Const(0.0))?;
     }
     create(spec, channels, vb).map_err(|e| match e {
         Error::InvalidConfig { .. } => {

@@ -120,7 +120,7 @@ impl DoubleConv {
     ) -> Result<Self> {
         let bias = norm.trim().eq_ignore_ascii_case("none");
         let conv = |cin: usize, name: &str| -> Result<Conv2d> {
-            let (w, b) = weight_and_bias(&vb.pp(name), (cout, cin, 3, 3), bias)?;
+            let (w, b) = weight_and_bias(UP, &vb.pp(name), (cout, cin, 3, 3), bias)?;
             let cfg = Conv2dConfig {
                 padding: 1,
                 ..Default::default()
@@ -370,14 +370,14 @@ pub fn up_block(
     let vu = vb.pp("up");
     let up = match cfg.mode {
         UpMode::Bilinear => {
-            let (w, b) = weight_and_bias(&vu, (out_channels, in_channels, 1, 1), true)?;
+            let (w, b) = weight_and_bias(UP, &vu, (out_channels, in_channels, 1, 1), true)?;
             Up::Bilinear(Conv2d::new(w, b, Conv2dConfig::default()))
         }
         UpMode::TransposedConv => {
             // PyTorch's fan-in of a transposed conv weight (Cin, Cout, k, k) is Cout·k·k.
             let init = kaiming_uniform(out_channels * 4);
-            let w = vu.get_with_hints((in_channels, out_channels, 2, 2), "weight", init)?;
-            let b = vu.get_with_hints(out_channels, "bias", init)?;
+            let w = check::param(UP, &vu, (in_channels, out_channels, 2, 2), "weight", init)?;
+            let b = check::param(UP, &vu, out_channels, "bias", init)?;
             let cfg = ConvTranspose2dConfig {
                 stride: 2,
                 ..Default::default()

@@ -170,7 +170,7 @@ fn build(
     let cig = in_channels / cfg.groups;
     let k = kernel_size;
     let (weight, bias) =
-        super::init::weight_and_bias(&vb, (out_channels, cig, k, k, k), with_bias)?;
+        super::init::weight_and_bias(BLOCK, &vb, (out_channels, cig, k, k, k), with_bias)?;
     Conv3d::new(weight, bias, cfg)
 }
 

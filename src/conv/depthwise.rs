@@ -138,7 +138,7 @@ fn build(
     check::positive(BLOCK, "kernel_size", kernel_size)?;
     let cm = channels * multiplier;
     let (weight, bias) =
-        super::init::weight_and_bias(&vb, (cm, 1, kernel_size, kernel_size), with_bias)?;
+        super::init::weight_and_bias(BLOCK, &vb, (cm, 1, kernel_size, kernel_size), with_bias)?;
     DepthwiseConv2d::new(weight, bias, cfg)
 }
 

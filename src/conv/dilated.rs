@@ -442,7 +442,7 @@ fn conv_no_bias(
     vb: VarBuilder,
 ) -> Result<Conv2d> {
     let (weight, _) =
-        crate::conv::init::weight_and_bias(&vb, (c_out, c_in, kernel, kernel), false)?;
+        crate::conv::init::weight_and_bias(BLOCK, &vb, (c_out, c_in, kernel, kernel), false)?;
     let cfg = Conv2dConfig {
         // Validated rates: the extent fits (`AsppConfig::validate`).
         padding: (crate::conv::extent(kernel, dilation) - 1) / 2,

@@ -18,17 +18,18 @@ pub(crate) fn kaiming_uniform(fan_in: usize) -> Init {
 /// when `with_bias`, the `(Cout)` `bias` under `vb`, both drawn from [`kaiming_uniform`] with
 /// `fan_in` the product of the weight's dimensions after the first, as PyTorch does.
 pub(crate) fn weight_and_bias(
+    block: &'static str,
     vb: &VarBuilder,
     shape: impl Into<Shape>,
     with_bias: bool,
-) -> candle_core::Result<(Tensor, Option<Tensor>)> {
+) -> crate::Result<(Tensor, Option<Tensor>)> {
     let shape = shape.into();
     let dims = shape.dims();
     let cout = dims.first().copied().unwrap_or(1);
     let init = kaiming_uniform(dims.iter().skip(1).product());
-    let weight = vb.get_with_hints(shape.clone(), "weight", init)?;
+    let weight = crate::check::param(block, vb, shape.clone(), "weight", init)?;
     let bias = if with_bias {
-        Some(vb.get_with_hints(cout, "bias", init)?)
+        Some(crate::check::param(block, vb, cout, "bias", init)?)
     } else {
         None
     };

@@ -3,7 +3,7 @@
 //!
 //! | item | input → output | use it to |
 //! | --- | --- | --- |
-//! | [`Padding`], [`receptive_field`] | arithmetic | keep sizes, size a stack to the context it must see |
+//! | [`Padding`], [`receptive_field`](mod@receptive_field) | arithmetic | keep sizes, size a stack to the context it must see |
 //! | [`DepthwiseConv2d`] | `(B, C, H, W)` → `(B, C·m, Ho, Wo)` | filter each channel spatially at $k^2 C$ weights |
 //! | [`SeparableConv2d`] | `(B, Cin, H, W)` → `(B, Cout, Ho, Wo)` | replace a dense $k \times k$ conv at ~$1/k^2$ the cost |
 //! | [`Aspp`] | `(B, Cin, H, W)` → `(B, Cout, H, W)` | see several context sizes at full resolution |
@@ -17,7 +17,7 @@
 //! # Tip
 //! Spend weights where they pay. A dense $k \times k$ conv costs $k^2 C_{in} C_{out}$ per output
 //! pixel; most of that mixes channels, which a $1 \times 1$ conv does for $C_{in} C_{out}$. Stack
-//! small kernels for context ([`receptive_field`]), split spatial and channel mixing when compute is
+//! small kernels for context ([`receptive_field`](mod@receptive_field)), split spatial and channel mixing when compute is
 //! tight ([`SeparableConv2d`]), dilate instead of downsampling when the output must stay dense
 //! ([`Aspp`]), and in 3-D, where weights grow with $k^3$, never reach for a big kernel
 //! ([`Conv3d`]).

@@ -488,8 +488,12 @@ fn build(
     } else {
         None
     };
-    let (weight, bias) =
-        crate::conv::init::weight_and_bias(&vb.pp("conv_pw"), (out_channels, cm, 1, 1), cfg.bias)?;
+    let (weight, bias) = crate::conv::init::weight_and_bias(
+        BLOCK,
+        &vb.pp("conv_pw"),
+        (out_channels, cm, 1, 1),
+        cfg.bias,
+    )?;
     let conv_pw = Conv2d::new(weight, bias, Default::default());
     let bn_pw = if cfg.pw_norm {
         Some(batch_norm(out_channels, &cfg, vb.pp("bn_pw"))?)

@@ -475,16 +475,16 @@ fn load(channels: usize, cfg: BatchNormConfig, vb: VarBuilder) -> Result<BatchNo
     check::positive(BLOCK, "channels", channels)?;
     let affine = if cfg.affine {
         Some((
-            vb.get_with_hints(channels, "weight", Init::Const(1.0))?,
-            vb.get_with_hints(channels, "bias", Init::Const(0.0))?,
+            check::param(BLOCK, &vb, channels, "weight", Init::Const(1.0))?,
+            check::param(BLOCK, &vb, channels, "bias", Init::Const(0.0))?,
         ))
     } else {
         None
     };
     let running = if cfg.track_running_stats {
         Some((
-            vb.get_with_hints(channels, "running_mean", Init::Const(0.0))?,
-            vb.get_with_hints(channels, "running_var", Init::Const(1.0))?,
+            check::param(BLOCK, &vb, channels, "running_mean", Init::Const(0.0))?,
+            check::param(BLOCK, &vb, channels, "running_var", Init::Const(1.0))?,
         ))
     } else {
         None

@@ -225,8 +225,20 @@ fn load_group_norm(
     check_groups(num_groups, channels)?;
     let (weight, bias) = if cfg.affine {
         (
-            Some(vb.get_with_hints(channels, "weight", Init::Const(1.0))?),
-            Some(vb.get_with_hints(channels, "bias", Init::Const(0.0))?),
+            Some(check::param(
+                BLOCK,
+                &vb,
+                channels,
+                "weight",
+                Init::Const(1.0),
+            )?),
+            Some(check::param(
+                BLOCK,
+                &vb,
+                channels,
+                "bias",
+                Init::Const(0.0),
+            )?),
         )
     } else {
         (None, None)

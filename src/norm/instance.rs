@@ -284,7 +284,7 @@ fn load_instance_norm(
 ) -> Result<InstanceNorm> {
     cfg.validate()?;
     check::positive(BLOCK, "channels", channels)?;
-    let get = |name: &str, init: f64| vb.get_with_hints(channels, name, Init::Const(init));
+    let get = |name: &str, init: f64| check::param(BLOCK, &vb, channels, name, Init::Const(init));
     let (weight, bias) = if cfg.affine {
         (Some(get("weight", 1.0)?), Some(get("bias", 0.0)?))
     } else {

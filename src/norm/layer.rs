@@ -210,12 +210,12 @@ fn load_layer_norm(dim: usize, cfg: LayerNormConfig, vb: VarBuilder) -> Result<L
     cfg.validate()?;
     check::positive(BLOCK, "dim", dim)?;
     let weight = if cfg.affine {
-        Some(vb.get_with_hints(dim, "weight", Init::Const(1.0))?)
+        Some(check::param(BLOCK, &vb, dim, "weight", Init::Const(1.0))?)
     } else {
         None
     };
     let bias = if cfg.affine && cfg.bias {
-        Some(vb.get_with_hints(dim, "bias", Init::Const(0.0))?)
+        Some(check::param(BLOCK, &vb, dim, "bias", Init::Const(0.0))?)
     } else {
         None
     };

@@ -199,8 +199,20 @@ fn load_layer_norm2d(
     check::positive(BLOCK, "channels", channels)?;
     let (weight, bias) = if cfg.affine {
         (
-            Some(vb.get_with_hints(channels, "weight", Init::Const(1.0))?),
-            Some(vb.get_with_hints(channels, "bias", Init::Const(0.0))?),
+            Some(check::param(
+                BLOCK,
+                &vb,
+                channels,
+                "weight",
+                Init::Const(1.0),
+            )?),
+            Some(check::param(
+                BLOCK,
+                &vb,
+                channels,
+                "bias",
+                Init::Const(0.0),
+            )?),
         )
     } else {
         (None, None)

@@ -149,7 +149,7 @@ fn load_rms_norm(dim: usize, cfg: RmsNormConfig, vb: VarBuilder) -> Result<RmsNo
     cfg.validate()?;
     check::positive(BLOCK, "dim", dim)?;
     let weight = if cfg.affine {
-        Some(vb.get_with_hints(dim, "weight", Init::Const(1.0))?)
+        Some(check::param(BLOCK, &vb, dim, "weight", Init::Const(1.0))?)
     } else {
         None
     };

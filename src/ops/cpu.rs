@@ -52,15 +52,6 @@ pub(crate) fn try_zeros<T: Element>(block: &'static str, n: usize) -> crate::Res
     Ok(unsafe { Vec::from_raw_parts(ptr, n, n) })
 }
 
-/// Errors (naming `block`) when the allocator cannot provide `bytes` now: the check before an
-/// output that candle allocates (and would abort on). Probes with a fallible reservation that
-/// is released at once; pages are not touched.
-pub(crate) fn ensure_allocatable(block: &'static str, bytes: usize) -> crate::Result<()> {
-    Vec::<u8>::new().try_reserve_exact(bytes).map_err(|_| {
-        crate::Error::config(block, format!("cannot allocate the output ({bytes} bytes)"))
-    })
-}
-
 /// Replaces the contents of `dst` by `src` widened to f32 (reusing its allocation).
 pub(crate) fn widen<T: Element>(src: &[T], dst: &mut Vec<f32>) {
     dst.clear();

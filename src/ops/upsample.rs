@@ -53,7 +53,7 @@
 //! - Odena, Dumoulin, Olah, *Deconvolution and Checkerboard Artifacts*, 2016,
 //!   <https://distill.pub/2016/deconv-checkerboard/>
 
-use crate::ops::cpu::{ensure_allocatable, try_zeros};
+use crate::ops::cpu::try_zeros;
 use crate::{check, Error, Result};
 use candle_core::{DType, Device, Tensor};
 
@@ -81,8 +81,7 @@ pub fn upsample_bilinear2d(
     };
     if dev.is_cpu() {
         // The output comes from candle's matmul, which aborts when it cannot allocate.
-        let n = check::numel(OP, "output", &[b, c, out_h, out_w], dt)?;
-        ensure_allocatable(OP, n * dt.size_in_bytes())?;
+        check::allocatable(OP, "output", &[b, c, out_h, out_w], dt)?;
     }
     let ah = matrix(h, out_h, align_corners, dev)?.to_dtype(dt)?; // (out_h, H)
     let awt = matrix(w, out_w, align_corners, dev)?.to_dtype(dt)?.t()?; // (W, out_w)

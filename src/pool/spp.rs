@@ -246,8 +246,8 @@ struct ConvBnSilu {
 impl ConvBnSilu {
     fn load(c_in: usize, c_out: usize, vb: VarBuilder) -> Result<Self> {
         // A bias-free 1x1 convolution with PyTorch's default init.
-        let (weight, _) = weight_and_bias(&vb.pp("conv"), (c_out, c_in, 1, 1), false)
-            .map_err(|e| Error::from(e).in_load(SPPF, vb.prefix()))?;
+        let (weight, _) = weight_and_bias(SPPF, &vb.pp("conv"), (c_out, c_in, 1, 1), false)
+            .map_err(|e| e.in_load(SPPF, vb.prefix()))?;
         // ultralytics' BatchNorm2d(eps=1e-3, momentum=0.03).
         let cfg = BatchNormConfig::default()
             .with_eps(1e-3)

@@ -405,6 +405,7 @@ impl MambaBlock {
     pub fn zero_state(&self, batch: usize) -> Result<MambaState> {
         let (e, k, n) = (self.cfg.d_inner(), self.cfg.d_conv, self.cfg.d_state);
         let (dt, dev) = (self.w.a_log.dtype(), self.w.a_log.device());
+        check::allocatable(BLOCK, "state", &[batch, e, k.max(n)], dt)?;
         Ok(MambaState {
             conv: Tensor::zeros((batch, e, k), dt, dev)?,
             ssm: Tensor::zeros((batch, e, n), dt, dev)?,
@@ -598,7 +599,7 @@ fn get_or_init(
     init: impl FnOnce(&Tensor) -> candle_core::Result<Tensor>,
 ) -> Result<Tensor> {
     let fresh = !vb.contains_tensor(name);
-    let t = vb.get_with_hints(dims, name, first)?;
+    let t = check::param(BLOCK, vb, dims, name, first)?;
     if fresh {
         let v = init(&t)?.to_dtype(t.dtype())?.to_device(t.device())?;
         t.slice_set(&v, 0, 0)?;
@@ -636,9 +637,9 @@ fn load_block(cfg: MambaConfig, vb: VarBuilder) -> Result<MambaBlock> {
     );
     let dev = vb.device().clone();
     let lin = |vb: VarBuilder, out: usize, inp: usize| -> Result<(Tensor, Option<Tensor>)> {
-        let w = vb.get_with_hints((out, inp), "weight", uniform(inp))?;
+        let w = check::param(BLOCK, &vb, (out, inp), "weight", uniform(inp))?;
         let b = if cfg.bias {
-            Some(vb.get_with_hints(out, "bias", uniform(inp))?)
+            Some(check::param(BLOCK, &vb, out, "bias", uniform(inp))?)
         } else {
             None
         };
@@ -647,9 +648,9 @@ fn load_block(cfg: MambaConfig, vb: VarBuilder) -> Result<MambaBlock> {
     let (in_proj_weight, in_proj_bias) = lin(vb.pp("in_proj"), 2 * e, dm)?;
     let (out_proj_weight, out_proj_bias) = lin(vb.pp("out_proj"), dm, e)?;
     let cvb = vb.pp("conv1d");
-    let conv_weight = cvb.get_with_hints((e, 1, k), "weight", uniform(k))?;
+    let conv_weight = check::param(BLOCK, &cvb, (e, 1, k), "weight", uniform(k))?;
     let conv_bias = if cfg.conv_bias {
-        Some(cvb.get_with_hints(e, "bias", uniform(k))?)
+        Some(check::param(BLOCK, &cvb, e, "bias", uniform(k))?)
     } else {
         None
     };
@@ -657,11 +658,21 @@ fn load_block(cfg: MambaConfig, vb: VarBuilder) -> Result<MambaBlock> {
     let (x_proj_weight, dt_proj_weight) = if cfg.lti {
         (None, None)
     } else {
-        let xp = vb
-            .pp("x_proj")
-            .get_with_hints((r + 2 * n, e), "weight", uniform(e))?;
+        let xp = check::param(
+            BLOCK,
+            &vb.pp("x_proj"),
+            (r + 2 * n, e),
+            "weight",
+            uniform(e),
+        )?;
         let std = (r as f64).powf(-0.5);
-        let dtw = dvb.get_with_hints((e, r), "weight", Init::Uniform { lo: -std, up: std })?;
+        let dtw = check::param(
+            BLOCK,
+            &dvb,
+            (e, r),
+            "weight",
+            Init::Uniform { lo: -std, up: std },
+        )?;
         (Some(xp), Some(dtw))
     };
     let (lo, hi, floor) = (cfg.dt_min.ln(), cfg.dt_max.ln(), cfg.dt_init_floor);
@@ -683,10 +694,12 @@ fn load_block(cfg: MambaConfig, vb: VarBuilder) -> Result<MambaBlock> {
             .broadcast_as((e, n))?
             .contiguous()
     })?;
-    let d = vb.get_with_hints(e, "D", Init::Const(1.0))?;
+    let d = check::param(BLOCK, &vb, e, "D", Init::Const(1.0))?;
     let (lti_b, lti_c) = if cfg.lti {
-        let b = vb.get_with_hints(n, "B", Init::Const(1.0))?;
-        let c = vb.get_with_hints(
+        let b = check::param(BLOCK, &vb, n, "B", Init::Const(1.0))?;
+        let c = check::param(
+            BLOCK,
+            &vb,
             n,
             "C",
             Init::Randn {

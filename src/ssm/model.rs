@@ -348,7 +348,9 @@ fn load_model(cfg: MambaModelConfig, vb: VarBuilder) -> Result<MambaModel> {
     cfg.validate()?;
     let dm = cfg.mixer.d_model;
     let bb = vb.pp("backbone");
-    let embedding = bb.pp("embedding").get_with_hints(
+    let embedding = check::param(
+        BLOCK,
+        &bb.pp("embedding"),
         (cfg.vocab_size, dm),
         "weight",
         Init::Randn {
