@@ -117,7 +117,7 @@ fn causal_conv1d_via_explicit_padding_and_narrow() -> R<()> {
 /// Random shapes and configs (wide rows exercise the vectorised loops) against candle's grouped
 /// convolution, forward and both gradients (candle autograd through the reference in f64).
 #[test]
-fn random_configs_match_candle_grouped_conv() -> R<()> {
+fn random_configs_match_the_reference() -> R<()> {
     let dev = Device::Cpu;
     let configs = [
         ((2, 3, 21, 37), 3, 1, 1, Padding::Same, 1),

@@ -75,6 +75,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use crate::ops::backend::{backend, Op};
 use crate::{check, Error, Result};
 use candle_core::{DType, ModuleT, Tensor, Var};
 use candle_nn::{Init, VarBuilder};
@@ -331,8 +332,9 @@ impl BatchNorm {
 
     /// The forward pass, with this crate's error type: `train` uses (and accumulates) the batch
     /// statistics, eval the running ones (batch statistics too without them). With batch
-    /// statistics on CPU in f32 / f16 / bf16 it runs the fused kernel, whose backward includes
-    /// the statistics' dependence on the input.
+    /// statistics in f32 / f16 / bf16 it runs the fused kernel where [`crate::ops::backend()`]
+    /// picks it (CPU), whose backward includes the statistics' dependence on the input; on other
+    /// devices, for f64, or with the composition forced, [`BatchNorm::forward_reference`].
     pub fn forward_train_eval(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         self.check_input(x)?;
         let dims = x.dims();
@@ -342,7 +344,8 @@ impl BatchNorm {
         if use_batch && b * l < 2 {
             return Err(self.one_value_error(x));
         }
-        if use_batch && x.device().is_cpu() && x.dtype() != DType::F64 {
+        let kernel = backend(Op::BatchNorm, x.device()).is_kernel();
+        if use_batch && kernel && x.dtype() != DType::F64 {
             let stats = Arc::new(Mutex::new(fused::Stats::default()));
             let op = fused::Normalize {
                 c,
@@ -377,7 +380,7 @@ impl BatchNorm {
 
     /// The same forward as [`BatchNorm::forward_train_eval`] (running-stat updates included)
     /// as a composition of candle ops, differentiable by candle's autograd, in f32 for f16 /
-    /// bf16 inputs; slow, for tests (and the path for f64 and non-CPU devices).
+    /// bf16 inputs; slow, for tests (and the path for f64 and devices without our kernel).
     pub fn forward_reference(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         self.check_input(x)?;
         let dims = x.dims();

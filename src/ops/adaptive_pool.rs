@@ -29,7 +29,8 @@
 //! the whole gradient there. Searching for the known maximum stops early instead of tracking a
 //! running arg-max over the whole bin. The gradient op itself has no backward (no second
 //! derivatives). f16 and bf16 are read into f32, reduced in f32 and rounded once on store. The
-//! kernels are CPU-only; on another device the op returns candle's "no implementation" error.
+//! kernels are CPU-only; on another device the op runs its composition (the `*_reference`
+//! functions, see [`crate::ops::backend()`]).
 //!
 //! # Example
 //! ```
@@ -54,6 +55,7 @@
 //!   2014, <https://arxiv.org/abs/1406.4729>
 
 use crate::check;
+use crate::ops::backend::{backend, upcast, Op};
 use crate::ops::cpu::{
     contiguous, dispatch_float, expect_shape, par_tasks, store, try_zeros, Element,
 };
@@ -203,6 +205,15 @@ fn adaptive(x: &Tensor, out: (usize, usize), mode: PoolMode, rank: usize) -> Res
         ("(B, C, L) or (C, L)", &[out.1])
     };
     validate(op, x, rank, pattern, sizes, false)?;
+    if !backend(Op::AdaptivePool, x.device()).is_kernel() {
+        let xc = upcast(x)?;
+        let y = if rank == 4 {
+            adaptive_pool2d_reference(&xc, out, mode)?
+        } else {
+            adaptive_pool1d_reference(&xc, out.1, mode)?
+        };
+        return Ok(y.to_dtype(x.dtype())?);
+    }
     let batched = x.rank() == rank;
     let x4 = as_4d(&x.contiguous()?, rank)?;
     let (b, c, h, w) = x4.dims4()?;
@@ -277,6 +288,10 @@ pub fn max_pool2d_same(x: &Tensor, kernel_size: usize) -> Result<Tensor> {
                 "kernel_size must be odd (so the output keeps the input size), got {kernel_size}"
             ),
         ));
+    }
+    if !backend(Op::MaxPool2dSame, x.device()).is_kernel() {
+        let y = max_pool2d_same_reference(&upcast(x)?, kernel_size)?;
+        return Ok(y.to_dtype(x.dtype())?);
     }
     let x = x.contiguous()?;
     let (b, c, h, w) = x.dims4()?;
@@ -371,8 +386,13 @@ pub fn adaptive_pool1d_reference(x: &Tensor, output_size: usize, mode: PoolMode)
     )
 }
 
-/// [`max_pool2d_same`] built from candle's `max_pool2d_with_stride` on an input padded with
-/// $-\infty$ (forward only: candle has no backward for stride ≠ kernel size); slow, for tests.
+/// [`max_pool2d_same`] composed from candle tensor ops, one axis at a time (a $k \times k$ max is
+/// a max over $k$ columns of a max over $k$ rows): the input padded with $-\infty$, its $k$
+/// shifted copies stacked, `argmax` and `gather`. Differentiable through candle's autograd on
+/// every device, with the gradient on the first maximum of each window in row-major order, as
+/// the kernel; the path of [`max_pool2d_same`] where our kernel does not run (see
+/// [`crate::ops::backend()`]). A window holding a NaN may give a different value than the
+/// kernel (which propagates it). Slow, for tests.
 pub fn max_pool2d_same_reference(x: &Tensor, kernel_size: usize) -> Result<Tensor> {
     check::rank(SAME, "input", x, 4, "(B, C, H, W)")?;
     check::non_empty(SAME, "input", x)?;
@@ -382,20 +402,29 @@ pub fn max_pool2d_same_reference(x: &Tensor, kernel_size: usize) -> Result<Tenso
             format!("kernel_size must be odd, got {kernel_size}"),
         ));
     }
-    let p = kernel_size / 2;
-    let (b, c, h, w) = x.dims4()?;
-    let pad = |shape: (usize, usize, usize, usize)| -> Result<Tensor> {
-        Ok(Tensor::full(f32::NEG_INFINITY, shape, x.device())?.to_dtype(x.dtype())?)
-    };
-    let x = if p > 0 {
-        let rows = pad((b, c, p, w))?;
-        let x = Tensor::cat(&[&rows, x, &rows], 2)?;
-        let cols = pad((b, c, h + 2 * p, p))?;
-        Tensor::cat(&[&cols, &x, &cols], 3)?
-    } else {
-        x.clone()
-    };
-    Ok(x.max_pool2d_with_stride(kernel_size, 1)?)
+    // Columns first, then rows: the first row holding the window's maximum, and in it the first
+    // column, is the row-major first maximum.
+    let y = max_same_axis(x, 3, kernel_size)?;
+    max_same_axis(&y, 2, kernel_size)
+}
+
+/// The maximum over windows of `k` (odd) along `axis` of the rank-4 `x`, padded with
+/// $-\infty$ by `k / 2` on both sides; the gradient goes to the first maximum of each window.
+fn max_same_axis(x: &Tensor, axis: usize, k: usize) -> Result<Tensor> {
+    if k == 1 {
+        return Ok(x.clone());
+    }
+    let n = x.dim(axis)?;
+    let mut pad_shape = x.dims().to_vec();
+    pad_shape[axis] = k / 2;
+    let pad = Tensor::full(f32::NEG_INFINITY, pad_shape, x.device())?.to_dtype(x.dtype())?;
+    let xp = Tensor::cat(&[&pad, x, &pad], axis)?;
+    let shifted = (0..k)
+        .map(|i| xp.narrow(axis, i, n))
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    let stacked = Tensor::stack(&shifted, 4)?.contiguous()?; // (B, C, H, W, k)
+    let first = stacked.argmax_keepdim(4)?;
+    Ok(stacked.gather(&first, 4)?.squeeze(4)?)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -53,6 +53,7 @@
 
 use crate::check;
 use crate::conv::Padding;
+use crate::ops::backend::{backend, upcast, upcast_opt, Op};
 use crate::ops::depthwise_conv::{depthwise_conv1d, DepthwiseConv1dConfig};
 use crate::{Error, Result};
 use candle_core::{DType, Tensor};
@@ -103,6 +104,11 @@ pub fn causal_conv1d(
     silu: bool,
 ) -> Result<Tensor> {
     let (w3, k) = validate(x, weight, bias, false)?;
+    if !backend(Op::CausalConv1d, x.device()).is_kernel() {
+        let b = upcast_opt(bias)?;
+        let y = causal_conv1d_reference(&upcast(x)?, &upcast(weight)?, b.as_ref(), silu)?;
+        return Ok(y.to_dtype(x.dtype())?);
+    }
     let l = x.dim(2)?;
     // Explicit padding puts K - 1 zeros on both sides; the first L outputs are the causal ones
     // (the K - 1 extra outputs at the end are cheap next to a copy of the input).

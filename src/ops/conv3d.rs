@@ -74,6 +74,7 @@
 
 use crate::check;
 use crate::conv::{extent, Padding};
+use crate::ops::backend::{backend, upcast, Op};
 use crate::ops::cpu::{
     conv_bwd, expect_shape, f32_pair, padded_copy_fits, par_fold, par_tasks, store, try_zeros,
     Axis, DirectConv,
@@ -319,6 +320,10 @@ fn geom(
 /// padded input. Bias is not part of the op (see [`crate::conv::Conv3d`]).
 pub fn conv3d(x: &Tensor, w: &Tensor, cfg: Conv3dConfig) -> Result<Tensor> {
     let g = geom(OP, x, w, cfg, false)?;
+    if !backend(Op::Conv3d, x.device()).is_kernel() {
+        let y = conv3d_reference(&upcast(x)?, &upcast(w)?, cfg)?;
+        return Ok(y.to_dtype(x.dtype())?);
+    }
     let x = x.contiguous()?;
     let w = w.contiguous()?;
     Ok(x.apply_op2(
@@ -335,8 +340,9 @@ pub fn conv3d(x: &Tensor, w: &Tensor, cfg: Conv3dConfig) -> Result<Tensor> {
 /// `Tensor::conv2d` (groups included), and the taps are summed; padding is explicit zeros.
 ///
 /// Same arguments, checks and result as [`conv3d`] (errors name `conv3d_reference`), except that
-/// f64 is accepted too; differentiable through candle autograd. Slow, for tests and as the bench
-/// baseline.
+/// f64 is accepted too; differentiable through candle autograd on every device, and the path of
+/// [`conv3d`] where our kernel does not run (see [`crate::ops::backend()`]). Slow, for tests and
+/// as the bench baseline.
 pub fn conv3d_reference(x: &Tensor, w: &Tensor, cfg: Conv3dConfig) -> Result<Tensor> {
     let g = geom(OP_REF, x, w, cfg, true)?;
     let (s, dl) = (g.stride, g.dilation);

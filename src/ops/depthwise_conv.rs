@@ -44,7 +44,7 @@
 //! let y = depthwise_conv2d(&x, &w, cfg)?;
 //! // `Same` padding: ceil(13 / 2) x ceil(11 / 2).
 //! assert_eq!(y.dims(), &[2, 16, 7, 6]);
-//! // Same values as candle's grouped convolution.
+//! // Same values as the composition of candle ops (the path on devices without our kernel).
 //! let r = depthwise_conv2d_reference(&x, &w, cfg)?;
 //! let diff = (y - r)?.abs()?.max_all()?.to_scalar::<f32>()?;
 //! assert!(diff < 1e-4);
@@ -63,6 +63,7 @@
 
 use crate::check;
 use crate::conv::Padding;
+use crate::ops::backend::{backend, upcast, Op};
 use crate::ops::cpu::{
     contiguous, conv_bwd, dispatch_float_pair, expect_shape, padded_copy_fits, par_tasks,
     try_zeros, widen, Axis, DirectConv, Element,
@@ -353,6 +354,10 @@ fn geom1d(x: &Tensor, w: &Tensor, cfg: DepthwiseConv1dConfig, allow_f64: bool) -
 /// dtypes or devices, stride or dilation 0, or a kernel larger than the padded input.
 pub fn depthwise_conv2d(x: &Tensor, w: &Tensor, cfg: DepthwiseConv2dConfig) -> Result<Tensor> {
     let g = geom2d(x, w, cfg, false)?;
+    if !backend(Op::DepthwiseConv2d, x.device()).is_kernel() {
+        let y = depthwise_conv2d_reference(&upcast(x)?, &upcast(w)?, cfg)?;
+        return Ok(y.to_dtype(x.dtype())?);
+    }
     let x = x.contiguous()?;
     let w = w.contiguous()?;
     Ok(x.apply_op2(&w, DepthwiseOp::forward(g))?)
@@ -366,41 +371,85 @@ pub fn depthwise_conv2d(x: &Tensor, w: &Tensor, cfg: DepthwiseConv2dConfig) -> R
 /// `depthwise_conv1d`.
 pub fn depthwise_conv1d(x: &Tensor, w: &Tensor, cfg: DepthwiseConv1dConfig) -> Result<Tensor> {
     let g = geom1d(x, w, cfg, false)?;
+    if !backend(Op::DepthwiseConv1d, x.device()).is_kernel() {
+        let y = depthwise_conv1d_reference(&upcast(x)?, &upcast(w)?, cfg)?;
+        return Ok(y.to_dtype(x.dtype())?);
+    }
     let x = x.contiguous()?.unsqueeze(2)?;
     let w = w.contiguous()?.unsqueeze(2)?;
     Ok(x.apply_op2(&w, DepthwiseOp::forward(g))?.squeeze(2)?)
 }
 
-/// Depthwise 2-D convolution built from candle's grouped `Tensor::conv2d` after explicit zero
-/// padding (so asymmetric `Same` padding works). Same arguments, checks and result as
-/// [`depthwise_conv2d`], except that f64 is accepted too (for gradient checks); slow, for tests
-/// and benches.
+/// Depthwise 2-D convolution composed from candle tensor ops: the input is zero-padded
+/// (explicitly, so asymmetric `Same` padding works) and, for each of the `kh·kw` taps, the
+/// shifted and strided slice it reads is multiplied by that tap's per-channel weight and summed.
+/// Same arguments, checks and result as [`depthwise_conv2d`], except that f64 is accepted too
+/// (for gradient checks); differentiable through candle's autograd on every device, and the
+/// path of [`depthwise_conv2d`] where our kernel does not run (see [`crate::ops::backend()`]).
+/// Slow: `kh·kw` passes over the output.
 pub fn depthwise_conv2d_reference(
     x: &Tensor,
     w: &Tensor,
     cfg: DepthwiseConv2dConfig,
 ) -> Result<Tensor> {
     let g = geom2d(x, w, cfg, true)?;
-    let xp = x
-        .pad_with_zeros(2, g.pt, g.pb)?
-        .pad_with_zeros(3, g.pl, g.pr)?;
-    Ok(xp.conv2d(w, 0, cfg.stride, cfg.dilation, g.c)?)
+    taps_reference(x, w, &g)
 }
 
-/// Depthwise 1-D convolution built from candle's grouped `Tensor::conv1d` after explicit zero
-/// padding. Same arguments, checks and result as [`depthwise_conv1d`], except that f64 is
-/// accepted too; slow, for tests.
+/// Depthwise 1-D convolution composed from candle tensor ops (the 1-D case of
+/// [`depthwise_conv2d_reference`]). Same arguments, checks and result as [`depthwise_conv1d`],
+/// except that f64 is accepted too; slow, and the path of [`depthwise_conv1d`] where our kernel
+/// does not run.
 pub fn depthwise_conv1d_reference(
     x: &Tensor,
     w: &Tensor,
     cfg: DepthwiseConv1dConfig,
 ) -> Result<Tensor> {
     let g = geom1d(x, w, cfg, true)?;
-    let xp = x.pad_with_zeros(2, g.pl, g.pr)?.unsqueeze(2)?;
-    // Through conv2d on (B, C, 1, L): candle 0.11's grouped conv1d backward is wrong with a
-    // channel multiplier (both gradients, checked against finite differences), conv2d's is not.
-    let y = xp.conv2d(&w.unsqueeze(2)?, 0, cfg.stride, cfg.dilation, g.c)?;
+    let y = taps_reference(&x.unsqueeze(2)?, &w.unsqueeze(2)?, &g)?;
     Ok(y.squeeze(2)?)
+}
+
+/// The depthwise convolution of `x` `(B, C, H, W)` with `w` `(C·m, 1, kh, kw)` as a sum over the
+/// taps of `slice · w[:, 0, i, j]`, with plain candle ops (pad, narrow, reshape, broadcast_mul).
+fn taps_reference(x: &Tensor, w: &Tensor, g: &Geom) -> Result<Tensor> {
+    let cm = g.cm();
+    // `stride - 1` extra zeros at the end make every strided pick a narrow + reshape.
+    let xp =
+        x.pad_with_zeros(2, g.pt, g.pb + g.sy - 1)?
+            .pad_with_zeros(3, g.pl, g.pr + g.sx - 1)?;
+    let xp = if g.m > 1 {
+        // Output channel c·m + j reads input channel c.
+        let (hp, wp) = (xp.dim(2)?, xp.dim(3)?);
+        xp.unsqueeze(2)?
+            .broadcast_as((g.b, g.c, g.m, hp, wp))?
+            .reshape((g.b, cm, hp, wp))?
+    } else {
+        xp
+    };
+    let mut acc: Option<Tensor> = None;
+    for i in 0..g.kh {
+        for j in 0..g.kw {
+            // Rows i·dy + oy·sy for oy < Ho and columns j·dx + ox·sx for ox < Wo.
+            let mut s = xp
+                .narrow(2, i * g.dy, g.ho * g.sy)?
+                .narrow(3, j * g.dx, g.wo * g.sx)?;
+            if g.sy > 1 || g.sx > 1 {
+                s = s
+                    .reshape((g.b, cm, g.ho, g.sy, g.wo, g.sx))?
+                    .narrow(3, 0, 1)?
+                    .narrow(5, 0, 1)?
+                    .reshape((g.b, cm, g.ho, g.wo))?;
+            }
+            let tap = w.narrow(2, i, 1)?.narrow(3, j, 1)?.reshape((1, cm, 1, 1))?;
+            let y = s.broadcast_mul(&tap)?;
+            acc = Some(match acc {
+                None => y,
+                Some(a) => (a + y)?,
+            });
+        }
+    }
+    acc.ok_or_else(|| Error::shape(OP2, "weight", "kh, kw > 0", w.shape().clone()))
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -106,6 +106,7 @@
 use std::sync::{Arc, Mutex};
 
 use crate::check;
+use crate::ops::backend::{backend, upcast, Op};
 use crate::ops::cpu::{f32_view, par_fold, par_tasks, store, try_zeros};
 use crate::ops::simd::{detect_simd, Simd, LANES};
 use crate::ops::softmax::exp_approx;
@@ -215,6 +216,9 @@ pub fn scaled_dot_product_attention_seeded(
 ) -> Result<Tensor> {
     let g = validate(OP, q, k, v, mask, scale, false)?;
     let dropout = Dropout::new(OP, dropout_p, seed)?;
+    if !backend(Op::ScaledDotProductAttention, q.device()).is_kernel() {
+        return composition(q, k, v, mask, scale, dropout_p, seed);
+    }
     let (band, lens, bias) = resolve_mask(&g, mask)?;
     let op = SdpaOp {
         g,
@@ -250,8 +254,10 @@ pub fn attention_dropout_keep(
 /// Attention built from candle tensor ops: $q k^\top$ materialised, masked, softmax, times $v$
 /// (key/value heads repeated for GQA). Same checks and result as
 /// [`scaled_dot_product_attention`] (fully masked rows give 0), except that f64 is accepted
-/// too (for gradient checks) and there is no dropout. Memory $O(B H L_q L_k)$; slow, for tests
-/// and benches.
+/// too (for gradient checks) and there is no dropout. Differentiable through candle's autograd
+/// on every device: with [`sdpa_dropout_reference`] the path of
+/// [`scaled_dot_product_attention`] where our kernel does not run (see
+/// [`crate::ops::backend()`]). Memory $O(B H L_q L_k)$; slow, for tests and benches.
 pub fn sdpa_reference(
     q: &Tensor,
     k: &Tensor,
@@ -264,7 +270,8 @@ pub fn sdpa_reference(
 
 /// [`sdpa_reference`] with attention dropout: the materialised probabilities are multiplied by
 /// [`attention_dropout_keep`]`(…, dropout_p, seed)`, the pattern
-/// [`scaled_dot_product_attention_seeded`] uses. Slow, for tests.
+/// [`scaled_dot_product_attention_seeded`] uses (generated on the host and copied to the
+/// device: $O(B H L_q L_k)$ work and transfer per call). Slow, for tests and the fallback.
 pub fn sdpa_dropout_reference(
     q: &Tensor,
     k: &Tensor,
@@ -275,6 +282,28 @@ pub fn sdpa_dropout_reference(
     seed: u64,
 ) -> Result<Tensor> {
     reference(q, k, v, mask, scale, Some((dropout_p, seed)))
+}
+
+/// The path of [`scaled_dot_product_attention_seeded`] where our kernel does not run (see
+/// [`crate::ops::backend()`]): [`sdpa_dropout_reference`] (the kernel's dropout pattern
+/// included), in f32 for f16 / bf16 inputs, the result rounded back.
+fn composition(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: &AttentionMask,
+    scale: Option<f64>,
+    dropout_p: f64,
+    seed: u64,
+) -> Result<Tensor> {
+    let mask = match mask {
+        AttentionMask::Additive(m) => AttentionMask::Additive(upcast(m)?),
+        other => other.clone(),
+    };
+    let dropout = (dropout_p > 0.0).then_some((dropout_p, seed));
+    let (qw, kw, vw) = (upcast(q)?, upcast(k)?, upcast(v)?);
+    let o = reference(&qw, &kw, &vw, &mask, scale, dropout)?;
+    Ok(o.to_dtype(q.dtype())?)
 }
 
 fn reference(
@@ -302,34 +331,37 @@ fn reference(
     let s = (q.contiguous()?.matmul(&k.t()?.contiguous()?)? * g.scale)?;
     // The additive form of the mask (None: no mask).
     let m = match mask {
-        AttentionMask::Additive(m) => Some(pad4(m)?),
+        // Not differentiated, as in the kernel.
+        AttentionMask::Additive(m) => Some(pad4(m)?.detach()),
         AttentionMask::None => None,
-        _ => {
-            // Structural and boolean masks as a 0 / -inf additive tensor.
-            let (band, lens, bias) = resolve_mask(&g, mask)?;
-            let m = match bias {
-                Some(b) => Tensor::from_vec(b.data.clone(), b.shape.clone(), dev)?.to_dtype(dt)?,
-                None => {
-                    let lens = lens.unwrap_or_else(|| vec![g.lk; g.b]);
-                    let n = check::numel(OP, "mask", &[g.b, g.lq, g.lk], DType::F32)?;
-                    let mut data = try_zeros::<f32>(OP, n)?;
-                    for (bi, &len) in lens.iter().enumerate() {
-                        for i in 0..g.lq {
-                            let (lo, hi) = band.range(i as i64, len as i64);
-                            let p = band.prefix(i as i64, len as i64);
-                            for j in 0..g.lk {
-                                let j = j as i64;
-                                let ok = j <= p || (j >= lo && j <= hi);
-                                if !ok {
-                                    data[(bi * g.lq + i) * g.lk + j as usize] = f32::NEG_INFINITY;
-                                }
-                            }
+        // On the mask's device (no host copy): non-zero attends, 0 is -inf.
+        AttentionMask::Bool(m) => {
+            let m = pad4(m)?;
+            let ninf = Tensor::full(f32::NEG_INFINITY, m.shape(), dev)?.to_dtype(dt)?;
+            Some(m.where_cond(&ninf.zeros_like()?, &ninf)?)
+        }
+        AttentionMask::Causal { .. }
+        | AttentionMask::KeyPadding(_)
+        | AttentionMask::SlidingWindow { .. } => {
+            // Structural masks as a 0 / -inf additive tensor, built from the configuration.
+            let (band, lens, _) = resolve_mask(&g, mask)?;
+            let lens = lens.unwrap_or_else(|| vec![g.lk; g.b]);
+            let n = check::numel(OP, "mask", &[g.b, g.lq, g.lk], DType::F32)?;
+            let mut data = try_zeros::<f32>(OP, n)?;
+            for (bi, &len) in lens.iter().enumerate() {
+                for i in 0..g.lq {
+                    let (lo, hi) = band.range(i as i64, len as i64);
+                    let p = band.prefix(i as i64, len as i64);
+                    for j in 0..g.lk {
+                        let j = j as i64;
+                        let ok = j <= p || (j >= lo && j <= hi);
+                        if !ok {
+                            data[(bi * g.lq + i) * g.lk + j as usize] = f32::NEG_INFINITY;
                         }
                     }
-                    Tensor::from_vec(data, (g.b, 1, g.lq, g.lk), dev)?.to_dtype(dt)?
                 }
-            };
-            Some(m)
+            }
+            Some(Tensor::from_vec(data, (g.b, 1, g.lq, g.lk), dev)?.to_dtype(dt)?)
         }
     };
     // Softmax whose fully masked rows give 0. A row is fully masked when its mask row is all

@@ -3,10 +3,17 @@
 //! Every op validates shapes, dtypes and devices, returns [`crate::Error`] on bad input, runs a
 //! multi-threaded kernel (f32 accumulation for f16/bf16) and registers a backward so gradients
 //! flow through `Tensor::backward`. Each keeps a slow plain-tensor `*_reference` that the tests
-//! compare against.
+//! compare against, and which is also the op's path on a device without our kernel (CUDA,
+//! Metal): see [`mod@backend`] for which op runs what where, and how to force the composition.
 
 pub(crate) mod cpu;
 pub(crate) mod simd;
+
+pub mod backend;
+pub use backend::{
+    backend, force_backend, forced_backend, table, with_backend, Backend, BackendGuard, Op,
+    OpBackends,
+};
 
 pub mod depthwise_conv;
 pub use depthwise_conv::{

@@ -77,6 +77,7 @@
 use std::sync::Mutex;
 
 use crate::check;
+use crate::ops::backend::{backend, upcast, upcast_opt, Op};
 use crate::ops::cpu::{contiguous, dispatch_float, dispatch_float_pair, par_fold, par_tasks};
 use crate::ops::cpu::{f32_view, widen, Element};
 use crate::ops::simd::{detect_simd, dot, sum, Simd, LANES};
@@ -109,6 +110,11 @@ pub fn layer_norm(
     eps: f64,
 ) -> Result<Tensor> {
     let d = validate(OP_LN, x, weight, bias, eps, false)?;
+    if !backend(Op::LayerNorm, x.device()).is_kernel() {
+        let (w, b) = (upcast_opt(weight)?, upcast_opt(bias)?);
+        let y = layer_norm_reference(&upcast(x)?, w.as_ref(), b.as_ref(), eps)?;
+        return Ok(y.to_dtype(x.dtype())?);
+    }
     apply(
         NormOp::new(Kind::Layer, d, eps, weight, bias),
         x,
@@ -123,6 +129,11 @@ pub fn layer_norm(
 /// Errors (naming `rms_norm`) as [`layer_norm`].
 pub fn rms_norm(x: &Tensor, weight: Option<&Tensor>, eps: f64) -> Result<Tensor> {
     let d = validate(OP_RMS, x, weight, None, eps, false)?;
+    if !backend(Op::RmsNorm, x.device()).is_kernel() {
+        let w = upcast_opt(weight)?;
+        let y = rms_norm_reference(&upcast(x)?, w.as_ref(), eps)?;
+        return Ok(y.to_dtype(x.dtype())?);
+    }
     apply(
         NormOp::new(Kind::Rms, d, eps, weight, None),
         x,
@@ -147,6 +158,11 @@ pub fn group_norm(
     eps: f64,
 ) -> Result<Tensor> {
     let (c, spatial) = validate_group(x, num_groups, weight, bias, eps, false)?;
+    if !backend(Op::GroupNorm, x.device()).is_kernel() {
+        let (w, b) = (upcast_opt(weight)?, upcast_opt(bias)?);
+        let y = group_norm_reference(&upcast(x)?, num_groups, w.as_ref(), b.as_ref(), eps)?;
+        return Ok(y.to_dtype(x.dtype())?);
+    }
     let mut op = NormOp::new(Kind::Group, c, eps, weight, bias);
     op.groups = num_groups;
     op.spatial = spatial;

@@ -119,6 +119,7 @@
 use std::sync::{Arc, Mutex};
 
 use crate::check;
+use crate::ops::backend::{backend, upcast, upcast_opt, Op};
 use crate::ops::cpu::{f32_view, par_fold, store};
 use crate::ops::simd::{detect_simd, dot, sum, Simd};
 use crate::ops::softmax::exp_approx;
@@ -243,6 +244,9 @@ pub fn selective_scan(
     if cfg.checked {
         check_finite(u, delta, a, b, c, cfg)?;
     }
+    if !backend(Op::SelectiveScan, u.device()).is_kernel() {
+        return composition(u, delta, a, b, c, cfg);
+    }
     // Pack everything but u and delta into one flat tensor: candle's custom ops take at most
     // three inputs, and the packing (a differentiable cat) routes each gradient back.
     let mut parts = Vec::with_capacity(6);
@@ -277,6 +281,35 @@ pub fn selective_scan(
     }
 }
 
+/// [`selective_scan_reference`] in f32 for f16 / bf16 inputs (the kernel accumulates in f32),
+/// results rounded back: the path of [`selective_scan`] where our kernel does not run.
+fn composition(
+    u: &Tensor,
+    delta: &Tensor,
+    a: &Tensor,
+    b: &Tensor,
+    c: &Tensor,
+    cfg: &SelectiveScanConfig,
+) -> Result<(Tensor, Option<Tensor>)> {
+    let (d, z, bias) = (
+        upcast_opt(cfg.d)?,
+        upcast_opt(cfg.z)?,
+        upcast_opt(cfg.delta_bias)?,
+    );
+    let wide = SelectiveScanConfig {
+        d: d.as_ref(),
+        z: z.as_ref(),
+        delta_bias: bias.as_ref(),
+        // Already checked by the caller.
+        checked: false,
+        ..*cfg
+    };
+    let [u2, delta2, a2, b2, c2] = [u, delta, a, b, c].map(upcast);
+    let (y, last) = selective_scan_reference(&u2?, &delta2?, &a2?, &b2?, &c2?, &wide)?;
+    let dt = u.dtype();
+    Ok((y.to_dtype(dt)?, last.map(|s| s.to_dtype(dt)).transpose()?))
+}
+
 /// `softplus(v) = max(v, 0) + ln(1 + e^{-|v|})` from candle ops (differentiable, finite for
 /// any `v`): the reference scan's step size and the Mamba block's decoding step share it.
 pub(crate) fn softplus_tensor(v: &Tensor) -> candle_core::Result<Tensor> {
@@ -286,7 +319,10 @@ pub(crate) fn softplus_tensor(v: &Tensor) -> candle_core::Result<Tensor> {
 /// The selective scan built from candle tensor ops, one step of `(B, D, N)` ops per time step
 /// (the mamba-minimal loop; mamba-ssm's `selective_scan_ref` semantics). Same checks and
 /// results as [`selective_scan`], except that f64 is accepted too (for gradient checks).
-/// Slow, for tests and benches.
+/// Differentiable through candle's autograd on every device, and the path of [`selective_scan`]
+/// where our kernel does not run (see [`crate::ops::backend()`]). Slow: `L` steps of small
+/// tensor ops, whose backward also keeps every step's `(B, D, N)` state, and whose `narrow`s
+/// cost $O(L^2)$ in the backward; for tests, benches and as the fallback.
 pub fn selective_scan_reference(
     u: &Tensor,
     delta: &Tensor,

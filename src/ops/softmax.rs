@@ -67,6 +67,7 @@
 //!   two-pass form, the row being in L1 by then)
 
 use crate::check;
+use crate::ops::backend::{backend, upcast, Op};
 use crate::ops::cpu::{contiguous, dispatch_float, dispatch_float_pair, expect_shape, par_tasks};
 use crate::ops::cpu::{widen, Element};
 use crate::ops::simd::{detect_simd, dot, sum, Simd, LANES};
@@ -85,6 +86,9 @@ const TASK_ELEMS: usize = 16 * 1024;
 /// f32/f16/bf16.
 pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     let d = validate(x, false)?;
+    if !backend(Op::SoftmaxLastDim, x.device()).is_kernel() {
+        return Ok(softmax_last_dim_reference(&upcast(x)?)?.to_dtype(x.dtype())?);
+    }
     Ok(x.contiguous()?.apply_op1(SoftmaxOp { d })?)
 }
 
