@@ -114,8 +114,8 @@ fn causal_conv1d_via_explicit_padding_and_narrow() -> R<()> {
     Ok(())
 }
 
-/// Random shapes and configs (wide rows exercise the vectorised loops) against candle's grouped
-/// convolution, forward and both gradients (candle autograd through the reference in f64).
+/// Random shapes and configs (wide rows exercise the vectorised loops) against the tap-sum
+/// reference, forward and both gradients (candle autograd through the reference in f64).
 #[test]
 fn random_configs_match_the_reference() -> R<()> {
     let dev = Device::Cpu;
