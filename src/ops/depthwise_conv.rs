@@ -410,14 +410,28 @@ pub fn depthwise_conv1d_reference(
     Ok(y.squeeze(2)?)
 }
 
+/// Elements `start + o·step` for `o < count` along `dim` (all inside `t`, as the output size
+/// guarantees): a narrow for unit steps or one element, otherwise an `index_select` (no
+/// intermediate sized by the step, so a huge stride costs nothing).
+fn strided(t: &Tensor, dim: usize, start: usize, count: usize, step: usize) -> Result<Tensor> {
+    if step == 1 || count == 1 {
+        return Ok(t.narrow(dim, start, count)?);
+    }
+    let idx = (0..count)
+        .map(|o| u32::try_from(start + o * step))
+        .collect::<std::result::Result<Vec<u32>, _>>()
+        .map_err(|_| Error::config(OP2, "reference: an index beyond u32"))?;
+    Ok(t.contiguous()?
+        .index_select(&Tensor::new(idx, t.device())?, dim)?)
+}
+
 /// The depthwise convolution of `x` `(B, C, H, W)` with `w` `(C·m, 1, kh, kw)` as a sum over the
 /// taps of `slice · w[:, 0, i, j]`, with plain candle ops (pad, narrow, reshape, broadcast_mul).
 fn taps_reference(x: &Tensor, w: &Tensor, g: &Geom) -> Result<Tensor> {
     let cm = g.cm();
-    // `stride - 1` extra zeros at the end make every strided pick a narrow + reshape.
-    let xp =
-        x.pad_with_zeros(2, g.pt, g.pb + g.sy - 1)?
-            .pad_with_zeros(3, g.pl, g.pr + g.sx - 1)?;
+    let xp = x
+        .pad_with_zeros(2, g.pt, g.pb)?
+        .pad_with_zeros(3, g.pl, g.pr)?;
     let xp = if g.m > 1 {
         // Output channel c·m + j reads input channel c.
         let (hp, wp) = (xp.dim(2)?, xp.dim(3)?);
@@ -431,16 +445,8 @@ fn taps_reference(x: &Tensor, w: &Tensor, g: &Geom) -> Result<Tensor> {
     for i in 0..g.kh {
         for j in 0..g.kw {
             // Rows i·dy + oy·sy for oy < Ho and columns j·dx + ox·sx for ox < Wo.
-            let mut s = xp
-                .narrow(2, i * g.dy, g.ho * g.sy)?
-                .narrow(3, j * g.dx, g.wo * g.sx)?;
-            if g.sy > 1 || g.sx > 1 {
-                s = s
-                    .reshape((g.b, cm, g.ho, g.sy, g.wo, g.sx))?
-                    .narrow(3, 0, 1)?
-                    .narrow(5, 0, 1)?
-                    .reshape((g.b, cm, g.ho, g.wo))?;
-            }
+            let s = strided(&xp, 2, i * g.dy, g.ho, g.sy)?;
+            let s = strided(&s, 3, j * g.dx, g.wo, g.sx)?;
             let tap = w.narrow(2, i, 1)?.narrow(3, j, 1)?.reshape((1, cm, 1, 1))?;
             let y = s.broadcast_mul(&tap)?;
             acc = Some(match acc {
