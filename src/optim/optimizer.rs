@@ -140,9 +140,9 @@ impl<C: Algorithm> Optim<C> {
         self.core.apply_all(work)
     }
 
-    /// Sets the base learning rate after checking it as the constructor does (finite and
-    /// >= 0). `Optimizer::set_learning_rate` cannot return an error, so an invalid rate set
-    /// through it is reported by the next step instead.
+    /// Sets the base learning rate after checking it as the constructor does (finite,
+    /// non-negative). `Optimizer::set_learning_rate` cannot return an error, so an invalid rate
+    /// set through it is reported by the next step instead.
     pub fn try_set_learning_rate(&mut self, lr: f64) -> Result<()> {
         check_lr(C::NAME, lr)?;
         self.cfg.set_lr(lr);

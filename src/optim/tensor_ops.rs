@@ -208,7 +208,8 @@ pub(crate) fn total_max_abs(gs: &[Tensor]) -> Result<f64> {
             g.to_dtype(DType::F32)?
         };
         let m = w.abs()?.max_all()?;
-        let nan = w.ne(&w)?.max_all()?;
+        // 1 where any element is NaN (the mask widened: no integer reduction needed).
+        let nan = w.ne(&w)?.to_dtype(w.dtype())?.max_all()?;
         let same = |(t, _): &&mut (Tensor, Tensor)| {
             t.dtype() == m.dtype() && t.device().same_device(m.device())
         };
@@ -222,7 +223,7 @@ pub(crate) fn total_max_abs(gs: &[Tensor]) -> Result<f64> {
     }
     let mut total = 0f64;
     for (m, nan) in &groups {
-        let v = nan.where_cond(&m.affine(0.0, f64::NAN)?, m)?;
+        let v = nan.gt(0.0)?.where_cond(&m.affine(0.0, f64::NAN)?, m)?;
         let v = match v.dtype() {
             DType::F64 => read::<f64>(&v)?,
             _ => f64::from(read::<f32>(&v)?),
