@@ -78,6 +78,9 @@ use std::collections::HashSet;
 use candle_core::backprop::GradStore;
 use candle_core::{CpuStorage, DType, Device, Storage, Tensor, Var};
 
+use super::path::{update_path, UpdatePath};
+use super::slots::Buf;
+use super::tensor_ops;
 use crate::ops::cpu::{contiguous, par_tasks, widen, Element};
 use crate::{Error, Result};
 
@@ -88,9 +91,9 @@ const NAME: &str = "GradAccumulator";
 pub(crate) const CHUNK: usize = 64 * 1024;
 
 /// Runs `f(dst_chunk, src_chunk)` over `dst` and the values of `t` widened to f32, in parallel
-/// chunks of [`CHUNK`] elements (`dst.len()` must equal `t.elem_count()`). Tensors off the CPU
-/// are read through a host copy. f32/f16/bf16 only; other dtypes are a dtype error naming
-/// `block`.
+/// chunks of [`CHUNK`] elements (`dst.len()` must equal `t.elem_count()`): the fused path, for
+/// CPU tensors only (others take the tensor path, [`super::path`]). f32/f16/bf16 only; other
+/// dtypes are a dtype error naming `block`.
 pub(crate) fn zip_f32(
     block: &'static str,
     what: &'static str,
@@ -106,14 +109,13 @@ pub(crate) fn zip_f32(
             t.shape().clone(),
         ));
     }
-    let t = if t.device().is_cpu() {
-        t.contiguous()?
-    } else {
-        t.to_device(&Device::Cpu)?.contiguous()?
-    };
+    let t = t.contiguous()?;
     let (s, l) = t.storage_and_layout();
     let Storage::Cpu(c) = &*s else {
-        return Err(Error::config(block, "expected a host tensor"));
+        return Err(Error::config(
+            block,
+            "the fused path got a tensor off the CPU (expected the tensor path)",
+        ));
     };
     match c {
         CpuStorage::F32(v) => zip_slice(contiguous(v, l, block)?, dst, &f),
@@ -149,8 +151,8 @@ fn zip_slice<T: Element>(
     });
 }
 
-/// The f32 values `v` as a tensor of `shape`, `dtype` and `device` (moved, not copied, for f32
-/// on the CPU).
+/// The f32 host values `v` as a tensor of `shape`, `dtype` and `device` (moved, not copied, for
+/// f32 on the CPU; host state only exists for CPU tensors, see [`super::path`]).
 pub(crate) fn tensor_from_f32(
     v: Vec<f32>,
     shape: &candle_core::Shape,
@@ -228,7 +230,7 @@ pub struct GradAccumulator {
     cfg: GradAccumulatorConfig,
     vars: Vec<Var>,
     /// One f32 sum per var; empty until the var gets a gradient in the current cycle.
-    bufs: Vec<Vec<f32>>,
+    bufs: Vec<Buf>,
     /// Micro-batches added in the current cycle.
     seen: usize,
     /// Completed cycles (stores handed out).
@@ -252,7 +254,7 @@ impl GradAccumulator {
             .filter(|v| matches!(v.dtype(), DType::F32 | DType::F16 | DType::BF16))
             .filter(|v| seen.insert(v.as_tensor().id()))
             .collect();
-        let bufs = vec![Vec::new(); vars.len()];
+        let bufs = vec![Buf::Empty; vars.len()];
         Ok(Self {
             cfg,
             vars,
@@ -324,17 +326,27 @@ impl GradAccumulator {
             present.push((i, g.clone()));
         }
         for (i, g) in present {
+            let var = &self.vars[i];
+            let path = update_path(var.device());
             let buf = &mut self.bufs[i];
-            if buf.is_empty() {
-                // First gradient of the cycle: a plain copy into fresh storage.
-                *buf = vec![0f32; g.elem_count()];
-                zip_f32(NAME, "gradient", &g, buf, |d, s| d.copy_from_slice(s))?;
-            } else {
-                zip_f32(NAME, "gradient", &g, buf, |d, s| {
-                    for (d, s) in d.iter_mut().zip(s) {
-                        *d += *s;
-                    }
-                })?;
+            buf.migrate(path, var)?;
+            match (path, buf) {
+                (UpdatePath::Tensor, buf) => {
+                    *buf = Buf::Dev(tensor_ops::accumulate(buf.dev(), &g)?);
+                }
+                (UpdatePath::Fused, Buf::Host(b)) => {
+                    zip_f32(NAME, "gradient", &g, b, |d, s| {
+                        for (d, s) in d.iter_mut().zip(s) {
+                            *d += *s;
+                        }
+                    })?;
+                }
+                (UpdatePath::Fused, buf) => {
+                    // First gradient of the cycle: a plain copy into fresh storage.
+                    let mut b = vec![0f32; g.elem_count()];
+                    zip_f32(NAME, "gradient", &g, &mut b, |d, s| d.copy_from_slice(s))?;
+                    *buf = Buf::Host(b);
+                }
             }
         }
         self.seen += 1;
@@ -356,21 +368,28 @@ impl GradAccumulator {
         let mean = self.cfg.reduction == GradReduction::Mean && self.seen > 1;
         let mut out = GradStore::default();
         for (v, buf) in self.vars.iter().zip(self.bufs.iter_mut()) {
-            if buf.is_empty() {
-                continue;
-            }
-            let mut b = std::mem::take(buf);
-            if mean {
-                par_tasks(&mut b, CHUNK, |_, d, _: &mut ()| {
-                    for x in d.iter_mut() {
-                        *x /= n;
+            let g = match std::mem::take(buf) {
+                Buf::Empty => continue,
+                Buf::Host(mut b) => {
+                    if mean {
+                        par_tasks(&mut b, CHUNK, |_, d, _: &mut ()| {
+                            for x in d.iter_mut() {
+                                *x /= n;
+                            }
+                        });
                     }
-                });
-            }
-            out.insert(
-                v.as_tensor(),
-                tensor_from_f32(b, v.shape(), v.dtype(), v.device())?,
-            );
+                    tensor_from_f32(b, v.shape(), v.dtype(), v.device())?
+                }
+                Buf::Dev(t) => {
+                    let t = if mean { tensor_ops::div(&t, n)? } else { t };
+                    if v.dtype() == DType::F32 {
+                        t
+                    } else {
+                        t.to_dtype(v.dtype())?
+                    }
+                }
+            };
+            out.insert(v.as_tensor(), g);
         }
         self.seen = 0;
         self.cycles += 1;
@@ -391,7 +410,7 @@ impl GradAccumulator {
     /// Drops whatever was accumulated since the last take (e.g. after a skipped step).
     pub fn reset(&mut self) {
         for b in &mut self.bufs {
-            *b = Vec::new();
+            *b = Buf::Empty;
         }
         self.seen = 0;
     }

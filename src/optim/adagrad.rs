@@ -16,12 +16,15 @@
 //! - Duchi, Hazan, Singer, *Adaptive Subgradient Methods for Online Learning and Stochastic
 //!   Optimization*, JMLR 2011, <https://jmlr.org/papers/v12/duchi11a.html>
 
-use std::collections::HashMap;
+use candle_core::Tensor;
 
-use candle_core::backprop::GradStore;
-
-use super::fused::{check_lr, check_nonneg, grad_sign, optimizer_common, Core, Kernel};
-use super::{NonFinite, ParamGroups};
+use super::checkpoint::{check_lr, check_nonneg, flag, grad_sign, StateReader};
+use super::fused::Kernel;
+use super::optimizer::internal::AlgorithmImpl;
+use super::optimizer::{Algorithm, Optim};
+use super::slots::Slot;
+use super::tensor_ops::{add, mul};
+use super::NonFinite;
 use crate::Result;
 
 const NAME: &str = "Adagrad";
@@ -117,12 +120,9 @@ impl AdagradConfig {
     }
 }
 
-/// Adagrad (PyTorch semantics, dense); see the [module docs](self) for the update.
-#[derive(Debug)]
-pub struct Adagrad {
-    core: Core,
-    cfg: AdagradConfig,
-}
+/// Adagrad (PyTorch semantics, dense); see the [module docs](self) for the update. The methods
+/// are [`Optim`]'s.
+pub type Adagrad = Optim<AdagradConfig>;
 
 struct AdagradKernel {
     clr: f32,
@@ -145,67 +145,85 @@ impl Kernel for AdagradKernel {
             }
         }
     }
+
+    fn run_tensor(
+        &self,
+        p: &Tensor,
+        g: &Tensor,
+        s: &mut [Option<Tensor>],
+    ) -> candle_core::Result<Tensor> {
+        let [Some(sum), ..] = s else {
+            return Err(candle_core::Error::Msg(
+                "Adagrad: state buffer missing".into(),
+            ));
+        };
+        let g = (mul(g, self.gs)? + mul(p, self.wd)?)?;
+        let ns = (&*sum + g.sqr()?)?;
+        let step = (&g / add(&ns.sqrt()?, self.eps)?)?;
+        *sum = ns;
+        p - mul(&step, self.clr)?
+    }
 }
 
-impl Adagrad {
-    const HYPER: &'static [&'static str] = &[
-        "lr_decay",
-        "weight_decay",
-        "initial_accumulator_value",
-        "eps",
-        "maximize",
-    ];
+impl Algorithm for AdagradConfig {
+    const NAME: &'static str = NAME;
+    const BUFFERS: &'static [&'static str] = &["sum"];
 
-    fn build(groups: ParamGroups, cfg: AdagradConfig) -> Result<Self> {
-        cfg.validate()?;
-        let mut core = Core::new(NAME, &["sum"], groups, cfg.lr, cfg.non_finite)?;
-        for s in &mut core.slots {
-            s.ensure(0, cfg.initial_accumulator_value as f32);
-        }
-        Ok(Self { core, cfg })
+    fn validate(&self) -> Result<()> {
+        AdagradConfig::validate(self)
     }
 
-    fn hyper(&self) -> Vec<(&'static str, f64)> {
-        let c = &self.cfg;
+    fn lr(&self) -> f64 {
+        self.lr
+    }
+
+    fn non_finite(&self) -> NonFinite {
+        self.non_finite
+    }
+}
+
+impl AlgorithmImpl for AdagradConfig {
+    fn set_lr(&mut self, lr: f64) {
+        self.lr = lr;
+    }
+
+    fn set_non_finite(&mut self, non_finite: NonFinite) {
+        self.non_finite = non_finite;
+    }
+
+    fn weight_decay(&self) -> f64 {
+        self.weight_decay
+    }
+
+    fn hyper_to_state(&self) -> Vec<(&'static str, f64)> {
         vec![
-            ("lr_decay", c.lr_decay),
-            ("weight_decay", c.weight_decay),
-            ("initial_accumulator_value", c.initial_accumulator_value),
-            ("eps", c.eps),
-            ("maximize", c.maximize as u8 as f64),
+            ("lr_decay", self.lr_decay),
+            ("weight_decay", self.weight_decay),
+            ("initial_accumulator_value", self.initial_accumulator_value),
+            ("eps", self.eps),
+            ("maximize", flag(self.maximize)),
         ]
     }
 
-    fn apply_hyper(c: &mut AdagradConfig, v: &HashMap<&'static str, f64>) {
-        c.lr_decay = v["lr_decay"];
-        c.weight_decay = v["weight_decay"];
-        c.initial_accumulator_value = v["initial_accumulator_value"];
-        c.eps = v["eps"];
-        c.maximize = v["maximize"] != 0.0;
+    fn hyper_from_state(self, st: &StateReader<'_>) -> Result<Self> {
+        Ok(Self {
+            lr_decay: st.value("lr_decay")?,
+            weight_decay: st.value("weight_decay")?,
+            initial_accumulator_value: st.value("initial_accumulator_value")?,
+            eps: st.value("eps")?,
+            maximize: st.flag("maximize")?,
+            ..self
+        })
     }
 
-    fn step_impl(&mut self, grads: &GradStore) -> Result<()> {
-        let Some(list) = self.core.gather(grads)? else {
-            return Ok(());
-        };
-        let c = self.cfg;
-        let mut work = Vec::with_capacity(list.len());
-        for (i, g) in list {
-            let (lr, wd) = self.core.lr_wd(i, c.weight_decay);
-            let slot = &mut self.core.slots[i];
-            slot.step += 1;
-            slot.ensure(0, c.initial_accumulator_value as f32);
-            let clr = lr / (1.0 + (slot.step - 1) as f64 * c.lr_decay);
-            let k = AdagradKernel {
-                clr: clr as f32,
-                gs: grad_sign(c.maximize),
-                wd: wd as f32,
-                eps: c.eps as f32,
-            };
-            work.push((i, g, k));
-        }
-        self.core.apply_all(work)
+    fn kernel(&self, slot: &mut Slot, lr: f64, wd: f64) -> Result<Box<dyn Kernel>> {
+        slot.ensure(0, self.initial_accumulator_value as f32)?;
+        let clr = lr / (1.0 + (slot.step - 1) as f64 * self.lr_decay);
+        Ok(Box::new(AdagradKernel {
+            clr: clr as f32,
+            gs: grad_sign(self.maximize),
+            wd: wd as f32,
+            eps: self.eps as f32,
+        }))
     }
 }
-
-optimizer_common!(Adagrad, AdagradConfig);

@@ -24,133 +24,335 @@
 //! - Reddi, Kale, Kumar, *On the Convergence of Adam and Beyond*, ICLR 2018 (AMSGrad),
 //!   <https://arxiv.org/abs/1904.09237>
 
-use std::collections::HashMap;
+use candle_core::Tensor;
 
-use candle_core::backprop::GradStore;
-
-use super::fused::{check_beta, check_lr, check_nonneg, grad_sign, optimizer_common, Core, Kernel};
-use super::{Momentum, NonFinite, ParamGroups};
+use super::checkpoint::{check_beta, check_lr, check_nonneg, flag, grad_sign, StateReader};
+use super::fused::Kernel;
+use super::optimizer::internal::{AlgorithmImpl, MomentumParam};
+use super::optimizer::{Algorithm, Optim};
+use super::slots::Slot;
+use super::tensor_ops::{add, diff_mul, div, mul};
+use super::NonFinite;
 use crate::Result;
 
-macro_rules! adam_config {
-    ($C:ident, $name:literal, $wd:expr, $wd_doc:literal, $what:literal) => {
-        #[doc = concat!("Configuration of [`", $name, "`]; `Default` is PyTorch's (lr 1e-3, betas (0.9, 0.999), eps 1e-8, weight decay ", $wd_doc, ").")]
-        #[derive(Debug, Clone, Copy, PartialEq)]
-        pub struct $C {
-            /// Learning rate (default 1e-3).
-            pub lr: f64,
-            /// Decay of the first-moment average (default 0.9).
-            pub beta1: f64,
-            /// Decay of the second-moment average (default 0.999).
-            pub beta2: f64,
-            /// Added to the denominator for stability (default 1e-8).
-            pub eps: f64,
-            #[doc = concat!($what, " (default ", $wd_doc, ").")]
-            pub weight_decay: f64,
-            /// AMSGrad: divide by the running maximum of the second moment (default false).
-            pub amsgrad: bool,
-            /// Maximize the objective instead of minimizing (default false).
-            pub maximize: bool,
-            /// What a NaN/Inf gradient does (default [`NonFinite::Error`]).
-            pub non_finite: NonFinite,
-        }
+/// Adam with L2 weight decay folded into the gradient (PyTorch's `Adam`); see the
+/// [module docs](self). The methods are [`Optim`]'s.
+pub type Adam = Optim<AdamConfig>;
 
-        impl Default for $C {
-            fn default() -> Self {
-                Self {
-                    lr: 1e-3,
-                    beta1: 0.9,
-                    beta2: 0.999,
-                    eps: 1e-8,
-                    weight_decay: $wd,
-                    amsgrad: false,
-                    maximize: false,
-                    non_finite: NonFinite::Error,
-                }
-            }
-        }
+/// AdamW: Adam with decoupled weight decay (PyTorch's `AdamW`); see the [module docs](self).
+/// The methods are [`Optim`]'s.
+pub type AdamW = Optim<AdamWConfig>;
 
-        impl $C {
-            /// Checks the values: lr and weight decay finite and >= 0, betas in [0, 1),
-            /// eps finite and > 0.
-            pub fn validate(&self) -> Result<()> {
-                check_lr($name, self.lr)?;
-                check_beta($name, "beta1", self.beta1)?;
-                check_beta($name, "beta2", self.beta2)?;
-                crate::check::eps($name, "eps", self.eps)?;
-                check_nonneg($name, "weight_decay", self.weight_decay)
-            }
-
-            /// Sets the learning rate.
-            pub fn with_lr(mut self, lr: f64) -> Self {
-                self.lr = lr;
-                self
-            }
-
-            /// Sets both betas.
-            pub fn with_betas(mut self, beta1: f64, beta2: f64) -> Self {
-                self.beta1 = beta1;
-                self.beta2 = beta2;
-                self
-            }
-
-            /// Sets eps.
-            pub fn with_eps(mut self, eps: f64) -> Self {
-                self.eps = eps;
-                self
-            }
-
-            /// Sets the weight decay.
-            pub fn with_weight_decay(mut self, weight_decay: f64) -> Self {
-                self.weight_decay = weight_decay;
-                self
-            }
-
-            /// Turns AMSGrad on or off.
-            pub fn with_amsgrad(mut self, amsgrad: bool) -> Self {
-                self.amsgrad = amsgrad;
-                self
-            }
-
-            /// Maximizes instead of minimizing.
-            pub fn with_maximize(mut self, maximize: bool) -> Self {
-                self.maximize = maximize;
-                self
-            }
-
-            /// Sets the non-finite gradient policy.
-            pub fn with_non_finite(mut self, non_finite: NonFinite) -> Self {
-                self.non_finite = non_finite;
-                self
-            }
-        }
-    };
+/// Configuration of [`Adam`]; `Default` is PyTorch's (lr 1e-3, betas (0.9, 0.999), eps 1e-8,
+/// weight decay 0).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamConfig {
+    /// Learning rate (default 1e-3).
+    pub lr: f64,
+    /// Decay of the first-moment average (default 0.9).
+    pub beta1: f64,
+    /// Decay of the second-moment average (default 0.999).
+    pub beta2: f64,
+    /// Added to the denominator for stability (default 1e-8).
+    pub eps: f64,
+    /// L2 penalty added to the gradient (default 0).
+    pub weight_decay: f64,
+    /// AMSGrad: divide by the running maximum of the second moment (default false).
+    pub amsgrad: bool,
+    /// Maximize the objective instead of minimizing (default false).
+    pub maximize: bool,
+    /// What a NaN/Inf gradient does (default [`NonFinite::Error`]).
+    pub non_finite: NonFinite,
 }
 
-adam_config!(
-    AdamConfig,
-    "Adam",
-    0.0,
-    "0",
-    "L2 penalty added to the gradient"
-);
-adam_config!(
-    AdamWConfig,
-    "AdamW",
-    1e-2,
-    "1e-2",
-    "Decoupled weight decay: the weights shrink by `lr * weight_decay` each step"
-);
+impl Default for AdamConfig {
+    fn default() -> Self {
+        Self {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            amsgrad: false,
+            maximize: false,
+            non_finite: NonFinite::Error,
+        }
+    }
+}
+
+impl AdamConfig {
+    /// Checks the values: lr and weight decay finite and >= 0, betas in [0, 1), eps finite
+    /// and > 0.
+    pub fn validate(&self) -> Result<()> {
+        self.params().validate("Adam", self.lr)
+    }
+
+    /// Sets the learning rate.
+    pub fn with_lr(mut self, lr: f64) -> Self {
+        self.lr = lr;
+        self
+    }
+
+    /// Sets both betas.
+    pub fn with_betas(mut self, beta1: f64, beta2: f64) -> Self {
+        self.beta1 = beta1;
+        self.beta2 = beta2;
+        self
+    }
+
+    /// Sets eps.
+    pub fn with_eps(mut self, eps: f64) -> Self {
+        self.eps = eps;
+        self
+    }
+
+    /// Sets the weight decay.
+    pub fn with_weight_decay(mut self, weight_decay: f64) -> Self {
+        self.weight_decay = weight_decay;
+        self
+    }
+
+    /// Turns AMSGrad on or off.
+    pub fn with_amsgrad(mut self, amsgrad: bool) -> Self {
+        self.amsgrad = amsgrad;
+        self
+    }
+
+    /// Maximizes instead of minimizing.
+    pub fn with_maximize(mut self, maximize: bool) -> Self {
+        self.maximize = maximize;
+        self
+    }
+
+    /// Sets the non-finite gradient policy.
+    pub fn with_non_finite(mut self, non_finite: NonFinite) -> Self {
+        self.non_finite = non_finite;
+        self
+    }
+
+    /// The hyper-parameters other than lr and the policy.
+    fn params(&self) -> AdamParams {
+        AdamParams {
+            beta1: self.beta1,
+            beta2: self.beta2,
+            eps: self.eps,
+            weight_decay: self.weight_decay,
+            amsgrad: self.amsgrad,
+            maximize: self.maximize,
+        }
+    }
+
+    /// `self` with the hyper-parameters `p`.
+    fn with_params(self, p: AdamParams) -> Self {
+        Self {
+            beta1: p.beta1,
+            beta2: p.beta2,
+            eps: p.eps,
+            weight_decay: p.weight_decay,
+            amsgrad: p.amsgrad,
+            maximize: p.maximize,
+            ..self
+        }
+    }
+}
+
+/// Configuration of [`AdamW`]; `Default` is PyTorch's (lr 1e-3, betas (0.9, 0.999), eps 1e-8,
+/// weight decay 1e-2).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamWConfig {
+    /// Learning rate (default 1e-3).
+    pub lr: f64,
+    /// Decay of the first-moment average (default 0.9).
+    pub beta1: f64,
+    /// Decay of the second-moment average (default 0.999).
+    pub beta2: f64,
+    /// Added to the denominator for stability (default 1e-8).
+    pub eps: f64,
+    /// Decoupled weight decay: the weights shrink by `lr * weight_decay` each step (default 1e-2).
+    pub weight_decay: f64,
+    /// AMSGrad: divide by the running maximum of the second moment (default false).
+    pub amsgrad: bool,
+    /// Maximize the objective instead of minimizing (default false).
+    pub maximize: bool,
+    /// What a NaN/Inf gradient does (default [`NonFinite::Error`]).
+    pub non_finite: NonFinite,
+}
+
+impl Default for AdamWConfig {
+    fn default() -> Self {
+        Self {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 1e-2,
+            amsgrad: false,
+            maximize: false,
+            non_finite: NonFinite::Error,
+        }
+    }
+}
+
+impl AdamWConfig {
+    /// Checks the values: lr and weight decay finite and >= 0, betas in [0, 1), eps finite
+    /// and > 0.
+    pub fn validate(&self) -> Result<()> {
+        self.params().validate("AdamW", self.lr)
+    }
+
+    /// Sets the learning rate.
+    pub fn with_lr(mut self, lr: f64) -> Self {
+        self.lr = lr;
+        self
+    }
+
+    /// Sets both betas.
+    pub fn with_betas(mut self, beta1: f64, beta2: f64) -> Self {
+        self.beta1 = beta1;
+        self.beta2 = beta2;
+        self
+    }
+
+    /// Sets eps.
+    pub fn with_eps(mut self, eps: f64) -> Self {
+        self.eps = eps;
+        self
+    }
+
+    /// Sets the weight decay.
+    pub fn with_weight_decay(mut self, weight_decay: f64) -> Self {
+        self.weight_decay = weight_decay;
+        self
+    }
+
+    /// Turns AMSGrad on or off.
+    pub fn with_amsgrad(mut self, amsgrad: bool) -> Self {
+        self.amsgrad = amsgrad;
+        self
+    }
+
+    /// Maximizes instead of minimizing.
+    pub fn with_maximize(mut self, maximize: bool) -> Self {
+        self.maximize = maximize;
+        self
+    }
+
+    /// Sets the non-finite gradient policy.
+    pub fn with_non_finite(mut self, non_finite: NonFinite) -> Self {
+        self.non_finite = non_finite;
+        self
+    }
+
+    /// The hyper-parameters other than lr and the policy.
+    fn params(&self) -> AdamParams {
+        AdamParams {
+            beta1: self.beta1,
+            beta2: self.beta2,
+            eps: self.eps,
+            weight_decay: self.weight_decay,
+            amsgrad: self.amsgrad,
+            maximize: self.maximize,
+        }
+    }
+
+    /// `self` with the hyper-parameters `p`.
+    fn with_params(self, p: AdamParams) -> Self {
+        Self {
+            beta1: p.beta1,
+            beta2: p.beta2,
+            eps: p.eps,
+            weight_decay: p.weight_decay,
+            amsgrad: p.amsgrad,
+            maximize: p.maximize,
+            ..self
+        }
+    }
+}
+
+impl From<AdamWConfig> for AdamConfig {
+    fn from(c: AdamWConfig) -> Self {
+        AdamConfig {
+            lr: c.lr,
+            non_finite: c.non_finite,
+            ..AdamConfig::default()
+        }
+        .with_params(c.params())
+    }
+}
 
 const BUFS: &[&str] = &["exp_avg", "exp_avg_sq", "max_exp_avg_sq"];
-const HYPER: &[&str] = &[
-    "beta1",
-    "beta2",
-    "eps",
-    "weight_decay",
-    "amsgrad",
-    "maximize",
-];
+
+/// What Adam and AdamW share besides the learning rate and the policy.
+#[derive(Debug, Clone, Copy)]
+struct AdamParams {
+    beta1: f64,
+    beta2: f64,
+    eps: f64,
+    weight_decay: f64,
+    amsgrad: bool,
+    maximize: bool,
+}
+
+impl AdamParams {
+    fn validate(&self, name: &'static str, lr: f64) -> Result<()> {
+        check_lr(name, lr)?;
+        check_beta(name, "beta1", self.beta1)?;
+        check_beta(name, "beta2", self.beta2)?;
+        crate::check::eps(name, "eps", self.eps)?;
+        check_nonneg(name, "weight_decay", self.weight_decay)
+    }
+
+    fn to_state(self) -> Vec<(&'static str, f64)> {
+        vec![
+            ("beta1", self.beta1),
+            ("beta2", self.beta2),
+            ("eps", self.eps),
+            ("weight_decay", self.weight_decay),
+            ("amsgrad", flag(self.amsgrad)),
+            ("maximize", flag(self.maximize)),
+        ]
+    }
+
+    fn from_state(st: &StateReader<'_>) -> Result<Self> {
+        Ok(Self {
+            beta1: st.value("beta1")?,
+            beta2: st.value("beta2")?,
+            eps: st.value("eps")?,
+            weight_decay: st.value("weight_decay")?,
+            amsgrad: st.flag("amsgrad")?,
+            maximize: st.flag("maximize")?,
+        })
+    }
+
+    /// The update of one parameter at its (already advanced) step; `decoupled`: AdamW.
+    fn kernel(self, slot: &mut Slot, lr: f64, wd: f64, decoupled: bool) -> Result<Box<dyn Kernel>> {
+        slot.ensure(0, 0.0)?;
+        slot.ensure(1, 0.0)?;
+        if self.amsgrad {
+            slot.ensure(2, 0.0)?;
+        }
+        let t = slot.step as f64;
+        let bc1 = 1.0 - self.beta1.powf(t);
+        let bc2 = 1.0 - self.beta2.powf(t);
+        let (l2, decay) = if decoupled {
+            (0.0, 1.0 - lr * wd)
+        } else {
+            (wd, 1.0)
+        };
+        Ok(Box::new(AdamKernel {
+            gs: grad_sign(self.maximize),
+            l2: l2 as f32,
+            decay: decay as f32,
+            w1: (1.0 - self.beta1) as f32,
+            b2: self.beta2 as f32,
+            w2: (1.0 - self.beta2) as f32,
+            bc2_sqrt: bc2.sqrt() as f32,
+            eps: self.eps as f32,
+            step_size: (lr / bc1) as f32,
+            amsgrad: self.amsgrad,
+        }))
+    }
+}
 
 /// The fused Adam/AdamW update (see the module docs). `l2`: the L2 coefficient (0 for AdamW),
 /// `decay`: the decoupled factor `1 - lr wd` (1 for Adam).
@@ -207,142 +409,140 @@ impl Kernel for AdamKernel {
             _ => {}
         }
     }
-}
 
-/// The step shared by Adam and AdamW.
-fn adam_step(core: &mut Core, c: &AdamConfig, decoupled: bool, grads: &GradStore) -> Result<()> {
-    let Some(list) = core.gather(grads)? else {
-        return Ok(());
-    };
-    let mut work = Vec::with_capacity(list.len());
-    for (i, g) in list {
-        let (lr, wd) = core.lr_wd(i, c.weight_decay);
-        let slot = &mut core.slots[i];
-        slot.step += 1;
-        slot.ensure(0, 0.0);
-        slot.ensure(1, 0.0);
-        if c.amsgrad {
-            slot.ensure(2, 0.0);
-        }
-        let t = slot.step as f64;
-        let bc1 = 1.0 - c.beta1.powf(t);
-        let bc2 = 1.0 - c.beta2.powf(t);
-        let (l2, decay) = if decoupled {
-            (0.0, 1.0 - lr * wd)
-        } else {
-            (wd, 1.0)
+    fn run_tensor(
+        &self,
+        p: &Tensor,
+        g: &Tensor,
+        s: &mut [Option<Tensor>],
+    ) -> candle_core::Result<Tensor> {
+        let [Some(m), Some(v), rest @ ..] = s else {
+            return Err(candle_core::Error::Msg(
+                "Adam: state buffers missing".into(),
+            ));
         };
-        let k = AdamKernel {
-            gs: grad_sign(c.maximize),
-            l2: l2 as f32,
-            decay: decay as f32,
-            w1: (1.0 - c.beta1) as f32,
-            b2: c.beta2 as f32,
-            w2: (1.0 - c.beta2) as f32,
-            bc2_sqrt: bc2.sqrt() as f32,
-            eps: c.eps as f32,
-            step_size: (lr / bc1) as f32,
-            amsgrad: c.amsgrad,
+        let g = (mul(g, self.gs)? + mul(p, self.l2)?)?;
+        let nm = (&*m + diff_mul(&g, m, self.w1)?)?;
+        let nv = (mul(v, self.b2)? + mul(&g.sqr()?, self.w2)?)?;
+        let den = match (self.amsgrad, rest) {
+            (true, [Some(vm), ..]) => {
+                let mx = vm.maximum(&nv)?;
+                let den = mx.sqrt()?;
+                *vm = mx;
+                den
+            }
+            _ => nv.sqrt()?,
         };
-        work.push((i, g, k));
-    }
-    core.apply_all(work)
-}
-
-fn hyper_of(c: &AdamConfig) -> Vec<(&'static str, f64)> {
-    vec![
-        ("beta1", c.beta1),
-        ("beta2", c.beta2),
-        ("eps", c.eps),
-        ("weight_decay", c.weight_decay),
-        ("amsgrad", c.amsgrad as u8 as f64),
-        ("maximize", c.maximize as u8 as f64),
-    ]
-}
-
-impl From<AdamWConfig> for AdamConfig {
-    fn from(c: AdamWConfig) -> Self {
-        AdamConfig {
-            lr: c.lr,
-            beta1: c.beta1,
-            beta2: c.beta2,
-            eps: c.eps,
-            weight_decay: c.weight_decay,
-            amsgrad: c.amsgrad,
-            maximize: c.maximize,
-            non_finite: c.non_finite,
-        }
+        let den = add(&div(&den, self.bc2_sqrt)?, self.eps)?;
+        let new = (mul(p, self.decay)? - mul(&(&nm / den)?, self.step_size)?)?;
+        *m = nm;
+        *v = nv;
+        Ok(new)
     }
 }
 
-macro_rules! adam_type {
-    ($T:ident, $C:ident, $name:literal, $decoupled:expr, $doc:literal) => {
-        #[doc = $doc]
-        #[derive(Debug)]
-        pub struct $T {
-            core: Core,
-            cfg: $C,
-        }
+impl Algorithm for AdamConfig {
+    const NAME: &'static str = "Adam";
+    const BUFFERS: &'static [&'static str] = BUFS;
 
-        impl $T {
-            const HYPER: &'static [&'static str] = HYPER;
+    fn validate(&self) -> Result<()> {
+        AdamConfig::validate(self)
+    }
 
-            fn build(groups: ParamGroups, cfg: $C) -> Result<Self> {
-                cfg.validate()?;
-                let core = Core::new($name, BUFS, groups, cfg.lr, cfg.non_finite)?;
-                Ok(Self { core, cfg })
-            }
+    fn lr(&self) -> f64 {
+        self.lr
+    }
 
-            fn hyper(&self) -> Vec<(&'static str, f64)> {
-                hyper_of(&self.cfg.into())
-            }
-
-            fn apply_hyper(c: &mut $C, v: &HashMap<&'static str, f64>) {
-                c.beta1 = v["beta1"];
-                c.beta2 = v["beta2"];
-                c.eps = v["eps"];
-                c.weight_decay = v["weight_decay"];
-                c.amsgrad = v["amsgrad"] != 0.0;
-                c.maximize = v["maximize"] != 0.0;
-            }
-
-            fn step_impl(&mut self, grads: &GradStore) -> Result<()> {
-                let c: AdamConfig = self.cfg.into();
-                adam_step(&mut self.core, &c, $decoupled, grads)
-            }
-        }
-
-        optimizer_common!($T, $C);
-
-        impl Momentum for $T {
-            fn momentum(&self) -> f64 {
-                self.cfg.beta1
-            }
-
-            fn set_momentum(&mut self, momentum: f64) -> Result<()> {
-                let cfg = $C {
-                    beta1: momentum,
-                    ..self.cfg
-                };
-                cfg.validate()?;
-                self.cfg = cfg;
-                Ok(())
-            }
-        }
-    };
+    fn non_finite(&self) -> NonFinite {
+        self.non_finite
+    }
 }
 
-adam_type!(
-    Adam,
-    AdamConfig,
-    "Adam",
-    false,
-    "Adam with L2 weight decay folded into the gradient (PyTorch's `Adam`); see the [module docs](self)."
-);
-adam_type!(
-    AdamW,
-    AdamWConfig,
-    "AdamW",
-    true,
-    "AdamW: Adam with decoupled weight decay (PyTorch's `AdamW`); see the [module docs](self)."
-);
+impl AlgorithmImpl for AdamConfig {
+    fn set_lr(&mut self, lr: f64) {
+        self.lr = lr;
+    }
+
+    fn set_non_finite(&mut self, non_finite: NonFinite) {
+        self.non_finite = non_finite;
+    }
+
+    fn weight_decay(&self) -> f64 {
+        self.weight_decay
+    }
+
+    fn hyper_to_state(&self) -> Vec<(&'static str, f64)> {
+        self.params().to_state()
+    }
+
+    fn hyper_from_state(self, st: &StateReader<'_>) -> Result<Self> {
+        Ok(self.with_params(AdamParams::from_state(st)?))
+    }
+
+    fn kernel(&self, slot: &mut Slot, lr: f64, wd: f64) -> Result<Box<dyn Kernel>> {
+        self.params().kernel(slot, lr, wd, false)
+    }
+}
+
+impl MomentumParam for AdamConfig {
+    fn momentum(&self) -> f64 {
+        self.beta1
+    }
+
+    fn with_momentum_param(self, beta1: f64) -> Self {
+        Self { beta1, ..self }
+    }
+}
+
+impl Algorithm for AdamWConfig {
+    const NAME: &'static str = "AdamW";
+    const BUFFERS: &'static [&'static str] = BUFS;
+
+    fn validate(&self) -> Result<()> {
+        AdamWConfig::validate(self)
+    }
+
+    fn lr(&self) -> f64 {
+        self.lr
+    }
+
+    fn non_finite(&self) -> NonFinite {
+        self.non_finite
+    }
+}
+
+impl AlgorithmImpl for AdamWConfig {
+    fn set_lr(&mut self, lr: f64) {
+        self.lr = lr;
+    }
+
+    fn set_non_finite(&mut self, non_finite: NonFinite) {
+        self.non_finite = non_finite;
+    }
+
+    fn weight_decay(&self) -> f64 {
+        self.weight_decay
+    }
+
+    fn hyper_to_state(&self) -> Vec<(&'static str, f64)> {
+        self.params().to_state()
+    }
+
+    fn hyper_from_state(self, st: &StateReader<'_>) -> Result<Self> {
+        Ok(self.with_params(AdamParams::from_state(st)?))
+    }
+
+    fn kernel(&self, slot: &mut Slot, lr: f64, wd: f64) -> Result<Box<dyn Kernel>> {
+        self.params().kernel(slot, lr, wd, true)
+    }
+}
+
+impl MomentumParam for AdamWConfig {
+    fn momentum(&self) -> f64 {
+        self.beta1
+    }
+
+    fn with_momentum_param(self, beta1: f64) -> Self {
+        Self { beta1, ..self }
+    }
+}

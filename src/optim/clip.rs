@@ -65,8 +65,10 @@
 use std::collections::HashSet;
 
 use candle_core::backprop::GradStore;
-use candle_core::{CpuStorage, DType, Device, Storage, Tensor, Var};
+use candle_core::{CpuStorage, DType, Storage, Tensor, Var};
 
+use super::path::{update_path, UpdatePath};
+use super::tensor_ops;
 use crate::ops::cpu::{contiguous, par_tasks, widen, Element};
 use crate::ops::simd::{self, detect_simd, Simd};
 use crate::{Error, Result};
@@ -189,47 +191,61 @@ fn stat_slice<T: Element>(v: &[T], stat: Stat) -> f64 {
     }
 }
 
-/// The statistic of one gradient: our fused pass on CPU f32/f16/bf16, candle ops elsewhere.
-fn grad_stat(block: &'static str, g: &Tensor, stat: Stat) -> Result<f64> {
-    check_float(block, g)?;
+/// The statistic of one gradient on the fused path (a CPU f32/f16/bf16 tensor); `None` for
+/// the others.
+fn host_stat(block: &'static str, g: &Tensor, stat: Stat) -> Result<Option<f64>> {
+    if update_path(g.device()) != UpdatePath::Fused {
+        return Ok(None);
+    }
     let g = g.contiguous()?;
-    {
-        let (s, l) = g.storage_and_layout();
-        if let Storage::Cpu(c) = &*s {
-            let r = match c {
-                CpuStorage::F32(v) => Some(stat_slice(contiguous(v, l, block)?, stat)),
-                CpuStorage::F16(v) => Some(stat_slice(contiguous(v, l, block)?, stat)),
-                CpuStorage::BF16(v) => Some(stat_slice(contiguous(v, l, block)?, stat)),
-                _ => None,
-            };
-            if let Some(r) = r {
-                return Ok(r);
-            }
+    let (s, l) = g.storage_and_layout();
+    let Storage::Cpu(c) = &*s else {
+        return Ok(None);
+    };
+    Ok(match c {
+        CpuStorage::F32(v) => Some(stat_slice(contiguous(v, l, block)?, stat)),
+        CpuStorage::F16(v) => Some(stat_slice(contiguous(v, l, block)?, stat)),
+        CpuStorage::BF16(v) => Some(stat_slice(contiguous(v, l, block)?, stat)),
+        _ => None,
+    })
+}
+
+/// NaN-propagating maximum.
+fn max_nan(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else {
+        a.max(b)
+    }
+}
+
+/// The statistic over all gradients of `list`: the sum of squares or the max-abs. Fused-path
+/// gradients by our one-pass kernels; the others (off the CPU, f64) with candle ops on their
+/// device and one scalar read per device and dtype.
+fn total_stat(block: &'static str, list: &[(Tensor, Tensor)], stat: Stat) -> Result<f64> {
+    let mut total = 0f64;
+    let mut rest = Vec::new();
+    for (_, g) in list {
+        check_float(block, g)?;
+        match (host_stat(block, g, stat)?, stat) {
+            (Some(v), Stat::SumSq) => total += v,
+            (Some(v), Stat::MaxAbs) => total = max_nan(total, v),
+            (None, _) => rest.push(g.clone()),
         }
     }
-    let work = if g.dtype() == DType::F64 {
-        g.clone()
-    } else {
-        g.to_dtype(DType::F32)?
-    };
-    let r = match stat {
-        Stat::SumSq => work.sqr()?.sum_all()?,
-        // 0·x is NaN exactly for NaN and ±Inf: adding its sum keeps a NaN visible.
-        Stat::MaxAbs => (work.abs()?.max_all()? + work.affine(0.0, 0.0)?.sum_all()?)?,
-    };
-    Ok(r.to_device(&Device::Cpu)?
-        .to_dtype(DType::F64)?
-        .to_scalar::<f64>()?)
+    if rest.is_empty() {
+        return Ok(total);
+    }
+    Ok(match stat {
+        Stat::SumSq => total + tensor_ops::total_sum_sq(&rest)?,
+        Stat::MaxAbs => max_nan(total, tensor_ops::total_max_abs(&rest)?),
+    })
 }
 
 /// The global L2 norm $\sqrt{\sum_p \lVert g_p \rVert_2^2}$ of the listed parameters' gradients,
 /// without changing them (for logging; [`clip_grad_norm`] returns the same value).
 pub fn grad_norm(grads: &GradStore, vars: &[Var]) -> Result<f64> {
-    let mut total = 0f64;
-    for (_, g) in present(grads, vars) {
-        total += grad_stat("grad_norm", &g, Stat::SumSq)?;
-    }
-    Ok(total.sqrt())
+    Ok(total_stat("grad_norm", &present(grads, vars), Stat::SumSq)?.sqrt())
 }
 
 /// Scales every gradient by `coef` when the clip coefficient is below one.
@@ -252,7 +268,8 @@ fn scale_all(
 /// the norm they had *before* clipping — `torch.nn.utils.clip_grad_norm_` with `norm_type = 2`.
 ///
 /// With total norm $n$ every gradient is multiplied by $\min(1,\ c / (n + 10^{-6}))$. The norm is
-/// one fused pass per gradient (f32 SIMD partial sums per chunk, combined in f64). If $n$ is NaN
+/// one fused pass per CPU gradient (f32 SIMD partial sums per chunk, combined in f64); off the
+/// CPU, candle ops on the device with one scalar read per device and dtype. If $n$ is NaN
 /// or ±Inf nothing is scaled and $n$ is returned, so the optimizer's [`super::NonFinite`] policy
 /// sees the bad gradient. Errors when `max_norm` is negative or not finite, or a gradient is not
 /// a float tensor.
@@ -260,11 +277,7 @@ pub fn clip_grad_norm(grads: &mut GradStore, vars: &[Var], max_norm: f64) -> Res
     const BLOCK: &str = "clip_grad_norm";
     check_limit(BLOCK, "max_norm", max_norm)?;
     let list = present(grads, vars);
-    let mut total = 0f64;
-    for (_, g) in &list {
-        total += grad_stat(BLOCK, g, Stat::SumSq)?;
-    }
-    let total = total.sqrt();
+    let total = total_stat(BLOCK, &list, Stat::SumSq)?.sqrt();
     if total.is_finite() {
         scale_all(grads, &list, total, max_norm)?;
     }
@@ -277,15 +290,7 @@ pub fn clip_grad_norm_inf(grads: &mut GradStore, vars: &[Var], max_norm: f64) ->
     const BLOCK: &str = "clip_grad_norm_inf";
     check_limit(BLOCK, "max_norm", max_norm)?;
     let list = present(grads, vars);
-    let mut total = 0f64;
-    for (_, g) in &list {
-        let m = grad_stat(BLOCK, g, Stat::MaxAbs)?;
-        total = if total.is_nan() || m.is_nan() {
-            f64::NAN
-        } else {
-            total.max(m)
-        };
-    }
+    let total = total_stat(BLOCK, &list, Stat::MaxAbs)?;
     if total.is_finite() {
         scale_all(grads, &list, total, max_norm)?;
     }

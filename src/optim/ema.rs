@@ -3,7 +3,8 @@
 //! After each optimizer step, [`Ema::update`] moves every averaged parameter towards the live
 //! one, $\bar\theta \leftarrow d\thinspace\bar\theta + (1 - d)\thinspace\theta$ (computed as
 //! PyTorch's `lerp`), with one fused in-place pass per parameter over an f32 copy (parallel chunks
-//! on candle's CPU worker pool). The decay $d$ comes from [`Ema::decay_at`], timm's
+//! on candle's CPU worker pool; for parameters off the CPU, candle ops on an f32 tensor on their
+//! device, see [`super::path`]). The decay $d$ comes from [`Ema::decay_at`], timm's
 //! `ModelEmaV3.get_decay`: with $s = \max(0,\ t - t_0 - 1)$ at step $t$ and $t_0$ =
 //! `update_after_step`, $d = 0$ while $s = 0$ (the average is a copy of the weights), then either
 //! the constant $d_{\max}$ = `decay` or, with warmup,
@@ -85,6 +86,9 @@ use candle_nn::VarMap;
 
 use super::accumulate::{tensor_from_f32, zip_f32};
 use super::is_buffer_name;
+use super::path::{update_path, UpdatePath};
+use super::slots::Buf;
+use super::tensor_ops;
 use crate::{Error, Result};
 
 const NAME: &str = "Ema";
@@ -207,8 +211,8 @@ fn check_unit(name: &str, v: f64) -> Result<()> {
 /// What the EMA holds for one var.
 #[derive(Debug)]
 enum Held {
-    /// The f32 moving average of a parameter.
-    Avg(Vec<f32>),
+    /// The f32 moving average of a parameter (host values or a tensor on its device).
+    Avg(Buf),
     /// A copy of a buffer, as of the last update.
     Copy(Tensor),
 }
@@ -231,10 +235,17 @@ pub struct Ema {
     stash: Option<Vec<Tensor>>,
 }
 
-fn f32_values(t: &Tensor) -> Result<Vec<f32>> {
-    let mut v = vec![0f32; t.elem_count()];
-    zip_f32(NAME, "parameter", t, &mut v, |d, s| d.copy_from_slice(s))?;
-    Ok(v)
+/// The f32 values of `var`, laid out for its update path.
+fn f32_values(var: &Var) -> Result<Buf> {
+    let t = var.as_tensor();
+    Ok(match update_path(var.device()) {
+        UpdatePath::Fused => {
+            let mut v = vec![0f32; t.elem_count()];
+            zip_f32(NAME, "parameter", t, &mut v, |d, s| d.copy_from_slice(s))?;
+            Buf::Host(v)
+        }
+        UpdatePath::Tensor => Buf::Dev(tensor_ops::f32_copy(t)?),
+    })
 }
 
 impl Ema {
@@ -280,7 +291,7 @@ impl Ema {
             }
             let float = matches!(var.dtype(), DType::F32 | DType::F16 | DType::BF16);
             let held = if float && (!is_buffer || cfg.average_buffers) {
-                Held::Avg(f32_values(var.as_tensor())?)
+                Held::Avg(f32_values(&var)?)
             } else {
                 Held::Copy(var.as_tensor().detach().copy()?)
             };
@@ -362,17 +373,26 @@ impl Ema {
         let w1 = 1.0 - w;
         for e in &mut self.entries {
             match &mut e.held {
-                Held::Avg(buf) => zip_f32(NAME, "parameter", e.var.as_tensor(), buf, |d, s| {
-                    if w < 0.5 {
-                        for (a, &x) in d.iter_mut().zip(s) {
-                            *a += w * (x - *a);
+                Held::Avg(buf) => {
+                    buf.migrate(update_path(e.var.device()), &e.var)?;
+                    match buf {
+                        Buf::Host(buf) => {
+                            zip_f32(NAME, "parameter", e.var.as_tensor(), buf, |d, s| {
+                                if w < 0.5 {
+                                    for (a, &x) in d.iter_mut().zip(s) {
+                                        *a += w * (x - *a);
+                                    }
+                                } else {
+                                    for (a, &x) in d.iter_mut().zip(s) {
+                                        *a = x - (x - *a) * w1;
+                                    }
+                                }
+                            })?
                         }
-                    } else {
-                        for (a, &x) in d.iter_mut().zip(s) {
-                            *a = x - (x - *a) * w1;
-                        }
+                        Buf::Dev(t) => *t = tensor_ops::lerp(t, e.var.as_tensor(), w)?,
+                        Buf::Empty => {}
                     }
-                })?,
+                }
                 Held::Copy(t) => *t = e.var.as_tensor().detach().copy()?,
             }
         }
@@ -383,9 +403,11 @@ impl Ema {
 
     fn value(e: &Entry) -> Result<Tensor> {
         match &e.held {
-            Held::Avg(buf) => {
+            Held::Avg(Buf::Host(buf)) => {
                 tensor_from_f32(buf.clone(), e.var.shape(), e.var.dtype(), e.var.device())
             }
+            Held::Avg(Buf::Dev(t)) => Ok(t.to_dtype(e.var.dtype())?),
+            Held::Avg(Buf::Empty) => Err(Error::config(NAME, "average not initialised")),
             Held::Copy(t) => Ok(t.clone()),
         }
     }
@@ -479,8 +501,12 @@ impl Ema {
         let mut m = HashMap::with_capacity(self.entries.len() + 2);
         for e in &self.entries {
             let t = match &e.held {
-                Held::Avg(buf) => Tensor::from_vec(buf.clone(), e.var.shape(), &Device::Cpu)?,
-                Held::Copy(t) => t.to_device(&Device::Cpu)?,
+                Held::Avg(Buf::Host(buf)) => {
+                    Tensor::from_vec(buf.clone(), e.var.shape(), &Device::Cpu)?
+                }
+                // A checkpoint: device averages come to the host here only.
+                Held::Avg(Buf::Dev(t)) | Held::Copy(t) => t.to_device(&Device::Cpu)?,
+                Held::Avg(Buf::Empty) => continue,
             };
             m.insert(format!("ema.{}", e.name), t);
         }
@@ -544,7 +570,12 @@ impl Ema {
                     if super::fused::first_non_finite(&[t])?.is_some() {
                         return Err(Error::non_finite(NAME, format!("state dict entry {key}")));
                     }
-                    Held::Avg(t.flatten_all()?.to_vec1::<f32>()?)
+                    Held::Avg(match update_path(e.var.device()) {
+                        UpdatePath::Fused => Buf::Host(t.flatten_all()?.to_vec1::<f32>()?),
+                        UpdatePath::Tensor => {
+                            Buf::Dev(tensor_ops::f32_copy(&t.to_device(e.var.device())?)?)
+                        }
+                    })
                 }
                 Held::Copy(_) => {
                     if t.dtype() != e.var.dtype() {

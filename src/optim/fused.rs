@@ -1,604 +1,64 @@
-//! Machinery shared by every optimizer: the parameter slots with their f32 state, the
-//! non-finite gradient check, and the in-place op that runs an optimizer's fused update kernel
-//! over a parameter, its gradient and its state buffers in one pass.
+//! The fused CPU path shared by every optimizer: the [`Kernel`] trait (one algorithm's
+//! per-element update, on host slices and as candle tensor ops), the in-place op that runs a
+//! kernel over a parameter, its gradient and its state buffers in one pass on candle's CPU pool,
+//! and the NaN/Inf bit scan of CPU gradients.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 
-use candle_core::backprop::GradStore;
-use candle_core::{CpuStorage, DType, Device, InplaceOp2, Layout, Storage, Tensor, Var};
+use candle_core::{CpuStorage, InplaceOp2, Layout, Storage, Tensor};
 use half::{bf16, f16};
 
-use super::groups::ParamGroups;
-use super::NonFinite;
+use super::slots::Slot;
+use super::tensor_ops;
 use crate::ops::cpu::{contiguous, par_fold, Element};
-use crate::{Error, Result};
+use crate::Result;
 
 /// Elements per parallel task (the brief: chunks of at least 64K elements).
-const CHUNK: usize = 64 * 1024;
+pub(crate) const CHUNK: usize = 64 * 1024;
 /// Parameters with at least this many elements are updated one at a time, each split over the
 /// threads; smaller ones are spread over the threads whole.
-const BIG: usize = 16 * CHUNK;
+pub(crate) const BIG: usize = 16 * CHUNK;
 /// f16/bf16 parameters are widened to f32 in blocks of this many elements (stack scratch).
 const SUB: usize = 1024;
 
-/// An optimizer's per-element update over one block: `p`, `g` and the used state buffers have
-/// the same length (`p.len()`); state buffer `j` is `s[j][off..off + p.len()]`.
-pub(crate) trait Kernel: Sync {
-    /// Updates the block in place.
+/// An optimizer's update of one parameter, in two formulations of the same f32 math.
+#[doc(hidden)]
+pub trait Kernel: Sync + Send {
+    /// Fused path: updates one block in place. `p`, `g` and the used state buffers have the
+    /// same length (`p.len()`); state buffer `j` is `s[j][off..off + p.len()]`.
     fn run(&self, p: &mut [f32], g: &[f32], s: &mut [&mut [f32]], off: usize);
+
+    /// Tensor path: the new parameter from the f32 parameter `p` and gradient `g` (same
+    /// shape, on one device); every used state buffer `s[j]` is `Some` and is replaced by its
+    /// new value. Same operations, in the same order, as [`Kernel::run`].
+    fn run_tensor(
+        &self,
+        p: &Tensor,
+        g: &Tensor,
+        s: &mut [Option<Tensor>],
+    ) -> candle_core::Result<Tensor>;
 }
 
-/// One parameter and its optimizer state.
-#[derive(Debug)]
-pub(crate) struct Slot {
-    /// The parameter.
-    pub var: Var,
-    /// Its name (from the var map) or `param{index}`, for error messages.
-    pub name: String,
-    /// Index of its group.
-    pub group: usize,
-    /// Steps taken by this parameter (torch counts per parameter: a step without a gradient
-    /// for it does not count).
-    pub step: u64,
-    /// State buffers, in the optimizer's buffer-name order; empty until first used.
-    pub bufs: Vec<Vec<f32>>,
-    /// f32 master copy of an f16/bf16 parameter (empty for f32 parameters and before the
-    /// first step).
-    pub master: Vec<f32>,
-}
-
-impl Slot {
-    /// Number of elements of the parameter.
-    pub fn numel(&self) -> usize {
-        self.var.elem_count()
-    }
-
-    /// Allocates buffer `j` filled with `value` if it is still empty.
-    pub fn ensure(&mut self, j: usize, value: f32) {
-        let n = self.numel();
-        if self.bufs[j].len() != n {
-            self.bufs[j] = vec![value; n];
-        }
-    }
-}
-
-/// A resolved parameter group: learning-rate multiplier and weight decay.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct GroupHyper {
-    pub lr_mult: f64,
-    /// `None`: the optimizer config's weight decay.
-    pub weight_decay: Option<f64>,
-}
-
-/// Parameters, groups, base learning rate and the non-finite policy of one optimizer.
-#[derive(Debug)]
-pub(crate) struct Core {
-    /// The optimizer's name, for errors.
-    pub opt: &'static str,
-    /// Names of the state buffers (state-dict keys `{index}.{name}`).
-    pub buf_names: &'static [&'static str],
-    pub slots: Vec<Slot>,
-    pub groups: Vec<GroupHyper>,
-    pub lr: f64,
-    pub non_finite: NonFinite,
-    pub skipped: u64,
-}
-
-impl Core {
-    /// Builds the slots of `groups`. Integer vars (buffers such as `num_batches_tracked`, which
-    /// can have no gradient) are left out, as candle-nn does; a float dtype the kernels do not
-    /// run (f64, f8) is an error, and so is a var in two places (PyTorch refuses it too: it
-    /// would be stepped twice).
-    pub fn new(
-        opt: &'static str,
-        buf_names: &'static [&'static str],
-        groups: ParamGroups,
-        lr: f64,
-        non_finite: NonFinite,
-    ) -> Result<Self> {
-        check_lr(opt, lr)?;
-        let mut slots: Vec<Slot> = Vec::new();
-        let mut seen = HashMap::new();
-        let mut hyper = Vec::with_capacity(groups.groups().len());
-        for (gi, group) in groups.into_inner().into_iter().enumerate() {
-            if !(group.lr_mult.is_finite() && group.lr_mult >= 0.0) {
-                return Err(Error::config(
-                    opt,
-                    format!(
-                        "group {gi}: lr_mult must be finite and >= 0, got {}",
-                        group.lr_mult
-                    ),
-                ));
-            }
-            if let Some(wd) = group.weight_decay {
-                if !(wd.is_finite() && wd >= 0.0) {
-                    return Err(Error::config(
-                        opt,
-                        format!("group {gi}: weight_decay must be finite and >= 0, got {wd}"),
-                    ));
-                }
-            }
-            hyper.push(GroupHyper {
-                lr_mult: group.lr_mult,
-                weight_decay: group.weight_decay,
-            });
-            for (name, var) in group.vars {
-                let name = name.unwrap_or_else(|| format!("param{}", slots.len()));
-                match var.dtype() {
-                    DType::F32 | DType::F16 | DType::BF16 => {}
-                    d if !d.is_float() => continue,
-                    d => {
-                        return Err(Error::unsupported_dtype(
-                            opt,
-                            format!("parameter {name}"),
-                            "f32, f16 or bf16 (f64 parameters are not supported)",
-                            d,
-                        ))
-                    }
-                }
-                if let Some(&(first, g0)) = seen.get(&var.as_tensor().id()) {
-                    let first: &Slot = &slots[first];
-                    return Err(Error::config(
-                        opt,
-                        format!(
-                            "parameter {name} (group {gi}) is the same var as {} (group {g0}); \
-                             a parameter may appear once only",
-                            first.name
-                        ),
-                    ));
-                }
-                seen.insert(var.as_tensor().id(), (slots.len(), gi));
-                slots.push(Slot {
-                    var,
-                    name,
-                    group: gi,
-                    step: 0,
-                    bufs: vec![Vec::new(); buf_names.len()],
-                    master: Vec::new(),
-                });
-            }
-        }
-        if slots.is_empty() {
-            return Err(Error::config(
-                opt,
-                "no parameters to optimize (empty or integer-only var list)",
-            ));
-        }
-        Ok(Self {
-            opt,
-            buf_names,
-            slots,
-            groups: hyper,
-            lr,
-            non_finite,
-            skipped: 0,
-        })
-    }
-
-    /// Learning rate and weight decay of slot `i`'s group.
-    pub fn lr_wd(&self, i: usize, default_wd: f64) -> (f64, f64) {
-        let g = &self.groups[self.slots[i].group];
-        (self.lr * g.lr_mult, g.weight_decay.unwrap_or(default_wd))
-    }
-
-    /// The gradients of this step, `(slot index, contiguous gradient)`, after the non-finite
-    /// check: `None` when the step must be skipped. Slots without a gradient are left out.
-    pub fn gather(&mut self, grads: &GradStore) -> Result<Option<Vec<(usize, Tensor)>>> {
-        let mut out = Vec::with_capacity(self.slots.len());
-        for (i, slot) in self.slots.iter().enumerate() {
-            let Some(g) = grads.get(&slot.var) else {
-                continue;
-            };
-            if g.shape() != slot.var.shape() {
-                return Err(Error::shape(
-                    self.opt,
-                    "gradient",
-                    format!("{:?} (shape of parameter {})", slot.var.dims(), slot.name),
-                    g.shape().clone(),
-                ));
-            }
-            if g.dtype() != slot.var.dtype() {
-                return Err(Error::DTypeMismatch {
-                    block: self.opt,
-                    what: "gradient",
-                    expected: slot.var.dtype(),
-                    actual: g.dtype(),
-                });
-            }
-            out.push((i, g.contiguous()?));
-        }
-        let ts: Vec<&Tensor> = out.iter().map(|(_, g)| g).collect();
-        if let Some(bad) = first_non_finite(&ts)? {
-            match self.non_finite {
-                NonFinite::Error => {
-                    return Err(Error::non_finite(
-                        self.opt,
-                        format!(
-                            "the gradient of parameter {} (step not taken)",
-                            self.slots[out[bad].0].name
-                        ),
-                    ))
-                }
-                NonFinite::Skip => {
-                    self.skipped += 1;
-                    return Ok(None);
-                }
-            }
-        }
-        Ok(Some(out))
-    }
-
-    /// Runs each `(slot index, gradient, kernel)` of one step: parameters of at least
-    /// [`BIG`] elements one after the other, each split in parallel chunks; the others in
-    /// parallel across parameters, one parallel region for all of them (a step over a hundred
-    /// mid-sized tensors then pays one pool wake-up, not a hundred).
-    pub fn apply_all<K: Kernel + Send>(&mut self, work: Vec<(usize, Tensor, K)>) -> Result<()> {
-        let opt = self.opt;
-        let mut by_slot: Vec<Option<(Tensor, K)>> = (0..self.slots.len()).map(|_| None).collect();
-        for (i, g, k) in work {
-            by_slot[i] = Some((g, k));
-        }
-        let mut small = Vec::new();
-        for (slot, w) in self.slots.iter_mut().zip(by_slot) {
-            let Some((g, k)) = w else { continue };
-            if slot.var.dtype() != DType::F32 && slot.master.len() != slot.numel() {
-                // The stored half values seed the master copy (candle ops: not on the pool).
-                let p = slot.var.as_tensor().to_dtype(DType::F32)?.flatten_all()?;
-                slot.master = p.to_vec1::<f32>()?;
-            }
-            if slot.numel() >= BIG || !slot.var.device().is_cpu() {
-                apply_slot(opt, slot, &g, &k, true)?;
-            } else {
-                small.push(Mutex::new((slot, g, k)));
-            }
-        }
-        if small.len() == 1 {
-            let (slot, g, k) = &mut *small[0].lock().unwrap_or_else(|e| e.into_inner());
-            return apply_slot(opt, slot, g, k, true);
-        }
-        let errors = par_fold(small.len(), |j, err: &mut Option<Error>| {
-            let (slot, g, k) = &mut *small[j].lock().unwrap_or_else(|e| e.into_inner());
-            // Already on the pool: each parameter runs on one thread (no nested pool call).
-            if let Err(e) = apply_slot(opt, slot, g, k, false) {
-                err.get_or_insert(e);
-            }
-        });
-        match errors.into_iter().flatten().next() {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
-    }
-
-    /// The state dict of the slots: `{i}.step` and `{i}.{buffer}` (f32, the parameter's shape),
-    /// `__meta.lr`, `__meta.skipped_steps`, `__meta.num_params` and per group
-    /// `__meta.group{j}.lr_mult` / `.weight_decay` (-1 = the config's).
-    pub fn state_dict(&self, hyper: &[(&'static str, f64)]) -> Result<HashMap<String, Tensor>> {
-        let mut m = HashMap::new();
-        let scalar = |v: f64| Tensor::new(v, &Device::Cpu);
-        m.insert("__meta.lr".to_string(), scalar(self.lr)?);
-        m.insert("__meta.skipped_steps".into(), scalar(self.skipped as f64)?);
-        m.insert("__meta.num_params".into(), scalar(self.slots.len() as f64)?);
-        let nf = match self.non_finite {
-            NonFinite::Error => 0.0,
-            NonFinite::Skip => 1.0,
-        };
-        m.insert("__meta.non_finite".into(), scalar(nf)?);
-        for (k, v) in hyper {
-            m.insert(format!("__meta.{k}"), scalar(*v)?);
-        }
-        for (j, g) in self.groups.iter().enumerate() {
-            m.insert(format!("__meta.group{j}.lr_mult"), scalar(g.lr_mult)?);
-            let wd = g.weight_decay.unwrap_or(-1.0);
-            m.insert(format!("__meta.group{j}.weight_decay"), scalar(wd)?);
-        }
-        for (i, s) in self.slots.iter().enumerate() {
-            m.insert(format!("{i}.step"), scalar(s.step as f64)?);
-            let master = (!s.master.is_empty()).then_some((&s.master, &"master"));
-            for (b, name) in s.bufs.iter().zip(self.buf_names).chain(master) {
-                if !b.is_empty() {
-                    let t = Tensor::from_slice(b, s.var.shape(), &Device::Cpu)?;
-                    m.insert(format!("{i}.{name}"), t);
-                }
-            }
-        }
-        Ok(m)
-    }
-
-    /// Restores what [`Core::state_dict`] wrote. Validates everything before changing
-    /// anything.
-    pub fn load_state_dict(&mut self, m: &HashMap<String, Tensor>) -> Result<()> {
-        let opt = self.opt;
-        let get = |k: &str| meta(opt, m, k);
-        let count = |k: &str| meta_count(opt, m, k);
-        let non_finite = match get("__meta.non_finite")? {
-            0.0 => NonFinite::Error,
-            1.0 => NonFinite::Skip,
-            v => {
-                return Err(Error::config(
-                    opt,
-                    format!("state `__meta.non_finite` must be 0 or 1, got {v}"),
-                ))
-            }
-        };
-        let n = count("__meta.num_params")? as usize;
-        if n != self.slots.len() {
-            return Err(Error::config(
-                opt,
-                format!(
-                    "state dict holds {n} parameters, the optimizer has {} (the var order must match)",
-                    self.slots.len()
-                ),
-            ));
-        }
-        let lr = get("__meta.lr")?;
-        check_lr(opt, lr)?;
-        let skipped = count("__meta.skipped_steps")?;
-        let mut groups = self.groups.clone();
-        for (j, g) in groups.iter_mut().enumerate() {
-            g.lr_mult = get(&format!("__meta.group{j}.lr_mult"))?;
-            check_nonneg(opt, &format!("state group{j}.lr_mult"), g.lr_mult)?;
-            // -1 stands for "the config's".
-            let wd = get(&format!("__meta.group{j}.weight_decay"))?;
-            if wd != -1.0 {
-                check_nonneg(opt, &format!("state group{j}.weight_decay"), wd)?;
-            }
-            g.weight_decay = (wd >= 0.0).then_some(wd);
-        }
-        let mut new_state = Vec::with_capacity(self.slots.len());
-        for (i, s) in self.slots.iter().enumerate() {
-            let step = count(&format!("{i}.step"))?;
-            let mut bufs = Vec::with_capacity(self.buf_names.len() + 1);
-            for name in self.buf_names.iter().chain(&["master"]) {
-                let key = format!("{i}.{name}");
-                match m.get(&key) {
-                    None => bufs.push(Vec::new()),
-                    Some(t) => {
-                        if t.shape() != s.var.shape() {
-                            return Err(Error::shape(
-                                opt,
-                                "state buffer",
-                                format!("{:?} ({key}, parameter {})", s.var.dims(), s.name),
-                                t.shape().clone(),
-                            ));
-                        }
-                        let t = t.to_dtype(DType::F32)?;
-                        if first_non_finite(&[&t])?.is_some() {
-                            return Err(Error::non_finite(opt, format!("state buffer {key}")));
-                        }
-                        bufs.push(t.flatten_all()?.to_vec1::<f32>()?);
-                    }
-                }
-            }
-            new_state.push((step, bufs));
-        }
-        for (s, (step, mut bufs)) in self.slots.iter_mut().zip(new_state) {
-            s.step = step;
-            s.master = bufs.pop().unwrap_or_default();
-            s.bufs = bufs;
-        }
-        self.lr = lr;
-        self.skipped = skipped;
-        self.groups = groups;
-        self.non_finite = non_finite;
-        Ok(())
-    }
-}
-
-/// Runs `kernel` over `slot`'s parameter (in place), gradient `g`, state buffers and master
-/// copy.
-fn apply_slot<K: Kernel>(
+/// Runs `kernel` in place over `slot`'s CPU parameter, gradient `g`, host state buffers and
+/// master copy (fused path).
+pub(crate) fn apply_slot(
     opt: &'static str,
     slot: &mut Slot,
     g: &Tensor,
-    kernel: &K,
+    kernel: &dyn Kernel,
     parallel: bool,
 ) -> Result<()> {
+    let var = slot.var.clone();
     let op = FusedStep {
         name: opt,
         kernel,
         parallel,
-        bufs: Mutex::new(slot.bufs.iter_mut().map(|b| b.as_mut_slice()).collect()),
-        master: Mutex::new(slot.master.as_mut_slice()),
+        bufs: Mutex::new(slot.bufs.iter_mut().map(|b| b.host_mut()).collect()),
+        master: Mutex::new(slot.master.host_mut()),
     };
-    let dev = slot.var.device().clone();
-    if dev.is_cpu() {
-        slot.var.as_tensor().inplace_op2(g, &op)?;
-    } else {
-        // Other devices: the same kernel on a host copy (state lives on the host).
-        let p = slot.var.as_tensor().to_device(&Device::Cpu)?.copy()?;
-        let g = g.to_device(&Device::Cpu)?;
-        p.inplace_op2(&g, &op)?;
-        slot.var.set(&p.to_device(&dev)?)?;
-    }
+    var.as_tensor().inplace_op2(g, &op)?;
     Ok(())
 }
-
-/// The 0-d entry `key` of a state dict as f64.
-pub(crate) fn meta(opt: &'static str, m: &HashMap<String, Tensor>, key: &str) -> Result<f64> {
-    let t = m
-        .get(key)
-        .ok_or_else(|| Error::config(opt, format!("state dict: missing entry {key}")))?;
-    Ok(t.to_dtype(DType::F64)?
-        .flatten_all()?
-        .get(0)?
-        .to_scalar::<f64>()?)
-}
-
-/// The 0-d entry `key` of a state dict as a count: a whole number in `[0, 2^53]` (exact in
-/// f64), never negative, fractional or non-finite.
-fn meta_count(opt: &'static str, m: &HashMap<String, Tensor>, key: &str) -> Result<u64> {
-    let v = meta(opt, m, key)?;
-    if !(v.is_finite() && v >= 0.0 && v.fract() == 0.0 && v <= 9.007_199_254_740_992e15) {
-        return Err(Error::config(
-            opt,
-            format!("state `{key}` must be a whole number >= 0, got {v}"),
-        ));
-    }
-    Ok(v as u64)
-}
-
-/// The optimizer's own hyper-parameters `__meta.{name}` of a state dict.
-pub(crate) fn read_hyper(
-    opt: &'static str,
-    m: &HashMap<String, Tensor>,
-    names: &[&'static str],
-) -> Result<HashMap<&'static str, f64>> {
-    names
-        .iter()
-        .map(|k| Ok((*k, meta(opt, m, &format!("__meta.{k}"))?)))
-        .collect()
-}
-
-/// Checks a learning rate: finite and >= 0.
-pub(crate) fn check_lr(opt: &'static str, lr: f64) -> Result<()> {
-    check_nonneg(opt, "lr", lr)
-}
-
-/// Checks that `value` is finite and >= 0.
-pub(crate) fn check_nonneg(opt: &'static str, name: &str, value: f64) -> Result<()> {
-    if !(value.is_finite() && value >= 0.0) {
-        return Err(Error::config(
-            opt,
-            format!("{name} must be finite and >= 0, got {value}"),
-        ));
-    }
-    Ok(())
-}
-
-/// Checks a beta (averaging coefficient) lies in [0, 1).
-pub(crate) fn check_beta(opt: &'static str, name: &str, value: f64) -> Result<()> {
-    if !(0.0..1.0).contains(&value) {
-        return Err(Error::config(
-            opt,
-            format!("{name} must be in [0, 1), got {value}"),
-        ));
-    }
-    Ok(())
-}
-
-/// `-1` to maximize, `+1` to minimize: the gradient's sign in the kernels.
-pub(crate) fn grad_sign(maximize: bool) -> f32 {
-    if maximize {
-        -1.0
-    } else {
-        1.0
-    }
-}
-
-/// The parts every optimizer shares: `with_groups`, accessors, `candle_nn::Optimizer` and
-/// [`OptimizerState`](super::OptimizerState). The type needs fields `core: Core`, `cfg: $C`
-/// (with `lr` and `non_finite`), a `build(ParamGroups, $C)` constructor, `step_impl`,
-/// `hyper()` / `apply_hyper()` and a `HYPER` list of names.
-macro_rules! optimizer_common {
-    ($T:ident, $C:ident) => {
-        impl $T {
-            /// Builds the optimizer over parameter groups (each with its learning-rate
-            /// multiplier and weight decay); `Optimizer::new(vars, cfg)` is one group.
-            pub fn with_groups(
-                groups: impl Into<$crate::optim::ParamGroups>,
-                cfg: $C,
-            ) -> $crate::Result<Self> {
-                Self::build(groups.into(), cfg)
-            }
-
-            /// Steps skipped because a gradient held NaN or Inf (policy `NonFinite::Skip`).
-            pub fn skipped_steps(&self) -> u64 {
-                self.core.skipped
-            }
-
-            /// The configuration (its `lr` is the current base learning rate).
-            pub fn config(&self) -> &$C {
-                &self.cfg
-            }
-
-            /// Number of parameter tensors.
-            pub fn num_params(&self) -> usize {
-                self.core.slots.len()
-            }
-
-            /// The parameters, in state order.
-            pub fn vars(&self) -> Vec<candle_core::Var> {
-                self.core.slots.iter().map(|s| s.var.clone()).collect()
-            }
-
-            /// Steps this parameter (by index) has taken.
-            pub fn param_step(&self, index: usize) -> Option<u64> {
-                self.core.slots.get(index).map(|s| s.step)
-            }
-
-            /// One optimizer step from `grads`, with this crate's error type. The
-            /// hyper-parameters are validated first, as the constructor does (a learning rate
-            /// set through `Optimizer::set_learning_rate`, which cannot fail, is checked here),
-            /// so an invalid value fails before any weight changes.
-            pub fn try_step(
-                &mut self,
-                grads: &candle_core::backprop::GradStore,
-            ) -> $crate::Result<()> {
-                self.cfg.validate()?;
-                self.step_impl(grads)
-            }
-
-            /// Sets the base learning rate after checking it as the constructor does (finite
-            /// and >= 0). `Optimizer::set_learning_rate` cannot return an error, so an invalid
-            /// rate set through it is reported by the next step instead.
-            pub fn try_set_learning_rate(&mut self, lr: f64) -> $crate::Result<()> {
-                $crate::optim::fused::check_lr(self.core.opt, lr)?;
-                candle_nn::Optimizer::set_learning_rate(self, lr);
-                Ok(())
-            }
-        }
-
-        impl candle_nn::Optimizer for $T {
-            type Config = $C;
-
-            fn new(vars: Vec<candle_core::Var>, config: $C) -> candle_core::Result<Self> {
-                Ok(Self::build(vars.into(), config)?)
-            }
-
-            fn step(
-                &mut self,
-                grads: &candle_core::backprop::GradStore,
-            ) -> candle_core::Result<()> {
-                Ok(self.try_step(grads)?)
-            }
-
-            fn learning_rate(&self) -> f64 {
-                self.core.lr
-            }
-
-            fn set_learning_rate(&mut self, lr: f64) {
-                self.core.lr = lr;
-                self.cfg.lr = lr;
-            }
-        }
-
-        impl $crate::optim::OptimizerState for $T {
-            fn state_dict(
-                &self,
-            ) -> $crate::Result<std::collections::HashMap<String, candle_core::Tensor>> {
-                self.core.state_dict(&self.hyper())
-            }
-
-            fn load_state_dict(
-                &mut self,
-                state: &std::collections::HashMap<String, candle_core::Tensor>,
-            ) -> $crate::Result<()> {
-                let values = $crate::optim::fused::read_hyper(self.core.opt, state, Self::HYPER)?;
-                let mut cfg = self.cfg.clone();
-                Self::apply_hyper(&mut cfg, &values);
-                cfg.lr = $crate::optim::fused::meta(self.core.opt, state, "__meta.lr")?;
-                cfg.validate()?;
-                self.core.load_state_dict(state)?;
-                cfg.lr = self.core.lr;
-                cfg.non_finite = self.core.non_finite;
-                self.cfg = cfg;
-                Ok(())
-            }
-        }
-    };
-}
-pub(crate) use optimizer_common;
 
 /// A contiguous float slice of a gradient, for the finite check.
 #[derive(Clone, Copy)]
@@ -632,21 +92,23 @@ impl Bits<'_> {
     }
 }
 
-/// Index of the first tensor of `ts` holding a NaN or ±Inf, if any. CPU tensors are checked in
-/// one parallel pass over all of them (chunks of [`CHUNK`]); others through candle ops.
+/// Index of the first tensor of `ts` holding a NaN or ±Inf, if any: CPU tensors in one
+/// parallel pass over all of them (chunks of [`CHUNK`]), others with candle ops on their device
+/// ([`tensor_ops::first_non_finite`]).
 pub(crate) fn first_non_finite(ts: &[&Tensor]) -> Result<Option<usize>> {
-    let mut bad = None;
-    for (i, t) in ts.iter().enumerate() {
-        if !t.device().is_cpu() {
-            let t = t.to_dtype(DType::F32)?;
-            // 0 * x is NaN exactly for NaN and ±Inf.
-            let z = t.affine(0.0, 0.0)?.sum_all()?.to_scalar::<f32>()?;
-            if z != 0.0 {
-                bad = Some(i);
-                break;
-            }
-        }
-    }
+    let (cpu, dev): (Vec<_>, Vec<_>) = (0..ts.len()).partition(|&i| ts[i].device().is_cpu());
+    let on_dev: Vec<&Tensor> = dev.iter().map(|&i| ts[i]).collect();
+    let bad_dev = tensor_ops::first_non_finite(&on_dev)?.map(|k| dev[k]);
+    let on_cpu: Vec<&Tensor> = cpu.iter().map(|&i| ts[i]).collect();
+    let bad_cpu = first_non_finite_host(&on_cpu)?.map(|k| cpu[k]);
+    Ok(match (bad_dev, bad_cpu) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    })
+}
+
+/// [`first_non_finite`] over CPU tensors (others are skipped) with one parallel bit scan.
+pub(crate) fn first_non_finite_host(ts: &[&Tensor]) -> Result<Option<usize>> {
     let guards: Vec<_> = ts.iter().map(|t| t.storage_and_layout()).collect();
     let mut views = Vec::with_capacity(ts.len());
     for (i, (s, l)) in guards.iter().enumerate() {
@@ -681,16 +143,13 @@ pub(crate) fn first_non_finite(ts: &[&Tensor]) -> Result<Option<usize>> {
         .flatten()
         .min()
     };
-    Ok(match (bad, found) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    })
+    Ok(found)
 }
 
 /// The in-place op: `p ← kernel(p, g, state)`; the state buffers ride along in the op.
-struct FusedStep<'a, K> {
+struct FusedStep<'a> {
     name: &'static str,
-    kernel: &'a K,
+    kernel: &'a dyn Kernel,
     /// Split the parameter over the pool (false when already running on it).
     parallel: bool,
     bufs: Mutex<Vec<&'a mut [f32]>>,
@@ -709,7 +168,7 @@ fn contiguous_mut<'a, T>(
     }
 }
 
-impl<K: Kernel> InplaceOp2 for FusedStep<'_, K> {
+impl InplaceOp2 for FusedStep<'_> {
     fn name(&self) -> &'static str {
         self.name
     }
@@ -773,8 +232,8 @@ struct Task<'a, T> {
 }
 
 /// Runs the kernel over the whole parameter, in parallel chunks of [`CHUNK`] elements.
-fn drive<T: Element, K: Kernel>(
-    k: &K,
+fn drive<T: Element>(
+    k: &dyn Kernel,
     p: &mut [T],
     g: &[T],
     master: &mut [f32],
@@ -813,8 +272,8 @@ fn drive<T: Element, K: Kernel>(
 /// read from the master copy (re-seeded from the stored value wherever that no longer rounds
 /// to it, i.e. the parameter was changed from outside), written back to the master copy and
 /// rounded into the parameter.
-fn block<T: Element, K: Kernel>(
-    k: &K,
+fn block<T: Element>(
+    k: &dyn Kernel,
     p: &mut [T],
     g: &[T],
     master: &mut [f32],

@@ -19,12 +19,15 @@
 //! - Chen et al., *Symbolic Discovery of Optimization Algorithms*, 2023,
 //!   <https://arxiv.org/abs/2302.06675>
 
-use std::collections::HashMap;
+use candle_core::Tensor;
 
-use candle_core::backprop::GradStore;
-
-use super::fused::{check_beta, check_lr, check_nonneg, grad_sign, optimizer_common, Core, Kernel};
-use super::{Momentum, NonFinite, ParamGroups};
+use super::checkpoint::{check_beta, check_lr, check_nonneg, flag, grad_sign, StateReader};
+use super::fused::Kernel;
+use super::optimizer::internal::{AlgorithmImpl, MomentumParam};
+use super::optimizer::{Algorithm, Optim};
+use super::slots::Slot;
+use super::tensor_ops::mul;
+use super::NonFinite;
 use crate::Result;
 
 const NAME: &str = "Lion";
@@ -100,12 +103,8 @@ impl LionConfig {
     }
 }
 
-/// Lion; see the [module docs](self) for the update.
-#[derive(Debug)]
-pub struct Lion {
-    core: Core,
-    cfg: LionConfig,
-}
+/// Lion; see the [module docs](self) for the update. The methods are [`Optim`]'s.
+pub type Lion = Optim<LionConfig>;
 
 struct LionKernel {
     lr: f32,
@@ -135,74 +134,93 @@ impl Kernel for LionKernel {
             }
         }
     }
+
+    fn run_tensor(
+        &self,
+        p: &Tensor,
+        g: &Tensor,
+        s: &mut [Option<Tensor>],
+    ) -> candle_core::Result<Tensor> {
+        let [Some(m), ..] = s else {
+            return Err(candle_core::Error::Msg("Lion: state buffer missing".into()));
+        };
+        let g = mul(g, self.gs)?;
+        let c = (mul(m, self.b1)? + mul(&g, self.w1)?)?;
+        let new = (mul(p, self.decay)? - mul(&c.sign()?, self.lr)?)?;
+        *m = (mul(m, self.b2)? + mul(&g, self.w2)?)?;
+        Ok(new)
+    }
 }
 
-impl Lion {
-    const HYPER: &'static [&'static str] = &["beta1", "beta2", "weight_decay", "maximize"];
+impl Algorithm for LionConfig {
+    const NAME: &'static str = NAME;
+    const BUFFERS: &'static [&'static str] = &["exp_avg"];
 
-    fn build(groups: ParamGroups, cfg: LionConfig) -> Result<Self> {
-        cfg.validate()?;
-        let core = Core::new(NAME, &["exp_avg"], groups, cfg.lr, cfg.non_finite)?;
-        Ok(Self { core, cfg })
+    fn validate(&self) -> Result<()> {
+        LionConfig::validate(self)
     }
 
-    fn hyper(&self) -> Vec<(&'static str, f64)> {
-        let c = &self.cfg;
+    fn lr(&self) -> f64 {
+        self.lr
+    }
+
+    fn non_finite(&self) -> NonFinite {
+        self.non_finite
+    }
+}
+
+impl AlgorithmImpl for LionConfig {
+    fn set_lr(&mut self, lr: f64) {
+        self.lr = lr;
+    }
+
+    fn set_non_finite(&mut self, non_finite: NonFinite) {
+        self.non_finite = non_finite;
+    }
+
+    fn weight_decay(&self) -> f64 {
+        self.weight_decay
+    }
+
+    fn hyper_to_state(&self) -> Vec<(&'static str, f64)> {
         vec![
-            ("beta1", c.beta1),
-            ("beta2", c.beta2),
-            ("weight_decay", c.weight_decay),
-            ("maximize", c.maximize as u8 as f64),
+            ("beta1", self.beta1),
+            ("beta2", self.beta2),
+            ("weight_decay", self.weight_decay),
+            ("maximize", flag(self.maximize)),
         ]
     }
 
-    fn apply_hyper(c: &mut LionConfig, v: &HashMap<&'static str, f64>) {
-        c.beta1 = v["beta1"];
-        c.beta2 = v["beta2"];
-        c.weight_decay = v["weight_decay"];
-        c.maximize = v["maximize"] != 0.0;
+    fn hyper_from_state(self, st: &StateReader<'_>) -> Result<Self> {
+        Ok(Self {
+            beta1: st.value("beta1")?,
+            beta2: st.value("beta2")?,
+            weight_decay: st.value("weight_decay")?,
+            maximize: st.flag("maximize")?,
+            ..self
+        })
     }
 
-    fn step_impl(&mut self, grads: &GradStore) -> Result<()> {
-        let Some(list) = self.core.gather(grads)? else {
-            return Ok(());
-        };
-        let c = self.cfg;
-        let mut work = Vec::with_capacity(list.len());
-        for (i, g) in list {
-            let (lr, wd) = self.core.lr_wd(i, c.weight_decay);
-            let slot = &mut self.core.slots[i];
-            slot.step += 1;
-            slot.ensure(0, 0.0);
-            let k = LionKernel {
-                lr: lr as f32,
-                gs: grad_sign(c.maximize),
-                decay: (1.0 - lr * wd) as f32,
-                b1: c.beta1 as f32,
-                w1: (1.0 - c.beta1) as f32,
-                b2: c.beta2 as f32,
-                w2: (1.0 - c.beta2) as f32,
-            };
-            work.push((i, g, k));
-        }
-        self.core.apply_all(work)
+    fn kernel(&self, slot: &mut Slot, lr: f64, wd: f64) -> Result<Box<dyn Kernel>> {
+        slot.ensure(0, 0.0)?;
+        Ok(Box::new(LionKernel {
+            lr: lr as f32,
+            gs: grad_sign(self.maximize),
+            decay: (1.0 - lr * wd) as f32,
+            b1: self.beta1 as f32,
+            w1: (1.0 - self.beta1) as f32,
+            b2: self.beta2 as f32,
+            w2: (1.0 - self.beta2) as f32,
+        }))
     }
 }
 
-optimizer_common!(Lion, LionConfig);
-
-impl Momentum for Lion {
+impl MomentumParam for LionConfig {
     fn momentum(&self) -> f64 {
-        self.cfg.beta1
+        self.beta1
     }
 
-    fn set_momentum(&mut self, momentum: f64) -> Result<()> {
-        let cfg = LionConfig {
-            beta1: momentum,
-            ..self.cfg
-        };
-        cfg.validate()?;
-        self.cfg = cfg;
-        Ok(())
+    fn with_momentum_param(self, beta1: f64) -> Self {
+        Self { beta1, ..self }
     }
 }

@@ -9,12 +9,16 @@
 //! spread whole over the threads in one parallel region per step). Before anything is touched, every
 //! gradient of the step is checked for NaN/Inf ([`NonFinite`]: fail naming the parameter, or
 //! skip the whole step and count it). Parameters without a gradient are skipped and their step
-//! count does not advance, as in PyTorch. On CUDA/Metal the same kernel runs on a host copy
-//! (correct, not fast).
+//! count does not advance, as in PyTorch. On CUDA/Metal the same update runs as candle tensor
+//! ops on the parameters' device, with the state kept there ([`path`]: the one decision between
+//! the two, and how to force the tensor path on the CPU).
+//!
+//! Every optimizer is [`Optim`] over its configuration type (`Sgd = Optim<SgdConfig>`, …): the
+//! config is the [`Algorithm`] and the only copy of the hyper-parameters, learning rate included.
 //!
 //! # Shapes
-//! Any parameter shape; f32, f16 or bf16 parameters. State buffers are f32 `Vec`s of the
-//! parameter's size: SGD 0–1, Adam/AdamW 2 (3 with AMSGrad), RMSProp 1–3, Adagrad 1, Lion 1,
+//! Any parameter shape; f32, f16 or bf16 parameters. State buffers are f32, of the parameter's
+//! size (host `Vec`s for CPU parameters, tensors on the device otherwise): SGD 0–1, Adam/AdamW 2 (3 with AMSGrad), RMSProp 1–3, Adagrad 1, Lion 1,
 //! plus for f16/bf16 parameters an f32 master copy.
 //!
 //! # Tip
@@ -98,15 +102,20 @@
 pub mod accumulate;
 pub mod adagrad;
 pub mod adam;
+mod checkpoint;
 pub mod clip;
 pub mod ema;
 pub(crate) mod fused;
 pub mod groups;
 pub mod lion;
+mod optimizer;
+pub mod path;
 pub mod rmsprop;
 pub mod scaler;
 pub mod sgd;
+mod slots;
 pub mod state;
+mod tensor_ops;
 
 pub use accumulate::{GradAccumulator, GradAccumulatorConfig, GradReduction};
 pub use adagrad::{Adagrad, AdagradConfig};
@@ -115,6 +124,8 @@ pub use clip::{agc, clip_grad_norm, clip_grad_norm_inf, clip_grad_value, grad_no
 pub use ema::{Ema, EmaConfig, EmaWarmup};
 pub use groups::{is_buffer_name, is_no_decay, ParamGroup, ParamGroups};
 pub use lion::{Lion, LionConfig};
+pub use optimizer::{Algorithm, Optim};
+pub use path::{update_path, UpdatePath};
 pub use rmsprop::{RmsProp, RmsPropConfig};
 pub use scaler::{GradScaler, GradScalerConfig};
 pub use sgd::{Sgd, SgdConfig};

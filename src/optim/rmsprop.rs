@@ -18,12 +18,15 @@
 //! - Graves, *Generating Sequences With Recurrent Neural Networks*, 2013 (the centered form),
 //!   <https://arxiv.org/abs/1308.0850>
 
-use std::collections::HashMap;
+use candle_core::Tensor;
 
-use candle_core::backprop::GradStore;
-
-use super::fused::{check_beta, check_lr, check_nonneg, grad_sign, optimizer_common, Core, Kernel};
-use super::{Momentum, NonFinite, ParamGroups};
+use super::checkpoint::{check_beta, check_lr, check_nonneg, flag, grad_sign, StateReader};
+use super::fused::Kernel;
+use super::optimizer::internal::{AlgorithmImpl, MomentumParam};
+use super::optimizer::{Algorithm, Optim};
+use super::slots::Slot;
+use super::tensor_ops::{add, diff_mul, mul};
+use super::NonFinite;
 use crate::Result;
 
 const NAME: &str = "RmsProp";
@@ -124,12 +127,9 @@ impl RmsPropConfig {
     }
 }
 
-/// RMSProp (PyTorch semantics); see the [module docs](self) for the update.
-#[derive(Debug)]
-pub struct RmsProp {
-    core: Core,
-    cfg: RmsPropConfig,
-}
+/// RMSProp (PyTorch semantics); see the [module docs](self) for the update. The methods are
+/// [`Optim`]'s.
+pub type RmsProp = Optim<RmsPropConfig>;
 
 struct RmsKernel {
     lr: f32,
@@ -202,95 +202,125 @@ impl Kernel for RmsKernel {
             _ => {}
         }
     }
+
+    fn run_tensor(
+        &self,
+        p: &Tensor,
+        g: &Tensor,
+        s: &mut [Option<Tensor>],
+    ) -> candle_core::Result<Tensor> {
+        let [Some(sq), b, a, ..] = s else {
+            return Err(candle_core::Error::Msg(
+                "RmsProp: state buffers missing".into(),
+            ));
+        };
+        let g = (mul(g, self.gs)? + mul(p, self.wd)?)?;
+        let ns = (mul(sq, self.alpha)? + mul(&g.sqr()?, self.w)?)?;
+        let den = match (self.centered, a) {
+            (true, Some(a)) => {
+                let na = (&*a + diff_mul(&g, a, self.w)?)?;
+                let den = (&ns - na.sqr()?)?.sqrt()?;
+                *a = na;
+                den
+            }
+            _ => ns.sqrt()?,
+        };
+        let step = (&g / add(&den, self.eps)?)?;
+        *sq = ns;
+        let d = match (self.momentum, b) {
+            (true, Some(b)) => {
+                let nb = (mul(b, self.mu)? + step)?;
+                *b = nb.clone();
+                nb
+            }
+            _ => step,
+        };
+        p - mul(&d, self.lr)?
+    }
 }
 
-impl RmsProp {
-    const HYPER: &'static [&'static str] = &[
-        "alpha",
-        "eps",
-        "weight_decay",
-        "momentum",
-        "centered",
-        "maximize",
-    ];
+impl Algorithm for RmsPropConfig {
+    const NAME: &'static str = NAME;
+    const BUFFERS: &'static [&'static str] = &["square_avg", "momentum_buffer", "grad_avg"];
 
-    fn build(groups: ParamGroups, cfg: RmsPropConfig) -> Result<Self> {
-        cfg.validate()?;
-        let bufs = &["square_avg", "momentum_buffer", "grad_avg"];
-        let core = Core::new(NAME, bufs, groups, cfg.lr, cfg.non_finite)?;
-        Ok(Self { core, cfg })
+    fn validate(&self) -> Result<()> {
+        RmsPropConfig::validate(self)
     }
 
-    fn hyper(&self) -> Vec<(&'static str, f64)> {
-        let c = &self.cfg;
+    fn lr(&self) -> f64 {
+        self.lr
+    }
+
+    fn non_finite(&self) -> NonFinite {
+        self.non_finite
+    }
+}
+
+impl AlgorithmImpl for RmsPropConfig {
+    fn set_lr(&mut self, lr: f64) {
+        self.lr = lr;
+    }
+
+    fn set_non_finite(&mut self, non_finite: NonFinite) {
+        self.non_finite = non_finite;
+    }
+
+    fn weight_decay(&self) -> f64 {
+        self.weight_decay
+    }
+
+    fn hyper_to_state(&self) -> Vec<(&'static str, f64)> {
         vec![
-            ("alpha", c.alpha),
-            ("eps", c.eps),
-            ("weight_decay", c.weight_decay),
-            ("momentum", c.momentum),
-            ("centered", c.centered as u8 as f64),
-            ("maximize", c.maximize as u8 as f64),
+            ("alpha", self.alpha),
+            ("eps", self.eps),
+            ("weight_decay", self.weight_decay),
+            ("momentum", self.momentum),
+            ("centered", flag(self.centered)),
+            ("maximize", flag(self.maximize)),
         ]
     }
 
-    fn apply_hyper(c: &mut RmsPropConfig, v: &HashMap<&'static str, f64>) {
-        c.alpha = v["alpha"];
-        c.eps = v["eps"];
-        c.weight_decay = v["weight_decay"];
-        c.momentum = v["momentum"];
-        c.centered = v["centered"] != 0.0;
-        c.maximize = v["maximize"] != 0.0;
+    fn hyper_from_state(self, st: &StateReader<'_>) -> Result<Self> {
+        Ok(Self {
+            alpha: st.value("alpha")?,
+            eps: st.value("eps")?,
+            weight_decay: st.value("weight_decay")?,
+            momentum: st.value("momentum")?,
+            centered: st.flag("centered")?,
+            maximize: st.flag("maximize")?,
+            ..self
+        })
     }
 
-    fn step_impl(&mut self, grads: &GradStore) -> Result<()> {
-        let Some(list) = self.core.gather(grads)? else {
-            return Ok(());
-        };
-        let c = self.cfg;
-        let mut work = Vec::with_capacity(list.len());
-        for (i, g) in list {
-            let (lr, wd) = self.core.lr_wd(i, c.weight_decay);
-            let slot = &mut self.core.slots[i];
-            slot.step += 1;
-            let momentum = c.momentum > 0.0;
-            slot.ensure(0, 0.0);
-            if momentum {
-                slot.ensure(1, 0.0);
-            }
-            if c.centered {
-                slot.ensure(2, 0.0);
-            }
-            let k = RmsKernel {
-                lr: lr as f32,
-                gs: grad_sign(c.maximize),
-                wd: wd as f32,
-                alpha: c.alpha as f32,
-                w: (1.0 - c.alpha) as f32,
-                eps: c.eps as f32,
-                mu: c.momentum as f32,
-                centered: c.centered,
-                momentum,
-            };
-            work.push((i, g, k));
+    fn kernel(&self, slot: &mut Slot, lr: f64, wd: f64) -> Result<Box<dyn Kernel>> {
+        let momentum = self.momentum > 0.0;
+        slot.ensure(0, 0.0)?;
+        if momentum {
+            slot.ensure(1, 0.0)?;
         }
-        self.core.apply_all(work)
+        if self.centered {
+            slot.ensure(2, 0.0)?;
+        }
+        Ok(Box::new(RmsKernel {
+            lr: lr as f32,
+            gs: grad_sign(self.maximize),
+            wd: wd as f32,
+            alpha: self.alpha as f32,
+            w: (1.0 - self.alpha) as f32,
+            eps: self.eps as f32,
+            mu: self.momentum as f32,
+            centered: self.centered,
+            momentum,
+        }))
     }
 }
 
-optimizer_common!(RmsProp, RmsPropConfig);
-
-impl Momentum for RmsProp {
+impl MomentumParam for RmsPropConfig {
     fn momentum(&self) -> f64 {
-        self.cfg.momentum
+        self.momentum
     }
 
-    fn set_momentum(&mut self, momentum: f64) -> Result<()> {
-        let cfg = RmsPropConfig {
-            momentum,
-            ..self.cfg
-        };
-        cfg.validate()?;
-        self.cfg = cfg;
-        Ok(())
+    fn with_momentum_param(self, momentum: f64) -> Self {
+        Self { momentum, ..self }
     }
 }

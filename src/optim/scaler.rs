@@ -3,7 +3,8 @@
 //! [`GradScaler::scale`] multiplies the loss by the current scale $S$ before `backward`, so
 //! every gradient in the graph is $S$ times larger. [`GradScaler::unscale`] divides the
 //! gradients by $S$ and checks them for NaN/Inf in the same fused pass (parallel chunks on
-//! candle's CPU worker pool). [`GradScaler::step`] unscales if that was not done yet and runs
+//! candle's CPU worker pool; gradients off the CPU: candle ops on their device and one scalar
+//! read per device for the check, see [`super::path`]). [`GradScaler::step`] unscales if that was not done yet and runs
 //! the optimizer step only when every gradient is finite: an overflow step leaves the weights
 //! and the optimizer state untouched. [`GradScaler::update`] then adapts $S$: halve it
 //! (`backoff_factor`) after an overflow, double it (`growth_factor`) after `growth_interval`
@@ -77,6 +78,8 @@ use candle_core::backprop::GradStore;
 use candle_core::{CpuStorage, DType, Device, Storage, Tensor, Var};
 
 use super::accumulate::CHUNK;
+use super::path::{update_path, UpdatePath};
+use super::tensor_ops;
 use crate::ops::cpu::{contiguous, par_tasks, Element};
 use crate::{Error, Result};
 
@@ -288,6 +291,7 @@ impl GradScaler {
         let mut seen = std::collections::HashSet::new();
         let mut new = Vec::new();
         let mut found = false;
+        let mut flags = Vec::new();
         for v in vars {
             if !seen.insert(v.as_tensor().id()) {
                 continue;
@@ -295,9 +299,23 @@ impl GradScaler {
             let Some(g) = grads.get(v.as_tensor()) else {
                 continue;
             };
-            let (t, bad) = unscale_one(g, inv)?;
-            found |= bad;
+            let t = match update_path(g.device()) {
+                UpdatePath::Fused => {
+                    let (t, bad) = unscale_one(g, inv)?;
+                    found |= bad;
+                    t
+                }
+                UpdatePath::Tensor => {
+                    check_grad_dtype(g)?;
+                    let (t, flag) = tensor_ops::unscale(g, inv)?;
+                    flags.push(flag);
+                    t
+                }
+            };
             new.push((v.as_tensor().clone(), t));
+        }
+        if !flags.is_empty() {
+            found |= tensor_ops::any_flag(&flags)?;
         }
         for (v, t) in new {
             grads.insert(&v, t);
@@ -456,19 +474,30 @@ impl GradScaler {
     }
 }
 
-/// `g * inv` as a new tensor of `g`'s dtype, shape and device, and whether `g` held a
-/// non-finite value — one pass.
+/// Refuses gradients other than f32, f16 and bf16.
+fn check_grad_dtype(g: &Tensor) -> Result<()> {
+    match g.dtype() {
+        DType::F32 | DType::F16 | DType::BF16 => Ok(()),
+        other => Err(Error::unsupported_dtype(
+            NAME,
+            "gradient",
+            "f32, f16 or bf16",
+            other,
+        )),
+    }
+}
+
+/// `g * inv` as a new tensor of `g`'s dtype, shape and (CPU) device, and whether `g` held a
+/// non-finite value — one fused pass (the fused path).
 fn unscale_one(g: &Tensor, inv: f32) -> Result<(Tensor, bool)> {
-    let dev = g.device().clone();
-    let host = if dev.is_cpu() {
-        g.contiguous()?
-    } else {
-        g.to_device(&Device::Cpu)?.contiguous()?
-    };
+    let host = g.contiguous()?;
     let (t, bad) = {
         let (s, l) = host.storage_and_layout();
         let Storage::Cpu(c) = &*s else {
-            return Err(Error::config(NAME, "expected a host tensor"));
+            return Err(Error::config(
+                NAME,
+                "the fused path got a tensor off the CPU (expected the tensor path)",
+            ));
         };
         match c {
             CpuStorage::F32(v) => unscale_slice(contiguous(v, l, NAME)?, inv, g.shape())?,
@@ -484,7 +513,6 @@ fn unscale_one(g: &Tensor, inv: f32) -> Result<(Tensor, bool)> {
             }
         }
     };
-    let t = if dev.is_cpu() { t } else { t.to_device(&dev)? };
     Ok((t, bad))
 }
 

@@ -17,12 +17,15 @@
 //! - Sutskever, Martens, Dahl, Hinton, *On the importance of initialization and momentum in
 //!   deep learning*, ICML 2013 (the Nesterov form used here).
 
-use std::collections::HashMap;
+use candle_core::Tensor;
 
-use candle_core::backprop::GradStore;
-
-use super::fused::{check_beta, check_lr, check_nonneg, grad_sign, optimizer_common, Core, Kernel};
-use super::{Momentum, NonFinite, ParamGroups};
+use super::checkpoint::{check_beta, check_lr, check_nonneg, flag, grad_sign, StateReader};
+use super::fused::Kernel;
+use super::optimizer::internal::{AlgorithmImpl, MomentumParam};
+use super::optimizer::{Algorithm, Optim};
+use super::slots::Slot;
+use super::tensor_ops::mul;
+use super::NonFinite;
 use crate::{Error, Result};
 
 const NAME: &str = "Sgd";
@@ -130,12 +133,8 @@ impl SgdConfig {
 }
 
 /// SGD with momentum (PyTorch semantics); state: one f32 momentum buffer per parameter when
-/// momentum > 0. See the [module docs](self) for the update.
-#[derive(Debug)]
-pub struct Sgd {
-    core: Core,
-    cfg: SgdConfig,
-}
+/// momentum > 0. See the [module docs](self) for the update; the methods are [`Optim`]'s.
+pub type Sgd = Optim<SgdConfig>;
 
 /// The fused SGD update. `bm`, `bg`: the buffer update `b = bm b + bg g` (0, 1 on the first
 /// step); `dg`, `db`: the direction `d = dg g + db b` (Nesterov: 1, mu; else 0, 1).
@@ -173,94 +172,110 @@ impl Kernel for SgdKernel {
             }
         }
     }
+
+    fn run_tensor(
+        &self,
+        p: &Tensor,
+        g: &Tensor,
+        s: &mut [Option<Tensor>],
+    ) -> candle_core::Result<Tensor> {
+        let g = (mul(g, self.gs)? + mul(p, self.wd)?)?;
+        let d = match (self.momentum, s) {
+            (true, [Some(b), ..]) => {
+                let nb = (mul(b, self.bm)? + mul(&g, self.bg)?)?;
+                let d = (mul(&g, self.dg)? + mul(&nb, self.db)?)?;
+                *b = nb;
+                d
+            }
+            _ => g,
+        };
+        p - mul(&d, self.lr)?
+    }
 }
 
-impl Sgd {
-    const HYPER: &'static [&'static str] = &[
-        "momentum",
-        "dampening",
-        "weight_decay",
-        "nesterov",
-        "maximize",
-    ];
+impl Algorithm for SgdConfig {
+    const NAME: &'static str = NAME;
+    const BUFFERS: &'static [&'static str] = &["momentum_buffer"];
 
-    fn build(groups: ParamGroups, cfg: SgdConfig) -> Result<Self> {
-        cfg.validate()?;
-        let core = Core::new(NAME, &["momentum_buffer"], groups, cfg.lr, cfg.non_finite)?;
-        Ok(Self { core, cfg })
+    fn validate(&self) -> Result<()> {
+        SgdConfig::validate(self)
     }
 
-    fn hyper(&self) -> Vec<(&'static str, f64)> {
-        let c = &self.cfg;
+    fn lr(&self) -> f64 {
+        self.lr
+    }
+
+    fn non_finite(&self) -> NonFinite {
+        self.non_finite
+    }
+}
+
+impl AlgorithmImpl for SgdConfig {
+    fn set_lr(&mut self, lr: f64) {
+        self.lr = lr;
+    }
+
+    fn set_non_finite(&mut self, non_finite: NonFinite) {
+        self.non_finite = non_finite;
+    }
+
+    fn weight_decay(&self) -> f64 {
+        self.weight_decay
+    }
+
+    fn hyper_to_state(&self) -> Vec<(&'static str, f64)> {
         vec![
-            ("momentum", c.momentum),
-            ("dampening", c.dampening),
-            ("weight_decay", c.weight_decay),
-            ("nesterov", c.nesterov as u8 as f64),
-            ("maximize", c.maximize as u8 as f64),
+            ("momentum", self.momentum),
+            ("dampening", self.dampening),
+            ("weight_decay", self.weight_decay),
+            ("nesterov", flag(self.nesterov)),
+            ("maximize", flag(self.maximize)),
         ]
     }
 
-    fn apply_hyper(c: &mut SgdConfig, v: &HashMap<&'static str, f64>) {
-        c.momentum = v["momentum"];
-        c.dampening = v["dampening"];
-        c.weight_decay = v["weight_decay"];
-        c.nesterov = v["nesterov"] != 0.0;
-        c.maximize = v["maximize"] != 0.0;
+    fn hyper_from_state(self, st: &StateReader<'_>) -> Result<Self> {
+        Ok(Self {
+            momentum: st.value("momentum")?,
+            dampening: st.value("dampening")?,
+            weight_decay: st.value("weight_decay")?,
+            nesterov: st.flag("nesterov")?,
+            maximize: st.flag("maximize")?,
+            ..self
+        })
     }
 
-    fn step_impl(&mut self, grads: &GradStore) -> Result<()> {
-        let Some(list) = self.core.gather(grads)? else {
-            return Ok(());
-        };
-        let c = self.cfg;
-        let mu = c.momentum;
-        let mut work = Vec::with_capacity(list.len());
-        for (i, g) in list {
-            let (lr, wd) = self.core.lr_wd(i, c.weight_decay);
-            let slot = &mut self.core.slots[i];
-            slot.step += 1;
-            let momentum = mu != 0.0;
-            let first = momentum && slot.bufs[0].is_empty();
-            if momentum {
-                slot.ensure(0, 0.0);
-            }
-            let (bm, bg) = if first {
-                (0.0, 1.0)
-            } else {
-                (mu, 1.0 - c.dampening)
-            };
-            let (dg, db) = if c.nesterov { (1.0, mu) } else { (0.0, 1.0) };
-            let k = SgdKernel {
-                lr: lr as f32,
-                gs: grad_sign(c.maximize),
-                wd: wd as f32,
-                momentum,
-                bm: bm as f32,
-                bg: bg as f32,
-                dg,
-                db: db as f32,
-            };
-            work.push((i, g, k));
+    fn kernel(&self, slot: &mut Slot, lr: f64, wd: f64) -> Result<Box<dyn Kernel>> {
+        let mu = self.momentum;
+        let momentum = mu != 0.0;
+        let first = momentum && !slot.has(0);
+        if momentum {
+            slot.ensure(0, 0.0)?;
         }
-        self.core.apply_all(work)
+        let (bm, bg) = if first {
+            (0.0, 1.0)
+        } else {
+            (mu, 1.0 - self.dampening)
+        };
+        let (dg, db) = if self.nesterov { (1.0, mu) } else { (0.0, 1.0) };
+        Ok(Box::new(SgdKernel {
+            lr: lr as f32,
+            gs: grad_sign(self.maximize),
+            wd: wd as f32,
+            momentum,
+            bm: bm as f32,
+            bg: bg as f32,
+            dg,
+            db: db as f32,
+        }))
     }
 }
 
-optimizer_common!(Sgd, SgdConfig);
-
-impl Momentum for Sgd {
+impl MomentumParam for SgdConfig {
     fn momentum(&self) -> f64 {
-        self.cfg.momentum
+        self.momentum
     }
 
-    fn set_momentum(&mut self, momentum: f64) -> Result<()> {
-        let cfg = SgdConfig {
-            momentum,
-            ..self.cfg
-        };
-        cfg.validate()?;
-        self.cfg = cfg;
-        Ok(())
+    fn with_momentum_param(self, momentum: f64) -> Self {
+        Self { momentum, ..self }
     }
 }
