@@ -120,6 +120,12 @@
 //!   digit or followed by a space (`\eta_0^{in}`, `\mathrm{softmax}_ j`). `.ci/check_math.py`
 //!   enforces this on the sources and on the rendered pages.
 #![deny(missing_docs)]
+// Every `unsafe` operation sits in its own `unsafe {}` block, even inside an `unsafe fn`, and
+// every such block states why it is sound (`// SAFETY:`); every `unsafe fn` says what its
+// caller must guarantee (`/// # Safety`).
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+#![deny(clippy::missing_safety_doc)]
 
 mod check;
 mod error;

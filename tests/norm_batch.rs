@@ -618,6 +618,8 @@ fn num_batches_tracked_is_saved_and_loaded() -> R<()> {
     assert_eq!((nbt.dtype(), nbt.dims()), (DType::I64, &[][..]));
     assert_eq!(nbt.to_scalar::<i64>()?, 3);
     // Load into a fresh model through a file-backed VarBuilder and through VarMap::load.
+    // SAFETY: the file was written by this test under a process-unique name and nothing
+    // modifies it while it is mapped.
     let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&path], DType::F32, &dev)? };
     assert_eq!(
         batch_norm(2, BatchNormConfig::default(), vb.pp("bn"))?.num_batches_tracked()?,

@@ -597,8 +597,10 @@ fn crop_input(g: &Geom, xp: &[f32]) -> Vec<f32> {
 /// A raw pointer that parallel tasks may share; every use documents why the writes are disjoint.
 #[derive(Clone, Copy)]
 struct SharedMut(*mut f32);
-// SAFETY: only used to hand disjoint regions of one buffer to parallel tasks (see each use).
+// SAFETY: only used to hand disjoint regions of one buffer to parallel tasks (see each use);
+// the buffer outlives the tasks, which `par_fold`/`par_tasks` join before returning.
 unsafe impl Send for SharedMut {}
+// SAFETY: as for `Send`: tasks sharing a `SharedMut` write disjoint regions only.
 unsafe impl Sync for SharedMut {}
 
 impl SharedMut {
@@ -748,6 +750,9 @@ mod dense {
     }
 
     /// [`vol2col_body`] compiled with 32-byte loads and stores.
+    ///
+    /// # Safety
+    /// The CPU supports AVX2.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
     unsafe fn vol2col_avx2(g: &Geom, xg: &[f32], p0: usize, n: usize, col: &mut [f32]) {
@@ -785,9 +790,12 @@ mod dense {
     unsafe fn col2vol(g: &Geom, col: &[f32], p0: usize, n: usize, gxg: *mut f32) {
         #[cfg(target_arch = "x86_64")]
         if is_x86_feature_detected!("avx2") {
-            return col2vol_avx2(g, col, p0, n, gxg);
+            // SAFETY: AVX2 was detected just above; the rest of `col2vol_avx2`'s contract is
+            // this function's, which the caller upholds.
+            return unsafe { col2vol_avx2(g, col, p0, n, gxg) };
         }
-        col2vol_body(g, col, p0, n, gxg)
+        // SAFETY: `col2vol_body` has this function's contract, which the caller upholds.
+        unsafe { col2vol_body(g, col, p0, n, gxg) }
     }
 
     /// [`col2vol_body`] compiled with 32-byte loads and stores.
@@ -797,7 +805,8 @@ mod dense {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
     unsafe fn col2vol_avx2(g: &Geom, col: &[f32], p0: usize, n: usize, gxg: *mut f32) {
-        col2vol_body(g, col, p0, n, gxg)
+        // SAFETY: `col2vol_body` has `col2vol`'s contract, which our caller upholds.
+        unsafe { col2vol_body(g, col, p0, n, gxg) }
     }
 
     /// # Safety
@@ -817,8 +826,9 @@ mod dense {
                         // SAFETY: one padded input row of this group's volumes (`row` is a
                         // multiple of `row_len` below `vol_p`); only this task writes its depth
                         // (see the function contract).
-                        let xrow =
-                            std::slice::from_raw_parts_mut(gxg.add(ci * vol_p + row), row_len);
+                        let xrow = unsafe {
+                            std::slice::from_raw_parts_mut(gxg.add(ci * vol_p + row), row_len)
+                        };
                         for (crow, off) in rows.chunks_exact(n).zip(&offs) {
                             let dst = &mut xrow[off + ox0..off + ox0 + len];
                             for (d, v) in dst.iter_mut().zip(&crow[i..i + len]) {
@@ -1195,12 +1205,20 @@ mod depthwise {
         }
     }
 
+    /// The `FMA = true` variant compiled for AVX2 and FMA.
+    ///
+    /// # Safety
+    /// The CPU supports AVX2 and FMA (`with_simd!` checks them before the call).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn fwd_volume_avx2(g: &Geom, offs: &[usize], xv: &[f32], wk: &[f32], yv: &mut [f32]) {
         fwd_volume::<true>(g, offs, xv, wk, yv)
     }
 
+    /// The `FMA = true` variant compiled for AVX2 and FMA.
+    ///
+    /// # Safety
+    /// The CPU supports AVX2 and FMA (`with_simd!` checks them before the call).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn grad_input_volume_avx2(
@@ -1213,6 +1231,10 @@ mod depthwise {
         grad_input_volume::<true>(g, offs, gyv, wk, gxv)
     }
 
+    /// The `FMA = true` variant compiled for AVX2 and FMA.
+    ///
+    /// # Safety
+    /// The CPU supports AVX2 and FMA (`with_simd!` checks them before the call).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn grad_weight_volume_avx2(

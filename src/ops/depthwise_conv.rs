@@ -940,6 +940,10 @@ fn fwd_task<T: Element, const FMA: bool>(
     }
 }
 
+/// [`fwd_task`] compiled for AVX2 and FMA.
+///
+/// # Safety
+/// The CPU supports AVX2 and FMA (the caller checked `detect_simd() == Simd::Avx2Fma`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn fwd_task_avx2<T: Element>(
@@ -1031,6 +1035,10 @@ fn gin_task<T: Element, const FMA: bool>(
     store_unpadded(g, plan, gpad, gin, row);
 }
 
+/// [`gin_task`] compiled for AVX2 and FMA.
+///
+/// # Safety
+/// The CPU supports AVX2 and FMA (the caller checked `detect_simd() == Simd::Avx2Fma`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn gin_task_avx2<T: Element>(
@@ -1155,6 +1163,10 @@ fn gw_task<T: Element, const FMA: bool>(
     }
 }
 
+/// [`gw_task`] compiled for AVX2 and FMA.
+///
+/// # Safety
+/// The CPU supports AVX2 and FMA (the caller checked `detect_simd() == Simd::Avx2Fma`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn gw_task_avx2<T: Element>(

@@ -1008,8 +1008,10 @@ impl Problem<'_> {
 /// A raw pointer parallel tasks share; every write documents why the regions are disjoint.
 #[derive(Clone, Copy)]
 struct SharedMut(*mut f32);
-// SAFETY: only used to hand disjoint regions of one buffer to parallel tasks (see each use).
+// SAFETY: only used to hand disjoint regions of one buffer to parallel tasks (see each use);
+// the buffer outlives the tasks, which `par_fold` joins before returning.
 unsafe impl Send for SharedMut {}
+// SAFETY: as for `Send`: tasks sharing a `SharedMut` write disjoint regions only.
 unsafe impl Sync for SharedMut {}
 
 impl SharedMut {
@@ -1024,7 +1026,8 @@ impl SharedMut {
 /// as (row, column) pairs; single-threaded (the caller is one task of the pool).
 ///
 /// # Safety
-/// Every pointer must be valid for the strided extents given.
+/// Every pointer must be valid for the strided extents given (`dst` for writes, and not
+/// aliased by anyone else while this runs; `lhs`, `rhs` for reads).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn mm(
@@ -1040,27 +1043,32 @@ unsafe fn mm(
     (rhs_rs, rhs_cs): (usize, usize),
     beta: f32,
 ) {
-    gemm::gemm(
-        m,
-        n,
-        k,
-        dst,
-        1,
-        dst_rs as isize,
-        accumulate,
-        lhs,
-        lhs_cs as isize,
-        lhs_rs as isize,
-        rhs,
-        rhs_cs as isize,
-        rhs_rs as isize,
-        1.0,
-        beta,
-        false,
-        false,
-        false,
-        Parallelism::None,
-    )
+    // SAFETY: `gemm` reads `lhs` (m x k) and `rhs` (k x n) and writes `dst` (m x n) at the
+    // strides given, which this function's contract makes valid; `Parallelism::None` keeps
+    // it on this thread.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            dst_rs as isize,
+            accumulate,
+            lhs,
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs,
+            rhs_cs as isize,
+            rhs_rs as isize,
+            1.0,
+            beta,
+            false,
+            false,
+            false,
+            Parallelism::None,
+        )
+    }
 }
 
 /// The maximum of `a` (`-inf` when empty or all `-inf`), in `LANES` independent lanes. NaN
@@ -1130,6 +1138,10 @@ fn forward(p: &Problem, q: &[f32], k: &[f32], v: &[f32]) -> (Vec<f32>, Vec<f32>)
     (o, lse)
 }
 
+/// [`fwd_task`] compiled for AVX2 and FMA.
+///
+/// # Safety
+/// The CPU supports AVX2 and FMA (the caller matched `detect_simd()` to `Avx2Fma`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
@@ -1376,6 +1388,10 @@ struct BwdArgs<'a> {
     drow: &'a [f32],
 }
 
+/// [`bwd_task`] compiled for AVX2 and FMA.
+///
+/// # Safety
+/// The CPU supports AVX2 and FMA (the caller matched `detect_simd()` to `Avx2Fma`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
@@ -1433,8 +1449,8 @@ fn bwd_task(
             let doi = &a.dout[at..at + rows * d];
             let lse = &a.lse[bh * g.lq + i0..bh * g.lq + i0 + rows];
             let dr = &a.drow[bh * g.lq + i0..bh * g.lq + i0 + rows];
-            // SAFETY (all mm calls below): s, dp hold BBR x BBC values; q, dout rows i0.. of head
-            // bh (stride d); k, v rows j0..j0 + cols; dk, dv cols x d; dq the whole q shape.
+            // SAFETY: s holds BBR x BBC values (rows x cols written, stride BBC); q rows
+            // i0..i0 + rows of head bh (stride d); k rows j0..j0 + cols read transposed.
             unsafe {
                 // S = scale Q Kᵀ.
                 mm(
@@ -1474,6 +1490,9 @@ fn bwd_task(
                 }
             }
             let pv = if drop { &pz[..] } else { &s[..] };
+            // SAFETY: dv holds cols x d values (this task's key rows only); pv holds BBR x BBC
+            // (rows x cols read transposed); dout rows i0..i0 + rows of head bh (stride d); dp
+            // holds BBR x BBC; v rows j0..j0 + cols read transposed. All in bounds.
             unsafe {
                 // dV += (Z ∘ P)ᵀ dO.
                 mm(
@@ -1525,6 +1544,10 @@ fn bwd_task(
                     }
                 }
             }
+            // SAFETY: dk holds cols x d values (this task's key rows only); dp holds BBR x BBC
+            // (rows x cols read transposed); q rows i0..i0 + rows of head bh; dq is this
+            // worker's own full-size copy of dq (`at` + rows x d is within it); k rows
+            // j0..j0 + cols. All in bounds.
             unsafe {
                 // dK += scale dSᵀ Q.
                 mm(

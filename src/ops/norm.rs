@@ -733,6 +733,10 @@ fn fwd_task<T: Element>(
     }
 }
 
+/// [`fwd_task`] compiled for AVX2 and FMA.
+///
+/// # Safety
+/// The CPU supports AVX2 and FMA (the caller checked `detect_simd() == Simd::Avx2Fma`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn fwd_task_avx2<T: Element>(
@@ -916,6 +920,10 @@ fn bwd_task<T: Element>(
     }
 }
 
+/// [`bwd_task`] compiled for AVX2 and FMA.
+///
+/// # Safety
+/// The CPU supports AVX2 and FMA (the caller checked `detect_simd() == Simd::Avx2Fma`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]

@@ -873,13 +873,16 @@ fn forward(
         |r0, outs, scr: &mut FwdScratch| {
             let [y, last, ck] = outs;
             match simd {
-                // SAFETY: `detect_simd` returned `Avx2Fma` only after detecting AVX2 and FMA.
+                // SAFETY: `detect_simd` returned `Avx2Fma` only after detecting AVX2 and FMA,
+                // and `wide` (`use_avx512`) is true only after detecting AVX-512F.
                 #[cfg(target_arch = "x86_64")]
                 Simd::Avx2Fma if wide => unsafe { fwd_rows_avx512(gm, &p, r0, y, last, ck, scr) },
                 // SAFETY: as above.
                 #[cfg(target_arch = "x86_64")]
                 Simd::Avx2Fma => unsafe { fwd_rows_avx2(gm, &p, r0, y, last, ck, scr) },
-                Simd::Portable | Simd::Fma => fwd_rows::<Portable>(gm, &p, r0, y, last, ck, scr),
+                Simd::Portable | Simd::Fma => {
+                    fwd_rows::<Portable>((), gm, &p, r0, y, last, ck, scr)
+                }
             }
         },
     );
@@ -897,6 +900,11 @@ fn use_avx512(gm: &Geom) -> bool {
     false
 }
 
+/// [`fwd_rows`] on AVX-512 registers.
+///
+/// # Safety
+/// The CPU supports AVX-512F, AVX2 and FMA (the caller matched `detect_simd()` to `Avx2Fma`
+/// and `use_avx512` returned true).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
 unsafe fn fwd_rows_avx512(
@@ -908,9 +916,15 @@ unsafe fn fwd_rows_avx512(
     ck: &mut [f32],
     scr: &mut FwdScratch,
 ) {
-    fwd_rows::<Avx512>(gm, p, r0, y, last, ck, scr)
+    // SAFETY: this function's contract: the CPU has AVX-512F, AVX2 and FMA.
+    let isa = unsafe { HasAvx512::new_unchecked() };
+    fwd_rows::<Avx512>(isa, gm, p, r0, y, last, ck, scr)
 }
 
+/// [`fwd_rows`] on AVX2 registers.
+///
+/// # Safety
+/// The CPU supports AVX2 and FMA (the caller matched `detect_simd()` to `Avx2Fma`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn fwd_rows_avx2(
@@ -922,13 +936,17 @@ unsafe fn fwd_rows_avx2(
     ck: &mut [f32],
     scr: &mut FwdScratch,
 ) {
-    fwd_rows::<Avx>(gm, p, r0, y, last, ck, scr)
+    // SAFETY: this function's contract: the CPU has AVX2 and FMA.
+    let isa = unsafe { HasAvx2Fma::new_unchecked() };
+    fwd_rows::<Avx>(isa, gm, p, r0, y, last, ck, scr)
 }
 
 /// The forward of the rows `r0..` whose outputs `y` (L per row), `last` (N per row or empty)
 /// and `ck` (checkpoints per row or empty) are given.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn fwd_rows<V: Vf>(
+    isa: V::Isa,
     gm: &Geom,
     p: &Prepared,
     r0: usize,
@@ -975,10 +993,10 @@ fn fwd_rows<V: Vf>(
                 chunk: gm.chunk,
             };
             match nb {
-                1 => fwd_group::<V, 1>(&args, yr, ckr, &mut xlast, &mut scr.ck),
-                2 => fwd_group::<V, 2>(&args, yr, ckr, &mut xlast, &mut scr.ck),
-                3 => fwd_group::<V, 3>(&args, yr, ckr, &mut xlast, &mut scr.ck),
-                _ => fwd_group::<V, 4>(&args, yr, ckr, &mut xlast, &mut scr.ck),
+                1 => fwd_group::<V, 1>(isa, &args, yr, ckr, &mut xlast, &mut scr.ck),
+                2 => fwd_group::<V, 2>(isa, &args, yr, ckr, &mut xlast, &mut scr.ck),
+                3 => fwd_group::<V, 3>(isa, &args, yr, ckr, &mut xlast, &mut scr.ck),
+                _ => fwd_group::<V, 4>(isa, &args, yr, ckr, &mut xlast, &mut scr.ck),
             }
             if !last.is_empty() {
                 // The group's states, without the padding lanes past N.
@@ -1041,6 +1059,7 @@ struct GroupFwd<'a> {
 /// and the group's `NB` blocks, `es = 2^(dt · A log2 e) = e^(dt A)` and `us = du · B`.
 #[inline(always)]
 fn decays_and_inputs<V: Vf, const NB: usize>(
+    isa: V::Isa,
     p: &GroupFwd,
     a2: &[V; NB],
     l0: usize,
@@ -1061,8 +1080,10 @@ fn decays_and_inputs<V: Vf, const NB: usize>(
             .zip(dts.iter().zip(dus))
             .zip(bts.chunks_exact(p.nbk));
         for (((eo, uo), (&dt, &du)), bl) in steps {
-            V::splat(dt).mul(aj).exp2().store(&mut eo[jb..]);
-            V::splat(du).mul(V::load(&bl[col..])).store(&mut uo[jb..]);
+            V::splat(isa, dt).mul(aj).exp2().store(&mut eo[jb..]);
+            V::splat(isa, du)
+                .mul(V::load(isa, &bl[col..]))
+                .store(&mut uo[jb..]);
         }
     }
 }
@@ -1071,7 +1092,9 @@ fn decays_and_inputs<V: Vf, const NB: usize>(
 /// blocks at a time, overwriting `xs` (the inputs `u`) with the states when `keep`; with
 /// `accs` non-empty, `accs[i] = Σ_j x_j · C_j` (lane-wise; the lanes are summed later).
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn recur<V: Vf, const NB: usize>(
+    isa: V::Isa,
     p: &GroupFwd,
     l0: usize,
     x: &mut [V; NB],
@@ -1085,16 +1108,16 @@ fn recur<V: Vf, const NB: usize>(
     for (i, (eo, xo)) in es.chunks_exact(NB).zip(xs.chunks_exact_mut(NB)).enumerate() {
         for (j, xj) in x.iter_mut().take(NB / V::K).enumerate() {
             let jb = j * V::K;
-            *xj = V::load(&eo[jb..]).mul_add(*xj, V::load(&xo[jb..]));
+            *xj = V::load(isa, &eo[jb..]).mul_add(*xj, V::load(isa, &xo[jb..]));
             if keep {
                 xj.store(&mut xo[jb..]);
             }
         }
         if !accs.is_empty() {
             let cl = &cts[i * p.nbk + p.g0..i * p.nbk + p.g0 + NB];
-            let mut acc = V::zero();
+            let mut acc = V::zero(isa);
             for j in 0..NB / V::K {
-                acc = x[j].mul_add(V::load(&cl[j * V::K..]), acc);
+                acc = x[j].mul_add(V::load(isa, &cl[j * V::K..]), acc);
             }
             acc.store_folded(&mut accs[i]);
         }
@@ -1105,6 +1128,7 @@ fn recur<V: Vf, const NB: usize>(
 /// their checkpoints in `ck` (unless empty) and their final state in `xlast[..NB]`.
 #[inline(always)]
 fn fwd_group<V: Vf, const NB: usize>(
+    isa: V::Isa,
     p: &GroupFwd,
     y: &mut [f32],
     ck: &mut [f32],
@@ -1112,11 +1136,11 @@ fn fwd_group<V: Vf, const NB: usize>(
     scr: &mut ChunkScratch,
 ) {
     let l_len = p.dt.len();
-    let mut a2 = [V::zero(); NB];
+    let mut a2 = [V::zero(isa); NB];
     for (j, av) in a2.iter_mut().take(NB / V::K).enumerate() {
-        *av = V::load(&p.a2[j * V::K..]);
+        *av = V::load(isa, &p.a2[j * V::K..]);
     }
-    let mut x = [V::zero(); NB];
+    let mut x = [V::zero(isa); NB];
     let mut l0 = 0;
     let mut k = 0;
     while l0 < l_len {
@@ -1132,10 +1156,19 @@ fn fwd_group<V: Vf, const NB: usize>(
             }
         }
         let n = (l1 - l0) * NB;
-        decays_and_inputs::<V, NB>(p, &a2, l0, l1, &mut scr.es, &mut scr.xs);
+        decays_and_inputs::<V, NB>(isa, p, &a2, l0, l1, &mut scr.es, &mut scr.xs);
         let accs = &mut scr.accs[..l1 - l0];
-        recur::<V, NB>(p, l0, &mut x, &scr.es[..n], &mut scr.xs[..n], accs, false);
-        V::hsum_rows(accs, &mut y[l0..l1]);
+        recur::<V, NB>(
+            isa,
+            p,
+            l0,
+            &mut x,
+            &scr.es[..n],
+            &mut scr.xs[..n],
+            accs,
+            false,
+        );
+        V::hsum_rows(isa, accs, &mut y[l0..l1]);
         l0 = l1;
         k += 1;
     }
@@ -1223,13 +1256,14 @@ fn backward(
             (&mut gbias, 1),
         ],
         |r0, outs, scr: &mut BwdScratch| match simd {
-            // SAFETY: `detect_simd` returned `Avx2Fma` only after detecting AVX2 and FMA.
+            // SAFETY: `detect_simd` returned `Avx2Fma` only after detecting AVX2 and FMA,
+            // and `wide` (`use_avx512`) is true only after detecting AVX-512F.
             #[cfg(target_arch = "x86_64")]
             Simd::Avx2Fma if wide => unsafe { bwd_rows_avx512(&ctx, r0, outs, scr) },
             // SAFETY: as above.
             #[cfg(target_arch = "x86_64")]
             Simd::Avx2Fma => unsafe { bwd_rows_avx2(&ctx, r0, outs, scr) },
-            Simd::Portable | Simd::Fma => bwd_rows::<Portable>(&ctx, r0, outs, scr),
+            Simd::Portable | Simd::Fma => bwd_rows::<Portable>((), &ctx, r0, outs, scr),
         },
     );
     // Reduce the per-worker B/C gradients and the per-row channel parameters.
@@ -1281,22 +1315,41 @@ struct BwdCtx<'a> {
     ck_stride: usize,
 }
 
+/// [`bwd_rows`] on AVX-512 registers.
+///
+/// # Safety
+/// The CPU supports AVX-512F, AVX2 and FMA (the caller matched `detect_simd()` to `Avx2Fma`
+/// and `use_avx512` returned true).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
 unsafe fn bwd_rows_avx512(c: &BwdCtx, r0: usize, outs: &mut [&mut [f32]; 6], scr: &mut BwdScratch) {
-    bwd_rows::<Avx512>(c, r0, outs, scr)
+    // SAFETY: this function's contract: the CPU has AVX-512F, AVX2 and FMA.
+    let isa = unsafe { HasAvx512::new_unchecked() };
+    bwd_rows::<Avx512>(isa, c, r0, outs, scr)
 }
 
+/// [`bwd_rows`] on AVX2 registers.
+///
+/// # Safety
+/// The CPU supports AVX2 and FMA (the caller matched `detect_simd()` to `Avx2Fma`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn bwd_rows_avx2(c: &BwdCtx, r0: usize, outs: &mut [&mut [f32]; 6], scr: &mut BwdScratch) {
-    bwd_rows::<Avx>(c, r0, outs, scr)
+    // SAFETY: this function's contract: the CPU has AVX2 and FMA.
+    let isa = unsafe { HasAvx2Fma::new_unchecked() };
+    bwd_rows::<Avx>(isa, c, r0, outs, scr)
 }
 
 /// The backward of the rows `r0..`; `outs` = the rows' grad u, grad delta, grad z (or empty),
 /// partial grad a (`nbk·W` per row), partial grad d and grad delta_bias (one per row).
 #[inline(always)]
-fn bwd_rows<V: Vf>(c: &BwdCtx, r0: usize, outs: &mut [&mut [f32]; 6], scr: &mut BwdScratch) {
+fn bwd_rows<V: Vf>(
+    isa: V::Isa,
+    c: &BwdCtx,
+    r0: usize,
+    outs: &mut [&mut [f32]; 6],
+    scr: &mut BwdScratch,
+) {
     let gm = c.gm;
     let p = c.p;
     let (l, n, nbk) = (gm.l, gm.n, gm.nbk);
@@ -1377,10 +1430,10 @@ fn bwd_rows<V: Vf>(c: &BwdCtx, r0: usize, outs: &mut [&mut [f32]; 6], scr: &mut 
                 scr: &mut scr.ck,
             };
             match nb {
-                1 => bwd_group::<V, 1>(&args, acc),
-                2 => bwd_group::<V, 2>(&args, acc),
-                3 => bwd_group::<V, 3>(&args, acc),
-                _ => bwd_group::<V, 4>(&args, acc),
+                1 => bwd_group::<V, 1>(isa, &args, acc),
+                2 => bwd_group::<V, 2>(isa, &args, acc),
+                3 => bwd_group::<V, 3>(isa, &args, acc),
+                _ => bwd_group::<V, 4>(isa, &args, acc),
             }
             g0 += nb;
         }
@@ -1439,7 +1492,7 @@ struct GroupAcc<'a> {
 /// The adjoint recurrence of `NB` state blocks, chunk by chunk from the end: recompute the
 /// chunk's states and decays from its checkpoint, then walk it backwards.
 #[inline(always)]
-fn bwd_group<V: Vf, const NB: usize>(p: &GroupBwd, acc: GroupAcc) {
+fn bwd_group<V: Vf, const NB: usize>(isa: V::Isa, p: &GroupBwd, acc: GroupAcc) {
     let f = &p.f;
     let GroupAcc {
         gb,
@@ -1451,14 +1504,14 @@ fn bwd_group<V: Vf, const NB: usize>(p: &GroupBwd, acc: GroupAcc) {
         scr,
     } = acc;
     let l_len = f.dt.len();
-    let mut a = [V::zero(); NB];
-    let mut a2 = [V::zero(); NB];
+    let mut a = [V::zero(isa); NB];
+    let mut a2 = [V::zero(isa); NB];
     for j in 0..NB / V::K {
-        a[j] = V::load(&f.a[j * V::K..]);
-        a2[j] = V::load(&f.a2[j * V::K..]);
+        a[j] = V::load(isa, &f.a[j * V::K..]);
+        a2[j] = V::load(isa, &f.a2[j * V::K..]);
     }
     // h = dL/dx_t, starting from the last state's gradient.
-    let mut h = [V::zero(); NB];
+    let mut h = [V::zero(isa); NB];
     if !p.gs.is_empty() {
         let mut blks = [[0f32; W]; NB];
         let s0 = f.g0 * W;
@@ -1467,10 +1520,10 @@ fn bwd_group<V: Vf, const NB: usize>(p: &GroupBwd, acc: GroupAcc) {
             *dst = *v;
         }
         for (j, hv) in h.iter_mut().take(NB / V::K).enumerate() {
-            *hv = V::load(&blks[j * V::K..]);
+            *hv = V::load(isa, &blks[j * V::K..]);
         }
     }
-    let mut gaa = [V::zero(); NB];
+    let mut gaa = [V::zero(isa); NB];
     let nck = l_len.div_ceil(f.chunk);
     for k in (0..nck).rev() {
         let l0 = k * f.chunk;
@@ -1482,20 +1535,29 @@ fn bwd_group<V: Vf, const NB: usize>(p: &GroupBwd, acc: GroupAcc) {
             xb.copy_from_slice(&p.ck[o..o + W]);
         }
         // Recompute the chunk's decays e^{dt A} and states x_t.
-        let mut x = [V::zero(); NB];
+        let mut x = [V::zero(isa); NB];
         for (j, xv) in x.iter_mut().take(NB / V::K).enumerate() {
-            *xv = V::load(&x0[j * V::K..]);
+            *xv = V::load(isa, &x0[j * V::K..]);
         }
         let n = steps * NB;
-        decays_and_inputs::<V, NB>(f, &a2, l0, l1, &mut scr.es, &mut scr.xs);
+        decays_and_inputs::<V, NB>(isa, f, &a2, l0, l1, &mut scr.es, &mut scr.xs);
         let accs: &mut [Blk] = if p.want_y {
             &mut scr.accs[..steps]
         } else {
             &mut []
         };
-        recur::<V, NB>(f, l0, &mut x, &scr.es[..n], &mut scr.xs[..n], accs, true);
+        recur::<V, NB>(
+            isa,
+            f,
+            l0,
+            &mut x,
+            &scr.es[..n],
+            &mut scr.xs[..n],
+            accs,
+            true,
+        );
         if p.want_y {
-            V::hsum_rows(&scr.accs[..steps], &mut y[l0..l1]);
+            V::hsum_rows(isa, &scr.accs[..steps], &mut y[l0..l1]);
         }
         // Walk back through the chunk; the per-step lane sums of h·B and of
         // h·x_{t-1}·e·A go to `accs` / `accs2` and are reduced after the walk.
@@ -1506,7 +1568,11 @@ fn bwd_group<V: Vf, const NB: usize>(p: &GroupBwd, acc: GroupAcc) {
         let (gbs, gcs) = (&mut gb[r.clone()], &mut gc[r]);
         let (dus, gos, dts) = (&f.du[l0..l1], &p.go[l0..l1], &f.dt[l0..l1]);
         for i in (0..steps).rev() {
-            let (du, gy, dt) = (V::splat(dus[i]), V::splat(gos[i]), V::splat(dts[i]));
+            let (du, gy, dt) = (
+                V::splat(isa, dus[i]),
+                V::splat(isa, gos[i]),
+                V::splat(isa, dts[i]),
+            );
             let o = i * f.nbk + f.g0..i * f.nbk + f.g0 + NB;
             let (bl, cl) = (&bts[o.clone()], &cts[o.clone()]);
             let (gbl, gcl) = (&mut gbs[o.clone()], &mut gcs[o]);
@@ -1517,19 +1583,20 @@ fn bwd_group<V: Vf, const NB: usize>(p: &GroupBwd, acc: GroupAcc) {
             } else {
                 &x0[..]
             };
-            let mut sb = V::zero();
-            let mut sx = V::zero();
+            let mut sb = V::zero(isa);
+            let mut sx = V::zero(isa);
             for j in 0..NB / V::K {
                 let jb = j * V::K;
-                let e = V::load(&et[jb..]);
-                let hv = gy.mul_add(V::load(&cl[jb..]), h[j]);
-                gy.mul_add(V::load(&xt[jb..]), V::load(&gcl[jb..]))
+                let e = V::load(isa, &et[jb..]);
+                let hv = gy.mul_add(V::load(isa, &cl[jb..]), h[j]);
+                gy.mul_add(V::load(isa, &xt[jb..]), V::load(isa, &gcl[jb..]))
                     .store(&mut gcl[jb..]);
-                du.mul_add(hv, V::load(&gbl[jb..])).store(&mut gbl[jb..]);
-                let w = hv.mul(V::load(&xp[jb..])).mul(e);
+                du.mul_add(hv, V::load(isa, &gbl[jb..]))
+                    .store(&mut gbl[jb..]);
+                let w = hv.mul(V::load(isa, &xp[jb..])).mul(e);
                 gaa[j] = w.mul_add(dt, gaa[j]);
                 sx = w.mul_add(a[j], sx);
-                sb = hv.mul_add(V::load(&bl[jb..]), sb);
+                sb = hv.mul_add(V::load(isa, &bl[jb..]), sb);
                 h[j] = hv.mul(e);
             }
             sb.store_folded(&mut sbs[i]);
@@ -1538,8 +1605,8 @@ fn bwd_group<V: Vf, const NB: usize>(p: &GroupBwd, acc: GroupAcc) {
         let (s1, s2) = (&mut scr.s1[..steps], &mut scr.s2[..steps]);
         s1.fill(0.0);
         s2.fill(0.0);
-        V::hsum_rows(sbs, s1);
-        V::hsum_rows(sxs, s2);
+        V::hsum_rows(isa, sbs, s1);
+        V::hsum_rows(isa, sxs, s2);
         let (gus, gdts, us) = (&mut gu[l0..l1], &mut gdt[l0..l1], &p.u[l0..l1]);
         for ((((gu, gd), &dt), &uv), (&a1, &a2)) in gus
             .iter_mut()
@@ -1566,265 +1633,356 @@ fn bwd_group<V: Vf, const NB: usize>(p: &GroupBwd, acc: GroupAcc) {
 // 8-lane vectors
 // ---------------------------------------------------------------------------------------------
 
-/// Eight f32 lanes: the state block the group kernels work on. [`Portable`] is plain arrays;
-/// [`Avx`] is one AVX2 register and is only used inside the `avx2,fma` kernels.
-trait Vf: Copy {
-    fn zero() -> Self;
-    fn splat(v: f32) -> Self;
-    /// State blocks per vector (1: 8 lanes, 2: 16 lanes).
-    const K: usize;
-    /// The first `K` blocks of `b`.
-    fn load(b: &[Blk]) -> Self;
-    /// Into the first `K` blocks of `b`.
-    fn store(self, b: &mut [Blk]);
-    /// The `K` blocks summed lane-wise into one.
-    fn store_folded(self, b: &mut Blk);
-    fn mul(self, o: Self) -> Self;
-    /// `self * m + a`.
-    fn mul_add(self, m: Self, a: Self) -> Self;
-    /// [`exp2_approx`] on every lane.
-    fn exp2(self) -> Self;
-    /// `dst[t] += hsum(src[t])` for every row.
-    #[inline(always)]
-    fn hsum_rows(src: &[Blk], dst: &mut [f32]) {
-        for (d, s) in dst.iter_mut().zip(src) {
-            *d += hsum(*s);
-        }
-    }
-}
-
-/// Portable lanes (what the compiler makes of the array loops).
-#[derive(Clone, Copy)]
-struct Portable(Blk);
-
-impl Vf for Portable {
-    #[inline(always)]
-    fn zero() -> Self {
-        Portable([0.0; W])
-    }
-    #[inline(always)]
-    fn splat(v: f32) -> Self {
-        Portable([v; W])
-    }
-    const K: usize = 1;
-    #[inline(always)]
-    fn load(b: &[Blk]) -> Self {
-        Portable(b[0])
-    }
-    #[inline(always)]
-    fn store(self, b: &mut [Blk]) {
-        b[0] = self.0;
-    }
-    #[inline(always)]
-    fn store_folded(self, b: &mut Blk) {
-        *b = self.0;
-    }
-    #[inline(always)]
-    fn mul(self, o: Self) -> Self {
-        Portable(std::array::from_fn(|q| self.0[q] * o.0[q]))
-    }
-    #[inline(always)]
-    fn mul_add(self, m: Self, a: Self) -> Self {
-        Portable(std::array::from_fn(|q| self.0[q] * m.0[q] + a.0[q]))
-    }
-    #[inline(always)]
-    fn exp2(self) -> Self {
-        Portable(std::array::from_fn(|q| exp2_approx(self.0[q])))
-    }
-}
-
-/// One AVX2 register. Only ever created inside the `#[target_feature(enable = "avx2,fma")]`
-/// kernels, which run after `detect_simd` found AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
-#[derive(Clone, Copy)]
-struct Avx(std::arch::x86_64::__m256);
+use lanes::{Avx, Avx512, HasAvx2Fma, HasAvx512};
+use lanes::{Portable, Vf};
 
-#[cfg(target_arch = "x86_64")]
-impl Vf for Avx {
-    #[inline(always)]
-    fn zero() -> Self {
-        // SAFETY (all methods): AVX2 and FMA are available, see the type's docs.
-        unsafe { Avx(std::arch::x86_64::_mm256_setzero_ps()) }
-    }
-    #[inline(always)]
-    fn splat(v: f32) -> Self {
-        unsafe { Avx(std::arch::x86_64::_mm256_set1_ps(v)) }
-    }
-    const K: usize = 1;
-    #[inline(always)]
-    fn load(b: &[Blk]) -> Self {
-        unsafe { Avx(std::arch::x86_64::_mm256_loadu_ps(b[0].as_ptr())) }
-    }
-    #[inline(always)]
-    fn store(self, b: &mut [Blk]) {
-        unsafe { std::arch::x86_64::_mm256_storeu_ps(b[0].as_mut_ptr(), self.0) }
-    }
-    #[inline(always)]
-    fn store_folded(self, b: &mut Blk) {
-        unsafe { std::arch::x86_64::_mm256_storeu_ps(b.as_mut_ptr(), self.0) }
-    }
-    #[inline(always)]
-    fn mul(self, o: Self) -> Self {
-        unsafe { Avx(std::arch::x86_64::_mm256_mul_ps(self.0, o.0)) }
-    }
-    #[inline(always)]
-    fn mul_add(self, m: Self, a: Self) -> Self {
-        unsafe { Avx(std::arch::x86_64::_mm256_fmadd_ps(self.0, m.0, a.0)) }
-    }
-    #[inline(always)]
-    fn exp2(self) -> Self {
-        use std::arch::x86_64::*;
-        // The algorithm of `exp2_approx`, lane-wise.
-        unsafe {
-            let x = self.0;
-            // max/min return their second operand when one is NaN: NaN stays NaN.
-            let v = _mm256_min_ps(
-                _mm256_set1_ps(127.0),
-                _mm256_max_ps(_mm256_set1_ps(-126.0), x),
-            );
-            let n = _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-            let f = _mm256_sub_ps(v, n);
-            let mut p = _mm256_set1_ps(EXP2_POLY[6]);
-            p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(EXP2_POLY[5]));
-            p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(EXP2_POLY[4]));
-            p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(EXP2_POLY[3]));
-            p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(EXP2_POLY[2]));
-            p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(EXP2_POLY[1]));
-            p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(EXP2_POLY[0]));
-            let k = _mm256_cvtps_epi32(n);
-            let scale = _mm256_castsi256_ps(_mm256_slli_epi32(
-                _mm256_add_epi32(k, _mm256_set1_epi32(127)),
-                23,
-            ));
-            let y = _mm256_mul_ps(p, scale);
-            // Below -126 (and -inf): exactly 0, as `exp2_approx`.
-            let under = _mm256_cmp_ps(x, _mm256_set1_ps(-126.0), _CMP_LT_OQ);
-            // From 128 on (and +inf): +inf, not a clamped 2^127.
-            let over = _mm256_cmp_ps(x, _mm256_set1_ps(128.0), _CMP_GE_OQ);
-            let y = _mm256_blendv_ps(y, _mm256_set1_ps(f32::INFINITY), over);
-            Avx(_mm256_andnot_ps(under, y))
-        }
-    }
-    #[inline(always)]
-    fn hsum_rows(src: &[Blk], dst: &mut [f32]) {
-        use std::arch::x86_64::*;
-        let mut rows = src.chunks_exact(8);
-        let mut outs = dst.chunks_exact_mut(8);
-        for (v, d) in (&mut rows).zip(&mut outs) {
-            // Eight horizontal sums at once: two rounds of pairwise adds, then the halves.
-            unsafe {
-                let h01 = _mm256_hadd_ps(
-                    _mm256_loadu_ps(v[0].as_ptr()),
-                    _mm256_loadu_ps(v[1].as_ptr()),
-                );
-                let h23 = _mm256_hadd_ps(
-                    _mm256_loadu_ps(v[2].as_ptr()),
-                    _mm256_loadu_ps(v[3].as_ptr()),
-                );
-                let h45 = _mm256_hadd_ps(
-                    _mm256_loadu_ps(v[4].as_ptr()),
-                    _mm256_loadu_ps(v[5].as_ptr()),
-                );
-                let h67 = _mm256_hadd_ps(
-                    _mm256_loadu_ps(v[6].as_ptr()),
-                    _mm256_loadu_ps(v[7].as_ptr()),
-                );
-                let h03 = _mm256_hadd_ps(h01, h23);
-                let h47 = _mm256_hadd_ps(h45, h67);
-                let lo = _mm256_permute2f128_ps(h03, h47, 0x20);
-                let hi = _mm256_permute2f128_ps(h03, h47, 0x31);
-                let acc = _mm256_add_ps(_mm256_loadu_ps(d.as_ptr()), _mm256_add_ps(lo, hi));
-                _mm256_storeu_ps(d.as_mut_ptr(), acc);
+/// The vector abstraction of the group kernels, in its own module so that its privacy enforces
+/// [`Vf`]'s soundness invariant: nothing outside can build a vector register or a feature token
+/// except through an `unsafe` constructor.
+mod lanes {
+    use super::{exp2_approx, hsum, Blk, EXP2_POLY, W};
+
+    /// Eight f32 lanes: the state block the group kernels work on. [`Portable`] is plain arrays;
+    /// [`Avx`] is one AVX2 register, [`Avx512`] one AVX-512 register (two blocks).
+    ///
+    /// # Soundness
+    /// The methods are safe although [`Avx`] and [`Avx512`] run CPU-specific intrinsics: every
+    /// function that makes a vector out of nothing (`zero`, `splat`, `load`, and the static
+    /// `hsum_rows`) takes a [`Vf::Isa`] token, a zero-sized proof that the CPU has the features
+    /// ([`HasAvx2Fma`], [`HasAvx512`]; `()` for [`Portable`]). The tokens and the registers'
+    /// fields are private to this module, so outside it a vector exists only if a token did, and a
+    /// token only comes from an `unsafe` constructor whose caller vouches for the features (the
+    /// `#[target_feature]` kernels, dispatched after `detect_simd` / `use_avx512`). The methods that
+    /// take `self` need no token: the value is the proof.
+    pub(super) trait Vf: Copy {
+        /// The proof that this implementor's instructions run on this CPU.
+        type Isa: Copy;
+        fn zero(isa: Self::Isa) -> Self;
+        fn splat(isa: Self::Isa, v: f32) -> Self;
+        /// State blocks per vector (1: 8 lanes, 2: 16 lanes).
+        const K: usize;
+        /// The first `K` blocks of `b`.
+        fn load(isa: Self::Isa, b: &[Blk]) -> Self;
+        /// Into the first `K` blocks of `b`.
+        fn store(self, b: &mut [Blk]);
+        /// The `K` blocks summed lane-wise into one.
+        fn store_folded(self, b: &mut Blk);
+        fn mul(self, o: Self) -> Self;
+        /// `self * m + a`.
+        fn mul_add(self, m: Self, a: Self) -> Self;
+        /// [`exp2_approx`] on every lane.
+        fn exp2(self) -> Self;
+        /// `dst[t] += hsum(src[t])` for every row.
+        #[inline(always)]
+        fn hsum_rows(isa: Self::Isa, src: &[Blk], dst: &mut [f32]) {
+            let _ = isa;
+            for (d, s) in dst.iter_mut().zip(src) {
+                *d += hsum(*s);
             }
         }
-        for (d, s) in outs.into_remainder().iter_mut().zip(rows.remainder()) {
-            *d += hsum(*s);
-        }
     }
-}
 
-/// One AVX-512 register: two state blocks (16 lanes, all of `N = 16` at once). Only ever
-/// created inside the `avx512f` kernels, which run after `use_avx512` found the feature.
-#[cfg(target_arch = "x86_64")]
-#[derive(Clone, Copy)]
-struct Avx512(std::arch::x86_64::__m512);
+    /// Portable lanes (what the compiler makes of the array loops).
+    #[derive(Clone, Copy)]
+    pub(super) struct Portable(pub(super) Blk);
 
-#[cfg(target_arch = "x86_64")]
-impl Vf for Avx512 {
-    const K: usize = 2;
-    #[inline(always)]
-    fn zero() -> Self {
-        // SAFETY (all methods): AVX-512F is available, see the type's docs; loads and stores
-        // go through slices of two blocks (16 contiguous f32).
-        unsafe { Avx512(std::arch::x86_64::_mm512_setzero_ps()) }
-    }
-    #[inline(always)]
-    fn splat(v: f32) -> Self {
-        unsafe { Avx512(std::arch::x86_64::_mm512_set1_ps(v)) }
-    }
-    #[inline(always)]
-    fn load(b: &[Blk]) -> Self {
-        let b = &b[..2];
-        unsafe { Avx512(std::arch::x86_64::_mm512_loadu_ps(b.as_ptr().cast::<f32>())) }
-    }
-    #[inline(always)]
-    fn store(self, b: &mut [Blk]) {
-        let b = &mut b[..2];
-        unsafe { std::arch::x86_64::_mm512_storeu_ps(b.as_mut_ptr().cast::<f32>(), self.0) }
-    }
-    #[inline(always)]
-    fn store_folded(self, b: &mut Blk) {
-        use std::arch::x86_64::*;
-        unsafe {
-            let lo = _mm512_castps512_ps256(self.0);
-            let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(self.0)));
-            _mm256_storeu_ps(b.as_mut_ptr(), _mm256_add_ps(lo, hi));
+    impl Vf for Portable {
+        type Isa = ();
+        #[inline(always)]
+        fn zero((): ()) -> Self {
+            Portable([0.0; W])
+        }
+        #[inline(always)]
+        fn splat((): (), v: f32) -> Self {
+            Portable([v; W])
+        }
+        const K: usize = 1;
+        #[inline(always)]
+        fn load((): (), b: &[Blk]) -> Self {
+            Portable(b[0])
+        }
+        #[inline(always)]
+        fn store(self, b: &mut [Blk]) {
+            b[0] = self.0;
+        }
+        #[inline(always)]
+        fn store_folded(self, b: &mut Blk) {
+            *b = self.0;
+        }
+        #[inline(always)]
+        fn mul(self, o: Self) -> Self {
+            Portable(std::array::from_fn(|q| self.0[q] * o.0[q]))
+        }
+        #[inline(always)]
+        fn mul_add(self, m: Self, a: Self) -> Self {
+            Portable(std::array::from_fn(|q| self.0[q] * m.0[q] + a.0[q]))
+        }
+        #[inline(always)]
+        fn exp2(self) -> Self {
+            Portable(std::array::from_fn(|q| exp2_approx(self.0[q])))
         }
     }
-    #[inline(always)]
-    fn mul(self, o: Self) -> Self {
-        unsafe { Avx512(std::arch::x86_64::_mm512_mul_ps(self.0, o.0)) }
-    }
-    #[inline(always)]
-    fn mul_add(self, m: Self, a: Self) -> Self {
-        unsafe { Avx512(std::arch::x86_64::_mm512_fmadd_ps(self.0, m.0, a.0)) }
-    }
-    #[inline(always)]
-    fn exp2(self) -> Self {
-        use std::arch::x86_64::*;
-        // The algorithm of `exp2_approx`, lane-wise.
-        unsafe {
-            let x = self.0;
-            let v = _mm512_min_ps(
-                _mm512_set1_ps(127.0),
-                _mm512_max_ps(_mm512_set1_ps(-126.0), x),
-            );
-            let magic = _mm512_set1_ps(12_582_912.0);
-            let t = _mm512_add_ps(v, magic);
-            let n = _mm512_sub_ps(t, magic);
-            let f = _mm512_sub_ps(v, n);
-            let mut p = _mm512_set1_ps(EXP2_POLY[6]);
-            p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(EXP2_POLY[5]));
-            p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(EXP2_POLY[4]));
-            p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(EXP2_POLY[3]));
-            p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(EXP2_POLY[2]));
-            p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(EXP2_POLY[1]));
-            p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(EXP2_POLY[0]));
-            // The low mantissa bits of t hold n (+ 2^22); shifted into the exponent field
-            // after adding the bias, only n + 127 survives.
-            let k = _mm512_add_epi32(_mm512_castps_si512(t), _mm512_set1_epi32(127));
-            let scale = _mm512_castsi512_ps(_mm512_slli_epi32::<23>(k));
-            let y = _mm512_mul_ps(p, scale);
-            let under = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, _mm512_set1_ps(-126.0));
-            // From 128 on (and +inf): +inf, not a clamped 2^127.
-            let over = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(x, _mm512_set1_ps(128.0));
-            let y = _mm512_mask_mov_ps(y, over, _mm512_set1_ps(f32::INFINITY));
-            Avx512(_mm512_maskz_mov_ps(!under, y))
+
+    /// Proof that the CPU has AVX2 and FMA (see [`Vf`]'s soundness notes).
+    #[cfg(target_arch = "x86_64")]
+    #[derive(Clone, Copy)]
+    pub(super) struct HasAvx2Fma(());
+
+    #[cfg(target_arch = "x86_64")]
+    impl HasAvx2Fma {
+        /// The token, unchecked.
+        ///
+        /// # Safety
+        /// The CPU supports AVX2 and FMA.
+        #[inline(always)]
+        pub(super) unsafe fn new_unchecked() -> Self {
+            HasAvx2Fma(())
         }
     }
-    #[inline(always)]
-    fn hsum_rows(src: &[Blk], dst: &mut [f32]) {
-        <Avx as Vf>::hsum_rows(src, dst)
+
+    /// Proof that the CPU has AVX-512F, AVX2 and FMA (see [`Vf`]'s soundness notes).
+    #[cfg(target_arch = "x86_64")]
+    #[derive(Clone, Copy)]
+    pub(super) struct HasAvx512(());
+
+    #[cfg(target_arch = "x86_64")]
+    impl HasAvx512 {
+        /// The token, unchecked.
+        ///
+        /// # Safety
+        /// The CPU supports AVX-512F, AVX2 and FMA.
+        #[inline(always)]
+        pub(super) unsafe fn new_unchecked() -> Self {
+            HasAvx512(())
+        }
+
+        /// AVX-512F machines in this sense also have AVX2 and FMA.
+        #[inline(always)]
+        fn avx2(self) -> HasAvx2Fma {
+            HasAvx2Fma(())
+        }
+    }
+
+    /// One AVX2 register. Only made by the constructors, which take a [`HasAvx2Fma`], so a value
+    /// proves that AVX2 and FMA are available: that is the invariant every `SAFETY` below relies on.
+    #[cfg(target_arch = "x86_64")]
+    #[derive(Clone, Copy)]
+    pub(super) struct Avx(std::arch::x86_64::__m256);
+
+    #[cfg(target_arch = "x86_64")]
+    impl Vf for Avx {
+        type Isa = HasAvx2Fma;
+        #[inline(always)]
+        fn zero(_: HasAvx2Fma) -> Self {
+            // SAFETY: the token proves AVX2 and FMA are available.
+            unsafe { Avx(std::arch::x86_64::_mm256_setzero_ps()) }
+        }
+        #[inline(always)]
+        fn splat(_: HasAvx2Fma, v: f32) -> Self {
+            // SAFETY: the token proves AVX2 and FMA are available.
+            unsafe { Avx(std::arch::x86_64::_mm256_set1_ps(v)) }
+        }
+        const K: usize = 1;
+        #[inline(always)]
+        fn load(_: HasAvx2Fma, b: &[Blk]) -> Self {
+            // SAFETY: the token proves AVX2 is available; `b[0]` (bounds-checked) is 8 f32, the
+            // 32 bytes an unaligned load reads.
+            unsafe { Avx(std::arch::x86_64::_mm256_loadu_ps(b[0].as_ptr())) }
+        }
+        #[inline(always)]
+        fn store(self, b: &mut [Blk]) {
+            // SAFETY: `self` exists, so AVX2 is available (type docs); `b[0]` (bounds-checked) is
+            // 8 writable f32, the 32 bytes an unaligned store writes.
+            unsafe { std::arch::x86_64::_mm256_storeu_ps(b[0].as_mut_ptr(), self.0) }
+        }
+        #[inline(always)]
+        fn store_folded(self, b: &mut Blk) {
+            // SAFETY: `self` exists, so AVX2 is available (type docs); `b` is 8 writable f32.
+            unsafe { std::arch::x86_64::_mm256_storeu_ps(b.as_mut_ptr(), self.0) }
+        }
+        #[inline(always)]
+        fn mul(self, o: Self) -> Self {
+            // SAFETY: `self` exists, so AVX2 is available (type docs).
+            unsafe { Avx(std::arch::x86_64::_mm256_mul_ps(self.0, o.0)) }
+        }
+        #[inline(always)]
+        fn mul_add(self, m: Self, a: Self) -> Self {
+            // SAFETY: `self` exists, so AVX2 and FMA are available (type docs).
+            unsafe { Avx(std::arch::x86_64::_mm256_fmadd_ps(self.0, m.0, a.0)) }
+        }
+        #[inline(always)]
+        fn exp2(self) -> Self {
+            use std::arch::x86_64::*;
+            // The algorithm of `exp2_approx`, lane-wise.
+            // SAFETY: `self` exists, so AVX2 and FMA are available (type docs); register-only
+            // arithmetic, no memory access.
+            unsafe {
+                let x = self.0;
+                // max/min return their second operand when one is NaN: NaN stays NaN.
+                let v = _mm256_min_ps(
+                    _mm256_set1_ps(127.0),
+                    _mm256_max_ps(_mm256_set1_ps(-126.0), x),
+                );
+                let n = _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+                let f = _mm256_sub_ps(v, n);
+                let mut p = _mm256_set1_ps(EXP2_POLY[6]);
+                p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(EXP2_POLY[5]));
+                p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(EXP2_POLY[4]));
+                p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(EXP2_POLY[3]));
+                p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(EXP2_POLY[2]));
+                p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(EXP2_POLY[1]));
+                p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(EXP2_POLY[0]));
+                let k = _mm256_cvtps_epi32(n);
+                let scale = _mm256_castsi256_ps(_mm256_slli_epi32(
+                    _mm256_add_epi32(k, _mm256_set1_epi32(127)),
+                    23,
+                ));
+                let y = _mm256_mul_ps(p, scale);
+                // Below -126 (and -inf): exactly 0, as `exp2_approx`.
+                let under = _mm256_cmp_ps(x, _mm256_set1_ps(-126.0), _CMP_LT_OQ);
+                // From 128 on (and +inf): +inf, not a clamped 2^127.
+                let over = _mm256_cmp_ps(x, _mm256_set1_ps(128.0), _CMP_GE_OQ);
+                let y = _mm256_blendv_ps(y, _mm256_set1_ps(f32::INFINITY), over);
+                Avx(_mm256_andnot_ps(under, y))
+            }
+        }
+        #[inline(always)]
+        fn hsum_rows(_: HasAvx2Fma, src: &[Blk], dst: &mut [f32]) {
+            use std::arch::x86_64::*;
+            let mut rows = src.chunks_exact(8);
+            let mut outs = dst.chunks_exact_mut(8);
+            for (v, d) in (&mut rows).zip(&mut outs) {
+                // Eight horizontal sums at once: two rounds of pairwise adds, then the halves.
+                // SAFETY: the token proves AVX2 is available; `v` is 8 blocks and `d` 8 f32
+                // (`chunks_exact`), so each load reads one whole block `v[0..8]` and the load and
+                // store of `d` cover exactly its 8 f32.
+                unsafe {
+                    let h01 = _mm256_hadd_ps(
+                        _mm256_loadu_ps(v[0].as_ptr()),
+                        _mm256_loadu_ps(v[1].as_ptr()),
+                    );
+                    let h23 = _mm256_hadd_ps(
+                        _mm256_loadu_ps(v[2].as_ptr()),
+                        _mm256_loadu_ps(v[3].as_ptr()),
+                    );
+                    let h45 = _mm256_hadd_ps(
+                        _mm256_loadu_ps(v[4].as_ptr()),
+                        _mm256_loadu_ps(v[5].as_ptr()),
+                    );
+                    let h67 = _mm256_hadd_ps(
+                        _mm256_loadu_ps(v[6].as_ptr()),
+                        _mm256_loadu_ps(v[7].as_ptr()),
+                    );
+                    let h03 = _mm256_hadd_ps(h01, h23);
+                    let h47 = _mm256_hadd_ps(h45, h67);
+                    let lo = _mm256_permute2f128_ps(h03, h47, 0x20);
+                    let hi = _mm256_permute2f128_ps(h03, h47, 0x31);
+                    let acc = _mm256_add_ps(_mm256_loadu_ps(d.as_ptr()), _mm256_add_ps(lo, hi));
+                    _mm256_storeu_ps(d.as_mut_ptr(), acc);
+                }
+            }
+            for (d, s) in outs.into_remainder().iter_mut().zip(rows.remainder()) {
+                *d += hsum(*s);
+            }
+        }
+    }
+
+    /// One AVX-512 register: two state blocks (16 lanes, all of `N = 16` at once). Only made by
+    /// the constructors, which take a [`HasAvx512`], so a value proves that AVX-512F, AVX2 and FMA
+    /// are available: that is the invariant every `SAFETY` below relies on.
+    #[cfg(target_arch = "x86_64")]
+    #[derive(Clone, Copy)]
+    pub(super) struct Avx512(std::arch::x86_64::__m512);
+
+    #[cfg(target_arch = "x86_64")]
+    impl Vf for Avx512 {
+        type Isa = HasAvx512;
+        const K: usize = 2;
+        #[inline(always)]
+        fn zero(_: HasAvx512) -> Self {
+            // SAFETY: the token proves AVX-512F is available.
+            unsafe { Avx512(std::arch::x86_64::_mm512_setzero_ps()) }
+        }
+        #[inline(always)]
+        fn splat(_: HasAvx512, v: f32) -> Self {
+            // SAFETY: the token proves AVX-512F is available.
+            unsafe { Avx512(std::arch::x86_64::_mm512_set1_ps(v)) }
+        }
+        #[inline(always)]
+        fn load(_: HasAvx512, b: &[Blk]) -> Self {
+            let b = &b[..2];
+            // SAFETY: the token proves AVX-512F is available; `b` (bounds-checked) is two blocks,
+            // 16 contiguous f32 (arrays have no padding), the 64 bytes an unaligned load reads.
+            unsafe { Avx512(std::arch::x86_64::_mm512_loadu_ps(b.as_ptr().cast::<f32>())) }
+        }
+        #[inline(always)]
+        fn store(self, b: &mut [Blk]) {
+            let b = &mut b[..2];
+            // SAFETY: `self` exists, so AVX-512F is available (type docs); `b` (bounds-checked) is
+            // 16 contiguous writable f32, the 64 bytes an unaligned store writes.
+            unsafe { std::arch::x86_64::_mm512_storeu_ps(b.as_mut_ptr().cast::<f32>(), self.0) }
+        }
+        #[inline(always)]
+        fn store_folded(self, b: &mut Blk) {
+            use std::arch::x86_64::*;
+            // SAFETY: `self` exists, so AVX-512F and AVX2 are available (type docs); the store
+            // writes the 8 f32 of `b`.
+            unsafe {
+                let lo = _mm512_castps512_ps256(self.0);
+                let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(self.0)));
+                _mm256_storeu_ps(b.as_mut_ptr(), _mm256_add_ps(lo, hi));
+            }
+        }
+        #[inline(always)]
+        fn mul(self, o: Self) -> Self {
+            // SAFETY: `self` exists, so AVX-512F is available (type docs).
+            unsafe { Avx512(std::arch::x86_64::_mm512_mul_ps(self.0, o.0)) }
+        }
+        #[inline(always)]
+        fn mul_add(self, m: Self, a: Self) -> Self {
+            // SAFETY: `self` exists, so AVX-512F is available (type docs).
+            unsafe { Avx512(std::arch::x86_64::_mm512_fmadd_ps(self.0, m.0, a.0)) }
+        }
+        #[inline(always)]
+        fn exp2(self) -> Self {
+            use std::arch::x86_64::*;
+            // The algorithm of `exp2_approx`, lane-wise.
+            // SAFETY: `self` exists, so AVX-512F is available (type docs); register-only
+            // arithmetic, no memory access.
+            unsafe {
+                let x = self.0;
+                let v = _mm512_min_ps(
+                    _mm512_set1_ps(127.0),
+                    _mm512_max_ps(_mm512_set1_ps(-126.0), x),
+                );
+                let magic = _mm512_set1_ps(12_582_912.0);
+                let t = _mm512_add_ps(v, magic);
+                let n = _mm512_sub_ps(t, magic);
+                let f = _mm512_sub_ps(v, n);
+                let mut p = _mm512_set1_ps(EXP2_POLY[6]);
+                p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(EXP2_POLY[5]));
+                p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(EXP2_POLY[4]));
+                p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(EXP2_POLY[3]));
+                p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(EXP2_POLY[2]));
+                p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(EXP2_POLY[1]));
+                p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(EXP2_POLY[0]));
+                // The low mantissa bits of t hold n (+ 2^22); shifted into the exponent field
+                // after adding the bias, only n + 127 survives.
+                let k = _mm512_add_epi32(_mm512_castps_si512(t), _mm512_set1_epi32(127));
+                let scale = _mm512_castsi512_ps(_mm512_slli_epi32::<23>(k));
+                let y = _mm512_mul_ps(p, scale);
+                let under = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, _mm512_set1_ps(-126.0));
+                // From 128 on (and +inf): +inf, not a clamped 2^127.
+                let over = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(x, _mm512_set1_ps(128.0));
+                let y = _mm512_mask_mov_ps(y, over, _mm512_set1_ps(f32::INFINITY));
+                Avx512(_mm512_maskz_mov_ps(!under, y))
+            }
+        }
+        #[inline(always)]
+        fn hsum_rows(isa: HasAvx512, src: &[Blk], dst: &mut [f32]) {
+            <Avx as Vf>::hsum_rows(isa.avx2(), src, dst)
+        }
     }
 }
 
@@ -1842,13 +2000,15 @@ mod tests {
         for i in 0..=2_000_000 {
             let x = -126.0 + 253.0 * i as f32 / 2_000_000.0;
             check(x, exp2_approx(x), &mut worst);
-            check(x, Portable::splat(x).exp2().0[3], &mut worst);
+            check(x, Portable::splat((), x).exp2().0[3], &mut worst);
             #[cfg(target_arch = "x86_64")]
             if super::detect_simd() == super::Simd::Avx2Fma {
+                // SAFETY: `detect_simd` found AVX2 and FMA.
                 check(x, unsafe { avx_exp2(x) }, &mut worst);
             }
             #[cfg(target_arch = "x86_64")]
-            if is_x86_feature_detected!("avx512f") {
+            if super::detect_simd() == super::Simd::Avx2Fma && is_x86_feature_detected!("avx512f") {
+                // SAFETY: AVX2, FMA (`detect_simd`) and AVX-512F were detected.
                 check(x, unsafe { avx512_exp2(x) }, &mut worst);
             }
         }
@@ -1870,25 +2030,39 @@ mod tests {
                 128.0,
                 f32::INFINITY,
             ] {
+                // SAFETY: `detect_simd` found AVX2 and FMA (checked above).
                 assert_eq!(unsafe { avx_exp2(x) }, exp2_approx(x), "{x}");
             }
+            // SAFETY: as above.
             assert!(unsafe { avx_exp2(f32::NAN) }.is_nan());
         }
     }
 
+    /// [`exp2_approx`] of `x` through [`super::Avx512`], lane 13.
+    ///
+    /// # Safety
+    /// The CPU supports AVX-512F, AVX2 and FMA.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx2,fma")]
     unsafe fn avx512_exp2(x: f32) -> f32 {
+        // SAFETY: this function's contract.
+        let isa = unsafe { super::HasAvx512::new_unchecked() };
         let mut b = [[0f32; 8]; 2];
-        super::Avx512::splat(x).exp2().store(&mut b);
+        super::Avx512::splat(isa, x).exp2().store(&mut b);
         b[1][5]
     }
 
+    /// [`exp2_approx`] of `x` through [`super::Avx`], lane 5.
+    ///
+    /// # Safety
+    /// The CPU supports AVX2 and FMA.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn avx_exp2(x: f32) -> f32 {
+        // SAFETY: this function's contract.
+        let isa = unsafe { super::HasAvx2Fma::new_unchecked() };
         let mut b = [0f32; 8];
-        super::Avx::splat(x).exp2().store_folded(&mut b);
+        super::Avx::splat(isa, x).exp2().store_folded(&mut b);
         b[5]
     }
 

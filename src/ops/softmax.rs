@@ -324,6 +324,10 @@ fn fwd_task<T: Element>(d: usize, x: &[T], out: &mut [T], scr: &mut Scratch) {
     }
 }
 
+/// [`fwd_task`] compiled for AVX2 and FMA.
+///
+/// # Safety
+/// The CPU supports AVX2 and FMA (the caller checked `detect_simd() == Simd::Avx2Fma`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn fwd_task_avx2<T: Element>(d: usize, x: &[T], out: &mut [T], scr: &mut Scratch) {
@@ -348,6 +352,10 @@ fn bwd_task<T: Element>(d: usize, y: &[T], g: &[T], dx: &mut [T], scr: &mut Scra
     }
 }
 
+/// [`bwd_task`] compiled for AVX2 and FMA.
+///
+/// # Safety
+/// The CPU supports AVX2 and FMA (the caller checked `detect_simd() == Simd::Avx2Fma`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn bwd_task_avx2<T: Element>(d: usize, y: &[T], g: &[T], dx: &mut [T], scr: &mut Scratch) {

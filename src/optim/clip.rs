@@ -119,6 +119,10 @@ fn sq_portable(c: &[f32]) -> f64 {
     simd::dot(c, c) as f64
 }
 
+/// [`sq_portable`] compiled for AVX2 and FMA.
+///
+/// # Safety
+/// The CPU supports AVX2 and FMA (the caller checked `detect_simd() == Simd::Avx2Fma`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn sq_avx2(c: &[f32]) -> f64 {
@@ -128,7 +132,8 @@ unsafe fn sq_avx2(c: &[f32]) -> f64 {
 fn sq(simd: Simd, c: &[f32]) -> f64 {
     #[cfg(target_arch = "x86_64")]
     if simd == Simd::Avx2Fma {
-        // SAFETY: AVX2 and FMA were detected at run time.
+        // SAFETY: `simd` is `detect_simd()`'s answer (the only caller passes it unchanged), and
+        // `detect_simd` returns `Avx2Fma` only after detecting AVX2 and FMA.
         return unsafe { sq_avx2(c) };
     }
     let _ = simd;
