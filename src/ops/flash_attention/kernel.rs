@@ -1,0 +1,175 @@
+//! What the forward and backward kernels share: the borrowed problem, tile masking and
+//! small tile helpers.
+
+use super::mask::{Band, Bias, Dropout, Tile};
+use super::Geom;
+use crate::ops::simd::LANES;
+use crate::ops::softmax::exp_approx;
+use gemm::Parallelism;
+
+// ---------------------------------------------------------------------------------------------
+// Kernels
+// ---------------------------------------------------------------------------------------------
+
+/// Everything a kernel needs, borrowed from the op.
+#[derive(Clone, Copy)]
+pub(super) struct Problem<'a> {
+    pub(super) g: Geom,
+    pub(super) band: Band,
+    pub(super) lens: Option<&'a [usize]>,
+    pub(super) bias: Option<&'a Bias>,
+    pub(super) dropout: Dropout,
+    pub(super) scale: f32,
+}
+
+impl Problem<'_> {
+    #[inline(always)]
+    pub(super) fn len(&self, b: usize) -> usize {
+        self.lens.map_or(self.g.lk, |l| l[b])
+    }
+
+    /// Whether the mask lets query row `i` of `(b, h)` attend at least one key. A row that
+    /// attends none is *fully masked* (output 0); this is decided from the mask alone, never
+    /// from the scores, so that NaN or infinite scores of a live row propagate to its output.
+    #[inline(always)]
+    pub(super) fn row_live(&self, b: usize, h: usize, i: usize) -> bool {
+        // Bool and additive masks come without a band or lengths (one mask mode at a time).
+        if let Some(bias) = self.bias {
+            return bias.live(b, h, i);
+        }
+        let (len, i) = (self.len(b) as i64, i as i64);
+        let (lo, hi) = self.band.range(i, len);
+        lo <= hi || self.band.prefix(i, len) >= 0
+    }
+
+    /// Masks the score tile `s` (`rows x cols`, row stride `ld`) of query rows `i0..` and keys
+    /// `j0..` of `(b, h)`: adds the bias, sets pairs outside the band (and the global prefix) to
+    /// -inf.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn mask_tile(
+        &self,
+        s: &mut [f32],
+        ld: usize,
+        tile: Tile,
+        b: usize,
+        h: usize,
+        i0: usize,
+        rows: usize,
+        j0: usize,
+        cols: usize,
+    ) {
+        let len = self.len(b) as i64;
+        for r in 0..rows {
+            let row = &mut s[r * ld..r * ld + cols];
+            if let Some(bias) = self.bias {
+                let br = &bias.row(b, h, i0 + r, self.g.lk)[j0..j0 + cols];
+                for (x, m) in row.iter_mut().zip(br) {
+                    *x += m;
+                }
+            }
+            if tile == Tile::Partial {
+                let i = (i0 + r) as i64;
+                let (lo, hi) = self.band.range(i, len);
+                let lo = (lo - j0 as i64).clamp(0, cols as i64) as usize;
+                let hi = (hi + 1 - j0 as i64).clamp(lo as i64, cols as i64) as usize;
+                // Columns before `pe` are global keys this row sees (pe = 0 without globals).
+                let pe = (self.band.prefix(i, len) + 1 - j0 as i64).clamp(0, cols as i64) as usize;
+                row[pe..lo.max(pe)].fill(f32::NEG_INFINITY);
+                row[hi.max(pe)..].fill(f32::NEG_INFINITY);
+            }
+        }
+    }
+}
+
+/// A raw pointer parallel tasks share; every write documents why the regions are disjoint.
+#[derive(Clone, Copy)]
+pub(super) struct SharedMut(pub(super) *mut f32);
+// SAFETY: only used to hand disjoint regions of one buffer to parallel tasks (see each use);
+// the buffer outlives the tasks, which `par_fold` joins before returning.
+unsafe impl Send for SharedMut {}
+// SAFETY: as for `Send`: tasks sharing a `SharedMut` write disjoint regions only.
+unsafe impl Sync for SharedMut {}
+
+impl SharedMut {
+    /// The pointer (a method, so that closures capture the whole `Sync` wrapper).
+    #[inline(always)]
+    pub(super) fn ptr(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// `dst (m x n, row stride dst_rs) = [dst +] beta * lhs (m x k) * rhs (k x n)`, strides given
+/// as (row, column) pairs; single-threaded (the caller is one task of the pool).
+///
+/// # Safety
+/// Every pointer must be valid for the strided extents given (`dst` for writes, and not
+/// aliased by anyone else while this runs; `lhs`, `rhs` for reads).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn mm(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: *const f32,
+    (lhs_rs, lhs_cs): (usize, usize),
+    rhs: *const f32,
+    (rhs_rs, rhs_cs): (usize, usize),
+    beta: f32,
+) {
+    // SAFETY: `gemm` reads `lhs` (m x k) and `rhs` (k x n) and writes `dst` (m x n) at the
+    // strides given, which this function's contract makes valid; `Parallelism::None` keeps
+    // it on this thread.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            dst_rs as isize,
+            accumulate,
+            lhs,
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs,
+            rhs_cs as isize,
+            rhs_rs as isize,
+            1.0,
+            beta,
+            false,
+            false,
+            false,
+            Parallelism::None,
+        )
+    }
+}
+
+/// The maximum of `a` (`-inf` when empty or all `-inf`), in `LANES` independent lanes. NaN
+/// entries are skipped: the caller sees them through the exponentials (NaN), hence the row sum.
+#[inline(always)]
+pub(super) fn row_max(a: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let ca = a.chunks_exact(LANES);
+    let rest = ca
+        .remainder()
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, v| if *v > m { *v } else { m });
+    for c in ca {
+        for j in 0..LANES {
+            acc[j] = if c[j] > acc[j] { c[j] } else { acc[j] };
+        }
+    }
+    acc.iter().fold(rest, |m, v| if *v > m { *v } else { m })
+}
+
+/// `a[i] = exp(a[i] - shift)` (0 for `-inf` entries or `shift = +inf`).
+#[inline(always)]
+pub(super) fn exp_shifted(a: &mut [f32], shift: f32) {
+    for x in a.iter_mut() {
+        *x = exp_approx(*x - shift);
+    }
+}
