@@ -1,0 +1,408 @@
+//! Dense / grouped path: vol2col tiles + gemm.
+
+use super::cpu::*;
+use super::*;
+use gemm::Parallelism;
+
+/// `dst = src` for short runs, in fixed 16-wide blocks the compiler inlines (a `memcpy`
+/// call per 32-value row costs as much as the copy).
+#[inline(always)]
+fn copy_run(dst: &mut [f32], src: &[f32]) {
+    let mut d = dst.chunks_exact_mut(16);
+    let mut s = src.chunks_exact(16);
+    for (a, b) in (&mut d).zip(&mut s) {
+        a.copy_from_slice(b);
+    }
+    for (a, b) in d.into_remainder().iter_mut().zip(s.remainder()) {
+        *a = *b;
+    }
+}
+
+/// Output position `p` as `(oz, oy, ox)`.
+#[inline(always)]
+fn decompose(g: &Geom, p: usize) -> (usize, usize, usize) {
+    let [_, oh, ow] = g.o;
+    (p / (oh * ow), (p / ow) % oh, p % ow)
+}
+
+/// The runs of output positions `p0 + i .. p0 + i + len` that lie on one output row, as
+/// `(i, len, row, ox0)`: `row` is the padded-volume offset of the input row that kernel taps
+/// `(kz, ky, ·)` read for it and `ox0` the run's first output column. An iterator rather
+/// than a callback, so that it inlines into the feature-specific copies of the loops.
+struct Runs {
+    hp: usize,
+    row_len: usize,
+    oh: usize,
+    ow: usize,
+    s: usize,
+    z_off: usize,
+    y_off: usize,
+    oz: usize,
+    oy: usize,
+    ox0: usize,
+    i: usize,
+    n: usize,
+}
+
+impl Runs {
+    #[inline(always)]
+    fn new(g: &Geom, p0: usize, n: usize, kz: usize, ky: usize) -> Self {
+        let [_, hp, row_len] = padded(g);
+        let [_, oh, ow] = g.o;
+        let (oz, oy, ox0) = decompose(g, p0);
+        Runs {
+            hp,
+            row_len,
+            oh,
+            ow,
+            s: g.stride,
+            z_off: kz * g.dilation,
+            y_off: ky * g.dilation,
+            oz,
+            oy,
+            ox0,
+            i: 0,
+            n,
+        }
+    }
+}
+
+impl Iterator for Runs {
+    type Item = (usize, usize, usize, usize);
+
+    #[inline(always)]
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.i >= self.n {
+            return None;
+        }
+        let (i, s) = (self.i, self.s);
+        let len = (self.ow - self.ox0).min(self.n - i);
+        let row = ((self.oz * s + self.z_off) * self.hp + self.oy * s + self.y_off) * self.row_len;
+        let ox0 = self.ox0;
+        self.i += len;
+        self.ox0 = 0;
+        self.oy += 1;
+        if self.oy == self.oh {
+            self.oy = 0;
+            self.oz += 1;
+        }
+        Some((i, len, row, ox0))
+    }
+}
+
+/// Unfolds output positions `p0..p0 + n` of one group into `col` (`kg` rows of `n`):
+/// `col[r][j]` is the padded-input value tap `r = (ci, kz, ky, kx)` reads for output `p0 + j`.
+fn vol2col(g: &Geom, xg: &[f32], p0: usize, n: usize, col: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 was detected.
+        return unsafe { vol2col_avx2(g, xg, p0, n, col) };
+    }
+    vol2col_body(g, xg, p0, n, col)
+}
+
+/// [`vol2col_body`] compiled with 32-byte loads and stores.
+///
+/// # Safety
+/// The CPU supports AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn vol2col_avx2(g: &Geom, xg: &[f32], p0: usize, n: usize, col: &mut [f32]) {
+    vol2col_body(g, xg, p0, n, col)
+}
+
+#[inline(always)]
+fn vol2col_body(g: &Geom, xg: &[f32], p0: usize, n: usize, col: &mut [f32]) {
+    let vol_p = padded_vol(g);
+    let [kd, kh, kw] = g.k;
+    let offs = tap_offsets(g);
+    for ci in 0..g.cig() {
+        let xc = &xg[ci * vol_p..(ci + 1) * vol_p];
+        for kz in 0..kd {
+            for ky in 0..kh {
+                let r0 = ((ci * kd + kz) * kh + ky) * kw;
+                let rows = &mut col[r0 * n..(r0 + kw) * n];
+                for (i, len, row, ox0) in Runs::new(g, p0, n, kz, ky) {
+                    for (crow, off) in rows.chunks_exact_mut(n).zip(&offs) {
+                        let start = row + off + ox0;
+                        copy_run(&mut crow[i..i + len], &xc[start..start + len]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint of [`vol2col`]: adds `col[r][j]` into the padded-input value tap `r` reads
+/// for output `p0 + j`.
+///
+/// # Safety
+/// `gxg` points to one group's `cig` padded volumes, and no other thread touches the
+/// padded input depths that output depths of `p0..p0 + n` read while this runs.
+unsafe fn col2vol(g: &Geom, col: &[f32], p0: usize, n: usize, gxg: *mut f32) {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 was detected just above; the rest of `col2vol_avx2`'s contract is
+        // this function's, which the caller upholds.
+        return unsafe { col2vol_avx2(g, col, p0, n, gxg) };
+    }
+    // SAFETY: `col2vol_body` has this function's contract, which the caller upholds.
+    unsafe { col2vol_body(g, col, p0, n, gxg) }
+}
+
+/// [`col2vol_body`] compiled with 32-byte loads and stores.
+///
+/// # Safety
+/// As [`col2vol`], and the CPU supports AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn col2vol_avx2(g: &Geom, col: &[f32], p0: usize, n: usize, gxg: *mut f32) {
+    // SAFETY: `col2vol_body` has `col2vol`'s contract, which our caller upholds.
+    unsafe { col2vol_body(g, col, p0, n, gxg) }
+}
+
+/// # Safety
+/// As [`col2vol`].
+#[inline(always)]
+unsafe fn col2vol_body(g: &Geom, col: &[f32], p0: usize, n: usize, gxg: *mut f32) {
+    let [_, _, row_len] = padded(g);
+    let vol_p = padded_vol(g);
+    let [kd, kh, kw] = g.k;
+    let offs = tap_offsets(g);
+    for ci in 0..g.cig() {
+        for kz in 0..kd {
+            for ky in 0..kh {
+                let r0 = ((ci * kd + kz) * kh + ky) * kw;
+                let rows = &col[r0 * n..(r0 + kw) * n];
+                for (i, len, row, ox0) in Runs::new(g, p0, n, kz, ky) {
+                    // SAFETY: one padded input row of this group's volumes (`row` is a
+                    // multiple of `row_len` below `vol_p`); only this task writes its depth
+                    // (see the function contract).
+                    let xrow = unsafe {
+                        std::slice::from_raw_parts_mut(gxg.add(ci * vol_p + row), row_len)
+                    };
+                    for (crow, off) in rows.chunks_exact(n).zip(&offs) {
+                        let dst = &mut xrow[off + ox0..off + ox0 + len];
+                        for (d, v) in dst.iter_mut().zip(&crow[i..i + len]) {
+                            *d += v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `gemm`'s threads: none when our tasks already cover the pool. When they do not (a tiny
+/// problem with fewer tiles than threads) `gemm` splits each product on rayon's pool, the
+/// only parallelism it offers.
+fn parallelism(tasks: usize) -> Parallelism {
+    let threads = crate::ops::cpu::num_threads();
+    if tasks >= threads || threads == 1 {
+        Parallelism::None
+    } else {
+        Parallelism::Rayon(threads)
+    }
+}
+
+pub(super) fn forward(g: &Geom, x: &[f32], w: &[f32]) -> Result<Vec<f32>> {
+    let (cig, cog, kg, p_vol) = (g.cig(), g.cog(), g.kg(), g.out_vol());
+    let vol_p = padded_vol(g);
+    let xp = pad_input(g, x)?;
+    let nt = g.tile();
+    let tiles = p_vol.div_ceil(nt);
+    let tasks = g.b * g.groups * tiles;
+    let par = parallelism(tasks);
+    let mut y = try_zeros::<f32>(OP, g.b * g.cout * p_vol)?;
+    let yp = SharedMut(y.as_mut_ptr());
+    par_fold(tasks, |task, col: &mut Vec<f32>| {
+        col.resize(kg * nt, 0.0);
+        let (bg, tile) = (task / tiles, task % tiles);
+        let (bi, gi) = (bg / g.groups, bg % g.groups);
+        let p0 = tile * nt;
+        let n = nt.min(p_vol - p0);
+        let x0 = (bi * g.cin + gi * cig) * vol_p;
+        vol2col(g, &xp[x0..x0 + cig * vol_p], p0, n, &mut col[..kg * n]);
+        // SAFETY: dst is the (cog x n) block of rows `bi, gi * cog..` and columns
+        // `p0..p0 + n` of y, written by this task only; lhs is the group's (cog x kg)
+        // weight and rhs the (kg x n) column tile, all in bounds.
+        unsafe {
+            gemm::gemm(
+                cog,
+                n,
+                kg,
+                yp.ptr().add((bi * g.cout + gi * cog) * p_vol + p0),
+                1,
+                p_vol as isize,
+                false,
+                w.as_ptr().add(gi * cog * kg),
+                1,
+                kg as isize,
+                col.as_ptr(),
+                1,
+                n as isize,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                par,
+            )
+        }
+    });
+    Ok(y)
+}
+
+pub(super) fn grad_input(g: &Geom, gy: &[f32], w: &[f32]) -> Vec<f32> {
+    let (cig, cog, kg, p_vol) = (g.cig(), g.cog(), g.kg(), g.out_vol());
+    let vol_p = padded_vol(g);
+    let nt = g.tile();
+    let plane = g.o[1] * g.o[2];
+    // Slabs of `t` output depths: slab j reads padded depths up to (t(j+1) - 1)s + e - 1
+    // and slab j + 2 starts at t(j+2)s, so they are disjoint once (t + 1)s >= e.
+    let t = extent(g.k[0], g.dilation)
+        .div_ceil(g.stride)
+        .saturating_sub(1)
+        .max(1);
+    let slabs = g.o[0].div_ceil(t);
+    let mut gxp = vec![0f32; g.b * g.cin * vol_p];
+    let gxptr = SharedMut(gxp.as_mut_ptr());
+    for phase in 0..2 {
+        let per_bg = (slabs + 1 - phase) / 2;
+        let tasks = g.b * g.groups * per_bg;
+        let par = parallelism(tasks);
+        // `par_fold` returns once every task of the phase is done, so the two phases
+        // never overlap.
+        par_fold(tasks, |task, gcol: &mut Vec<f32>| {
+            gcol.resize(kg * nt, 0.0);
+            let (bg, j) = (task / per_bg, 2 * (task % per_bg) + phase);
+            let (bi, gi) = (bg / g.groups, bg % g.groups);
+            let p_end = ((j + 1) * t).min(g.o[0]) * plane;
+            let mut p0 = j * t * plane;
+            while p0 < p_end {
+                let n = nt.min(p_end - p0);
+                let gcol = &mut gcol[..kg * n];
+                // SAFETY: lhs is the group's weight read transposed (kg x cog), rhs the
+                // (cog x n) block of grad_y, dst the task's own scratch; all in bounds.
+                unsafe {
+                    gemm::gemm(
+                        kg,
+                        n,
+                        cog,
+                        gcol.as_mut_ptr(),
+                        1,
+                        n as isize,
+                        false,
+                        w.as_ptr().add(gi * cog * kg),
+                        kg as isize,
+                        1,
+                        gy.as_ptr().add((bi * g.cout + gi * cog) * p_vol + p0),
+                        1,
+                        p_vol as isize,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        par,
+                    );
+                    // SAFETY: tasks of one phase hold slabs two apart, whose padded
+                    // input depths are disjoint (see `t` above); different (b, group)
+                    // pairs write different channels.
+                    let base = gxptr.ptr().add((bi * g.cin + gi * cig) * vol_p);
+                    col2vol(g, gcol, p0, n, base);
+                }
+                p0 += n;
+            }
+        });
+    }
+    crop_input(g, &gxp)
+}
+
+pub(super) fn grad_weight(g: &Geom, x: &[f32], gy: &[f32]) -> Result<Vec<f32>> {
+    let (cig, cog, kg, p_vol) = (g.cig(), g.cog(), g.kg(), g.out_vol());
+    let vol_p = padded_vol(g);
+    let xp = pad_input(g, x)?;
+    let nt = g.tile();
+    let tiles = p_vol.div_ceil(nt);
+    let tasks = g.b * g.groups * tiles;
+    let par = parallelism(tasks);
+    let total = g.cout * kg;
+    let partials = par_fold(tasks, |task, (acc, col): &mut (Vec<f32>, Vec<f32>)| {
+        acc.resize(total, 0.0);
+        col.resize(kg * nt, 0.0);
+        let (bg, tile) = (task / tiles, task % tiles);
+        let (bi, gi) = (bg / g.groups, bg % g.groups);
+        let p0 = tile * nt;
+        let n = nt.min(p_vol - p0);
+        let x0 = (bi * g.cin + gi * cig) * vol_p;
+        vol2col(g, &xp[x0..x0 + cig * vol_p], p0, n, &mut col[..kg * n]);
+        // SAFETY: dst is the group's (cog x kg) block of this fold's own
+        // accumulator, stored column-major (see below), lhs the (cog x n) block of
+        // grad_y, rhs the column tile read transposed (n x kg); all in bounds.
+        unsafe {
+            gemm::gemm(
+                cog,
+                kg,
+                n,
+                acc.as_mut_ptr().add(gi * cog * kg),
+                cog as isize,
+                1,
+                true,
+                gy.as_ptr().add((bi * g.cout + gi * cog) * p_vol + p0),
+                1,
+                p_vol as isize,
+                col.as_ptr(),
+                n as isize,
+                1,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                par,
+            )
+        }
+    });
+    // One partial sum per worker that ran a task; add them up.
+    let mut partials = partials.into_iter().map(|(acc, _)| acc);
+    let mut acc_t = partials.next().unwrap_or_else(|| vec![0f32; total]);
+    for p in partials {
+        acc_t.iter_mut().zip(&p).for_each(|(a, b)| *a += b);
+    }
+    // The accumulator holds each group's block transposed, `[r][co]`: with the reduction
+    // along the column tile in that orientation `gemm` reads the tile in place instead of
+    // repacking it. Put it back in the weight's `[co][r]` layout.
+    let mut gw = vec![0f32; total];
+    for (dst, src) in gw
+        .chunks_exact_mut(cog * kg)
+        .zip(acc_t.chunks_exact(cog * kg))
+    {
+        for (r, row) in src.chunks_exact(cog).enumerate() {
+            for (co, v) in row.iter().enumerate() {
+                dst[co * kg + r] = *v;
+            }
+        }
+    }
+    Ok(gw)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::conv::extent;
+
+    #[test]
+    fn slabs_two_apart_read_disjoint_input_depths() {
+        for k in 1..6 {
+            for s in 1..4 {
+                for d in 1..4 {
+                    let e = extent(k, d);
+                    let t = e.div_ceil(s).saturating_sub(1).max(1);
+                    // Last input depth of slab 0 (pad 0) vs first of slab 2.
+                    let last0 = (t - 1) * s + e - 1;
+                    assert!(last0 < 2 * t * s, "k {k} s {s} d {d} t {t}");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! The [`Conv3dOp`] custom op: candle glue, dispatch to the dense or depthwise CPU kernels,
+//! and the backward.
+
+use super::{dense, depthwise, Geom, OP, OP_GRAD_INPUT, OP_GRAD_WEIGHT};
+use crate::ops::cpu::{conv_bwd, expect_shape, f32_pair, store};
+use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
+
+// ---------------------------------------------------------------------------------------------
+// Custom ops
+// ---------------------------------------------------------------------------------------------
+
+/// What a [`Conv3dOp`] computes from its two operands.
+#[derive(Clone, Copy)]
+pub(super) enum Role {
+    /// `(x, w) -> y`.
+    Forward,
+    /// `(grad_y, w) -> grad_x`.
+    GradInput,
+    /// `(x, grad_y) -> grad_w`.
+    GradWeight,
+}
+
+/// The convolution and its two gradients as one custom op. Only the forward has a backward;
+/// the gradient roles are applied without a graph from it (no second derivatives).
+pub(super) struct Conv3dOp {
+    pub(super) g: Geom,
+    pub(super) role: Role,
+}
+
+impl CustomOp2 for Conv3dOp {
+    fn name(&self) -> &'static str {
+        match self.role {
+            Role::Forward => OP,
+            Role::GradInput => OP_GRAD_INPUT,
+            Role::GradWeight => OP_GRAD_WEIGHT,
+        }
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (g, op) = (self.g, self.name());
+        let (a, b, out) = match self.role {
+            Role::Forward => (g.x_shape(), g.w_shape(), g.y_shape()),
+            Role::GradInput => (g.y_shape(), g.w_shape(), g.x_shape()),
+            Role::GradWeight => (g.x_shape(), g.y_shape(), g.w_shape()),
+        };
+        expect_shape(op, l1, &a)?;
+        expect_shape(op, l2, &b)?;
+        let (dtype, a, b) = f32_pair(s1, l1, s2, l2, op)?;
+        // One input channel per group: direct loops; otherwise vol2col + gemm.
+        let depthwise = g.cig() == 1;
+        let v = match (self.role, depthwise) {
+            _ if g.direct => {
+                let conv = g.direct_conv();
+                match self.role {
+                    Role::Forward => conv.forward(&a, &b)?,
+                    Role::GradInput => conv.grad_input(&a, &b),
+                    Role::GradWeight => conv.grad_weight(&a, &b),
+                }
+            }
+            (Role::Forward, true) => depthwise::forward(&g, &a, &b)?,
+            (Role::Forward, false) => dense::forward(&g, &a, &b)?,
+            (Role::GradInput, true) => depthwise::grad_input(&g, &a, &b),
+            (Role::GradInput, false) => dense::grad_input(&g, &a, &b),
+            (Role::GradWeight, true) => depthwise::grad_weight(&g, &a, &b)?,
+            (Role::GradWeight, false) => dense::grad_weight(&g, &a, &b)?,
+        };
+        Ok((store(dtype, v, op)?, out))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = self.g;
+        if !matches!(self.role, Role::Forward) {
+            return Err(candle_core::Error::BackwardNotSupported { op: self.name() });
+        }
+        conv_bwd(
+            x,
+            w,
+            grad_res,
+            &Conv3dOp {
+                g,
+                role: Role::GradInput,
+            },
+            &Conv3dOp {
+                g,
+                role: Role::GradWeight,
+            },
+        )
+    }
+}

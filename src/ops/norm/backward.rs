@@ -1,0 +1,228 @@
+//! CPU kernels of the backward pass.
+
+use super::forward::*;
+use super::op::{Kind, NormOp};
+use super::TASK_ELEMS;
+use std::sync::Mutex;
+
+use crate::ops::cpu::par_fold;
+use crate::ops::cpu::{widen, Element};
+use crate::ops::simd::{detect_simd, dot, sum, Simd};
+
+// --- backward --------------------------------------------------------------------------------
+
+/// One row of the backward: writes `dx` and adds this row's terms to `dw` / `db`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn bwd_row(
+    op: &NormOp,
+    x: &[f32],
+    g: &[f32],
+    w: Option<&[f32]>,
+    need: Need,
+    dx: &mut [f32],
+    dw: &mut [f32],
+    db: &mut [f32],
+) {
+    let n = op.row as f32;
+    let (m, r) = stats(op.kind, x, op.eps);
+    // s_g = sum(g·w), s_gx = sum(g·w·x̂) = r·(sum(g·w·x) - m·s_g).
+    let (s_g, s_gwx) = match w {
+        Some(w) => (dot(g, w), dot3(g, w, x)),
+        None => (sum(g), dot(g, x)),
+    };
+    let s_gx = r * (s_gwx - m * s_g);
+    let c1 = match op.kind {
+        Kind::Layer | Kind::Group => s_g / n,
+        Kind::Rms => 0.0,
+    };
+    let c2 = s_gx / n;
+    match w {
+        Some(w) => {
+            for (((dx, x), g), w) in dx.iter_mut().zip(x).zip(g).zip(w) {
+                *dx = r * (g * w - c1 - (x - m) * r * c2);
+            }
+        }
+        None => {
+            for ((dx, x), g) in dx.iter_mut().zip(x).zip(g) {
+                *dx = r * (g - c1 - (x - m) * r * c2);
+            }
+        }
+    }
+    if need.dw {
+        for ((dw, x), g) in dw.iter_mut().zip(x).zip(g) {
+            *dw += g * (x - m) * r;
+        }
+    }
+    if need.db {
+        for (db, g) in db.iter_mut().zip(g) {
+            *db += g;
+        }
+    }
+}
+
+/// Backward of statistics row `idx`: [`bwd_row`] for layer / RMS norm; for one (sample, group)
+/// block of a group norm the same formula with one weight per channel, and the channel sums
+/// $\sum g$ and $\sum g\thinspace x$ (one pass over the block) give both the row constants and this
+/// block's `dw` / `db` terms.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn bwd_any(
+    op: &NormOp,
+    idx: usize,
+    x: &[f32],
+    g: &[f32],
+    w: Option<&[f32]>,
+    need: Need,
+    dx: &mut [f32],
+    dw: &mut [f32],
+    db: &mut [f32],
+) {
+    if op.kind != Kind::Group {
+        return bwd_row(op, x, g, w, need, dx, dw, db);
+    }
+    let (n, s) = (op.row as f32, op.spatial);
+    let cpg = op.d / op.groups;
+    let c0 = (idx % op.groups) * cpg;
+    let w = w.map(|w| &w[c0..c0 + cpg]);
+    let (m, r) = stats(op.kind, x, op.eps);
+    let (mut s_g, mut s_gwx) = (0f32, 0f32);
+    for (c, (xc, gc)) in x.chunks_exact(s).zip(g.chunks_exact(s)).enumerate() {
+        let (sg, sgx) = (sum(gc), dot(gc, xc));
+        let wc = w.map_or(1.0, |w| w[c]);
+        s_g += wc * sg;
+        s_gwx += wc * sgx;
+        if need.dw {
+            dw[c0 + c] += r * (sgx - m * sg);
+        }
+        if need.db {
+            db[c0 + c] += sg;
+        }
+    }
+    let c1 = s_g / n;
+    let c2 = r * (s_gwx - m * s_g) / n;
+    let rows = x.chunks_exact(s).zip(g.chunks_exact(s));
+    for (c, ((xc, gc), dxc)) in rows.zip(dx.chunks_exact_mut(s)).enumerate() {
+        let wc = w.map_or(1.0, |w| w[c]);
+        for ((dx, x), g) in dxc.iter_mut().zip(xc).zip(gc) {
+            *dx = r * (g * wc - c1 - (x - m) * r * c2);
+        }
+    }
+}
+
+/// Per-worker state of the backward: partial parameter gradients and scratch rows.
+#[derive(Default)]
+struct BwdState {
+    dw: Vec<f32>,
+    db: Vec<f32>,
+    scr: Scratch,
+}
+
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn bwd_task<T: Element>(
+    op: &NormOp,
+    row0: usize,
+    x: &[T],
+    g: &[T],
+    w: Option<&[f32]>,
+    need: Need,
+    dx: &mut [T],
+    st: &mut BwdState,
+) {
+    let d = op.row;
+    let BwdState { dw, db, scr } = st;
+    let rows = x.chunks_exact(d).zip(g.chunks_exact(d));
+    for (k, ((xr, gr), dxr)) in rows.zip(dx.chunks_exact_mut(d)).enumerate() {
+        let xf: &[f32] = match T::as_f32(xr) {
+            Some(v) => v,
+            None => {
+                widen(xr, &mut scr.x);
+                &scr.x
+            }
+        };
+        let gf: &[f32] = match T::as_f32(gr) {
+            Some(v) => v,
+            None => {
+                widen(gr, &mut scr.g);
+                &scr.g
+            }
+        };
+        match T::as_f32_mut(dxr) {
+            Some(o) => bwd_any(op, row0 + k, xf, gf, w, need, o, dw, db),
+            None => {
+                scr.y.resize(d, 0.0);
+                bwd_any(op, row0 + k, xf, gf, w, need, &mut scr.y, dw, db);
+                for (o, v) in dxr.iter_mut().zip(&scr.y) {
+                    *o = T::from_f32(*v);
+                }
+            }
+        }
+    }
+}
+
+/// [`bwd_task`] compiled for AVX2 and FMA.
+///
+/// # Safety
+/// The CPU supports AVX2 and FMA (the caller checked `detect_simd() == Simd::Avx2Fma`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn bwd_task_avx2<T: Element>(
+    op: &NormOp,
+    row0: usize,
+    x: &[T],
+    g: &[T],
+    w: Option<&[f32]>,
+    need: Need,
+    dx: &mut [T],
+    st: &mut BwdState,
+) {
+    bwd_task::<T>(op, row0, x, g, w, need, dx, st)
+}
+
+/// `(dx, dw, db)`; `dw` / `db` are zeros when not needed.
+pub(super) fn backward<T: Element>(
+    op: &NormOp,
+    x: &[T],
+    g: &[T],
+    w: Option<&[f32]>,
+    need: Need,
+) -> (Vec<T>, Vec<f32>, Vec<f32>) {
+    let simd = detect_simd();
+    let d = op.d;
+    let chunk = (TASK_ELEMS / op.row).max(1) * op.row;
+    let mut dx = vec![T::from_f32(0.0); x.len()];
+    let states = {
+        let slots: Vec<Mutex<&mut [T]>> = dx.chunks_mut(chunk).map(Mutex::new).collect();
+        par_fold(slots.len(), |i, st: &mut BwdState| {
+            let mut out = slots[i].lock().unwrap_or_else(|e| e.into_inner());
+            let (start, len) = (i * chunk, out.len());
+            let (x, g) = (&x[start..start + len], &g[start..start + len]);
+            let row0 = start / op.row;
+            if st.dw.len() != d {
+                st.dw = vec![0.0; d];
+                st.db = vec![0.0; d];
+            }
+            match simd {
+                // SAFETY: `detect_simd` returned `Avx2Fma` only after detecting AVX2 and FMA.
+                #[cfg(target_arch = "x86_64")]
+                Simd::Avx2Fma => unsafe {
+                    bwd_task_avx2::<T>(op, row0, x, g, w, need, &mut out, st)
+                },
+                Simd::Portable | Simd::Fma => bwd_task::<T>(op, row0, x, g, w, need, &mut out, st),
+            }
+        })
+    };
+    let mut dw = vec![0f32; d];
+    let mut db = vec![0f32; d];
+    for st in &states {
+        for (a, b) in dw.iter_mut().zip(&st.dw) {
+            *a += b;
+        }
+        for (a, b) in db.iter_mut().zip(&st.db) {
+            *a += b;
+        }
+    }
+    (dx, dw, db)
+}
