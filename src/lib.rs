@@ -128,6 +128,7 @@
 #![deny(clippy::missing_safety_doc)]
 
 mod check;
+mod cpu;
 mod error;
 pub use error::{Error, Result};
 

@@ -535,7 +535,7 @@ fn load(channels: usize, cfg: BatchNormConfig, vb: VarBuilder) -> Result<BatchNo
 mod fused {
     use std::sync::{Arc, Mutex};
 
-    use crate::ops::cpu::{f32_pair, f32_view, par_fold, par_tasks, store};
+    use crate::cpu::{f32_pair, f32_view, par_fold, par_tasks, store};
     use candle_core::backend::BackendStorage;
     use candle_core::{
         CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor,

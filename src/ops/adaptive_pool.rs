@@ -55,10 +55,8 @@
 //!   2014, <https://arxiv.org/abs/1406.4729>
 
 use crate::check;
+use crate::cpu::{contiguous, dispatch_float, expect_shape, par_tasks, store, try_zeros, Element};
 use crate::ops::backend::{backend, upcast, Op};
-use crate::ops::cpu::{
-    contiguous, dispatch_float, expect_shape, par_tasks, store, try_zeros, Element,
-};
 use crate::{Error, Result};
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Layout, Shape, Tensor, WithDType};

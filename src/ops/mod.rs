@@ -6,8 +6,9 @@
 //! compare against, and which is also the op's path on a device without our kernel (CUDA,
 //! Metal): see [`mod@backend`] for which op runs what where, and how to force the composition.
 
-pub(crate) mod cpu;
-pub(crate) mod simd;
+pub(crate) mod direct_conv;
+#[cfg(test)]
+mod every_level;
 
 pub mod backend;
 pub use backend::{

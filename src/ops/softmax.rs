@@ -67,10 +67,12 @@
 //!   two-pass form, the row being in L1 by then)
 
 use crate::check;
+use crate::cpu::math::exp;
+use crate::cpu::simd::{dot, max, sum};
+use crate::cpu::{contiguous, dispatch_float, dispatch_float_pair, expect_shape, par_tasks};
+use crate::cpu::{widen, Element};
+use crate::cpu::{Isa, Kernel, Level};
 use crate::ops::backend::{backend, upcast, Op};
-use crate::ops::cpu::{contiguous, dispatch_float, dispatch_float_pair, expect_shape, par_tasks};
-use crate::ops::cpu::{widen, Element};
-use crate::ops::simd::{detect_simd, dot, sum, Simd, LANES};
 use crate::{Error, Result};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
 
@@ -202,67 +204,12 @@ impl CustomOp2 for SoftmaxGradOp {
 // Kernels
 // ---------------------------------------------------------------------------------------------
 
-/// The row maximum (`-inf` for a row of `-inf`; NaN entries are skipped).
-#[inline(always)]
-fn max(a: &[f32]) -> f32 {
-    let mut acc = [f32::NEG_INFINITY; LANES];
-    let ca = a.chunks_exact(LANES);
-    let rest = ca
-        .remainder()
-        .iter()
-        .fold(f32::NEG_INFINITY, |m, v| m.max(*v));
-    for c in ca {
-        for j in 0..LANES {
-            acc[j] = if c[j] > acc[j] { c[j] } else { acc[j] };
-        }
-    }
-    acc.iter().fold(rest, |m, v| m.max(*v))
-}
-
-/// $e^x$ from a range reduction and a polynomial, in plain arithmetic the compiler turns into
-/// vector instructions (a libm call per value does not vectorize).
-///
-/// With $n = \mathrm{round}(x \log_2 e)$ and $r = x - n \ln 2 \in [-\ln 2/2, \ln 2/2]$,
-/// $e^x = 2^n e^r$; $e^r$ is a degree-7 polynomial (Cephes' `expf` coefficients) and $2^n$ is
-/// built in the exponent bits. Relative error at most $2 \cdot 10^{-7}$ (unit test) for
-/// $x \in [-87, 88]$; below $-87$ (where $e^x < 1.7 \cdot 10^{-38}$) it returns 0, `-inf`
-/// included; NaN stays NaN. Inputs in $(88, \ln f32::MAX]$ (never reached in a softmax, where
-/// $x \le 0$) give $e^{88}$, larger ones (`+inf` included) `+inf`, as `f32::exp` overflows.
-#[inline(always)]
-pub(crate) fn exp_approx(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    // 1.5 * 2^23: adding it rounds to an integer (to nearest even) held in the low mantissa bits.
-    const MAGIC: f32 = 12_582_912.0;
-    let xc = x.clamp(-87.0, 88.0);
-    let t = xc * LOG2E + MAGIC;
-    let n = t - MAGIC;
-    let k = (t.to_bits() as i32).wrapping_sub(MAGIC.to_bits() as i32);
-    let r = xc - n * LN2_HI - n * LN2_LO;
-    let mut p = 1.987_569_2e-4;
-    p = p * r + 1.398_2e-3;
-    p = p * r + 8.333_452e-3;
-    p = p * r + 4.166_579_6e-2;
-    p = p * r + 1.666_666_5e-1;
-    p = p * r + 0.5;
-    let er = p * r * r + r + 1.0;
-    let scale = f32::from_bits(((k + 127) as u32) << 23);
-    if x < -87.0 {
-        0.0
-    } else if x > 88.722_84 {
-        f32::INFINITY
-    } else {
-        er * scale
-    }
-}
-
 /// One forward row: `y = exp(x - max) / sum`.
 #[inline(always)]
 fn fwd_row(x: &[f32], y: &mut [f32]) {
     let m = max(x);
     for (y, x) in y.iter_mut().zip(x) {
-        *y = exp_approx(x - m);
+        *y = exp(x - m);
     }
     let r = 1.0 / sum(y);
     for y in y.iter_mut() {
@@ -307,123 +254,84 @@ fn round_row<T: Element>(dst: &mut [T], v: &[f32]) {
     }
 }
 
-#[inline(always)]
-fn fwd_task<T: Element>(d: usize, x: &[T], out: &mut [T], scr: &mut Scratch) {
-    let Scratch { a, out: o, .. } = scr;
-    for (xr, yr) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
-        let xf = row_f32(xr, a);
-        // No closures here: they would be compiled without the caller's AVX2 target feature.
-        match T::as_f32_mut(yr) {
-            Some(y) => fwd_row(xf, y),
-            None => {
-                o.resize(d, 0.0);
-                fwd_row(xf, o);
-                round_row(yr, o);
+/// One forward task: the rows of `x` into `out`.
+struct FwdTask<'a, T> {
+    d: usize,
+    x: &'a [T],
+    out: &'a mut [T],
+    scr: &'a mut Scratch,
+}
+
+impl<T: Element> Kernel for FwdTask<'_, T> {
+    type Output = ();
+    #[inline(always)]
+    fn run<S: Isa>(self, _: S) {
+        let Scratch { a, out: o, .. } = self.scr;
+        let d = self.d;
+        for (xr, yr) in self.x.chunks_exact(d).zip(self.out.chunks_exact_mut(d)) {
+            let xf = row_f32(xr, a);
+            match T::as_f32_mut(yr) {
+                Some(y) => fwd_row(xf, y),
+                None => {
+                    o.resize(d, 0.0);
+                    fwd_row(xf, o);
+                    round_row(yr, o);
+                }
             }
         }
     }
 }
 
-/// [`fwd_task`] compiled for AVX2 and FMA.
-///
-/// # Safety
-/// The CPU supports AVX2 and FMA (the caller checked `detect_simd() == Simd::Avx2Fma`).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn fwd_task_avx2<T: Element>(d: usize, x: &[T], out: &mut [T], scr: &mut Scratch) {
-    fwd_task::<T>(d, x, out, scr)
+/// One backward task: the rows of `dx` from those of `y` and `g`.
+struct BwdTask<'a, T> {
+    d: usize,
+    y: &'a [T],
+    g: &'a [T],
+    dx: &'a mut [T],
+    scr: &'a mut Scratch,
 }
 
-#[inline(always)]
-fn bwd_task<T: Element>(d: usize, y: &[T], g: &[T], dx: &mut [T], scr: &mut Scratch) {
-    let Scratch { a, b, out } = scr;
-    let rows = y.chunks_exact(d).zip(g.chunks_exact(d));
-    for ((yr, gr), dxr) in rows.zip(dx.chunks_exact_mut(d)) {
-        let yf = row_f32(yr, a);
-        let gf = row_f32(gr, b);
-        match T::as_f32_mut(dxr) {
-            Some(dx) => bwd_row(yf, gf, dx),
-            None => {
-                out.resize(d, 0.0);
-                bwd_row(yf, gf, out);
-                round_row(dxr, out);
+impl<T: Element> Kernel for BwdTask<'_, T> {
+    type Output = ();
+    #[inline(always)]
+    fn run<S: Isa>(self, _: S) {
+        let Scratch { a, b, out } = self.scr;
+        let d = self.d;
+        let rows = self.y.chunks_exact(d).zip(self.g.chunks_exact(d));
+        for ((yr, gr), dxr) in rows.zip(self.dx.chunks_exact_mut(d)) {
+            let yf = row_f32(yr, a);
+            let gf = row_f32(gr, b);
+            match T::as_f32_mut(dxr) {
+                Some(dx) => bwd_row(yf, gf, dx),
+                None => {
+                    out.resize(d, 0.0);
+                    bwd_row(yf, gf, out);
+                    round_row(dxr, out);
+                }
             }
         }
     }
-}
-
-/// [`bwd_task`] compiled for AVX2 and FMA.
-///
-/// # Safety
-/// The CPU supports AVX2 and FMA (the caller checked `detect_simd() == Simd::Avx2Fma`).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn bwd_task_avx2<T: Element>(d: usize, y: &[T], g: &[T], dx: &mut [T], scr: &mut Scratch) {
-    bwd_task::<T>(d, y, g, dx, scr)
 }
 
 fn forward<T: Element>(d: usize, x: &[T]) -> Vec<T> {
-    let simd = detect_simd();
+    let level = Level::detect();
     let chunk = (TASK_ELEMS / d).max(1) * d;
     let mut out = vec![T::from_f32(0.0); x.len()];
     par_tasks(&mut out, chunk, |i, out, scr: &mut Scratch| {
         let x = &x[i * chunk..i * chunk + out.len()];
-        match simd {
-            // SAFETY: `detect_simd` returned `Avx2Fma` only after detecting AVX2 and FMA.
-            #[cfg(target_arch = "x86_64")]
-            Simd::Avx2Fma => unsafe { fwd_task_avx2::<T>(d, x, out, scr) },
-            Simd::Portable | Simd::Fma => fwd_task::<T>(d, x, out, scr),
-        }
+        level.run(FwdTask { d, x, out, scr })
     });
     out
 }
 
 fn backward<T: Element>(d: usize, y: &[T], g: &[T]) -> Vec<T> {
-    let simd = detect_simd();
+    let level = Level::detect();
     let chunk = (TASK_ELEMS / d).max(1) * d;
     let mut dx = vec![T::from_f32(0.0); y.len()];
-    par_tasks(&mut dx, chunk, |i, out, scr: &mut Scratch| {
-        let range = i * chunk..i * chunk + out.len();
+    par_tasks(&mut dx, chunk, |i, dx, scr: &mut Scratch| {
+        let range = i * chunk..i * chunk + dx.len();
         let (y, g) = (&y[range.clone()], &g[range]);
-        match simd {
-            // SAFETY: `detect_simd` returned `Avx2Fma` only after detecting AVX2 and FMA.
-            #[cfg(target_arch = "x86_64")]
-            Simd::Avx2Fma => unsafe { bwd_task_avx2::<T>(d, y, g, out, scr) },
-            Simd::Portable | Simd::Fma => bwd_task::<T>(d, y, g, out, scr),
-        }
+        level.run(BwdTask { d, y, g, dx, scr })
     });
     dx
-}
-
-#[cfg(test)]
-mod tests {
-    use super::exp_approx;
-
-    /// Largest relative error of [`exp_approx`] against `f32::exp` on [-87, 88].
-    const EXP_MAX_REL_ERR: f32 = 2e-7;
-
-    #[test]
-    fn exp_approx_within_documented_error() {
-        let mut worst = 0f32;
-        let n = 2_000_000;
-        for i in 0..=n {
-            let x = -87.0 + 175.0 * i as f32 / n as f32;
-            let (got, want) = (exp_approx(x), x.exp());
-            worst = worst.max(((got - want) / want).abs());
-        }
-        for x in [
-            0.0f32, -0.0, 1e-30, -1e-30, 0.5, -0.5, 1.0, -1.0, 88.0, -87.0,
-        ] {
-            let (got, want) = (exp_approx(x), x.exp());
-            worst = worst.max(((got - want) / want).abs());
-        }
-        assert!(worst <= EXP_MAX_REL_ERR, "max relative error {worst:e}");
-        assert_eq!(exp_approx(0.0), 1.0);
-        assert_eq!(exp_approx(f32::NEG_INFINITY), 0.0);
-        assert_eq!(exp_approx(-1e4), 0.0);
-        assert!(exp_approx(f32::NAN).is_nan());
-        assert_eq!(exp_approx(f32::INFINITY), f32::INFINITY);
-        assert_eq!(exp_approx(89.0), f32::INFINITY);
-        println!("exp_approx max relative error {worst:e}");
-    }
 }

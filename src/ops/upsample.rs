@@ -53,7 +53,7 @@
 //! - Odena, Dumoulin, Olah, *Deconvolution and Checkerboard Artifacts*, 2016,
 //!   <https://distill.pub/2016/deconv-checkerboard/>
 
-use crate::ops::cpu::try_zeros;
+use crate::cpu::try_zeros;
 use crate::{check, Error, Result};
 use candle_core::{DType, Device, Tensor};
 

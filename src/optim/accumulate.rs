@@ -81,7 +81,7 @@ use candle_core::{CpuStorage, DType, Device, Storage, Tensor, Var};
 use super::path::{update_path, UpdatePath};
 use super::slots::Buf;
 use super::tensor_ops;
-use crate::ops::cpu::{contiguous, par_tasks, widen, Element};
+use crate::cpu::{contiguous, par_tasks, widen, Element};
 use crate::{Error, Result};
 
 const NAME: &str = "GradAccumulator";

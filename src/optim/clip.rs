@@ -69,8 +69,9 @@ use candle_core::{CpuStorage, DType, Storage, Tensor, Var};
 
 use super::path::{update_path, UpdatePath};
 use super::tensor_ops;
-use crate::ops::cpu::{contiguous, par_tasks, widen, Element};
-use crate::ops::simd::{self, detect_simd, Simd};
+use crate::cpu::simd::dot;
+use crate::cpu::{contiguous, par_tasks, widen, Element};
+use crate::cpu::{Isa, Kernel, Level};
 use crate::{Error, Result};
 
 /// The constant torch adds to the total norm in the clip coefficient.
@@ -113,31 +114,16 @@ fn check_limit(block: &'static str, name: &str, v: f64) -> Result<()> {
     Ok(())
 }
 
-/// $\sum x^2$ of an f32 slice: `LANES` f32 partial sums, widened to f64 per call.
-#[inline(always)]
-fn sq_portable(c: &[f32]) -> f64 {
-    simd::dot(c, c) as f64
-}
+/// $\sum x^2$ of an f32 slice at the best SIMD level: `LANES` f32 partial sums, widened to
+/// f64 per call.
+struct SumSq<'a>(&'a [f32]);
 
-/// [`sq_portable`] compiled for AVX2 and FMA.
-///
-/// # Safety
-/// The CPU supports AVX2 and FMA (the caller checked `detect_simd() == Simd::Avx2Fma`).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn sq_avx2(c: &[f32]) -> f64 {
-    simd::dot(c, c) as f64
-}
-
-fn sq(simd: Simd, c: &[f32]) -> f64 {
-    #[cfg(target_arch = "x86_64")]
-    if simd == Simd::Avx2Fma {
-        // SAFETY: `simd` is `detect_simd()`'s answer (the only caller passes it unchanged), and
-        // `detect_simd` returns `Avx2Fma` only after detecting AVX2 and FMA.
-        return unsafe { sq_avx2(c) };
+impl Kernel for SumSq<'_> {
+    type Output = f64;
+    #[inline(always)]
+    fn run<S: Isa>(self, _: S) -> f64 {
+        dot(self.0, self.0) as f64
     }
-    let _ = simd;
-    sq_portable(c)
 }
 
 /// Which statistic of a gradient to compute.
@@ -163,7 +149,7 @@ fn max_abs(c: &[f32]) -> f64 {
 /// One pass over the contiguous values: per-chunk results in parallel, combined in chunk order
 /// (so the result does not depend on the thread count).
 fn stat_slice<T: Element>(v: &[T], stat: Stat) -> f64 {
-    let simd = detect_simd();
+    let level = Level::detect();
     let one = |c: &[T], scratch: &mut Vec<f32>| -> f64 {
         let c32: &[f32] = match T::as_f32(c) {
             Some(s) => s,
@@ -173,7 +159,7 @@ fn stat_slice<T: Element>(v: &[T], stat: Stat) -> f64 {
             }
         };
         match stat {
-            Stat::SumSq => sq(simd, c32),
+            Stat::SumSq => level.run(SumSq(c32)),
             Stat::MaxAbs => max_abs(c32),
         }
     };

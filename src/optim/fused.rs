@@ -10,7 +10,7 @@ use half::{bf16, f16};
 
 use super::slots::Slot;
 use super::tensor_ops;
-use crate::ops::cpu::{contiguous, par_fold, Element};
+use crate::cpu::{contiguous, par_fold, Element};
 use crate::Result;
 
 /// Elements per parallel task (the brief: chunks of at least 64K elements).

@@ -80,7 +80,7 @@ use candle_core::{CpuStorage, DType, Device, Storage, Tensor, Var};
 use super::accumulate::CHUNK;
 use super::path::{update_path, UpdatePath};
 use super::tensor_ops;
-use crate::ops::cpu::{contiguous, par_tasks, Element};
+use crate::cpu::{contiguous, par_tasks, Element};
 use crate::{Error, Result};
 
 const NAME: &str = "GradScaler";

@@ -12,7 +12,7 @@ use super::fused::{self, Kernel, BIG};
 use super::groups::ParamGroups;
 use super::path::{update_path, UpdatePath};
 use super::{tensor_ops, NonFinite};
-use crate::ops::cpu::par_fold;
+use crate::cpu::par_fold;
 use crate::{Error, Result};
 
 /// One f32 state buffer of a parameter (or its f32 master copy).

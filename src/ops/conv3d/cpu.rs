@@ -1,7 +1,7 @@
 //! CPU kernel pieces shared by the dense and the depthwise paths.
 
 use super::{Geom, OP};
-use crate::ops::cpu::{par_tasks, try_zeros};
+use crate::cpu::{par_tasks, try_zeros};
 use crate::Result;
 
 // ---------------------------------------------------------------------------------------------
@@ -114,53 +114,3 @@ pub(super) fn crop_input(g: &Geom, xp: &[f32]) -> Vec<f32> {
     });
     x
 }
-
-/// A raw pointer that parallel tasks may share; every use documents why the writes are disjoint.
-#[derive(Clone, Copy)]
-pub(super) struct SharedMut(pub(super) *mut f32);
-// SAFETY: only used to hand disjoint regions of one buffer to parallel tasks (see each use);
-// the buffer outlives the tasks, which `par_fold`/`par_tasks` join before returning.
-unsafe impl Send for SharedMut {}
-// SAFETY: as for `Send`: tasks sharing a `SharedMut` write disjoint regions only.
-unsafe impl Sync for SharedMut {}
-
-impl SharedMut {
-    #[inline(always)]
-    pub(super) fn ptr(self) -> *mut f32 {
-        self.0
-    }
-}
-
-/// Fused multiply-add when the kernel is compiled for FMA, separate otherwise.
-#[inline(always)]
-pub(super) fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
-    if FMA {
-        a.mul_add(b, c)
-    } else {
-        a * b + c
-    }
-}
-
-/// Runs `$f::<FMA>($args)` compiled for AVX2 + FMA when the CPU has them.
-macro_rules! with_simd {
-    ($avx:ident, $f:ident ( $($arg:expr),* )) => {{
-        #[cfg(target_arch = "x86_64")]
-        {
-            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                // SAFETY: the features the function is compiled for were detected above.
-                unsafe { $avx($($arg),*) }
-            } else {
-                $f::<false>($($arg),*)
-            }
-        }
-        #[cfg(target_arch = "aarch64")]
-        {
-            $f::<true>($($arg),*)
-        }
-        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-        {
-            $f::<false>($($arg),*)
-        }
-    }};
-}
-pub(super) use with_simd;

@@ -2,6 +2,7 @@
 
 use super::cpu::*;
 use super::*;
+use crate::cpu::{Isa, Kernel, Level, SharedMut};
 use gemm::Parallelism;
 
 /// `dst = src` for short runs, in fixed 16-wide blocks the compiler inlines (a `memcpy`
@@ -93,22 +94,24 @@ impl Iterator for Runs {
 /// Unfolds output positions `p0..p0 + n` of one group into `col` (`kg` rows of `n`):
 /// `col[r][j]` is the padded-input value tap `r = (ci, kz, ky, kx)` reads for output `p0 + j`.
 fn vol2col(g: &Geom, xg: &[f32], p0: usize, n: usize, col: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2") {
-        // SAFETY: AVX2 was detected.
-        return unsafe { vol2col_avx2(g, xg, p0, n, col) };
-    }
-    vol2col_body(g, xg, p0, n, col)
+    Level::detect().run(Vol2Col { g, xg, p0, n, col })
 }
 
-/// [`vol2col_body`] compiled with 32-byte loads and stores.
-///
-/// # Safety
-/// The CPU supports AVX2.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn vol2col_avx2(g: &Geom, xg: &[f32], p0: usize, n: usize, col: &mut [f32]) {
-    vol2col_body(g, xg, p0, n, col)
+/// [`vol2col`]'s arguments: the copy loops vectorise to the level's width.
+struct Vol2Col<'a> {
+    g: &'a Geom,
+    xg: &'a [f32],
+    p0: usize,
+    n: usize,
+    col: &'a mut [f32],
+}
+
+impl Kernel for Vol2Col<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run<S: Isa>(self, _: S) {
+        vol2col_body(self.g, self.xg, self.p0, self.n, self.col)
+    }
 }
 
 #[inline(always)]
@@ -140,25 +143,26 @@ fn vol2col_body(g: &Geom, xg: &[f32], p0: usize, n: usize, col: &mut [f32]) {
 /// `gxg` points to one group's `cig` padded volumes, and no other thread touches the
 /// padded input depths that output depths of `p0..p0 + n` read while this runs.
 unsafe fn col2vol(g: &Geom, col: &[f32], p0: usize, n: usize, gxg: *mut f32) {
-    #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2") {
-        // SAFETY: AVX2 was detected just above; the rest of `col2vol_avx2`'s contract is
-        // this function's, which the caller upholds.
-        return unsafe { col2vol_avx2(g, col, p0, n, gxg) };
-    }
-    // SAFETY: `col2vol_body` has this function's contract, which the caller upholds.
-    unsafe { col2vol_body(g, col, p0, n, gxg) }
+    Level::detect().run(Col2Vol { g, col, p0, n, gxg })
 }
 
-/// [`col2vol_body`] compiled with 32-byte loads and stores.
-///
-/// # Safety
-/// As [`col2vol`], and the CPU supports AVX2.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn col2vol_avx2(g: &Geom, col: &[f32], p0: usize, n: usize, gxg: *mut f32) {
-    // SAFETY: `col2vol_body` has `col2vol`'s contract, which our caller upholds.
-    unsafe { col2vol_body(g, col, p0, n, gxg) }
+/// [`col2vol`]'s arguments. Only built by [`col2vol`], so they satisfy its contract.
+struct Col2Vol<'a> {
+    g: &'a Geom,
+    col: &'a [f32],
+    p0: usize,
+    n: usize,
+    gxg: *mut f32,
+}
+
+impl Kernel for Col2Vol<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run<S: Isa>(self, _: S) {
+        // SAFETY: the fields come from `col2vol`'s caller, who upholds its contract, which is
+        // `col2vol_body`'s.
+        unsafe { col2vol_body(self.g, self.col, self.p0, self.n, self.gxg) }
+    }
 }
 
 /// # Safety
@@ -197,7 +201,7 @@ unsafe fn col2vol_body(g: &Geom, col: &[f32], p0: usize, n: usize, gxg: *mut f32
 /// problem with fewer tiles than threads) `gemm` splits each product on rayon's pool, the
 /// only parallelism it offers.
 fn parallelism(tasks: usize) -> Parallelism {
-    let threads = crate::ops::cpu::num_threads();
+    let threads = crate::cpu::num_threads();
     if tasks >= threads || threads == 1 {
         Parallelism::None
     } else {
@@ -214,7 +218,7 @@ pub(super) fn forward(g: &Geom, x: &[f32], w: &[f32]) -> Result<Vec<f32>> {
     let tasks = g.b * g.groups * tiles;
     let par = parallelism(tasks);
     let mut y = try_zeros::<f32>(OP, g.b * g.cout * p_vol)?;
-    let yp = SharedMut(y.as_mut_ptr());
+    let yp = SharedMut::new(&mut y);
     par_fold(tasks, |task, col: &mut Vec<f32>| {
         col.resize(kg * nt, 0.0);
         let (bg, tile) = (task / tiles, task % tiles);
@@ -266,7 +270,7 @@ pub(super) fn grad_input(g: &Geom, gy: &[f32], w: &[f32]) -> Vec<f32> {
         .max(1);
     let slabs = g.o[0].div_ceil(t);
     let mut gxp = vec![0f32; g.b * g.cin * vol_p];
-    let gxptr = SharedMut(gxp.as_mut_ptr());
+    let gxptr = SharedMut::new(&mut gxp);
     for phase in 0..2 {
         let per_bg = (slabs + 1 - phase) / 2;
         let tasks = g.b * g.groups * per_bg;

@@ -74,8 +74,9 @@
 
 use crate::check;
 use crate::conv::{extent, Padding};
+use crate::cpu::{par_fold, par_tasks, try_zeros};
 use crate::ops::backend::{backend, upcast, Op};
-use crate::ops::cpu::{padded_copy_fits, par_fold, par_tasks, try_zeros, Axis, DirectConv};
+use crate::ops::direct_conv::{padded_copy_fits, Axis, DirectConv};
 use crate::{Error, Result};
 use candle_core::{DType, Shape, Tensor};
 
@@ -219,7 +220,7 @@ impl Geom {
     /// every thread busy.
     fn tile(&self) -> usize {
         let by_memory = (COL_TARGET / self.kg().max(1)).clamp(MIN_TILE, MAX_TILE);
-        let want_tasks = 4 * crate::ops::cpu::num_threads();
+        let want_tasks = 4 * crate::cpu::num_threads();
         let per_volume = want_tasks.div_ceil(self.b * self.groups).max(1);
         let by_threads = self.out_vol().div_ceil(per_volume).max(MIN_TILE);
         by_memory.min(by_threads).min(self.out_vol()).max(1)

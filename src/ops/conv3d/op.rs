@@ -2,7 +2,8 @@
 //! and the backward.
 
 use super::{dense, depthwise, Geom, OP, OP_GRAD_INPUT, OP_GRAD_WEIGHT};
-use crate::ops::cpu::{conv_bwd, expect_shape, f32_pair, store};
+use crate::cpu::{expect_shape, f32_pair, store};
+use crate::ops::direct_conv::conv_bwd;
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 
 // ---------------------------------------------------------------------------------------------

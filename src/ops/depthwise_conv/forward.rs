@@ -1,8 +1,7 @@
 //! CPU kernels of the forward pass, and the scratch layout the backward kernels share.
 
 use super::Geom;
-use crate::ops::cpu::{par_tasks, try_zeros, Element};
-use crate::ops::simd::{detect_simd, Simd};
+use crate::cpu::{par_tasks, try_zeros, Element, Isa, Kernel, Level};
 use crate::Result;
 
 // ---------------------------------------------------------------------------------------------
@@ -50,15 +49,6 @@ impl Plan {
     }
 }
 
-#[inline(always)]
-pub(super) fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
-    if FMA {
-        a.mul_add(b, c)
-    } else {
-        a * b + c
-    }
-}
-
 /// The tap count: `NT` when the kernel size is known at compile time (loops unroll), else `n`.
 #[inline(always)]
 pub(super) fn ntaps<const NT: usize>(n: usize) -> usize {
@@ -66,14 +56,6 @@ pub(super) fn ntaps<const NT: usize>(n: usize) -> usize {
         NT
     } else {
         n
-    }
-}
-
-/// `y += a * x`, element-wise over equal-length slices; vectorises.
-#[inline(always)]
-pub(super) fn axpy<const FMA: bool>(y: &mut [f32], x: &[f32], a: f32) {
-    for (yi, xi) in y.iter_mut().zip(x) {
-        *yi = madd::<FMA>(a, *xi, *yi);
     }
 }
 
@@ -243,7 +225,7 @@ pub(super) fn weights_f32<T: Element>(w: &[T]) -> Vec<f32> {
 /// `L` consecutive outputs of one row: every tap accumulated in registers. Tap `t` reads
 /// `xin[base + tap_off[t]..][..L]`.
 #[inline(always)]
-fn fwd_block<const L: usize, const NT: usize, const FMA: bool>(
+fn fwd_block<const L: usize, const NT: usize, S: Isa>(
     xin: &[f32],
     base: usize,
     tap_off: &[usize],
@@ -254,7 +236,7 @@ fn fwd_block<const L: usize, const NT: usize, const FMA: bool>(
         let (off, wv) = (base + tap_off[t], w[t]);
         let src = &xin[off..off + L];
         for l in 0..L {
-            acc[l] = madd::<FMA>(wv, src[l], acc[l]);
+            acc[l] = S::madd(wv, src[l], acc[l]);
         }
     }
     acc
@@ -288,7 +270,7 @@ fn store_prefix<const L: usize>(dst: &mut [f32], src: &[f32; L]) {
 /// so recomputing a few is harmless), and a row narrower than a block is computed into `tmp`,
 /// its extra lanes reading the next row or the scratch slack and being dropped.
 #[inline(always)]
-fn fwd_row<const NT: usize, const FMA: bool>(
+fn fwd_row<const NT: usize, S: Isa>(
     xin: &[f32],
     base: usize,
     tap_off: &[usize],
@@ -300,32 +282,32 @@ fn fwd_row<const NT: usize, const FMA: bool>(
     if n >= 32 {
         let mut i = 0;
         while i + 32 <= n {
-            dst[i..i + 32].copy_from_slice(&fwd_block::<32, NT, FMA>(xin, base + i, tap_off, w));
+            dst[i..i + 32].copy_from_slice(&fwd_block::<32, NT, S>(xin, base + i, tap_off, w));
             i += 32;
         }
         if i < n {
-            let acc = fwd_block::<32, NT, FMA>(xin, base + n - 32, tap_off, w);
+            let acc = fwd_block::<32, NT, S>(xin, base + n - 32, tap_off, w);
             dst[n - 32..].copy_from_slice(&acc);
         }
     } else if n > 16 {
-        tmp.t32 = fwd_block::<32, NT, FMA>(xin, base, tap_off, w);
+        tmp.t32 = fwd_block::<32, NT, S>(xin, base, tap_off, w);
         store_prefix(dst, &tmp.t32);
     } else if n == 16 {
-        dst.copy_from_slice(&fwd_block::<16, NT, FMA>(xin, base, tap_off, w));
+        dst.copy_from_slice(&fwd_block::<16, NT, S>(xin, base, tap_off, w));
     } else if n > 8 {
-        tmp.t16 = fwd_block::<16, NT, FMA>(xin, base, tap_off, w);
+        tmp.t16 = fwd_block::<16, NT, S>(xin, base, tap_off, w);
         store_prefix(dst, &tmp.t16);
     } else if n == 8 {
-        dst.copy_from_slice(&fwd_block::<8, NT, FMA>(xin, base, tap_off, w));
+        dst.copy_from_slice(&fwd_block::<8, NT, S>(xin, base, tap_off, w));
     } else {
-        tmp.t8 = fwd_block::<8, NT, FMA>(xin, base, tap_off, w);
+        tmp.t8 = fwd_block::<8, NT, S>(xin, base, tap_off, w);
         store_prefix(dst, &tmp.t8);
     }
 }
 
 /// Writes the `m` output planes fed by one padded input plane into `out`.
 #[inline(always)]
-fn fwd_planes<const NT: usize, const FMA: bool>(
+fn fwd_planes<const NT: usize, S: Isa>(
     g: &Geom,
     plan: &Plan,
     xin: &[f32],
@@ -339,62 +321,57 @@ fn fwd_planes<const NT: usize, const FMA: bool>(
         .zip(out.chunks_exact_mut(g.out_plane()))
     {
         for (oy, orow) in oplane.chunks_exact_mut(g.wo).enumerate() {
-            fwd_row::<NT, FMA>(xin, oy * step, &plan.tap_off, wj, orow, &mut tmp);
+            fwd_row::<NT, S>(xin, oy * step, &plan.tap_off, wj, orow, &mut tmp);
         }
     }
 }
 
 /// One forward task: input plane `x` (`H·W`), its `m` output planes `out` (`m·Ho·Wo`).
-#[inline(always)]
-pub(super) fn fwd_task<T: Element, const FMA: bool>(
-    g: &Geom,
-    plan: &Plan,
-    x: &[T],
-    wk: &[f32],
-    out: &mut [T],
-    scr: &mut Scratch,
-) {
-    let Scratch { pad, row, wide, .. } = scr;
-    load_padded(g, plan, x, pad, row);
-    // No closures here: they would not inherit the caller's `target_feature`s.
-    let (dst, round): (&mut [f32], bool) = match T::as_f32_mut(out) {
-        Some(out) => (out, false),
-        None => {
-            wide.clear();
-            wide.resize(out.len(), 0.0);
-            (&mut wide[..], true)
-        }
-    };
-    match g.taps() {
-        9 => fwd_planes::<9, FMA>(g, plan, pad, wk, dst),
-        _ => fwd_planes::<0, FMA>(g, plan, pad, wk, dst),
-    }
-    if round {
-        for (d, s) in out.iter_mut().zip(wide.iter()) {
-            *d = T::from_f32(*s);
-        }
-    }
+struct FwdTask<'a, T> {
+    g: &'a Geom,
+    plan: &'a Plan,
+    x: &'a [T],
+    wk: &'a [f32],
+    out: &'a mut [T],
+    scr: &'a mut Scratch,
 }
 
-/// [`fwd_task`] compiled for AVX2 and FMA.
-///
-/// # Safety
-/// The CPU supports AVX2 and FMA (the caller checked `detect_simd() == Simd::Avx2Fma`).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn fwd_task_avx2<T: Element>(
-    g: &Geom,
-    plan: &Plan,
-    x: &[T],
-    wk: &[f32],
-    out: &mut [T],
-    scr: &mut Scratch,
-) {
-    fwd_task::<T, true>(g, plan, x, wk, out, scr)
+impl<T: Element> Kernel for FwdTask<'_, T> {
+    type Output = ();
+    #[inline(always)]
+    fn run<S: Isa>(self, _: S) {
+        let FwdTask {
+            g,
+            plan,
+            x,
+            wk,
+            out,
+            scr,
+        } = self;
+        let Scratch { pad, row, wide, .. } = scr;
+        load_padded(g, plan, x, pad, row);
+        let (dst, round): (&mut [f32], bool) = match T::as_f32_mut(out) {
+            Some(out) => (out, false),
+            None => {
+                wide.clear();
+                wide.resize(out.len(), 0.0);
+                (&mut wide[..], true)
+            }
+        };
+        match g.taps() {
+            9 => fwd_planes::<9, S>(g, plan, pad, wk, dst),
+            _ => fwd_planes::<0, S>(g, plan, pad, wk, dst),
+        }
+        if round {
+            for (d, s) in out.iter_mut().zip(wide.iter()) {
+                *d = T::from_f32(*s);
+            }
+        }
+    }
 }
 
 pub(super) fn forward<T: Element>(g: &Geom, x: &[T], w: &[T]) -> Result<Vec<T>> {
-    let simd = detect_simd();
+    let level = Level::detect();
     let plan = Plan::new(g);
     let wk = weights_f32(w);
     let (inp, outp, mk) = (g.in_plane(), g.out_plane(), g.m * g.taps());
@@ -403,13 +380,14 @@ pub(super) fn forward<T: Element>(g: &Geom, x: &[T], w: &[T]) -> Result<Vec<T>> 
         let x = &x[i * inp..(i + 1) * inp];
         let c = i % g.c;
         let wk = &wk[c * mk..(c + 1) * mk];
-        match simd {
-            // SAFETY: `detect_simd` returned `Avx2Fma` only after detecting AVX2 and FMA.
-            #[cfg(target_arch = "x86_64")]
-            Simd::Avx2Fma => unsafe { fwd_task_avx2::<T>(g, &plan, x, wk, out, scr) },
-            Simd::Fma => fwd_task::<T, true>(g, &plan, x, wk, out, scr),
-            Simd::Portable => fwd_task::<T, false>(g, &plan, x, wk, out, scr),
-        }
+        level.run(FwdTask {
+            g,
+            plan: &plan,
+            x,
+            wk,
+            out,
+            scr,
+        })
     });
     Ok(out)
 }

@@ -64,7 +64,7 @@
 use crate::check;
 use crate::conv::Padding;
 use crate::ops::backend::{backend, upcast, Op};
-use crate::ops::cpu::{padded_copy_fits, Axis, DirectConv};
+use crate::ops::direct_conv::{padded_copy_fits, Axis, DirectConv};
 use crate::{Error, Result};
 use candle_core::{DType, Shape, Tensor};
 

@@ -3,7 +3,8 @@
 use super::backward::{grad_input, grad_weight};
 use super::forward::forward;
 use super::{Geom, OP2, OP_GRAD_INPUT, OP_GRAD_WEIGHT};
-use crate::ops::cpu::{contiguous, conv_bwd, dispatch_float_pair, expect_shape, Element};
+use crate::cpu::{contiguous, dispatch_float_pair, expect_shape, Element};
+use crate::ops::direct_conv::conv_bwd;
 use crate::Result;
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor, WithDType};
 
@@ -105,7 +106,7 @@ impl CustomOp2 for DepthwiseOp {
     }
 }
 
-/// [`DirectConv`](crate::ops::cpu::DirectConv) for one role, widening to f32 and rounding the result once.
+/// [`DirectConv`](crate::ops::direct_conv::DirectConv) for one role, widening to f32 and rounding the result once.
 fn direct<T: Element>(g: &Geom, role: Role, a: &[T], b: &[T]) -> Result<Vec<T>> {
     let conv = g.direct_conv();
     let wide = |v: &[T]| v.iter().map(|e| e.to_f32()).collect::<Vec<f32>>();

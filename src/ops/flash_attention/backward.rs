@@ -1,10 +1,9 @@
 //! The backward kernel: `(dq, dk, dv)` from the saved log-sum-exp, one task per key tile.
 
-use super::kernel::{exp_shifted, mm, Problem, SharedMut};
+use super::kernel::{exp_shifted, head_tiles, mm, Problem};
 use super::mask::{classify, Tile};
 use super::{BBC, BBR};
-use crate::ops::cpu::{par_fold, par_tasks};
-use crate::ops::simd::{detect_simd, Simd};
+use crate::cpu::{par_parts, par_tasks, Isa, Kernel, Level};
 
 /// Per-worker state of the backward pass: scratch tiles and this worker's part of dq.
 #[derive(Default)]
@@ -33,46 +32,46 @@ pub(super) fn backward(
     par_tasks(&mut drow, 4096, |t, out, _: &mut ()| {
         for (r, x) in out.iter_mut().enumerate() {
             let i = t * 4096 + r;
-            *x = crate::ops::simd::dot(&dout[i * d..(i + 1) * d], &o[i * d..(i + 1) * d]);
+            *x = crate::cpu::simd::dot(&dout[i * d..(i + 1) * d], &o[i * d..(i + 1) * d]);
         }
     });
     let nkt = g.lk.div_ceil(BBC);
     let mut dk = vec![0f32; g.b * g.hkv * g.lk * d];
     let mut dv = vec![0f32; g.b * g.hkv * g.lk * d];
-    let (dkp, dvp) = (SharedMut(dk.as_mut_ptr()), SharedMut(dv.as_mut_ptr()));
-    let simd = detect_simd();
+    // Task (bkv, kt) owns key rows kt·BBC.. of kv head bkv: its tiles of dk and dv.
+    let level = Level::detect();
     let n_q = q.len();
-    let parts = par_fold(g.b * g.hkv * nkt, |t, scr: &mut BwdScratch| {
-        let (bkv, kt) = (t / nkt, t % nkt);
-        let j0 = kt * BBC;
-        let cols = BBC.min(g.lk - j0);
-        if scr.dq.len() != n_q {
-            scr.dq = vec![0f32; n_q];
-        }
-        // SAFETY: task (bkv, kt) alone writes key rows j0..j0 + cols of kv head bkv in dk and
-        // dv; both buffers outlive the parallel loop.
-        let (dk_t, dv_t) = unsafe {
-            let at = (bkv * g.lk + j0) * d;
-            (
-                std::slice::from_raw_parts_mut(dkp.ptr().add(at), cols * d),
-                std::slice::from_raw_parts_mut(dvp.ptr().add(at), cols * d),
-            )
-        };
-        let a = BwdArgs {
-            q,
-            k,
-            v,
-            dout,
-            lse,
-            drow: &drow,
-        };
-        match simd {
-            // SAFETY: `detect_simd` returned `Avx2Fma` only after detecting AVX2 and FMA.
-            #[cfg(target_arch = "x86_64")]
-            Simd::Avx2Fma => unsafe { bwd_task_avx2(p, &a, bkv, j0, cols, dk_t, dv_t, scr) },
-            _ => bwd_task(p, &a, bkv, j0, cols, dk_t, dv_t, scr),
-        }
-    });
+    let a = BwdArgs {
+        q,
+        k,
+        v,
+        dout,
+        lse,
+        drow: &drow,
+    };
+    let tiles = [&mut dk, &mut dv].map(|x| head_tiles(x, g.lk * d, BBC * d));
+    let parts = par_parts(
+        g.b * g.hkv * nkt,
+        tiles,
+        |t, [dk, dv], scr: &mut BwdScratch| {
+            let (bkv, kt) = (t / nkt, t % nkt);
+            let (j0, cols) = (kt * BBC, dk.len() / d);
+            if scr.dq.len() != n_q {
+                scr.dq = vec![0f32; n_q];
+            }
+            let a = &a;
+            level.run(BwdTask {
+                p,
+                a,
+                bkv,
+                j0,
+                cols,
+                dk,
+                dv,
+                scr,
+            })
+        },
+    );
     // dq = sum of the workers' parts.
     let mut parts: Vec<Vec<f32>> = parts.into_iter().map(|s| s.dq).collect();
     let mut dq = parts.pop().unwrap_or_else(|| vec![0f32; n_q]);
@@ -99,195 +98,189 @@ struct BwdArgs<'a> {
     drow: &'a [f32],
 }
 
-/// [`bwd_task`] compiled for AVX2 and FMA.
-///
-/// # Safety
-/// The CPU supports AVX2 and FMA (the caller matched `detect_simd()` to `Avx2Fma`).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn bwd_task_avx2(
-    p: &Problem,
-    a: &BwdArgs,
-    bkv: usize,
-    j0: usize,
-    cols: usize,
-    dk: &mut [f32],
-    dv: &mut [f32],
-    scr: &mut BwdScratch,
-) {
-    bwd_task(p, a, bkv, j0, cols, dk, dv, scr)
-}
-
 /// One backward task: key rows `j0..j0 + cols` of kv head `bkv = b * Hkv + hk`, against every
 /// query row of the heads of its group that the mask lets attend them.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn bwd_task(
-    p: &Problem,
-    a: &BwdArgs,
+struct BwdTask<'a> {
+    p: &'a Problem<'a>,
+    a: &'a BwdArgs<'a>,
     bkv: usize,
     j0: usize,
     cols: usize,
-    dk: &mut [f32],
-    dv: &mut [f32],
-    scr: &mut BwdScratch,
-) {
-    let g = p.g;
-    let d = g.d;
-    let (b, hk) = (bkv / g.hkv, bkv % g.hkv);
-    let len = p.len(b);
-    if j0 >= len {
-        return;
-    }
-    let BwdScratch { s, dp, pz, dq } = scr;
-    s.resize(BBR * BBC, 0.0);
-    dp.resize(BBR * BBC, 0.0);
-    let kt = &a.k[(bkv * g.lk + j0) * d..(bkv * g.lk + j0 + cols) * d];
-    let vt = &a.v[(bkv * g.lk + j0) * d..(bkv * g.lk + j0 + cols) * d];
-    let nqt = g.lq.div_ceil(BBR);
-    for h in hk * g.groups()..(hk + 1) * g.groups() {
-        let bh = b * g.h + h;
-        for qt in 0..nqt {
-            let i0 = qt * BBR;
-            let rows = BBR.min(g.lq - i0);
-            let tile = classify(&p.band, len as i64, i0, i0 + rows, j0, j0 + cols);
-            if tile == Tile::Skip {
-                continue;
-            }
-            let at = (bh * g.lq + i0) * d;
-            let qi = &a.q[at..at + rows * d];
-            let doi = &a.dout[at..at + rows * d];
-            let lse = &a.lse[bh * g.lq + i0..bh * g.lq + i0 + rows];
-            let dr = &a.drow[bh * g.lq + i0..bh * g.lq + i0 + rows];
-            // SAFETY: s holds BBR x BBC values (rows x cols written, stride BBC); q rows
-            // i0..i0 + rows of head bh (stride d); k rows j0..j0 + cols read transposed.
-            unsafe {
-                // S = scale Q Kᵀ.
-                mm(
-                    rows,
-                    cols,
-                    d,
-                    s.as_mut_ptr(),
-                    BBC,
-                    false,
-                    qi.as_ptr(),
-                    (d, 1),
-                    kt.as_ptr(),
-                    (1, d),
-                    p.scale,
-                );
-            }
-            if tile == Tile::Partial || p.bias.is_some() {
-                p.mask_tile(s, BBC, tile, b, h, i0, rows, j0, cols);
-            }
-            // P = exp(S - lse); 0 on fully masked rows (lse = +inf), whatever their scores.
-            for r in 0..rows {
-                let row = &mut s[r * BBC..r * BBC + cols];
-                if lse[r] == f32::INFINITY {
-                    row.fill(0.0);
-                } else {
-                    exp_shifted(row, lse[r]);
+    dk: &'a mut [f32],
+    dv: &'a mut [f32],
+    scr: &'a mut BwdScratch,
+}
+
+impl Kernel for BwdTask<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run<S: Isa>(self, _: S) {
+        let BwdTask {
+            p,
+            a,
+            bkv,
+            j0,
+            cols,
+            dk,
+            dv,
+            scr,
+        } = self;
+        let g = p.g;
+        let d = g.d;
+        let (b, hk) = (bkv / g.hkv, bkv % g.hkv);
+        let len = p.len(b);
+        if j0 >= len {
+            return;
+        }
+        let BwdScratch { s, dp, pz, dq } = scr;
+        s.resize(BBR * BBC, 0.0);
+        dp.resize(BBR * BBC, 0.0);
+        let kt = &a.k[(bkv * g.lk + j0) * d..(bkv * g.lk + j0 + cols) * d];
+        let vt = &a.v[(bkv * g.lk + j0) * d..(bkv * g.lk + j0 + cols) * d];
+        let nqt = g.lq.div_ceil(BBR);
+        for h in hk * g.groups()..(hk + 1) * g.groups() {
+            let bh = b * g.h + h;
+            for qt in 0..nqt {
+                let i0 = qt * BBR;
+                let rows = BBR.min(g.lq - i0);
+                let tile = classify(&p.band, len as i64, i0, i0 + rows, j0, j0 + cols);
+                if tile == Tile::Skip {
+                    continue;
                 }
-            }
-            // With dropout, Z ∘ P (Z the dropout factors) is what multiplied V.
-            let drop = p.dropout.active();
-            if drop {
-                pz.resize(BBR * BBC, 0.0);
+                let at = (bh * g.lq + i0) * d;
+                let qi = &a.q[at..at + rows * d];
+                let doi = &a.dout[at..at + rows * d];
+                let lse = &a.lse[bh * g.lq + i0..bh * g.lq + i0 + rows];
+                let dr = &a.drow[bh * g.lq + i0..bh * g.lq + i0 + rows];
+                // SAFETY: s holds BBR x BBC values (rows x cols written, stride BBC); q rows
+                // i0..i0 + rows of head bh (stride d); k rows j0..j0 + cols read transposed.
+                unsafe {
+                    // S = scale Q Kᵀ.
+                    mm(
+                        rows,
+                        cols,
+                        d,
+                        s.as_mut_ptr(),
+                        BBC,
+                        false,
+                        qi.as_ptr(),
+                        (d, 1),
+                        kt.as_ptr(),
+                        (1, d),
+                        p.scale,
+                    );
+                }
+                if tile == Tile::Partial || p.bias.is_some() {
+                    p.mask_tile(s, BBC, tile, b, h, i0, rows, j0, cols);
+                }
+                // P = exp(S - lse); 0 on fully masked rows (lse = +inf), whatever their scores.
                 for r in 0..rows {
-                    let row = &mut pz[r * BBC..r * BBC + cols];
-                    row.copy_from_slice(&s[r * BBC..r * BBC + cols]);
-                    p.dropout.apply_at(row, bh * g.lq + i0 + r, j0);
-                }
-            }
-            let pv = if drop { &pz[..] } else { &s[..] };
-            // SAFETY: dv holds cols x d values (this task's key rows only); pv holds BBR x BBC
-            // (rows x cols read transposed); dout rows i0..i0 + rows of head bh (stride d); dp
-            // holds BBR x BBC; v rows j0..j0 + cols read transposed. All in bounds.
-            unsafe {
-                // dV += (Z ∘ P)ᵀ dO.
-                mm(
-                    cols,
-                    d,
-                    rows,
-                    dv.as_mut_ptr(),
-                    d,
-                    true,
-                    pv.as_ptr(),
-                    (1, BBC),
-                    doi.as_ptr(),
-                    (d, 1),
-                    1.0,
-                );
-                // dP = dO Vᵀ.
-                mm(
-                    rows,
-                    cols,
-                    d,
-                    dp.as_mut_ptr(),
-                    BBC,
-                    false,
-                    doi.as_ptr(),
-                    (d, 1),
-                    vt.as_ptr(),
-                    (1, d),
-                    1.0,
-                );
-            }
-            // dS = P ∘ (Z ∘ dP - D) (Z = 1 without dropout), into dp.
-            for r in 0..rows {
-                let dri = dr[r];
-                let (pr, dpr) = (
-                    &s[r * BBC..r * BBC + cols],
-                    &mut dp[r * BBC..r * BBC + cols],
-                );
-                if lse[r] == f32::INFINITY {
-                    // Fully masked row: no gradient, even where dP is NaN (a NaN value).
-                    dpr.fill(0.0);
-                } else if drop {
-                    let pzr = &pz[r * BBC..r * BBC + cols];
-                    for ((x, pv), pzv) in dpr.iter_mut().zip(pr).zip(pzr) {
-                        *x = pzv * *x - pv * dri;
-                    }
-                } else {
-                    for (x, pv) in dpr.iter_mut().zip(pr) {
-                        *x = pv * (*x - dri);
+                    let row = &mut s[r * BBC..r * BBC + cols];
+                    if lse[r] == f32::INFINITY {
+                        row.fill(0.0);
+                    } else {
+                        exp_shifted(row, lse[r]);
                     }
                 }
-            }
-            // SAFETY: dk holds cols x d values (this task's key rows only); dp holds BBR x BBC
-            // (rows x cols read transposed); q rows i0..i0 + rows of head bh; dq is this
-            // worker's own full-size copy of dq (`at` + rows x d is within it); k rows
-            // j0..j0 + cols. All in bounds.
-            unsafe {
-                // dK += scale dSᵀ Q.
-                mm(
-                    cols,
-                    d,
-                    rows,
-                    dk.as_mut_ptr(),
-                    d,
-                    true,
-                    dp.as_ptr(),
-                    (1, BBC),
-                    qi.as_ptr(),
-                    (d, 1),
-                    p.scale,
-                );
-                // dQ += scale dS K.
-                mm(
-                    rows,
-                    d,
-                    cols,
-                    dq.as_mut_ptr().add(at),
-                    d,
-                    true,
-                    dp.as_ptr(),
-                    (BBC, 1),
-                    kt.as_ptr(),
-                    (d, 1),
-                    p.scale,
-                );
+                // With dropout, Z ∘ P (Z the dropout factors) is what multiplied V.
+                let drop = p.dropout.active();
+                if drop {
+                    pz.resize(BBR * BBC, 0.0);
+                    for r in 0..rows {
+                        let row = &mut pz[r * BBC..r * BBC + cols];
+                        row.copy_from_slice(&s[r * BBC..r * BBC + cols]);
+                        p.dropout.apply_at(row, bh * g.lq + i0 + r, j0);
+                    }
+                }
+                let pv = if drop { &pz[..] } else { &s[..] };
+                // SAFETY: dv holds cols x d values (this task's key rows only); pv holds BBR x BBC
+                // (rows x cols read transposed); dout rows i0..i0 + rows of head bh (stride d); dp
+                // holds BBR x BBC; v rows j0..j0 + cols read transposed. All in bounds.
+                unsafe {
+                    // dV += (Z ∘ P)ᵀ dO.
+                    mm(
+                        cols,
+                        d,
+                        rows,
+                        dv.as_mut_ptr(),
+                        d,
+                        true,
+                        pv.as_ptr(),
+                        (1, BBC),
+                        doi.as_ptr(),
+                        (d, 1),
+                        1.0,
+                    );
+                    // dP = dO Vᵀ.
+                    mm(
+                        rows,
+                        cols,
+                        d,
+                        dp.as_mut_ptr(),
+                        BBC,
+                        false,
+                        doi.as_ptr(),
+                        (d, 1),
+                        vt.as_ptr(),
+                        (1, d),
+                        1.0,
+                    );
+                }
+                // dS = P ∘ (Z ∘ dP - D) (Z = 1 without dropout), into dp.
+                for r in 0..rows {
+                    let dri = dr[r];
+                    let (pr, dpr) = (
+                        &s[r * BBC..r * BBC + cols],
+                        &mut dp[r * BBC..r * BBC + cols],
+                    );
+                    if lse[r] == f32::INFINITY {
+                        // Fully masked row: no gradient, even where dP is NaN (a NaN value).
+                        dpr.fill(0.0);
+                    } else if drop {
+                        let pzr = &pz[r * BBC..r * BBC + cols];
+                        for ((x, pv), pzv) in dpr.iter_mut().zip(pr).zip(pzr) {
+                            *x = pzv * *x - pv * dri;
+                        }
+                    } else {
+                        for (x, pv) in dpr.iter_mut().zip(pr) {
+                            *x = pv * (*x - dri);
+                        }
+                    }
+                }
+                // SAFETY: dk holds cols x d values (this task's key rows only); dp holds BBR x BBC
+                // (rows x cols read transposed); q rows i0..i0 + rows of head bh; dq is this
+                // worker's own full-size copy of dq (`at` + rows x d is within it); k rows
+                // j0..j0 + cols. All in bounds.
+                unsafe {
+                    // dK += scale dSᵀ Q.
+                    mm(
+                        cols,
+                        d,
+                        rows,
+                        dk.as_mut_ptr(),
+                        d,
+                        true,
+                        dp.as_ptr(),
+                        (1, BBC),
+                        qi.as_ptr(),
+                        (d, 1),
+                        p.scale,
+                    );
+                    // dQ += scale dS K.
+                    mm(
+                        rows,
+                        d,
+                        cols,
+                        dq.as_mut_ptr().add(at),
+                        d,
+                        true,
+                        dp.as_ptr(),
+                        (BBC, 1),
+                        kt.as_ptr(),
+                        (d, 1),
+                        p.scale,
+                    );
+                }
             }
         }
     }

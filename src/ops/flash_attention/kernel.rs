@@ -3,8 +3,7 @@
 
 use super::mask::{Band, Bias, Dropout, Tile};
 use super::Geom;
-use crate::ops::simd::LANES;
-use crate::ops::softmax::exp_approx;
+use crate::cpu::math::exp;
 use gemm::Parallelism;
 
 // ---------------------------------------------------------------------------------------------
@@ -82,23 +81,6 @@ impl Problem<'_> {
     }
 }
 
-/// A raw pointer parallel tasks share; every write documents why the regions are disjoint.
-#[derive(Clone, Copy)]
-pub(super) struct SharedMut(pub(super) *mut f32);
-// SAFETY: only used to hand disjoint regions of one buffer to parallel tasks (see each use);
-// the buffer outlives the tasks, which `par_fold` joins before returning.
-unsafe impl Send for SharedMut {}
-// SAFETY: as for `Send`: tasks sharing a `SharedMut` write disjoint regions only.
-unsafe impl Sync for SharedMut {}
-
-impl SharedMut {
-    /// The pointer (a method, so that closures capture the whole `Sync` wrapper).
-    #[inline(always)]
-    pub(super) fn ptr(self) -> *mut f32 {
-        self.0
-    }
-}
-
 /// `dst (m x n, row stride dst_rs) = [dst +] beta * lhs (m x k) * rhs (k x n)`, strides given
 /// as (row, column) pairs; single-threaded (the caller is one task of the pool).
 ///
@@ -148,28 +130,18 @@ pub(super) unsafe fn mm(
     }
 }
 
-/// The maximum of `a` (`-inf` when empty or all `-inf`), in `LANES` independent lanes. NaN
-/// entries are skipped: the caller sees them through the exponentials (NaN), hence the row sum.
-#[inline(always)]
-pub(super) fn row_max(a: &[f32]) -> f32 {
-    let mut acc = [f32::NEG_INFINITY; LANES];
-    let ca = a.chunks_exact(LANES);
-    let rest = ca
-        .remainder()
-        .iter()
-        .fold(f32::NEG_INFINITY, |m, v| if *v > m { *v } else { m });
-    for c in ca {
-        for j in 0..LANES {
-            acc[j] = if c[j] > acc[j] { c[j] } else { acc[j] };
-        }
-    }
-    acc.iter().fold(rest, |m, v| if *v > m { *v } else { m })
+/// `x`'s heads (`head` values each) cut into tiles of `tile` values (the last of a head may be
+/// shorter), head by head: the disjoint parts one task per (head, tile) writes.
+pub(super) fn head_tiles(x: &mut [f32], head: usize, tile: usize) -> Vec<&mut [f32]> {
+    x.chunks_mut(head.max(1))
+        .flat_map(|h| h.chunks_mut(tile.max(1)))
+        .collect()
 }
 
 /// `a[i] = exp(a[i] - shift)` (0 for `-inf` entries or `shift = +inf`).
 #[inline(always)]
 pub(super) fn exp_shifted(a: &mut [f32], shift: f32) {
     for x in a.iter_mut() {
-        *x = exp_approx(*x - shift);
+        *x = exp(*x - shift);
     }
 }

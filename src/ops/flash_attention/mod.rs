@@ -114,8 +114,8 @@ use std::sync::{Arc, Mutex};
 use self::mask::{resolve_mask, Dropout};
 use self::op::SdpaOp;
 use crate::check;
+use crate::cpu::try_zeros;
 use crate::ops::backend::{backend, upcast, Op};
-use crate::ops::cpu::try_zeros;
 use crate::{Error, Result};
 use candle_core::{DType, Device, Shape, Tensor};
 

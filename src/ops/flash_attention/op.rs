@@ -7,7 +7,7 @@ use super::forward::forward;
 use super::kernel::Problem;
 use super::mask::{Band, Bias, Dropout};
 use super::{Geom, OP};
-use crate::ops::cpu::{f32_view, store};
+use crate::cpu::{f32_view, store};
 use candle_core::{CpuStorage, CustomOp3, Device, Layout, Shape, Storage, Tensor};
 
 // ---------------------------------------------------------------------------------------------
@@ -53,7 +53,7 @@ impl CustomOp3 for SdpaOp {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        use crate::ops::cpu::expect_shape;
+        use crate::cpu::expect_shape;
         let g = self.g;
         expect_shape(OP, l1, &g.q_shape())?;
         expect_shape(OP, l2, &g.kv_shape())?;

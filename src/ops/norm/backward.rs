@@ -3,11 +3,9 @@
 use super::forward::*;
 use super::op::{Kind, NormOp};
 use super::TASK_ELEMS;
-use std::sync::Mutex;
 
-use crate::ops::cpu::par_fold;
-use crate::ops::cpu::{widen, Element};
-use crate::ops::simd::{detect_simd, dot, sum, Simd};
+use crate::cpu::simd::{dot, sum};
+use crate::cpu::{par_parts, widen, Element, Isa, Kernel, Level};
 
 // --- backward --------------------------------------------------------------------------------
 
@@ -118,67 +116,62 @@ struct BwdState {
     scr: Scratch,
 }
 
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn bwd_task<T: Element>(
-    op: &NormOp,
+/// One backward task: a block of whole rows (the first is row `row0`).
+struct BwdTask<'a, T> {
+    op: &'a NormOp,
     row0: usize,
-    x: &[T],
-    g: &[T],
-    w: Option<&[f32]>,
+    x: &'a [T],
+    g: &'a [T],
+    w: Option<&'a [f32]>,
     need: Need,
-    dx: &mut [T],
-    st: &mut BwdState,
-) {
-    let d = op.row;
-    let BwdState { dw, db, scr } = st;
-    let rows = x.chunks_exact(d).zip(g.chunks_exact(d));
-    for (k, ((xr, gr), dxr)) in rows.zip(dx.chunks_exact_mut(d)).enumerate() {
-        let xf: &[f32] = match T::as_f32(xr) {
-            Some(v) => v,
-            None => {
-                widen(xr, &mut scr.x);
-                &scr.x
-            }
-        };
-        let gf: &[f32] = match T::as_f32(gr) {
-            Some(v) => v,
-            None => {
-                widen(gr, &mut scr.g);
-                &scr.g
-            }
-        };
-        match T::as_f32_mut(dxr) {
-            Some(o) => bwd_any(op, row0 + k, xf, gf, w, need, o, dw, db),
-            None => {
-                scr.y.resize(d, 0.0);
-                bwd_any(op, row0 + k, xf, gf, w, need, &mut scr.y, dw, db);
-                for (o, v) in dxr.iter_mut().zip(&scr.y) {
-                    *o = T::from_f32(*v);
+    dx: &'a mut [T],
+    st: &'a mut BwdState,
+}
+
+impl<T: Element> Kernel for BwdTask<'_, T> {
+    type Output = ();
+    #[inline(always)]
+    fn run<S: Isa>(self, _: S) {
+        let BwdTask {
+            op,
+            row0,
+            x,
+            g,
+            w,
+            need,
+            dx,
+            st,
+        } = self;
+        let d = op.row;
+        let BwdState { dw, db, scr } = st;
+        let rows = x.chunks_exact(d).zip(g.chunks_exact(d));
+        for (k, ((xr, gr), dxr)) in rows.zip(dx.chunks_exact_mut(d)).enumerate() {
+            let xf: &[f32] = match T::as_f32(xr) {
+                Some(v) => v,
+                None => {
+                    widen(xr, &mut scr.x);
+                    &scr.x
+                }
+            };
+            let gf: &[f32] = match T::as_f32(gr) {
+                Some(v) => v,
+                None => {
+                    widen(gr, &mut scr.g);
+                    &scr.g
+                }
+            };
+            match T::as_f32_mut(dxr) {
+                Some(o) => bwd_any(op, row0 + k, xf, gf, w, need, o, dw, db),
+                None => {
+                    scr.y.resize(d, 0.0);
+                    bwd_any(op, row0 + k, xf, gf, w, need, &mut scr.y, dw, db);
+                    for (o, v) in dxr.iter_mut().zip(&scr.y) {
+                        *o = T::from_f32(*v);
+                    }
                 }
             }
         }
     }
-}
-
-/// [`bwd_task`] compiled for AVX2 and FMA.
-///
-/// # Safety
-/// The CPU supports AVX2 and FMA (the caller checked `detect_simd() == Simd::Avx2Fma`).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn bwd_task_avx2<T: Element>(
-    op: &NormOp,
-    row0: usize,
-    x: &[T],
-    g: &[T],
-    w: Option<&[f32]>,
-    need: Need,
-    dx: &mut [T],
-    st: &mut BwdState,
-) {
-    bwd_task::<T>(op, row0, x, g, w, need, dx, st)
 }
 
 /// `(dx, dw, db)`; `dw` / `db` are zeros when not needed.
@@ -189,31 +182,30 @@ pub(super) fn backward<T: Element>(
     w: Option<&[f32]>,
     need: Need,
 ) -> (Vec<T>, Vec<f32>, Vec<f32>) {
-    let simd = detect_simd();
+    let level = Level::detect();
     let d = op.d;
     let chunk = (TASK_ELEMS / op.row).max(1) * op.row;
     let mut dx = vec![T::from_f32(0.0); x.len()];
-    let states = {
-        let slots: Vec<Mutex<&mut [T]>> = dx.chunks_mut(chunk).map(Mutex::new).collect();
-        par_fold(slots.len(), |i, st: &mut BwdState| {
-            let mut out = slots[i].lock().unwrap_or_else(|e| e.into_inner());
-            let (start, len) = (i * chunk, out.len());
-            let (x, g) = (&x[start..start + len], &g[start..start + len]);
-            let row0 = start / op.row;
-            if st.dw.len() != d {
-                st.dw = vec![0.0; d];
-                st.db = vec![0.0; d];
-            }
-            match simd {
-                // SAFETY: `detect_simd` returned `Avx2Fma` only after detecting AVX2 and FMA.
-                #[cfg(target_arch = "x86_64")]
-                Simd::Avx2Fma => unsafe {
-                    bwd_task_avx2::<T>(op, row0, x, g, w, need, &mut out, st)
-                },
-                Simd::Portable | Simd::Fma => bwd_task::<T>(op, row0, x, g, w, need, &mut out, st),
-            }
+    let chunks: Vec<&mut [T]> = dx.chunks_mut(chunk).collect();
+    let states = par_parts(chunks.len(), [chunks], |i, [dx], st: &mut BwdState| {
+        let (start, len) = (i * chunk, dx.len());
+        let (x, g) = (&x[start..start + len], &g[start..start + len]);
+        let row0 = start / op.row;
+        if st.dw.len() != d {
+            st.dw = vec![0.0; d];
+            st.db = vec![0.0; d];
+        }
+        level.run(BwdTask {
+            op,
+            row0,
+            x,
+            g,
+            w,
+            need,
+            dx,
+            st,
         })
-    };
+    });
     let mut dw = vec![0f32; d];
     let mut db = vec![0f32; d];
     for st in &states {

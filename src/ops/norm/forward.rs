@@ -3,9 +3,8 @@
 use super::op::{Kind, NormOp};
 use super::TASK_ELEMS;
 
-use crate::ops::cpu::par_tasks;
-use crate::ops::cpu::{widen, Element};
-use crate::ops::simd::{detect_simd, sum, Simd, LANES};
+use crate::cpu::simd::{sum, LANES};
+use crate::cpu::{par_tasks, widen, Element, Isa, Kernel, Level};
 
 // ---------------------------------------------------------------------------------------------
 // Kernels
@@ -137,55 +136,51 @@ fn fwd_any(
 }
 
 /// One forward task: a block of whole rows `x` (the first is row `row0`) into `out`.
-#[inline(always)]
-fn fwd_task<T: Element>(
-    op: &NormOp,
+struct FwdTask<'a, T> {
+    op: &'a NormOp,
     row0: usize,
-    x: &[T],
-    w: Option<&[f32]>,
-    b: Option<&[f32]>,
-    out: &mut [T],
-    scr: &mut Scratch,
-) {
-    let d = op.row;
-    let rows = x.chunks_exact(d).zip(out.chunks_exact_mut(d));
-    for (k, (xr, yr)) in rows.enumerate() {
-        let xf: &[f32] = match T::as_f32(xr) {
-            Some(v) => v,
-            None => {
-                widen(xr, &mut scr.x);
-                &scr.x
-            }
-        };
-        match T::as_f32_mut(yr) {
-            Some(yf) => fwd_any(op, row0 + k, xf, w, b, yf),
-            None => {
-                scr.y.resize(d, 0.0);
-                fwd_any(op, row0 + k, xf, w, b, &mut scr.y);
-                for (o, v) in yr.iter_mut().zip(&scr.y) {
-                    *o = T::from_f32(*v);
+    x: &'a [T],
+    w: Option<&'a [f32]>,
+    b: Option<&'a [f32]>,
+    out: &'a mut [T],
+    scr: &'a mut Scratch,
+}
+
+impl<T: Element> Kernel for FwdTask<'_, T> {
+    type Output = ();
+    #[inline(always)]
+    fn run<S: Isa>(self, _: S) {
+        let FwdTask {
+            op,
+            row0,
+            x,
+            w,
+            b,
+            out,
+            scr,
+        } = self;
+        let d = op.row;
+        let rows = x.chunks_exact(d).zip(out.chunks_exact_mut(d));
+        for (k, (xr, yr)) in rows.enumerate() {
+            let xf: &[f32] = match T::as_f32(xr) {
+                Some(v) => v,
+                None => {
+                    widen(xr, &mut scr.x);
+                    &scr.x
+                }
+            };
+            match T::as_f32_mut(yr) {
+                Some(yf) => fwd_any(op, row0 + k, xf, w, b, yf),
+                None => {
+                    scr.y.resize(d, 0.0);
+                    fwd_any(op, row0 + k, xf, w, b, &mut scr.y);
+                    for (o, v) in yr.iter_mut().zip(&scr.y) {
+                        *o = T::from_f32(*v);
+                    }
                 }
             }
         }
     }
-}
-
-/// [`fwd_task`] compiled for AVX2 and FMA.
-///
-/// # Safety
-/// The CPU supports AVX2 and FMA (the caller checked `detect_simd() == Simd::Avx2Fma`).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn fwd_task_avx2<T: Element>(
-    op: &NormOp,
-    row0: usize,
-    x: &[T],
-    w: Option<&[f32]>,
-    b: Option<&[f32]>,
-    out: &mut [T],
-    scr: &mut Scratch,
-) {
-    fwd_task::<T>(op, row0, x, w, b, out, scr)
 }
 
 pub(super) fn forward<T: Element>(
@@ -194,18 +189,21 @@ pub(super) fn forward<T: Element>(
     w: Option<&[f32]>,
     b: Option<&[f32]>,
 ) -> Vec<T> {
-    let simd = detect_simd();
+    let level = Level::detect();
     let chunk = (TASK_ELEMS / op.row).max(1) * op.row;
     let mut out = vec![T::from_f32(0.0); x.len()];
     par_tasks(&mut out, chunk, |i, out, scr: &mut Scratch| {
         let x = &x[i * chunk..i * chunk + out.len()];
         let row0 = i * chunk / op.row;
-        match simd {
-            // SAFETY: `detect_simd` returned `Avx2Fma` only after detecting AVX2 and FMA.
-            #[cfg(target_arch = "x86_64")]
-            Simd::Avx2Fma => unsafe { fwd_task_avx2::<T>(op, row0, x, w, b, out, scr) },
-            Simd::Portable | Simd::Fma => fwd_task::<T>(op, row0, x, w, b, out, scr),
-        }
+        level.run(FwdTask {
+            op,
+            row0,
+            x,
+            w,
+            b,
+            out,
+            scr,
+        })
     });
     out
 }

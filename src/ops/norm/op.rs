@@ -6,8 +6,8 @@ use super::forward::forward;
 use super::forward::Need;
 use super::{OP_GN, OP_LN, OP_RMS};
 
-use crate::ops::cpu::f32_view;
-use crate::ops::cpu::{contiguous, dispatch_float, dispatch_float_pair};
+use crate::cpu::f32_view;
+use crate::cpu::{contiguous, dispatch_float, dispatch_float_pair};
 use candle_core::{
     CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Device, Layout, Shape, Storage, Tensor,
 };

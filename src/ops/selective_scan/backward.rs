@@ -1,13 +1,13 @@
 //! The backward kernel: `(grad u, grad delta, grad of the packed rest)` from the forward's
 //! state checkpoints.
 
-use super::forward::{decays_and_inputs, recur, step_sizes, use_avx512, GroupFwd};
-use super::kernel::{par_rows, prepare, rows_per_task, sigmoid, Blk, ChunkScratch, Prepared};
-#[cfg(target_arch = "x86_64")]
-use super::lanes::{Avx, Avx512, HasAvx2Fma, HasAvx512};
-use super::lanes::{Portable, Vf};
+use super::forward::{decays_and_inputs, level_for, recur, step_sizes, GroupFwd};
+use super::kernel::{par_rows, prepare, rows_per_task, ChunkScratch, Prepared};
 use super::{Geom, MAX_NB, W};
-use crate::ops::simd::{detect_simd, dot, sum, Simd};
+use crate::cpu::lanes::{Blk, Blocks};
+use crate::cpu::math::sigmoid;
+use crate::cpu::simd::{dot, sum};
+use crate::cpu::{Isa, Kernel};
 
 /// Per-worker scratch and partial sums of the backward.
 #[derive(Default)]
@@ -33,8 +33,7 @@ pub(super) fn backward(
     ckpt: &[f32],
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let p = prepare(gm, u, delta, rest);
-    let simd = detect_simd();
-    let wide = use_avx512(gm);
+    let level = level_for(gm);
     let (gy, gs) = g.split_at(gm.bdl());
     let rows = gm.rows();
     let mut gu = vec![0f32; gm.bdl()];
@@ -65,15 +64,9 @@ pub(super) fn backward(
             (&mut gd, 1),
             (&mut gbias, 1),
         ],
-        |r0, outs, scr: &mut BwdScratch| match simd {
-            // SAFETY: `detect_simd` returned `Avx2Fma` only after detecting AVX2 and FMA,
-            // and `wide` (`use_avx512`) is true only after detecting AVX-512F.
-            #[cfg(target_arch = "x86_64")]
-            Simd::Avx2Fma if wide => unsafe { bwd_rows_avx512(&ctx, r0, outs, scr) },
-            // SAFETY: as above.
-            #[cfg(target_arch = "x86_64")]
-            Simd::Avx2Fma => unsafe { bwd_rows_avx2(&ctx, r0, outs, scr) },
-            Simd::Portable | Simd::Fma => bwd_rows::<Portable>((), &ctx, r0, outs, scr),
+        |r0, outs, scr: &mut BwdScratch| {
+            let c = &ctx;
+            level.run(BwdRows { c, r0, outs, scr })
         },
     );
     // Reduce the per-worker B/C gradients and the per-row channel parameters.
@@ -125,35 +118,27 @@ struct BwdCtx<'a> {
     ck_stride: usize,
 }
 
-/// [`bwd_rows`] on AVX-512 registers.
-///
-/// # Safety
-/// The CPU supports AVX-512F, AVX2 and FMA (the caller matched `detect_simd()` to `Avx2Fma`
-/// and `use_avx512` returned true).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn bwd_rows_avx512(c: &BwdCtx, r0: usize, outs: &mut [&mut [f32]; 6], scr: &mut BwdScratch) {
-    // SAFETY: this function's contract: the CPU has AVX-512F, AVX2 and FMA.
-    let isa = unsafe { HasAvx512::new_unchecked() };
-    bwd_rows::<Avx512>(isa, c, r0, outs, scr)
+/// [`bwd_rows`] at the best level.
+struct BwdRows<'a, 'b> {
+    c: &'a BwdCtx<'a>,
+    r0: usize,
+    outs: &'a mut [&'b mut [f32]; 6],
+    scr: &'a mut BwdScratch,
 }
 
-/// [`bwd_rows`] on AVX2 registers.
-///
-/// # Safety
-/// The CPU supports AVX2 and FMA (the caller matched `detect_simd()` to `Avx2Fma`).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn bwd_rows_avx2(c: &BwdCtx, r0: usize, outs: &mut [&mut [f32]; 6], scr: &mut BwdScratch) {
-    // SAFETY: this function's contract: the CPU has AVX2 and FMA.
-    let isa = unsafe { HasAvx2Fma::new_unchecked() };
-    bwd_rows::<Avx>(isa, c, r0, outs, scr)
+impl Kernel for BwdRows<'_, '_> {
+    type Output = ();
+    #[inline(always)]
+    fn run<S: Isa>(self, isa: S) {
+        let BwdRows { c, r0, outs, scr } = self;
+        bwd_rows::<S::Lanes>(isa, c, r0, outs, scr)
+    }
 }
 
 /// The backward of the rows `r0..`; `outs` = the rows' grad u, grad delta, grad z (or empty),
 /// partial grad a (`nbk·W` per row), partial grad d and grad delta_bias (one per row).
 #[inline(always)]
-fn bwd_rows<V: Vf>(
+fn bwd_rows<V: Blocks>(
     isa: V::Isa,
     c: &BwdCtx,
     r0: usize,
@@ -302,7 +287,7 @@ struct GroupAcc<'a> {
 /// The adjoint recurrence of `NB` state blocks, chunk by chunk from the end: recompute the
 /// chunk's states and decays from its checkpoint, then walk it backwards.
 #[inline(always)]
-fn bwd_group<V: Vf, const NB: usize>(isa: V::Isa, p: &GroupBwd, acc: GroupAcc) {
+fn bwd_group<V: Blocks, const NB: usize>(isa: V::Isa, p: &GroupBwd, acc: GroupAcc) {
     let f = &p.f;
     let GroupAcc {
         gb,

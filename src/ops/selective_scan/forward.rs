@@ -1,13 +1,10 @@
 //! The forward kernel: outputs, last state and the backward's state checkpoints.
 
-use super::kernel::{
-    par_rows, prepare, rows_per_task, sigmoid, softplus, Blk, ChunkScratch, Prepared,
-};
-#[cfg(target_arch = "x86_64")]
-use super::lanes::{Avx, Avx512, HasAvx2Fma, HasAvx512};
-use super::lanes::{Portable, Vf};
+use super::kernel::{par_rows, prepare, rows_per_task, ChunkScratch, Prepared};
 use super::{Geom, MAX_NB, W};
-use crate::ops::simd::{detect_simd, Simd};
+use crate::cpu::lanes::{Blk, Blocks};
+use crate::cpu::math::{exp2, sigmoid, softplus};
+use crate::cpu::{Isa, Kernel, Level};
 
 /// Per-worker scratch of the forward.
 #[derive(Default)]
@@ -27,8 +24,7 @@ pub(super) fn forward(
     want_ckpt: bool,
 ) -> (Vec<f32>, Vec<f32>) {
     let p = prepare(gm, u, delta, rest);
-    let simd = detect_simd();
-    let wide = use_avx512(gm);
+    let level = level_for(gm);
     let mut out = vec![0f32; gm.out_len()];
     let ck_stride = if want_ckpt { gm.nck() * gm.nbk * W } else { 0 };
     let mut ckpt = vec![0f32; gm.rows() * ck_stride];
@@ -41,80 +37,65 @@ pub(super) fn forward(
         [(y, gm.l), (last, last_stride), (&mut ckpt, ck_stride)],
         |r0, outs, scr: &mut FwdScratch| {
             let [y, last, ck] = outs;
-            match simd {
-                // SAFETY: `detect_simd` returned `Avx2Fma` only after detecting AVX2 and FMA,
-                // and `wide` (`use_avx512`) is true only after detecting AVX-512F.
-                #[cfg(target_arch = "x86_64")]
-                Simd::Avx2Fma if wide => unsafe { fwd_rows_avx512(gm, &p, r0, y, last, ck, scr) },
-                // SAFETY: as above.
-                #[cfg(target_arch = "x86_64")]
-                Simd::Avx2Fma => unsafe { fwd_rows_avx2(gm, &p, r0, y, last, ck, scr) },
-                Simd::Portable | Simd::Fma => {
-                    fwd_rows::<Portable>((), gm, &p, r0, y, last, ck, scr)
-                }
-            }
+            let p = &p;
+            level.run(FwdRows {
+                gm,
+                p,
+                r0,
+                y,
+                last,
+                ck,
+                scr,
+            })
         },
     );
     (out, ckpt)
 }
 
-/// Whether the AVX-512 kernels run: the CPU has AVX-512F and the states fill whole 16-lane
+/// The SIMD level of the group kernels: AVX-512 only when the states fill whole 16-lane
 /// registers (`N` padded to a multiple of 16).
-pub(super) fn use_avx512(gm: &Geom) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    if gm.nbk.is_multiple_of(2) && is_x86_feature_detected!("avx512f") {
-        return true;
+pub(super) fn level_for(gm: &Geom) -> Level {
+    let level = Level::detect();
+    if gm.nbk.is_multiple_of(2) {
+        level
+    } else {
+        level.at_most_avx2()
     }
-    let _ = gm;
-    false
 }
 
-/// [`fwd_rows`] on AVX-512 registers.
-///
-/// # Safety
-/// The CPU supports AVX-512F, AVX2 and FMA (the caller matched `detect_simd()` to `Avx2Fma`
-/// and `use_avx512` returned true).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn fwd_rows_avx512(
-    gm: &Geom,
-    p: &Prepared,
+/// [`fwd_rows`] at the best level.
+struct FwdRows<'a> {
+    gm: &'a Geom,
+    p: &'a Prepared<'a>,
     r0: usize,
-    y: &mut [f32],
-    last: &mut [f32],
-    ck: &mut [f32],
-    scr: &mut FwdScratch,
-) {
-    // SAFETY: this function's contract: the CPU has AVX-512F, AVX2 and FMA.
-    let isa = unsafe { HasAvx512::new_unchecked() };
-    fwd_rows::<Avx512>(isa, gm, p, r0, y, last, ck, scr)
+    y: &'a mut [f32],
+    last: &'a mut [f32],
+    ck: &'a mut [f32],
+    scr: &'a mut FwdScratch,
 }
 
-/// [`fwd_rows`] on AVX2 registers.
-///
-/// # Safety
-/// The CPU supports AVX2 and FMA (the caller matched `detect_simd()` to `Avx2Fma`).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn fwd_rows_avx2(
-    gm: &Geom,
-    p: &Prepared,
-    r0: usize,
-    y: &mut [f32],
-    last: &mut [f32],
-    ck: &mut [f32],
-    scr: &mut FwdScratch,
-) {
-    // SAFETY: this function's contract: the CPU has AVX2 and FMA.
-    let isa = unsafe { HasAvx2Fma::new_unchecked() };
-    fwd_rows::<Avx>(isa, gm, p, r0, y, last, ck, scr)
+impl Kernel for FwdRows<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run<S: Isa>(self, isa: S) {
+        let FwdRows {
+            gm,
+            p,
+            r0,
+            y,
+            last,
+            ck,
+            scr,
+        } = self;
+        fwd_rows::<S::Lanes>(isa, gm, p, r0, y, last, ck, scr)
+    }
 }
 
 /// The forward of the rows `r0..` whose outputs `y` (L per row), `last` (N per row or empty)
 /// and `ck` (checkpoints per row or empty) are given.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn fwd_rows<V: Vf>(
+fn fwd_rows<V: Blocks>(
     isa: V::Isa,
     gm: &Geom,
     p: &Prepared,
@@ -234,7 +215,7 @@ pub(super) struct GroupFwd<'a> {
 /// Phase one of a chunk, free of the recurrence (so it pipelines): for the steps `l0..l1`
 /// and the group's `NB` blocks, `es = 2^(dt · A log2 e) = e^(dt A)` and `us = du · B`.
 #[inline(always)]
-pub(super) fn decays_and_inputs<V: Vf, const NB: usize>(
+pub(super) fn decays_and_inputs<V: Blocks, const NB: usize>(
     isa: V::Isa,
     p: &GroupFwd,
     a2: &[V; NB],
@@ -256,7 +237,7 @@ pub(super) fn decays_and_inputs<V: Vf, const NB: usize>(
             .zip(dts.iter().zip(dus))
             .zip(bts.chunks_exact(p.nbk));
         for (((eo, uo), (&dt, &du)), bl) in steps {
-            V::splat(isa, dt).mul(aj).exp2().store(&mut eo[jb..]);
+            exp2(V::splat(isa, dt).mul(aj)).store(&mut eo[jb..]);
             V::splat(isa, du)
                 .mul(V::load(isa, &bl[col..]))
                 .store(&mut uo[jb..]);
@@ -269,7 +250,7 @@ pub(super) fn decays_and_inputs<V: Vf, const NB: usize>(
 /// `accs` non-empty, `accs[i] = Σ_j x_j · C_j` (lane-wise; the lanes are summed later).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-pub(super) fn recur<V: Vf, const NB: usize>(
+pub(super) fn recur<V: Blocks, const NB: usize>(
     isa: V::Isa,
     p: &GroupFwd,
     l0: usize,
@@ -303,7 +284,7 @@ pub(super) fn recur<V: Vf, const NB: usize>(
 /// Runs `NB` state blocks over the whole sequence: adds their contribution to `y`, stores
 /// their checkpoints in `ck` (unless empty) and their final state in `xlast[..NB]`.
 #[inline(always)]
-fn fwd_group<V: Vf, const NB: usize>(
+fn fwd_group<V: Blocks, const NB: usize>(
     isa: V::Isa,
     p: &GroupFwd,
     y: &mut [f32],

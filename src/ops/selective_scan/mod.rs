@@ -119,7 +119,6 @@
 mod backward;
 mod forward;
 mod kernel;
-mod lanes;
 mod op;
 
 use std::sync::Mutex;

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use super::backward::backward;
 use super::forward::forward;
 use super::{Geom, OP};
-use crate::ops::cpu::{f32_view, store};
+use crate::cpu::{f32_view, store};
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp3, Device, Layout, Shape, Storage, Tensor};
 
