@@ -1,6 +1,6 @@
 //! Input validation shared by every op and block, so each error names the block and the shapes.
 
-use crate::conv::{checked_extent, output_size, Padding};
+use crate::geometry::{checked_extent, output_size, Padding};
 use crate::{Error, Result};
 use candle_core::{DType, Shape, Tensor};
 use candle_nn::{Init, VarBuilder};
@@ -239,7 +239,7 @@ macro_rules! conv_config_setters {
         }
 
         /// Sets the padding mode.
-        pub fn with_padding(mut self, padding: $crate::conv::Padding) -> Self {
+        pub fn with_padding(mut self, padding: $crate::geometry::Padding) -> Self {
             self.padding = padding;
             self
         }

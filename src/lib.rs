@@ -142,6 +142,7 @@ pub struct ReadmeDoctests;
 pub mod attention;
 pub mod blocks;
 pub mod conv;
+pub mod geometry;
 pub mod norm;
 pub mod ops;
 pub mod optim;

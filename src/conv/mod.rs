@@ -44,8 +44,9 @@
 //! - Chen et al., *Rethinking Atrous Convolution* (DeepLabv3), 2017, <https://arxiv.org/abs/1706.05587>
 
 pub(crate) mod init;
-pub mod padding;
-pub use padding::{checked_extent, extent, output_size, Padding};
+// Geometry lives below the ops (which need it too); re-exported here where users look for it.
+pub use crate::geometry as padding;
+pub use crate::geometry::{checked_extent, extent, output_size, Padding};
 
 pub mod receptive_field;
 pub use receptive_field::{receptive_field, LayerGeometry, ReceptiveField};

@@ -52,7 +52,7 @@
 //!   <https://arxiv.org/abs/1609.03499> (causal convolutions)
 
 use crate::check;
-use crate::conv::Padding;
+use crate::geometry::Padding;
 use crate::ops::backend::{backend, upcast, upcast_opt, Op};
 use crate::ops::depthwise_conv::{depthwise_conv1d, DepthwiseConv1dConfig};
 use crate::{Error, Result};

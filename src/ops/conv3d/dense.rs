@@ -393,7 +393,7 @@ pub(super) fn grad_weight(g: &Geom, x: &[f32], gy: &[f32]) -> Result<Vec<f32>> {
 
 #[cfg(test)]
 mod tests {
-    use crate::conv::extent;
+    use crate::geometry::extent;
 
     #[test]
     fn slabs_two_apart_read_disjoint_input_depths() {

@@ -73,7 +73,7 @@
 //!   <https://inria.hal.science/inria-00112631>
 
 use crate::check;
-use crate::conv::{extent, Padding};
+use crate::geometry::{extent, Padding};
 use crate::cpu::{par_fold, par_tasks, try_zeros};
 use crate::ops::backend::{backend, upcast, Op};
 use crate::ops::direct_conv::{padded_copy_fits, Axis, DirectConv};

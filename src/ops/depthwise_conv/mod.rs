@@ -62,7 +62,7 @@
 //!   <https://arxiv.org/abs/1610.02357>
 
 use crate::check;
-use crate::conv::Padding;
+use crate::geometry::Padding;
 use crate::ops::backend::{backend, upcast, Op};
 use crate::ops::direct_conv::{padded_copy_fits, Axis, DirectConv};
 use crate::{Error, Result};

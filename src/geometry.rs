@@ -1,4 +1,6 @@
-//! Padding modes and the output-size arithmetic every convolution and pooling layer shares.
+//! Padding modes and the output-size arithmetic every convolution and pooling layer shares (and
+//! the ops under them, hence its place below both; [`crate::conv`] re-exports it as
+//! `conv::padding`).
 //!
 //! # Shapes
 //! For one spatial axis of length $n$, kernel $k$, stride $s$, dilation $d$ and padding
