@@ -108,3 +108,15 @@ fn attention_and_scan() {
         });
     }
 }
+
+#[test]
+fn pools() {
+    for mode in [PoolMode::Avg, PoolMode::Max] {
+        same_at_every_level("adaptive_pool2d", &[&[2, 3, 23, 19]], &|t| {
+            adaptive_pool2d(&t[0], (5, 3), mode)
+        });
+    }
+    same_at_every_level("max_pool2d_same", &[&[2, 3, 23, 19]], &|t| {
+        max_pool2d_same(&t[0], 5)
+    });
+}

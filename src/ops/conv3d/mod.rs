@@ -73,8 +73,8 @@
 //!   <https://inria.hal.science/inria-00112631>
 
 use crate::check;
-use crate::geometry::{extent, Padding};
 use crate::cpu::{par_fold, par_tasks, try_zeros};
+use crate::geometry::{extent, Padding};
 use crate::ops::backend::{backend, upcast, Op};
 use crate::ops::direct_conv::{padded_copy_fits, Axis, DirectConv};
 use crate::{Error, Result};

@@ -1,0 +1,107 @@
+//! The custom ops: the forward `x -> y` and its gradient `(x, y, grad_y) -> grad_x`.
+
+use super::cpu::{backward, forward};
+use super::{Geom, PoolMode, OP_GRAD};
+use crate::cpu::{contiguous, dispatch_float, expect_shape, store};
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Shape, Tensor, WithDType};
+use half::{bf16, f16};
+
+/// Forward: `x -> y`.
+pub(super) struct PoolFwd {
+    pub(super) g: Geom,
+    pub(super) mode: PoolMode,
+    pub(super) op: &'static str,
+}
+
+/// Gradient wrt the input: `(x, y, grad_y) -> grad_x`. Max pooling finds each bin's arg-max in
+/// the input as the first element equal to the pooled value `y` (the last NaN when `y` is NaN),
+/// which is PyTorch's choice; average pooling reads only `grad_y`. No backward of its own;
+/// applied only from [`PoolFwd::bwd`].
+struct PoolGrad {
+    g: Geom,
+    mode: PoolMode,
+}
+
+impl CustomOp1 for PoolFwd {
+    fn name(&self) -> &'static str {
+        self.op
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        expect_shape(self.op, l, &self.g.x_shape())?;
+        let out = dispatch_float!(s, self.op, |x: T| {
+            let x = contiguous(x, l, self.op)?;
+            Ok::<_, candle_core::Error>(T::to_cpu_storage_owned(forward::<T>(
+                &self.g, self.mode, x,
+            )?))
+        })?;
+        Ok((out, self.g.y_shape()))
+    }
+
+    fn bwd(
+        &self,
+        arg: &Tensor,
+        res: &Tensor,
+        grad_res: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        let grad = grad_res.contiguous()?;
+        let x = arg.contiguous()?;
+        let y = res.contiguous()?;
+        let op = PoolGrad {
+            g: self.g.clone(),
+            mode: self.mode,
+        };
+        Ok(Some(x.apply_op3_no_bwd(&y, &grad, &op)?))
+    }
+}
+
+impl CustomOp3 for PoolGrad {
+    fn name(&self) -> &'static str {
+        OP_GRAD
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = &self.g;
+        expect_shape(OP_GRAD, l1, &g.x_shape())?;
+        expect_shape(OP_GRAD, l2, &g.y_shape())?;
+        expect_shape(OP_GRAD, l3, &g.y_shape())?;
+        macro_rules! run {
+            ($x:expr, $y:expr, $gy:expr, $T:ty) => {{
+                let x = contiguous($x, l1, OP_GRAD)?;
+                let y = contiguous($y, l2, OP_GRAD)?;
+                let gy = contiguous($gy, l3, OP_GRAD)?;
+                let gx = backward::<$T>(g, self.mode, x, y, gy);
+                store(<$T as WithDType>::DTYPE, gx, OP_GRAD)?
+            }};
+        }
+        use CpuStorage::{BF16, F16, F32};
+        let out = match (s1, s2, s3) {
+            (F32(x), F32(y), F32(gy)) => run!(x, y, gy, f32),
+            (F16(x), F16(y), F16(gy)) => run!(x, y, gy, f16),
+            (BF16(x), BF16(y), BF16(gy)) => run!(x, y, gy, bf16),
+            (a, _, b) if a.dtype() != b.dtype() => {
+                return Err(candle_core::Error::DTypeMismatchBinaryOp {
+                    lhs: a.dtype(),
+                    rhs: b.dtype(),
+                    op: OP_GRAD,
+                })
+            }
+            (a, _, _) => {
+                return Err(candle_core::Error::UnsupportedDTypeForOp(
+                    a.dtype(),
+                    OP_GRAD,
+                ))
+            }
+        };
+        Ok((out, g.x_shape()))
+    }
+}
