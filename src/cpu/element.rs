@@ -54,6 +54,26 @@ pub(crate) fn try_zeros<T: Element>(block: &'static str, n: usize) -> crate::Res
     Ok(unsafe { Vec::from_raw_parts(ptr, n, n) })
 }
 
+/// `src` as f32: borrowed when `T` is f32, else widened into `buf`.
+#[inline(always)]
+pub(crate) fn f32_row<'a, T: Element>(src: &'a [T], buf: &'a mut Vec<f32>) -> &'a [f32] {
+    match T::as_f32(src) {
+        Some(v) => v,
+        None => {
+            widen(src, buf);
+            buf
+        }
+    }
+}
+
+/// `dst[i] = src[i]` rounded once to `T`.
+#[inline(always)]
+pub(crate) fn round_into<T: Element>(dst: &mut [T], src: &[f32]) {
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d = T::from_f32(*s);
+    }
+}
+
 /// Replaces the contents of `dst` by `src` widened to f32 (reusing its allocation).
 pub(crate) fn widen<T: Element>(src: &[T], dst: &mut Vec<f32>) {
     dst.clear();

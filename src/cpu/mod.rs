@@ -1,5 +1,5 @@
 //! The CPU runtime under every kernel: element views and the dtype dispatch ([`element`]), the
-//! parallel split on candle's worker pool ([`parallel`]), the one SIMD dispatch whose tokens
+//! parallel split on candle's worker pool ([`parallel`]), strided matrix products ([`gemm`]), the one SIMD dispatch whose tokens
 //! prove the CPU features ([`simd`]), explicit vectors ([`lanes`]) and the vectorised math
 //! written once over them ([`math`]).
 //!
@@ -8,14 +8,15 @@
 //! with its `SAFETY` argument.
 
 pub(crate) mod element;
+pub(crate) mod gemm;
 pub(crate) mod lanes;
 pub(crate) mod math;
 pub(crate) mod parallel;
 pub(crate) mod simd;
 
 pub(crate) use element::{
-    contiguous, dispatch_float, dispatch_float_pair, expect_shape, f32_pair, f32_view, store,
-    try_zeros, widen, Element,
+    contiguous, dispatch_float, dispatch_float_pair, expect_shape, f32_pair, f32_row, f32_view,
+    round_into, store, try_zeros, widen, Element,
 };
 pub(crate) use parallel::{num_threads, par_fold, par_parts, par_tasks, SharedMut};
 pub(crate) use simd::{Isa, Kernel, Level};

@@ -69,9 +69,10 @@
 use crate::check;
 use crate::cpu::math::exp;
 use crate::cpu::simd::{dot, max, sum};
-use crate::cpu::{contiguous, dispatch_float, dispatch_float_pair, expect_shape, par_tasks};
-use crate::cpu::{widen, Element};
-use crate::cpu::{Isa, Kernel, Level};
+use crate::cpu::{
+    contiguous, dispatch_float, dispatch_float_pair, expect_shape, f32_row, par_tasks, round_into,
+    Element, Isa, Kernel, Level,
+};
 use crate::ops::backend::{backend, upcast, Op};
 use crate::{Error, Result};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
@@ -234,26 +235,6 @@ struct Scratch {
     out: Vec<f32>,
 }
 
-/// The f32 row `src`, borrowed for f32 or widened into `buf`.
-#[inline(always)]
-fn row_f32<'a, T: Element>(src: &'a [T], buf: &'a mut Vec<f32>) -> &'a [f32] {
-    match T::as_f32(src) {
-        Some(v) => v,
-        None => {
-            widen(src, buf);
-            buf
-        }
-    }
-}
-
-/// Writes the f32 row `v` into `dst`, rounding once.
-#[inline(always)]
-fn round_row<T: Element>(dst: &mut [T], v: &[f32]) {
-    for (o, v) in dst.iter_mut().zip(v) {
-        *o = T::from_f32(*v);
-    }
-}
-
 /// One forward task: the rows of `x` into `out`.
 struct FwdTask<'a, T> {
     d: usize,
@@ -269,13 +250,13 @@ impl<T: Element> Kernel for FwdTask<'_, T> {
         let Scratch { a, out: o, .. } = self.scr;
         let d = self.d;
         for (xr, yr) in self.x.chunks_exact(d).zip(self.out.chunks_exact_mut(d)) {
-            let xf = row_f32(xr, a);
+            let xf = f32_row(xr, a);
             match T::as_f32_mut(yr) {
                 Some(y) => fwd_row(xf, y),
                 None => {
                     o.resize(d, 0.0);
                     fwd_row(xf, o);
-                    round_row(yr, o);
+                    round_into(yr, o);
                 }
             }
         }
@@ -299,14 +280,14 @@ impl<T: Element> Kernel for BwdTask<'_, T> {
         let d = self.d;
         let rows = self.y.chunks_exact(d).zip(self.g.chunks_exact(d));
         for ((yr, gr), dxr) in rows.zip(self.dx.chunks_exact_mut(d)) {
-            let yf = row_f32(yr, a);
-            let gf = row_f32(gr, b);
+            let yf = f32_row(yr, a);
+            let gf = f32_row(gr, b);
             match T::as_f32_mut(dxr) {
                 Some(dx) => bwd_row(yf, gf, dx),
                 None => {
                     out.resize(d, 0.0);
                     bwd_row(yf, gf, out);
-                    round_row(dxr, out);
+                    round_into(dxr, out);
                 }
             }
         }

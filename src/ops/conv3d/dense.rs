@@ -2,8 +2,8 @@
 
 use super::cpu::*;
 use super::*;
+use crate::cpu::gemm::{matmul, Parallelism, Strided};
 use crate::cpu::{Isa, Kernel, Level, SharedMut};
-use gemm::Parallelism;
 
 /// `dst = src` for short runs, in fixed 16-wide blocks the compiler inlines (a `memcpy`
 /// call per 32-value row costs as much as the copy).
@@ -231,25 +231,13 @@ pub(super) fn forward(g: &Geom, x: &[f32], w: &[f32]) -> Result<Vec<f32>> {
         // `p0..p0 + n` of y, written by this task only; lhs is the group's (cog x kg)
         // weight and rhs the (kg x n) column tile, all in bounds.
         unsafe {
-            gemm::gemm(
-                cog,
-                n,
-                kg,
-                yp.ptr().add((bi * g.cout + gi * cog) * p_vol + p0),
-                1,
-                p_vol as isize,
+            matmul(
+                (cog, n, kg),
+                Strided::rows(yp.ptr().add((bi * g.cout + gi * cog) * p_vol + p0), p_vol),
                 false,
-                w.as_ptr().add(gi * cog * kg),
-                1,
-                kg as isize,
-                col.as_ptr(),
-                1,
-                n as isize,
-                0.0,
+                Strided::rows(w.as_ptr().add(gi * cog * kg), kg),
+                Strided::rows(col.as_ptr(), n),
                 1.0,
-                false,
-                false,
-                false,
                 par,
             )
         }
@@ -289,25 +277,16 @@ pub(super) fn grad_input(g: &Geom, gy: &[f32], w: &[f32]) -> Vec<f32> {
                 // SAFETY: lhs is the group's weight read transposed (kg x cog), rhs the
                 // (cog x n) block of grad_y, dst the task's own scratch; all in bounds.
                 unsafe {
-                    gemm::gemm(
-                        kg,
-                        n,
-                        cog,
-                        gcol.as_mut_ptr(),
-                        1,
-                        n as isize,
+                    matmul(
+                        (kg, n, cog),
+                        Strided::rows(gcol.as_mut_ptr(), n),
                         false,
-                        w.as_ptr().add(gi * cog * kg),
-                        kg as isize,
-                        1,
-                        gy.as_ptr().add((bi * g.cout + gi * cog) * p_vol + p0),
-                        1,
-                        p_vol as isize,
-                        0.0,
+                        Strided::cols(w.as_ptr().add(gi * cog * kg), kg),
+                        Strided::rows(
+                            gy.as_ptr().add((bi * g.cout + gi * cog) * p_vol + p0),
+                            p_vol,
+                        ),
                         1.0,
-                        false,
-                        false,
-                        false,
                         par,
                     );
                     // SAFETY: tasks of one phase hold slabs two apart, whose padded
@@ -345,25 +324,16 @@ pub(super) fn grad_weight(g: &Geom, x: &[f32], gy: &[f32]) -> Result<Vec<f32>> {
         // accumulator, stored column-major (see below), lhs the (cog x n) block of
         // grad_y, rhs the column tile read transposed (n x kg); all in bounds.
         unsafe {
-            gemm::gemm(
-                cog,
-                kg,
-                n,
-                acc.as_mut_ptr().add(gi * cog * kg),
-                cog as isize,
-                1,
+            matmul(
+                (cog, kg, n),
+                Strided::cols(acc.as_mut_ptr().add(gi * cog * kg), cog),
                 true,
-                gy.as_ptr().add((bi * g.cout + gi * cog) * p_vol + p0),
-                1,
-                p_vol as isize,
-                col.as_ptr(),
-                n as isize,
-                1,
+                Strided::rows(
+                    gy.as_ptr().add((bi * g.cout + gi * cog) * p_vol + p0),
+                    p_vol,
+                ),
+                Strided::cols(col.as_ptr(), n),
                 1.0,
-                1.0,
-                false,
-                false,
-                false,
                 par,
             )
         }

@@ -3,7 +3,7 @@
 use super::forward::{load_padded, ntaps, store_unpadded, weights_f32, Plan, Scratch};
 use super::Geom;
 use crate::cpu::simd::axpy;
-use crate::cpu::{par_tasks, widen, Element, Isa, Kernel, Level};
+use crate::cpu::{f32_row, par_tasks, round_into, Element, Isa, Kernel, Level};
 
 // --- gradient wrt the input -----------------------------------------------------------------
 
@@ -58,13 +58,7 @@ impl<T: Element> Kernel for GinTask<'_, T> {
         let Scratch {
             gpad, row, wide, ..
         } = scr;
-        let gyf: &[f32] = match T::as_f32(gy) {
-            Some(gy) => gy,
-            None => {
-                widen(gy, wide);
-                wide
-            }
-        };
+        let gyf: &[f32] = f32_row(gy, wide);
         gpad.clear();
         gpad.resize(plan.len, 0.0);
         match g.taps() {
@@ -182,22 +176,14 @@ impl<T: Element> Kernel for GwTask<'_, T> {
             let o0 = bi * g.cm() + c * g.m;
             let gys = &gy[o0 * outp..(o0 + g.m) * outp];
             for (gp, accj) in gys.chunks_exact(outp).zip(acc.chunks_exact_mut(kk)) {
-                let gpf: &[f32] = match T::as_f32(gp) {
-                    Some(gp) => gp,
-                    None => {
-                        widen(gp, wide);
-                        wide
-                    }
-                };
+                let gpf: &[f32] = f32_row(gp, wide);
                 match kk {
                     9 => gw_plane::<9, S>(g, plan, pad, gpf, accj),
                     _ => gw_plane::<0, S>(g, plan, pad, gpf, accj),
                 }
             }
         }
-        for (d, s) in gw.iter_mut().zip(acc.iter()) {
-            *d = T::from_f32(*s);
-        }
+        round_into(gw, acc);
     }
 }
 

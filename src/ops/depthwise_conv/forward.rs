@@ -1,7 +1,7 @@
 //! CPU kernels of the forward pass, and the scratch layout the backward kernels share.
 
 use super::Geom;
-use crate::cpu::{par_tasks, try_zeros, Element, Isa, Kernel, Level};
+use crate::cpu::{par_tasks, round_into, try_zeros, Element, Isa, Kernel, Level};
 use crate::Result;
 
 // ---------------------------------------------------------------------------------------------
@@ -363,9 +363,7 @@ impl<T: Element> Kernel for FwdTask<'_, T> {
             _ => fwd_planes::<0, S>(g, plan, pad, wk, dst),
         }
         if round {
-            for (d, s) in out.iter_mut().zip(wide.iter()) {
-                *d = T::from_f32(*s);
-            }
+            round_into(out, wide);
         }
     }
 }

@@ -1,8 +1,9 @@
 //! The backward kernel: `(dq, dk, dv)` from the saved log-sum-exp, one task per key tile.
 
-use super::kernel::{exp_shifted, head_tiles, mm, Problem};
+use super::kernel::{exp_shifted, head_tiles, Problem};
 use super::mask::{classify, Tile};
 use super::{BBC, BBR};
+use crate::cpu::gemm::{matmul, Parallelism, Strided};
 use crate::cpu::{par_parts, par_tasks, Isa, Kernel, Level};
 
 /// Per-worker state of the backward pass: scratch tiles and this worker's part of dq.
@@ -156,18 +157,14 @@ impl Kernel for BwdTask<'_> {
                 // i0..i0 + rows of head bh (stride d); k rows j0..j0 + cols read transposed.
                 unsafe {
                     // S = scale Q Kᵀ.
-                    mm(
-                        rows,
-                        cols,
-                        d,
-                        s.as_mut_ptr(),
-                        BBC,
+                    matmul(
+                        (rows, cols, d),
+                        Strided::rows(s.as_mut_ptr(), BBC),
                         false,
-                        qi.as_ptr(),
-                        (d, 1),
-                        kt.as_ptr(),
-                        (1, d),
+                        Strided::rows(qi.as_ptr(), d),
+                        Strided::cols(kt.as_ptr(), d),
                         p.scale,
+                        Parallelism::None,
                     );
                 }
                 if tile == Tile::Partial || p.bias.is_some() {
@@ -198,32 +195,24 @@ impl Kernel for BwdTask<'_> {
                 // holds BBR x BBC; v rows j0..j0 + cols read transposed. All in bounds.
                 unsafe {
                     // dV += (Z ∘ P)ᵀ dO.
-                    mm(
-                        cols,
-                        d,
-                        rows,
-                        dv.as_mut_ptr(),
-                        d,
+                    matmul(
+                        (cols, d, rows),
+                        Strided::rows(dv.as_mut_ptr(), d),
                         true,
-                        pv.as_ptr(),
-                        (1, BBC),
-                        doi.as_ptr(),
-                        (d, 1),
+                        Strided::cols(pv.as_ptr(), BBC),
+                        Strided::rows(doi.as_ptr(), d),
                         1.0,
+                        Parallelism::None,
                     );
                     // dP = dO Vᵀ.
-                    mm(
-                        rows,
-                        cols,
-                        d,
-                        dp.as_mut_ptr(),
-                        BBC,
+                    matmul(
+                        (rows, cols, d),
+                        Strided::rows(dp.as_mut_ptr(), BBC),
                         false,
-                        doi.as_ptr(),
-                        (d, 1),
-                        vt.as_ptr(),
-                        (1, d),
+                        Strided::rows(doi.as_ptr(), d),
+                        Strided::cols(vt.as_ptr(), d),
                         1.0,
+                        Parallelism::None,
                     );
                 }
                 // dS = P ∘ (Z ∘ dP - D) (Z = 1 without dropout), into dp.
@@ -253,32 +242,24 @@ impl Kernel for BwdTask<'_> {
                 // j0..j0 + cols. All in bounds.
                 unsafe {
                     // dK += scale dSᵀ Q.
-                    mm(
-                        cols,
-                        d,
-                        rows,
-                        dk.as_mut_ptr(),
-                        d,
+                    matmul(
+                        (cols, d, rows),
+                        Strided::rows(dk.as_mut_ptr(), d),
                         true,
-                        dp.as_ptr(),
-                        (1, BBC),
-                        qi.as_ptr(),
-                        (d, 1),
+                        Strided::cols(dp.as_ptr(), BBC),
+                        Strided::rows(qi.as_ptr(), d),
                         p.scale,
+                        Parallelism::None,
                     );
                     // dQ += scale dS K.
-                    mm(
-                        rows,
-                        d,
-                        cols,
-                        dq.as_mut_ptr().add(at),
-                        d,
+                    matmul(
+                        (rows, d, cols),
+                        Strided::rows(dq.as_mut_ptr().add(at), d),
                         true,
-                        dp.as_ptr(),
-                        (BBC, 1),
-                        kt.as_ptr(),
-                        (d, 1),
+                        Strided::rows(dp.as_ptr(), BBC),
+                        Strided::rows(kt.as_ptr(), d),
                         p.scale,
+                        Parallelism::None,
                     );
                 }
             }

@@ -1,8 +1,9 @@
 //! The forward kernel: output and log-sum-exp per query row, one task per query tile.
 
-use super::kernel::{exp_shifted, head_tiles, mm, Problem};
+use super::kernel::{exp_shifted, head_tiles, Problem};
 use super::mask::{classify, Tile};
 use super::{FBC, FBR};
+use crate::cpu::gemm::{matmul, Parallelism, Strided};
 use crate::cpu::math::exp;
 use crate::cpu::simd::max;
 use crate::cpu::{par_parts, Isa, Kernel, Level};
@@ -115,18 +116,14 @@ impl Kernel for FwdTask<'_> {
                 }
                 // SAFETY: s holds FBR x FBC values; q rows (stride d), k rows j0.. (read transposed).
                 unsafe {
-                    mm(
-                        rows,
-                        cols,
-                        d,
-                        s.as_mut_ptr(),
-                        FBC,
+                    matmul(
+                        (rows, cols, d),
+                        Strided::rows(s.as_mut_ptr(), FBC),
                         false,
-                        qt.as_ptr(),
-                        (d, 1),
-                        kh.as_ptr().add(j0 * d),
-                        (1, d),
+                        Strided::rows(qt.as_ptr(), d),
+                        Strided::cols(kh.as_ptr().add(j0 * d), d),
                         p.scale,
+                        Parallelism::None,
                     );
                 }
                 if tile == Tile::Partial || p.bias.is_some() {
@@ -166,18 +163,14 @@ impl Kernel for FwdTask<'_> {
                 // acc += P V.
                 // SAFETY: acc holds rows x d; s rows x cols (stride FBC); v rows j0..j0 + cols.
                 unsafe {
-                    mm(
-                        rows,
-                        d,
-                        cols,
-                        acc.as_mut_ptr(),
-                        d,
+                    matmul(
+                        (rows, d, cols),
+                        Strided::rows(acc.as_mut_ptr(), d),
                         true,
-                        s.as_ptr(),
-                        (FBC, 1),
-                        vh.as_ptr().add(j0 * d),
-                        (d, 1),
+                        Strided::rows(s.as_ptr(), FBC),
+                        Strided::rows(vh.as_ptr().add(j0 * d), d),
                         1.0,
+                        Parallelism::None,
                     );
                 }
             }

@@ -4,7 +4,6 @@
 use super::mask::{Band, Bias, Dropout, Tile};
 use super::Geom;
 use crate::cpu::math::exp;
-use gemm::Parallelism;
 
 // ---------------------------------------------------------------------------------------------
 // Kernels
@@ -78,55 +77,6 @@ impl Problem<'_> {
                 row[hi.max(pe)..].fill(f32::NEG_INFINITY);
             }
         }
-    }
-}
-
-/// `dst (m x n, row stride dst_rs) = [dst +] beta * lhs (m x k) * rhs (k x n)`, strides given
-/// as (row, column) pairs; single-threaded (the caller is one task of the pool).
-///
-/// # Safety
-/// Every pointer must be valid for the strided extents given (`dst` for writes, and not
-/// aliased by anyone else while this runs; `lhs`, `rhs` for reads).
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn mm(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: *mut f32,
-    dst_rs: usize,
-    accumulate: bool,
-    lhs: *const f32,
-    (lhs_rs, lhs_cs): (usize, usize),
-    rhs: *const f32,
-    (rhs_rs, rhs_cs): (usize, usize),
-    beta: f32,
-) {
-    // SAFETY: `gemm` reads `lhs` (m x k) and `rhs` (k x n) and writes `dst` (m x n) at the
-    // strides given, which this function's contract makes valid; `Parallelism::None` keeps
-    // it on this thread.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst,
-            1,
-            dst_rs as isize,
-            accumulate,
-            lhs,
-            lhs_cs as isize,
-            lhs_rs as isize,
-            rhs,
-            rhs_cs as isize,
-            rhs_rs as isize,
-            1.0,
-            beta,
-            false,
-            false,
-            false,
-            Parallelism::None,
-        )
     }
 }
 

@@ -5,7 +5,7 @@ use super::op::{Kind, NormOp};
 use super::TASK_ELEMS;
 
 use crate::cpu::simd::{dot, sum};
-use crate::cpu::{par_parts, widen, Element, Isa, Kernel, Level};
+use crate::cpu::{f32_row, par_parts, round_into, Element, Isa, Kernel, Level};
 
 // --- backward --------------------------------------------------------------------------------
 
@@ -146,28 +146,14 @@ impl<T: Element> Kernel for BwdTask<'_, T> {
         let BwdState { dw, db, scr } = st;
         let rows = x.chunks_exact(d).zip(g.chunks_exact(d));
         for (k, ((xr, gr), dxr)) in rows.zip(dx.chunks_exact_mut(d)).enumerate() {
-            let xf: &[f32] = match T::as_f32(xr) {
-                Some(v) => v,
-                None => {
-                    widen(xr, &mut scr.x);
-                    &scr.x
-                }
-            };
-            let gf: &[f32] = match T::as_f32(gr) {
-                Some(v) => v,
-                None => {
-                    widen(gr, &mut scr.g);
-                    &scr.g
-                }
-            };
+            let xf: &[f32] = f32_row(xr, &mut scr.x);
+            let gf: &[f32] = f32_row(gr, &mut scr.g);
             match T::as_f32_mut(dxr) {
                 Some(o) => bwd_any(op, row0 + k, xf, gf, w, need, o, dw, db),
                 None => {
                     scr.y.resize(d, 0.0);
                     bwd_any(op, row0 + k, xf, gf, w, need, &mut scr.y, dw, db);
-                    for (o, v) in dxr.iter_mut().zip(&scr.y) {
-                        *o = T::from_f32(*v);
-                    }
+                    round_into(dxr, &scr.y);
                 }
             }
         }

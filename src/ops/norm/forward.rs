@@ -4,7 +4,7 @@ use super::op::{Kind, NormOp};
 use super::TASK_ELEMS;
 
 use crate::cpu::simd::{sum, LANES};
-use crate::cpu::{par_tasks, widen, Element, Isa, Kernel, Level};
+use crate::cpu::{f32_row, par_tasks, round_into, Element, Isa, Kernel, Level};
 
 // ---------------------------------------------------------------------------------------------
 // Kernels
@@ -162,21 +162,13 @@ impl<T: Element> Kernel for FwdTask<'_, T> {
         let d = op.row;
         let rows = x.chunks_exact(d).zip(out.chunks_exact_mut(d));
         for (k, (xr, yr)) in rows.enumerate() {
-            let xf: &[f32] = match T::as_f32(xr) {
-                Some(v) => v,
-                None => {
-                    widen(xr, &mut scr.x);
-                    &scr.x
-                }
-            };
+            let xf: &[f32] = f32_row(xr, &mut scr.x);
             match T::as_f32_mut(yr) {
                 Some(yf) => fwd_any(op, row0 + k, xf, w, b, yf),
                 None => {
                     scr.y.resize(d, 0.0);
                     fwd_any(op, row0 + k, xf, w, b, &mut scr.y);
-                    for (o, v) in yr.iter_mut().zip(&scr.y) {
-                        *o = T::from_f32(*v);
-                    }
+                    round_into(yr, &scr.y);
                 }
             }
         }
