@@ -90,20 +90,13 @@ pub(crate) struct DirectConv {
 }
 
 impl DirectConv {
-    fn in_vol(&self) -> usize {
-        self.axes.iter().map(|a| a.n).product()
-    }
-    fn out_vol(&self) -> usize {
-        self.axes.iter().map(|a| a.o).product()
-    }
-    fn taps(&self) -> usize {
-        self.axes.iter().map(|a| a.k).product()
-    }
-    fn cig(&self) -> usize {
-        self.cin / self.groups.max(1)
-    }
-    fn cog(&self) -> usize {
-        self.cout / self.groups.max(1)
+    /// `(input volume, output volume, taps per kernel, input channels per group, output
+    /// channels per group)`.
+    fn sizes(&self) -> (usize, usize, usize, usize, usize) {
+        let vol = |f: fn(&Axis) -> usize| self.axes.iter().map(f).product::<usize>();
+        let groups = self.groups.max(1);
+        let (cig, cog) = (self.cin / groups, self.cout / groups);
+        (vol(|a| a.n), vol(|a| a.o), vol(|a| a.k), cig, cog)
     }
 
     /// Calls `f(output index, input index, tap index)` for every tap of every output position of
@@ -136,13 +129,7 @@ impl DirectConv {
 
     /// `y = conv(x, w)`.
     pub(crate) fn forward(&self, x: &[f32], w: &[f32]) -> crate::Result<Vec<f32>> {
-        let (iv, ov, kk, cig, cog) = (
-            self.in_vol(),
-            self.out_vol(),
-            self.taps(),
-            self.cig(),
-            self.cog(),
-        );
+        let (iv, ov, kk, cig, cog) = self.sizes();
         let mut y = try_zeros::<f32>("convolution", self.b * self.cout * ov)?;
         par_tasks(&mut y, ov, |i, yv, _: &mut ()| {
             let (bi, co) = (i / self.cout, i % self.cout);
@@ -158,13 +145,7 @@ impl DirectConv {
 
     /// `grad_x` from `grad_y` and `w`: one task per input volume, so writes never overlap.
     pub(crate) fn grad_input(&self, gy: &[f32], w: &[f32]) -> Vec<f32> {
-        let (iv, ov, kk, cig, cog) = (
-            self.in_vol(),
-            self.out_vol(),
-            self.taps(),
-            self.cig(),
-            self.cog(),
-        );
+        let (iv, ov, kk, cig, cog) = self.sizes();
         let mut gx = vec![0f32; self.b * self.cin * iv];
         par_tasks(&mut gx, iv, |i, gxv, _: &mut ()| {
             let (bi, ci) = (i / self.cin, i % self.cin);
@@ -180,13 +161,7 @@ impl DirectConv {
 
     /// `grad_w` from `x` and `grad_y`: one task per output channel, summed over the batch.
     pub(crate) fn grad_weight(&self, x: &[f32], gy: &[f32]) -> Vec<f32> {
-        let (iv, ov, kk, cig, cog) = (
-            self.in_vol(),
-            self.out_vol(),
-            self.taps(),
-            self.cig(),
-            self.cog(),
-        );
+        let (iv, ov, kk, cig, cog) = self.sizes();
         let mut gw = vec![0f32; self.cout * cig * kk];
         par_tasks(&mut gw, cig * kk, |co, gwc, _: &mut ()| {
             let c0 = co / cog * cig;
