@@ -24,8 +24,8 @@
 //! `f32::exp`, and differences $x_i - m < -87$ give exactly 0. The backward needs
 //! only the saved output $y$ and the upstream gradient $g$:
 //! $\partial L/\partial x = y \odot (g - \sum_j g_j y_j)$, one dot product and one multiply
-//! per value, no recomputation of the exponentials. The loops are compiled twice and AVX2 + FMA
-//! is picked at run time on x86-64; f16 and bf16 rows are widened to f32 scratch and rounded
+//! per value, no recomputation of the exponentials. The loops are compiled for each SIMD level and the best one
+//! the CPU has runs; f16 and bf16 rows are widened to f32 scratch and rounded
 //! once on store. There are no second derivatives.
 //!
 //! # Example

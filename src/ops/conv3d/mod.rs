@@ -37,7 +37,7 @@
 //! traffic, so those convolutions take a direct kernel instead: one task per input volume and
 //! the output volumes it feeds (forward and input gradient) or per output channel (weight
 //! gradient), the inner loop an AXPY or dot product over a whole output row, compiled for
-//! AVX2 + FMA when the CPU has it.
+//! the best SIMD level the CPU has.
 //!
 //! f16 and bf16 tensors are widened to f32 once, computed in f32 and rounded on store.
 //!

@@ -20,7 +20,8 @@
 //! scratch with its zero padding (and, for stride $s > 1$, each row split into its $s$ phases so
 //! that every tap reads contiguous memory), then computes each output row in blocks of 32 (or 8)
 //! columns whose partial sums over all taps stay in registers and are stored once. The loops are
-//! compiled twice, and AVX2 + FMA is picked at run time on x86-64 (no `-C target-cpu` needed).
+//! compiled for each SIMD level (AVX-512, AVX2 + FMA, NEON, scalar) and the best one the CPU has
+//! runs (no `-C target-cpu` needed).
 //! Tasks run on candle's own CPU worker pool.
 //!
 //! The backward pass is two more kernels in the same layout: the input gradient scatters

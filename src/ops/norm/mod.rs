@@ -32,8 +32,8 @@
 //! channel (one scalar $\gamma_c$ per channel, whose per-channel sums $\sum g$, $\sum g x$ also
 //! give $\partial L/\partial \gamma_c$ and $\partial L/\partial \beta_c$). candle-nn's
 //! `GroupNorm` is a composition of tensor ops, differentiable but several passes over the
-//! activation in each direction. The loops are compiled twice and AVX2 + FMA is picked at run
-//! time on x86-64. f16 and bf16 rows are widened to f32 scratch and rounded once on store.
+//! activation in each direction. The loops are compiled for each SIMD level and the best one
+//! the CPU has runs. f16 and bf16 rows are widened to f32 scratch and rounded once on store.
 //! There are no second derivatives.
 //!
 //! # Example

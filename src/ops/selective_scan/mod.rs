@@ -56,7 +56,7 @@
 //! recurrence $h_{t-1} = e^{\Delta_t A} h_t + \partial L/\partial x_{t-1}$ back through it. The
 //! gradients of $B$ and $C$, shared by the channels of a group, are summed in per-worker buffers
 //! and reduced once (no races). The kernels are compiled for AVX-512 (16 states per register, used
-//! when $N$ is a multiple of 16), AVX2 + FMA and portable code, picked at run time. No second
+//! when the padded $N$ is a multiple of 16), AVX2 + FMA and portable code, picked at run time. No second
 //! derivatives.
 //!
 //! # Example
