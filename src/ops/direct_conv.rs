@@ -2,9 +2,10 @@
 //! gradient ops, and [`DirectConv`], a convolution straight from its definition for geometries
 //! whose padded copy would dwarf the tensors.
 
-use candle_core::{CustomOp2, Result, Tensor};
+use candle_core::Tensor;
 
 use crate::cpu::{par_tasks, try_zeros};
+use crate::ops::fused::{Fused, FusedOp, Grads};
 
 /// The backward of a convolution op `(x, w) -> y` whose two gradients are themselves ops:
 /// `grad_x = grad_input(grad_y, w)` and `grad_w = grad_weight(x, grad_y)`, applied on contiguous
@@ -13,15 +14,15 @@ pub(crate) fn conv_bwd(
     x: &Tensor,
     w: &Tensor,
     grad_y: &Tensor,
-    grad_input: &impl CustomOp2,
-    grad_weight: &impl CustomOp2,
-) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    grad_input: impl FusedOp<2>,
+    grad_weight: impl FusedOp<2>,
+) -> Grads<2> {
     let grad = grad_y.contiguous()?;
     let x = x.contiguous()?;
     let w = w.contiguous()?;
-    let gx = grad.apply_op2_no_bwd(&w, grad_input)?;
-    let gw = x.apply_op2_no_bwd(&grad, grad_weight)?;
-    Ok((Some(gx), Some(gw)))
+    let gx = grad.apply_op2_no_bwd(&w, &Fused(grad_input))?;
+    let gw = x.apply_op2_no_bwd(&grad, &Fused(grad_weight))?;
+    Ok([Some(gx), Some(gw)])
 }
 
 /// Per-volume scratch, in elements, that a padded-copy kernel may use before a convolution

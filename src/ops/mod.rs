@@ -6,9 +6,11 @@
 //! compare against, and which is also the op's path on a device without our kernel (CUDA,
 //! Metal): see [`mod@backend`] for which op runs what where, and how to force the composition.
 
+pub(crate) mod batch_norm;
 pub(crate) mod direct_conv;
 #[cfg(test)]
 mod every_level;
+pub(crate) mod fused;
 
 pub mod backend;
 pub use backend::{

@@ -74,8 +74,9 @@ use crate::cpu::{
     Element, Isa, Kernel, Level,
 };
 use crate::ops::backend::{backend, upcast, Op};
+use crate::ops::fused::{Fused, FusedOp, Grads, Operand, Output};
 use crate::{Error, Result};
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
+use candle_core::{DType, Layout, Shape, Tensor};
 
 const OP: &str = "softmax_last_dim";
 
@@ -92,7 +93,7 @@ pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     if !backend(Op::SoftmaxLastDim, x.device()).is_kernel() {
         return Ok(softmax_last_dim_reference(&upcast(x)?)?.to_dtype(x.dtype())?);
     }
-    Ok(x.contiguous()?.apply_op1(SoftmaxOp { d })?)
+    Ok(x.contiguous()?.apply_op1(Fused(SoftmaxOp { d }))?)
 }
 
 /// Softmax over the last dimension built from candle tensor ops (max, sub, exp, sum, div);
@@ -149,12 +150,12 @@ fn check_last_dim(l: &Layout, d: usize) -> candle_core::Result<()> {
     Ok(())
 }
 
-impl CustomOp1 for SoftmaxOp {
+impl FusedOp<1> for SoftmaxOp {
     fn name(&self) -> &'static str {
         OP
     }
 
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn cpu(&self, [(s, l)]: [Operand<'_>; 1]) -> Output {
         check_last_dim(l, self.d)?;
         let out = dispatch_float!(s, OP, |v: T| {
             let v = contiguous(v, l, OP)?;
@@ -164,31 +165,20 @@ impl CustomOp1 for SoftmaxOp {
         Ok((out, l.shape().clone()))
     }
 
-    fn bwd(
-        &self,
-        _x: &Tensor,
-        res: &Tensor,
-        grad_res: &Tensor,
-    ) -> candle_core::Result<Option<Tensor>> {
+    fn grads(&self, _x: [&Tensor; 1], res: &Tensor, grad_res: &Tensor) -> Grads<1> {
         let y = res.contiguous()?;
         let g = grad_res.contiguous()?;
-        let gx = y.apply_op2_no_bwd(&g, &SoftmaxGradOp { d: self.d })?;
-        Ok(Some(gx))
+        let gx = y.apply_op2_no_bwd(&g, &Fused(SoftmaxGradOp { d: self.d }))?;
+        Ok([Some(gx)])
     }
 }
 
-impl CustomOp2 for SoftmaxGradOp {
+impl FusedOp<2> for SoftmaxGradOp {
     fn name(&self) -> &'static str {
         OP
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn cpu(&self, [(s1, l1), (s2, l2)]: [Operand<'_>; 2]) -> Output {
         check_last_dim(l1, self.d)?;
         expect_shape(OP, l2, l1.shape())?;
         let out = dispatch_float_pair!(s1, s2, OP, |y, g: T| {

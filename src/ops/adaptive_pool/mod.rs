@@ -56,6 +56,7 @@
 
 use crate::check;
 use crate::ops::backend::{backend, upcast, Op};
+use crate::ops::fused::Fused;
 use crate::{Error, Result};
 use candle_core::{DType, Shape, Tensor};
 
@@ -220,7 +221,7 @@ fn adaptive(x: &Tensor, out: (usize, usize), mode: PoolMode, rank: usize) -> Res
         rows: adaptive_bins(h, out.0),
         cols: adaptive_bins(w, out.1),
     };
-    let y = x4.apply_op1(PoolFwd { g, mode, op })?;
+    let y = x4.apply_op1(Fused(PoolFwd { g, mode, op }))?;
     from_4d(y, rank, batched)
 }
 
@@ -298,11 +299,8 @@ pub fn max_pool2d_same(x: &Tensor, kernel_size: usize) -> Result<Tensor> {
         rows: same_bins(h, kernel_size),
         cols: same_bins(w, kernel_size),
     };
-    Ok(x.apply_op1(PoolFwd {
-        g,
-        mode: PoolMode::Max,
-        op: SAME,
-    })?)
+    let mode = PoolMode::Max;
+    Ok(x.apply_op1(Fused(PoolFwd { g, mode, op: SAME }))?)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,10 +1,11 @@
-//! The custom ops: the forward `x -> y` and its gradient `(x, y, grad_y) -> grad_x`.
+//! The fused ops: the forward `x -> y` and its gradient `(x, y, grad_y) -> grad_x`.
 
 use super::cpu::{backward, forward};
 use super::{Geom, PoolMode, OP_GRAD};
 use crate::cpu::{contiguous, dispatch_float, expect_shape, store};
+use crate::ops::fused::{Fused, FusedOp, Grads, Operand, Output};
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Shape, Tensor, WithDType};
+use candle_core::{CpuStorage, Tensor, WithDType};
 use half::{bf16, f16};
 
 /// Forward: `x -> y`.
@@ -17,18 +18,18 @@ pub(super) struct PoolFwd {
 /// Gradient wrt the input: `(x, y, grad_y) -> grad_x`. Max pooling finds each bin's arg-max in
 /// the input as the first element equal to the pooled value `y` (the last NaN when `y` is NaN),
 /// which is PyTorch's choice; average pooling reads only `grad_y`. No backward of its own;
-/// applied only from [`PoolFwd::bwd`].
+/// applied only from [`PoolFwd`]'s gradients.
 struct PoolGrad {
     g: Geom,
     mode: PoolMode,
 }
 
-impl CustomOp1 for PoolFwd {
+impl FusedOp<1> for PoolFwd {
     fn name(&self) -> &'static str {
         self.op
     }
 
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn cpu(&self, [(s, l)]: [Operand<'_>; 1]) -> Output {
         expect_shape(self.op, l, &self.g.x_shape())?;
         let out = dispatch_float!(s, self.op, |x: T| {
             let x = contiguous(x, l, self.op)?;
@@ -39,37 +40,22 @@ impl CustomOp1 for PoolFwd {
         Ok((out, self.g.y_shape()))
     }
 
-    fn bwd(
-        &self,
-        arg: &Tensor,
-        res: &Tensor,
-        grad_res: &Tensor,
-    ) -> candle_core::Result<Option<Tensor>> {
-        let grad = grad_res.contiguous()?;
-        let x = arg.contiguous()?;
-        let y = res.contiguous()?;
+    fn grads(&self, [x]: [&Tensor; 1], y: &Tensor, grad: &Tensor) -> Grads<1> {
         let op = PoolGrad {
             g: self.g.clone(),
             mode: self.mode,
         };
-        Ok(Some(x.apply_op3_no_bwd(&y, &grad, &op)?))
+        let [x, y, grad] = [x, y, grad].map(|t| t.contiguous());
+        Ok([Some(x?.apply_op3_no_bwd(&y?, &grad?, &Fused(op))?)])
     }
 }
 
-impl CustomOp3 for PoolGrad {
+impl FusedOp<3> for PoolGrad {
     fn name(&self) -> &'static str {
         OP_GRAD
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn cpu(&self, [(s1, l1), (s2, l2), (s3, l3)]: [Operand<'_>; 3]) -> Output {
         let g = &self.g;
         expect_shape(OP_GRAD, l1, &g.x_shape())?;
         expect_shape(OP_GRAD, l2, &g.y_shape())?;

@@ -77,6 +77,7 @@ use crate::cpu::{par_fold, par_tasks, try_zeros};
 use crate::geometry::{extent, Padding};
 use crate::ops::backend::{backend, upcast, Op};
 use crate::ops::direct_conv::{padded_copy_fits, Axis, DirectConv};
+use crate::ops::fused::Fused;
 use crate::{Error, Result};
 use candle_core::{DType, Shape, Tensor};
 
@@ -331,13 +332,8 @@ pub fn conv3d(x: &Tensor, w: &Tensor, cfg: Conv3dConfig) -> Result<Tensor> {
     }
     let x = x.contiguous()?;
     let w = w.contiguous()?;
-    Ok(x.apply_op2(
-        &w,
-        Conv3dOp {
-            g,
-            role: Role::Forward,
-        },
-    )?)
+    let role = Role::Forward;
+    Ok(x.apply_op2(&w, Fused(Conv3dOp { g, role }))?)
 }
 
 /// 3-D convolution composed from candle ops: for every depth tap, the matching (strided) depth

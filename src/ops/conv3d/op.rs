@@ -4,11 +4,8 @@
 use super::{dense, depthwise, Geom, OP, OP_GRAD_INPUT, OP_GRAD_WEIGHT};
 use crate::cpu::{expect_shape, f32_pair, store};
 use crate::ops::direct_conv::conv_bwd;
-use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
-
-// ---------------------------------------------------------------------------------------------
-// Custom ops
-// ---------------------------------------------------------------------------------------------
+use crate::ops::fused::{FusedOp, Grads, Operand, Output};
+use candle_core::Tensor;
 
 /// What a [`Conv3dOp`] computes from its two operands.
 #[derive(Clone, Copy)]
@@ -28,7 +25,7 @@ pub(super) struct Conv3dOp {
     pub(super) role: Role,
 }
 
-impl CustomOp2 for Conv3dOp {
+impl FusedOp<2> for Conv3dOp {
     fn name(&self) -> &'static str {
         match self.role {
             Role::Forward => OP,
@@ -37,13 +34,7 @@ impl CustomOp2 for Conv3dOp {
         }
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn cpu(&self, [(s1, l1), (s2, l2)]: [Operand<'_>; 2]) -> Output {
         let (g, op) = (self.g, self.name());
         let (a, b, out) = match self.role {
             Role::Forward => (g.x_shape(), g.w_shape(), g.y_shape()),
@@ -74,13 +65,7 @@ impl CustomOp2 for Conv3dOp {
         Ok((store(dtype, v, op)?, out))
     }
 
-    fn bwd(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        _res: &Tensor,
-        grad_res: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+    fn grads(&self, [x, w]: [&Tensor; 2], _res: &Tensor, grad_res: &Tensor) -> Grads<2> {
         let g = self.g;
         if !matches!(self.role, Role::Forward) {
             return Err(candle_core::Error::BackwardNotSupported { op: self.name() });
@@ -89,11 +74,11 @@ impl CustomOp2 for Conv3dOp {
             x,
             w,
             grad_res,
-            &Conv3dOp {
+            Conv3dOp {
                 g,
                 role: Role::GradInput,
             },
-            &Conv3dOp {
+            Conv3dOp {
                 g,
                 role: Role::GradWeight,
             },

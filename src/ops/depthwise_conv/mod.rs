@@ -66,6 +66,7 @@ use crate::check;
 use crate::geometry::Padding;
 use crate::ops::backend::{backend, upcast, Op};
 use crate::ops::direct_conv::{padded_copy_fits, Axis, DirectConv};
+use crate::ops::fused::Fused;
 use crate::{Error, Result};
 use candle_core::{DType, Shape, Tensor};
 
@@ -363,7 +364,7 @@ pub fn depthwise_conv2d(x: &Tensor, w: &Tensor, cfg: DepthwiseConv2dConfig) -> R
     }
     let x = x.contiguous()?;
     let w = w.contiguous()?;
-    Ok(x.apply_op2(&w, DepthwiseOp::forward(g))?)
+    Ok(x.apply_op2(&w, Fused(DepthwiseOp::forward(g)))?)
 }
 
 /// Depthwise 1-D convolution (`groups = C`) with the same kernel as [`depthwise_conv2d`] (a
@@ -380,7 +381,8 @@ pub fn depthwise_conv1d(x: &Tensor, w: &Tensor, cfg: DepthwiseConv1dConfig) -> R
     }
     let x = x.contiguous()?.unsqueeze(2)?;
     let w = w.contiguous()?.unsqueeze(2)?;
-    Ok(x.apply_op2(&w, DepthwiseOp::forward(g))?.squeeze(2)?)
+    Ok(x.apply_op2(&w, Fused(DepthwiseOp::forward(g)))?
+        .squeeze(2)?)
 }
 
 /// Depthwise 2-D convolution composed from candle tensor ops: the input is zero-padded

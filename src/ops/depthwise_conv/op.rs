@@ -5,12 +5,9 @@ use super::forward::forward;
 use super::{Geom, OP2, OP_GRAD_INPUT, OP_GRAD_WEIGHT};
 use crate::cpu::{contiguous, dispatch_float_pair, expect_shape, Element};
 use crate::ops::direct_conv::conv_bwd;
+use crate::ops::fused::{FusedOp, Grads, Operand, Output};
 use crate::Result;
-use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor, WithDType};
-
-// ---------------------------------------------------------------------------------------------
-// Custom ops
-// ---------------------------------------------------------------------------------------------
+use candle_core::{Tensor, WithDType};
 
 /// What a [`DepthwiseOp`] computes from its two operands.
 #[derive(Clone, Copy)]
@@ -39,7 +36,7 @@ impl DepthwiseOp {
     }
 }
 
-impl CustomOp2 for DepthwiseOp {
+impl FusedOp<2> for DepthwiseOp {
     fn name(&self) -> &'static str {
         match self.role {
             Role::Forward => OP2,
@@ -48,13 +45,7 @@ impl CustomOp2 for DepthwiseOp {
         }
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn cpu(&self, [(s1, l1), (s2, l2)]: [Operand<'_>; 2]) -> Output {
         let (g, role, op) = (self.g, self.role, self.name());
         let (a_shape, b_shape, out_shape) = match role {
             Role::Forward => (g.x_shape(), g.w_shape(), g.y_shape()),
@@ -77,13 +68,7 @@ impl CustomOp2 for DepthwiseOp {
         Ok((out, out_shape))
     }
 
-    fn bwd(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        _res: &Tensor,
-        grad_res: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+    fn grads(&self, [x, w]: [&Tensor; 2], _res: &Tensor, grad_res: &Tensor) -> Grads<2> {
         if !matches!(self.role, Role::Forward) {
             return Err(candle_core::Error::BackwardNotSupported { op: self.name() });
         }
@@ -94,11 +79,11 @@ impl CustomOp2 for DepthwiseOp {
             x,
             w,
             grad_res,
-            &DepthwiseOp {
+            DepthwiseOp {
                 g,
                 role: Role::GradInput,
             },
-            &DepthwiseOp {
+            DepthwiseOp {
                 g,
                 role: Role::GradWeight,
             },

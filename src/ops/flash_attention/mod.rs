@@ -116,6 +116,7 @@ use self::op::SdpaOp;
 use crate::check;
 use crate::cpu::try_zeros;
 use crate::ops::backend::{backend, upcast, Op};
+use crate::ops::fused::Fused;
 use crate::{Error, Result};
 use candle_core::{DType, Device, Shape, Tensor};
 
@@ -234,7 +235,7 @@ pub fn scaled_dot_product_attention_seeded(
         lse: Arc::new(Mutex::new(None)),
     };
     Ok(q.contiguous()?
-        .apply_op3(&k.contiguous()?, &v.contiguous()?, op)?)
+        .apply_op3(&k.contiguous()?, &v.contiguous()?, Fused(op))?)
 }
 
 /// The dropout factors [`scaled_dot_product_attention_seeded`] applies for `(dropout_p, seed)`

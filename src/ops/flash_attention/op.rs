@@ -1,4 +1,4 @@
-//! The `CustomOp3` glue: forward on the CPU kernel, backward as a second kernel call.
+//! The [`SdpaOp`] fused op: forward on the CPU kernel, backward as a second kernel call.
 
 use std::sync::{Arc, Mutex};
 
@@ -7,12 +7,9 @@ use super::forward::forward;
 use super::kernel::Problem;
 use super::mask::{Band, Bias, Dropout};
 use super::{Geom, OP};
-use crate::cpu::{f32_view, store};
-use candle_core::{CpuStorage, CustomOp3, Device, Layout, Shape, Storage, Tensor};
-
-// ---------------------------------------------------------------------------------------------
-// Custom op
-// ---------------------------------------------------------------------------------------------
+use crate::cpu::{expect_shape, f32_view, store};
+use crate::ops::fused::{with_f32_views, FusedOp, Grads, Operand, Output};
+use candle_core::{Device, Shape, Tensor};
 
 /// The forward op `(q, k, v) -> o`; keeps the log-sum-exp of its run for the backward pass.
 #[derive(Debug, Clone)]
@@ -39,21 +36,12 @@ impl SdpaOp {
     }
 }
 
-impl CustomOp3 for SdpaOp {
+impl FusedOp<3> for SdpaOp {
     fn name(&self) -> &'static str {
         OP
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        use crate::cpu::expect_shape;
+    fn cpu(&self, [(s1, l1), (s2, l2), (s3, l3)]: [Operand<'_>; 3]) -> Output {
         let g = self.g;
         expect_shape(OP, l1, &g.q_shape())?;
         expect_shape(OP, l2, &g.kv_shape())?;
@@ -67,48 +55,23 @@ impl CustomOp3 for SdpaOp {
         Ok((store(dtype, o, OP)?, g.q_shape()))
     }
 
-    fn bwd(
-        &self,
-        q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
-        res: &Tensor,
-        grad_res: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        if !q.device().is_cpu() {
-            return Err(candle_core::Error::BackwardNotSupported { op: OP });
-        }
-        // f32 views of the contiguous storages (borrowed for f32, widened for f16/bf16).
-        let ts = [
-            q.contiguous()?,
-            k.contiguous()?,
-            v.contiguous()?,
-            res.contiguous()?,
-            grad_res.contiguous()?,
-        ];
-        let guards: Vec<_> = ts.iter().map(|t| t.storage_and_layout()).collect();
-        let mut views = Vec::with_capacity(5);
-        for (st, l) in &guards {
-            match &**st {
-                Storage::Cpu(c) => views.push(f32_view(c, l, OP)?),
-                _ => return Err(candle_core::Error::BackwardNotSupported { op: OP }),
-            }
-        }
-        let [qf, kf, vf, of, dof] = [0, 1, 2, 3, 4].map(|i| &*views[i]);
+    fn grads(&self, [q, k, v]: [&Tensor; 3], res: &Tensor, grad_res: &Tensor) -> Grads<3> {
         let p = self.problem();
         let saved = self.lse.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let lse = match saved {
-            Some(l) => l,
-            None => forward(&p, qf, kf, vf).1,
-        };
-        let (dq, dk, dv) = backward(&p, qf, kf, vf, of, dof, &lse);
+        let (dq, dk, dv) = with_f32_views(OP, [q, k, v, res, grad_res], |[qf, kf, vf, of, dof]| {
+            let lse = match saved {
+                Some(l) => l,
+                None => forward(&p, qf, kf, vf).1,
+            };
+            Ok(backward(&p, qf, kf, vf, of, dof, &lse))
+        })?;
         let g = self.g;
         let dt = q.dtype();
         let mk = |x: Vec<f32>, s: Shape| Tensor::from_vec(x, s, &Device::Cpu)?.to_dtype(dt);
-        Ok((
+        Ok([
             Some(mk(dq, g.q_shape())?),
             Some(mk(dk, g.kv_shape())?),
             Some(mk(dv, g.kv_shape())?),
-        ))
+        ])
     }
 }

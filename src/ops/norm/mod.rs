@@ -76,6 +76,7 @@
 
 use crate::check;
 use crate::ops::backend::{backend, upcast, upcast_opt, Op};
+use crate::ops::fused::Fused;
 use crate::{Error, Result};
 use candle_core::{DType, Tensor};
 
@@ -312,8 +313,8 @@ fn check_common(
 fn apply(op: NormOp, x: &Tensor, weight: Option<&Tensor>, bias: Option<&Tensor>) -> Result<Tensor> {
     let x = x.contiguous()?;
     Ok(match (weight, bias) {
-        (None, None) => x.apply_op1(op)?,
-        (Some(p), None) | (None, Some(p)) => x.apply_op2(&p.contiguous()?, op)?,
-        (Some(w), Some(b)) => x.apply_op3(&w.contiguous()?, &b.contiguous()?, op)?,
+        (None, None) => x.apply_op1(Fused(op))?,
+        (Some(p), None) | (None, Some(p)) => x.apply_op2(&p.contiguous()?, Fused(op))?,
+        (Some(w), Some(b)) => x.apply_op3(&w.contiguous()?, &b.contiguous()?, Fused(op))?,
     })
 }

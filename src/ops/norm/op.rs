@@ -1,4 +1,4 @@
-//! The [`NormOp`] custom op: candle glue (one, two or three operands), parameter checks and
+//! The [`NormOp`] fused op (one, two or three operands), parameter checks and
 //! dispatch to the CPU kernels.
 
 use super::backward::backward;
@@ -8,13 +8,8 @@ use super::{OP_GN, OP_LN, OP_RMS};
 
 use crate::cpu::f32_view;
 use crate::cpu::{contiguous, dispatch_float, dispatch_float_pair};
-use candle_core::{
-    CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Device, Layout, Shape, Storage, Tensor,
-};
-
-// ---------------------------------------------------------------------------------------------
-// Custom op
-// ---------------------------------------------------------------------------------------------
+use crate::ops::fused::{FusedOp, Grads, Operand, Output};
+use candle_core::{CpuStorage, DType, Device, Layout, Shape, Storage, Tensor};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Kind {
@@ -101,12 +96,7 @@ impl NormOp {
         }
     }
 
-    fn fwd(
-        &self,
-        x: (&CpuStorage, &Layout),
-        w: Option<(&CpuStorage, &Layout)>,
-        b: Option<(&CpuStorage, &Layout)>,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn fwd(&self, x: Operand<'_>, w: Option<Operand<'_>>, b: Option<Operand<'_>>) -> Output {
         let name = self.name();
         let (xs, xl) = x;
         let dims = xl.shape().dims();
@@ -183,88 +173,52 @@ impl NormOp {
     }
 }
 
-impl CustomOp1 for NormOp {
+impl FusedOp<1> for NormOp {
     fn name(&self) -> &'static str {
         NormOp::name(self)
     }
 
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        self.fwd((s, l), None, None)
+    fn cpu(&self, [x]: [Operand<'_>; 1]) -> Output {
+        self.fwd(x, None, None)
     }
 
-    fn bwd(
-        &self,
-        x: &Tensor,
-        _res: &Tensor,
-        grad_res: &Tensor,
-    ) -> candle_core::Result<Option<Tensor>> {
-        let (gx, _, _) = self.bwd_impl(x, None, grad_res)?;
-        Ok(Some(gx))
+    fn grads(&self, [x]: [&Tensor; 1], _res: &Tensor, grad: &Tensor) -> Grads<1> {
+        let (gx, _, _) = self.bwd_impl(x, None, grad)?;
+        Ok([Some(gx)])
     }
 }
 
-impl CustomOp2 for NormOp {
+/// `(x, weight)` or `(x, bias)`, as `has_w` says.
+impl FusedOp<2> for NormOp {
     fn name(&self) -> &'static str {
         NormOp::name(self)
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        if self.has_w {
-            self.fwd((s1, l1), Some((s2, l2)), None)
-        } else {
-            self.fwd((s1, l1), None, Some((s2, l2)))
+    fn cpu(&self, [x, p]: [Operand<'_>; 2]) -> Output {
+        match self.has_w {
+            true => self.fwd(x, Some(p), None),
+            false => self.fwd(x, None, Some(p)),
         }
     }
 
-    fn bwd(
-        &self,
-        x: &Tensor,
-        p: &Tensor,
-        _res: &Tensor,
-        grad_res: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        if self.has_w {
-            let (gx, gw, _) = self.bwd_impl(x, Some(p), grad_res)?;
-            Ok((Some(gx), gw))
-        } else {
-            let (gx, _, gb) = self.bwd_impl(x, None, grad_res)?;
-            Ok((Some(gx), gb))
-        }
+    fn grads(&self, [x, p]: [&Tensor; 2], _res: &Tensor, grad: &Tensor) -> Grads<2> {
+        let w = self.has_w.then_some(p);
+        let (gx, gw, gb) = self.bwd_impl(x, w, grad)?;
+        Ok([Some(gx), if self.has_w { gw } else { gb }])
     }
 }
 
-impl CustomOp3 for NormOp {
+impl FusedOp<3> for NormOp {
     fn name(&self) -> &'static str {
         NormOp::name(self)
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        self.fwd((s1, l1), Some((s2, l2)), Some((s3, l3)))
+    fn cpu(&self, [x, w, b]: [Operand<'_>; 3]) -> Output {
+        self.fwd(x, Some(w), Some(b))
     }
 
-    fn bwd(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        _b: &Tensor,
-        _res: &Tensor,
-        grad_res: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (gx, gw, gb) = self.bwd_impl(x, Some(w), grad_res)?;
-        Ok((Some(gx), gw, gb))
+    fn grads(&self, [x, w, _]: [&Tensor; 3], _res: &Tensor, grad: &Tensor) -> Grads<3> {
+        let (gx, gw, gb) = self.bwd_impl(x, Some(w), grad)?;
+        Ok([Some(gx), gw, gb])
     }
 }

@@ -126,6 +126,7 @@ use std::sync::Mutex;
 use self::op::ScanOp;
 use crate::check;
 use crate::ops::backend::{backend, upcast, upcast_opt, Op};
+use crate::ops::fused::Fused;
 use crate::{Error, Result};
 use candle_core::{DType, Tensor};
 
@@ -272,7 +273,7 @@ pub fn selective_scan(
         save,
         ckpt: Mutex::new(None),
     };
-    let out = u.apply_op3(&delta, &rest, op)?;
+    let out = u.apply_op3(&delta, &rest, Fused(op))?;
     let Geom { b: bs, d, l, n, .. } = geom;
     if cfg.return_last_state {
         let y = out.narrow(0, 0, bs * d * l)?.reshape((bs, d, l))?;

@@ -1,4 +1,5 @@
-//! The `CustomOp3` glue: the forward kernel on CPU storage, the backward as a second kernel call.
+//! The [`ScanOp`] fused op: the forward kernel on CPU storage, the backward as a second kernel
+//! call.
 
 use std::sync::{Arc, Mutex};
 
@@ -6,12 +7,9 @@ use super::backward::backward;
 use super::forward::forward;
 use super::{Geom, OP};
 use crate::cpu::{f32_view, store};
+use crate::ops::fused::{with_f32_views, FusedOp, Grads, Operand, Output};
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp3, Device, Layout, Shape, Storage, Tensor};
-
-// ---------------------------------------------------------------------------------------------
-// Custom op
-// ---------------------------------------------------------------------------------------------
+use candle_core::{Device, Layout, Shape, Tensor};
 
 /// The op `(u, delta, packed rest) -> y` (flat `[y | last state]` with `return_last_state`).
 /// Keeps the forward's state checkpoints for its backward when a gradient is tracked.
@@ -19,13 +17,6 @@ pub(super) struct ScanOp {
     pub(super) geom: Geom,
     pub(super) save: bool,
     pub(super) ckpt: Mutex<Option<Arc<Vec<f32>>>>,
-}
-
-fn cpu_of(s: &Storage) -> candle_core::Result<&CpuStorage> {
-    match s {
-        Storage::Cpu(c) => Ok(c),
-        _ => candle_core::bail!("{OP}: the backward pass runs on CPU only"),
-    }
 }
 
 fn expect_len(l: &Layout, len: usize, what: &str) -> candle_core::Result<()> {
@@ -38,20 +29,12 @@ fn expect_len(l: &Layout, len: usize, what: &str) -> candle_core::Result<()> {
     Ok(())
 }
 
-impl CustomOp3 for ScanOp {
+impl FusedOp<3> for ScanOp {
     fn name(&self) -> &'static str {
         OP
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn cpu(&self, [(s1, l1), (s2, l2), (s3, l3)]: [Operand<'_>; 3]) -> Output {
         let gm = self.geom;
         expect_len(l1, gm.bdl(), "u")?;
         expect_len(l2, gm.bdl(), "delta")?;
@@ -75,45 +58,35 @@ impl CustomOp3 for ScanOp {
         Ok((store(dtype, out, OP)?, shape))
     }
 
-    fn bwd(
-        &self,
-        u: &Tensor,
-        delta: &Tensor,
-        rest: &Tensor,
-        _res: &Tensor,
-        grad_res: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    fn grads(&self, [u, delta, rest]: [&Tensor; 3], _res: &Tensor, grad: &Tensor) -> Grads<3> {
         let gm = self.geom;
         let dtype = u.dtype();
-        let (u, delta, rest) = (u.contiguous()?, delta.contiguous()?, rest.contiguous()?);
-        let grad = grad_res.contiguous()?.to_dtype(dtype)?;
+        let grad = grad.to_dtype(dtype)?;
+        let lens = [gm.bdl(), gm.bdl(), gm.offsets()[6], gm.out_len()];
+        let names = ["u", "delta", "the packed inputs", "the output gradient"];
+        for ((t, len), what) in [u, delta, rest, &grad].iter().zip(lens).zip(names) {
+            if t.elem_count() != len {
+                candle_core::bail!(
+                    "{OP}: {what} has {} elements, expected {len}",
+                    t.elem_count()
+                );
+            }
+        }
         let saved = self.ckpt.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let (gu, gdelta, grest) = {
-            let (us, ul) = u.storage_and_layout();
-            let (ds, dl) = delta.storage_and_layout();
-            let (rs, rl) = rest.storage_and_layout();
-            let (gs, gl) = grad.storage_and_layout();
-            let (us, ds, rs, gs) = (cpu_of(&us)?, cpu_of(&ds)?, cpu_of(&rs)?, cpu_of(&gs)?);
-            expect_len(ul, gm.bdl(), "u")?;
-            expect_len(dl, gm.bdl(), "delta")?;
-            expect_len(rl, gm.offsets()[6], "the packed inputs")?;
-            expect_len(gl, gm.out_len(), "the output gradient")?;
-            let u = f32_view(us, ul, OP)?;
-            let delta = f32_view(ds, dl, OP)?;
-            let rest = f32_view(rs, rl, OP)?;
-            let g = f32_view(gs, gl, OP)?;
-            let ckpt = match saved {
-                Some(c) => c,
-                None => Arc::new(forward(&gm, &u, &delta, &rest, true).1),
-            };
-            backward(&gm, &u, &delta, &rest, &g, &ckpt)
-        };
+        let (gu, gdelta, grest) =
+            with_f32_views(OP, [u, delta, rest, &grad], |[u, delta, rest, g]| {
+                let ckpt = match saved {
+                    Some(c) => c,
+                    None => Arc::new(forward(&gm, u, delta, rest, true).1),
+                };
+                Ok(backward(&gm, u, delta, rest, g, &ckpt))
+            })?;
         let dev = &Device::Cpu;
         let shape = (gm.b, gm.d, gm.l);
         let gu = Tensor::from_vec(gu, shape, dev)?.to_dtype(dtype)?;
         let gdelta = Tensor::from_vec(gdelta, shape, dev)?.to_dtype(dtype)?;
         let n_rest = grest.len();
         let grest = Tensor::from_vec(grest, n_rest, dev)?.to_dtype(dtype)?;
-        Ok((Some(gu), Some(gdelta), Some(grest)))
+        Ok([Some(gu), Some(gdelta), Some(grest)])
     }
 }
