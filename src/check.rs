@@ -204,6 +204,17 @@ pub(crate) fn param(
     Ok(vb.get_with_hints(shape, name, init)?)
 }
 
+/// Builds `block` from `vb` with `build`; a candle error on the way (a missing or wrong-shape
+/// tensor) becomes [`Error::Load`] naming the block and `vb`'s prefix.
+pub(crate) fn loading<T>(
+    block: &'static str,
+    vb: VarBuilder,
+    build: impl FnOnce(VarBuilder) -> Result<T>,
+) -> Result<T> {
+    let prefix = vb.prefix();
+    build(vb).map_err(|e| e.in_load(block, prefix))
+}
+
 /// [`numel`] for elements of `elem_bytes` bytes (scratch buffers of a Rust type).
 pub(crate) fn numel_of(
     block: &'static str,

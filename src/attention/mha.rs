@@ -561,8 +561,7 @@ pub fn multi_head_attention(
     cfg: MhaConfig,
     vb: VarBuilder,
 ) -> Result<MultiHeadAttention> {
-    let prefix = vb.prefix();
-    load_mha(embed_dim, cfg, vb).map_err(|e| e.in_load("MultiHeadAttention", prefix))
+    check::loading("MultiHeadAttention", vb, |vb| load_mha(embed_dim, cfg, vb))
 }
 
 fn load_mha(embed_dim: usize, cfg: MhaConfig, vb: VarBuilder) -> Result<MultiHeadAttention> {

@@ -302,9 +302,7 @@ impl Module for LayerScale {
 /// created at `cfg.init_value` when `vb` is backed by a `VarMap`. Errors (naming `LayerScale`)
 /// when `dim` is 0 or `cfg` is invalid.
 pub fn layer_scale(dim: usize, cfg: LayerScaleConfig, vb: VarBuilder) -> Result<LayerScale> {
-    // Loader errors (a missing or wrong-shape tensor) name the block and the prefix.
-    let prefix = vb.prefix();
-    load_layer_scale(dim, cfg, vb).map_err(|e| e.in_load(LAYER_SCALE, prefix))
+    check::loading(LAYER_SCALE, vb, |vb| load_layer_scale(dim, cfg, vb))
 }
 
 fn load_layer_scale(dim: usize, cfg: LayerScaleConfig, vb: VarBuilder) -> Result<LayerScale> {

@@ -471,8 +471,7 @@ pub fn aspp(
     cfg: AsppConfig,
     vb: VarBuilder,
 ) -> Result<Aspp> {
-    let prefix = vb.prefix();
-    build(in_channels, out_channels, cfg, vb).map_err(|e| e.in_load(BLOCK, prefix))
+    check::loading(BLOCK, vb, |vb| build(in_channels, out_channels, cfg, vb))
 }
 
 fn build(in_channels: usize, out_channels: usize, cfg: AsppConfig, vb: VarBuilder) -> Result<Aspp> {

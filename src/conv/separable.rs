@@ -460,8 +460,9 @@ pub fn separable_conv2d(
     cfg: SeparableConv2dConfig,
     vb: VarBuilder,
 ) -> Result<SeparableConv2d> {
-    let prefix = vb.prefix();
-    build(in_channels, out_channels, kernel_size, cfg, vb).map_err(|e| e.in_load(BLOCK, prefix))
+    check::loading(BLOCK, vb, |vb| {
+        build(in_channels, out_channels, kernel_size, cfg, vb)
+    })
 }
 
 fn build(

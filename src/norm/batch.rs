@@ -73,6 +73,7 @@
 //! - Ioffe, Szegedy, *Batch Normalization: Accelerating Deep Network Training by Reducing
 //!   Internal Covariate Shift*, 2015, <https://arxiv.org/abs/1502.03167>
 
+use crate::norm::params::{check_pair, load_pair, AFFINE, RUNNING};
 use crate::ops::backend::{backend, Op};
 use crate::ops::batch_norm::batch_norm_train;
 use crate::{check, Error, Result};
@@ -80,37 +81,6 @@ use candle_core::{DType, ModuleT, Tensor, Var};
 use candle_nn::{Init, VarBuilder};
 
 const BLOCK: &str = "BatchNorm";
-
-/// Checks an optional `(channels)` tensor that must be present exactly when `expected`; f32,
-/// f16, bf16 or f64 (the forward is a composition of candle ops, so f64 works too).
-fn check_params(
-    channels: usize,
-    t: Option<&Tensor>,
-    expected: bool,
-    what: &'static str,
-) -> Result<()> {
-    match (t, expected) {
-        (Some(t), true) => {
-            if t.dtype() != DType::F64 {
-                check::float_dtype(BLOCK, what, t)?;
-            }
-            if t.dims() != [channels] {
-                let want = format!("({channels})");
-                return Err(Error::shape(BLOCK, what, want, t.shape().clone()));
-            }
-            Ok(())
-        }
-        (None, false) => Ok(()),
-        (Some(_), false) => Err(Error::config(
-            BLOCK,
-            format!("got a {what} but the config has none"),
-        )),
-        (None, true) => Err(Error::config(
-            BLOCK,
-            format!("the config needs a {what}, got none"),
-        )),
-    }
-}
 
 /// Configuration of [`BatchNorm`]; `Default` is PyTorch's.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -213,21 +183,16 @@ impl BatchNorm {
             Some((w, b)) => (Some(w), Some(b)),
             None => (None, None),
         };
-        check_params(channels, weight.as_ref(), cfg.affine, "weight")?;
-        check_params(channels, bias.as_ref(), cfg.affine, "bias")?;
-        if let (Some(w), Some(b)) = (&weight, &bias) {
-            check::same_dtype_device(BLOCK, "bias", w, b)?;
-        }
-        let (rm, rv) = match running {
-            Some((m, v)) => (Some(m), Some(v)),
-            None => (None, None),
-        };
-        let track = cfg.track_running_stats;
-        check_params(channels, rm.as_ref(), track, "running_mean")?;
-        check_params(channels, rv.as_ref(), track, "running_var")?;
-        let running = match (rm, rv) {
-            (Some(m), Some(v)) => {
-                check::same_dtype_device(BLOCK, "running_var", &m, &v)?;
+        // f64 is allowed: the forward falls back to the composition for it.
+        let (tensors, want) = ([weight.as_ref(), bias.as_ref()], [cfg.affine; 2]);
+        check_pair(BLOCK, channels, tensors, want, AFFINE, true)?;
+        let stats = running
+            .as_ref()
+            .map_or([None; 2], |(m, v)| [Some(m), Some(v)]);
+        let track = [cfg.track_running_stats; 2];
+        check_pair(BLOCK, channels, stats, track, RUNNING, true)?;
+        let running = match running {
+            Some((m, v)) => {
                 let count = Var::zeros((), DType::I64, m.device())?;
                 Some(Running {
                     mean: Var::from_tensor(&m.contiguous()?)?,
@@ -235,7 +200,7 @@ impl BatchNorm {
                     count,
                 })
             }
-            _ => None,
+            None => None,
         };
         Ok(Self {
             weight,
@@ -456,29 +421,18 @@ impl ModuleT for BatchNorm {
 /// checkpoints lack it). The buffers get no gradient, and the optimizers' var-map constructors
 /// leave them out.
 pub fn batch_norm(channels: usize, cfg: BatchNormConfig, vb: VarBuilder) -> Result<BatchNorm> {
-    let prefix = vb.prefix();
-    load(channels, cfg, vb).map_err(|e| e.in_load(BLOCK, prefix))
+    check::loading(BLOCK, vb, |vb| load(channels, cfg, vb))
 }
 
 fn load(channels: usize, cfg: BatchNormConfig, vb: VarBuilder) -> Result<BatchNorm> {
     cfg.validate()?;
     check::positive(BLOCK, "channels", channels)?;
-    let affine = if cfg.affine {
-        Some((
-            check::param(BLOCK, &vb, channels, "weight", Init::Const(1.0))?,
-            check::param(BLOCK, &vb, channels, "bias", Init::Const(0.0))?,
-        ))
-    } else {
-        None
+    let pair = |want, names| match load_pair(BLOCK, channels, &vb, [want; 2], names)? {
+        [Some(a), Some(b)] => Ok::<_, Error>(Some((a, b))),
+        _ => Ok(None),
     };
-    let running = if cfg.track_running_stats {
-        Some((
-            check::param(BLOCK, &vb, channels, "running_mean", Init::Const(0.0))?,
-            check::param(BLOCK, &vb, channels, "running_var", Init::Const(1.0))?,
-        ))
-    } else {
-        None
-    };
+    let affine = pair(cfg.affine, AFFINE)?;
+    let running = pair(cfg.track_running_stats, RUNNING)?;
     if let Some((_, var)) = &running {
         // A negative or non-finite running variance from a checkpoint would make every eval
         // output NaN without an error: refuse it here, naming the block.

@@ -42,10 +42,10 @@
 //! # References
 //! - Wu, He, *Group Normalization*, 2018, <https://arxiv.org/abs/1803.08494>
 
-use crate::norm::layer::check_params;
+use crate::norm::params::{check_pair, load_pair, AFFINE};
 use crate::{check, Error, Result};
 use candle_core::{Module, Tensor};
-use candle_nn::{Init, VarBuilder};
+use candle_nn::VarBuilder;
 
 const BLOCK: &str = "GroupNorm";
 
@@ -149,11 +149,8 @@ impl GroupNorm {
     ) -> Result<Self> {
         cfg.validate()?;
         check_groups(num_groups, channels)?;
-        check_params(BLOCK, channels, weight.as_ref(), cfg.affine, "weight")?;
-        check_params(BLOCK, channels, bias.as_ref(), cfg.affine, "bias")?;
-        if let (Some(w), Some(b)) = (&weight, &bias) {
-            check::same_dtype_device(BLOCK, "bias", w, b)?;
-        }
+        let (tensors, want) = ([weight.as_ref(), bias.as_ref()], [cfg.affine; 2]);
+        check_pair(BLOCK, channels, tensors, want, AFFINE, false)?;
         Ok(Self {
             weight,
             bias,
@@ -210,38 +207,10 @@ pub fn group_norm(
     cfg: GroupNormConfig,
     vb: VarBuilder,
 ) -> Result<GroupNorm> {
-    // Loader errors (a missing or wrong-shape tensor) name the block and the prefix.
-    let prefix = vb.prefix();
-    load_group_norm(num_groups, channels, cfg, vb).map_err(|e| e.in_load(BLOCK, prefix))
-}
-
-fn load_group_norm(
-    num_groups: usize,
-    channels: usize,
-    cfg: GroupNormConfig,
-    vb: VarBuilder,
-) -> Result<GroupNorm> {
-    cfg.validate()?;
-    check_groups(num_groups, channels)?;
-    let (weight, bias) = if cfg.affine {
-        (
-            Some(check::param(
-                BLOCK,
-                &vb,
-                channels,
-                "weight",
-                Init::Const(1.0),
-            )?),
-            Some(check::param(
-                BLOCK,
-                &vb,
-                channels,
-                "bias",
-                Init::Const(0.0),
-            )?),
-        )
-    } else {
-        (None, None)
-    };
-    GroupNorm::new(num_groups, channels, weight, bias, cfg)
+    check::loading(BLOCK, vb, |vb| {
+        cfg.validate()?;
+        check_groups(num_groups, channels)?;
+        let [weight, bias] = load_pair(BLOCK, channels, &vb, [cfg.affine; 2], AFFINE)?;
+        GroupNorm::new(num_groups, channels, weight, bias, cfg)
+    })
 }

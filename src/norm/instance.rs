@@ -45,10 +45,10 @@
 //!   Stylization*, 2016, <https://arxiv.org/abs/1607.08022>
 
 use crate::norm::group::check_input;
-use crate::norm::layer::check_params;
+use crate::norm::params::{check_pair, load_pair, AFFINE, RUNNING};
 use crate::{check, Error, Result};
 use candle_core::{DType, ModuleT, Tensor, Var};
-use candle_nn::{Init, VarBuilder};
+use candle_nn::VarBuilder;
 
 const BLOCK: &str = "InstanceNorm";
 
@@ -142,23 +142,15 @@ impl InstanceNorm {
     ) -> Result<Self> {
         cfg.validate()?;
         check::positive(BLOCK, "channels", channels)?;
-        check_params(BLOCK, channels, weight.as_ref(), cfg.affine, "weight")?;
-        check_params(BLOCK, channels, bias.as_ref(), cfg.affine, "bias")?;
-        if let (Some(w), Some(b)) = (&weight, &bias) {
-            check::same_dtype_device(BLOCK, "bias", w, b)?;
-        }
-        let (rm, rv) = match &running {
-            Some((m, v)) => (Some(m), Some(v)),
-            None => (None, None),
-        };
-        let track = cfg.track_running_stats;
-        check_params(BLOCK, channels, rm, track, "running_mean")?;
-        check_params(BLOCK, channels, rv, track, "running_var")?;
+        let (tensors, want) = ([weight.as_ref(), bias.as_ref()], [cfg.affine; 2]);
+        check_pair(BLOCK, channels, tensors, want, AFFINE, false)?;
+        let stats = running
+            .as_ref()
+            .map_or([None; 2], |(m, v)| [Some(m), Some(v)]);
+        let track = [cfg.track_running_stats; 2];
+        check_pair(BLOCK, channels, stats, track, RUNNING, false)?;
         let running = match running {
-            Some((m, v)) => {
-                check::same_dtype_device(BLOCK, "running_var", &m, &v)?;
-                Some((Var::from_tensor(&m)?, Var::from_tensor(&v)?))
-            }
+            Some((m, v)) => Some((Var::from_tensor(&m)?, Var::from_tensor(&v)?)),
             None => None,
         };
         Ok(Self {
@@ -272,28 +264,15 @@ pub fn instance_norm(
     cfg: InstanceNormConfig,
     vb: VarBuilder,
 ) -> Result<InstanceNorm> {
-    // Loader errors (a missing or wrong-shape tensor) name the block and the prefix.
-    let prefix = vb.prefix();
-    load_instance_norm(channels, cfg, vb).map_err(|e| e.in_load(BLOCK, prefix))
-}
-
-fn load_instance_norm(
-    channels: usize,
-    cfg: InstanceNormConfig,
-    vb: VarBuilder,
-) -> Result<InstanceNorm> {
-    cfg.validate()?;
-    check::positive(BLOCK, "channels", channels)?;
-    let get = |name: &str, init: f64| check::param(BLOCK, &vb, channels, name, Init::Const(init));
-    let (weight, bias) = if cfg.affine {
-        (Some(get("weight", 1.0)?), Some(get("bias", 0.0)?))
-    } else {
-        (None, None)
-    };
-    let running = if cfg.track_running_stats {
-        Some((get("running_mean", 0.0)?, get("running_var", 1.0)?))
-    } else {
-        None
-    };
-    InstanceNorm::new(channels, weight, bias, running, cfg)
+    check::loading(BLOCK, vb, |vb| {
+        cfg.validate()?;
+        check::positive(BLOCK, "channels", channels)?;
+        let [weight, bias] = load_pair(BLOCK, channels, &vb, [cfg.affine; 2], AFFINE)?;
+        let track = [cfg.track_running_stats; 2];
+        let running = match load_pair(BLOCK, channels, &vb, track, RUNNING)? {
+            [Some(m), Some(v)] => Some((m, v)),
+            _ => None,
+        };
+        InstanceNorm::new(channels, weight, bias, running, cfg)
+    })
 }

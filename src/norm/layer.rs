@@ -35,9 +35,10 @@
 //! # References
 //! - Ba, Kiros, Hinton, *Layer Normalization*, 2016, <https://arxiv.org/abs/1607.06450>
 
+use crate::norm::params::{check_pair, load_pair, AFFINE};
 use crate::{check, Error, Result};
 use candle_core::{Module, Tensor};
-use candle_nn::{Init, VarBuilder};
+use candle_nn::VarBuilder;
 
 const BLOCK: &str = "LayerNorm";
 
@@ -85,6 +86,11 @@ impl LayerNormConfig {
     pub fn validate(&self) -> Result<()> {
         check::eps(BLOCK, "eps", self.eps)
     }
+
+    /// Which of `weight` and `bias` the layer has.
+    fn affine_wants(&self) -> [bool; 2] {
+        [self.affine, self.affine && self.bias]
+    }
 }
 
 /// Layer normalization over the last dimension (`nn.LayerNorm(D)`).
@@ -110,11 +116,8 @@ impl LayerNorm {
     ) -> Result<Self> {
         cfg.validate()?;
         check::positive(BLOCK, "dim", dim)?;
-        check_params(BLOCK, dim, weight.as_ref(), cfg.affine, "weight")?;
-        check_params(BLOCK, dim, bias.as_ref(), cfg.affine && cfg.bias, "bias")?;
-        if let (Some(w), Some(b)) = (&weight, &bias) {
-            check::same_dtype_device(BLOCK, "bias", w, b)?;
-        }
+        let tensors = [weight.as_ref(), bias.as_ref()];
+        check_pair(BLOCK, dim, tensors, cfg.affine_wants(), AFFINE, false)?;
         Ok(Self {
             weight,
             bias,
@@ -144,39 +147,6 @@ impl LayerNorm {
     }
 }
 
-/// Checks an optional `(dim)` parameter that must be present exactly when `expected`.
-pub(crate) fn check_params(
-    block: &'static str,
-    dim: usize,
-    t: Option<&Tensor>,
-    expected: bool,
-    what: &'static str,
-) -> Result<()> {
-    match (t, expected) {
-        (Some(t), true) => {
-            check::float_dtype(block, what, t)?;
-            if t.dims() != [dim] {
-                return Err(Error::shape(
-                    block,
-                    what,
-                    format!("({dim})"),
-                    t.shape().clone(),
-                ));
-            }
-            Ok(())
-        }
-        (None, false) => Ok(()),
-        (Some(_), false) => Err(Error::config(
-            block,
-            format!("got a {what} but the config has none"),
-        )),
-        (None, true) => Err(Error::config(
-            block,
-            format!("the config needs a {what}, got none"),
-        )),
-    }
-}
-
 impl Module for LayerNorm {
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
         let d = xs.dims().last().copied().unwrap_or(0);
@@ -201,23 +171,10 @@ impl Module for LayerNorm {
 /// A [`LayerNorm`] over `dim` features whose `weight` (init 1) and `bias` (init 0) come from
 /// `vb` under PyTorch's names.
 pub fn layer_norm(dim: usize, cfg: LayerNormConfig, vb: VarBuilder) -> Result<LayerNorm> {
-    // Loader errors (a missing or wrong-shape tensor) name the block and the prefix.
-    let prefix = vb.prefix();
-    load_layer_norm(dim, cfg, vb).map_err(|e| e.in_load(BLOCK, prefix))
-}
-
-fn load_layer_norm(dim: usize, cfg: LayerNormConfig, vb: VarBuilder) -> Result<LayerNorm> {
-    cfg.validate()?;
-    check::positive(BLOCK, "dim", dim)?;
-    let weight = if cfg.affine {
-        Some(check::param(BLOCK, &vb, dim, "weight", Init::Const(1.0))?)
-    } else {
-        None
-    };
-    let bias = if cfg.affine && cfg.bias {
-        Some(check::param(BLOCK, &vb, dim, "bias", Init::Const(0.0))?)
-    } else {
-        None
-    };
-    LayerNorm::new(dim, weight, bias, cfg)
+    check::loading(BLOCK, vb, |vb| {
+        cfg.validate()?;
+        check::positive(BLOCK, "dim", dim)?;
+        let [weight, bias] = load_pair(BLOCK, dim, &vb, cfg.affine_wants(), AFFINE)?;
+        LayerNorm::new(dim, weight, bias, cfg)
+    })
 }

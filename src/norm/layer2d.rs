@@ -47,10 +47,10 @@
 //! - Ba, Kiros, Hinton, *Layer Normalization*, 2016, <https://arxiv.org/abs/1607.06450>
 //! - Liu et al., *A ConvNet for the 2020s* (ConvNeXt), 2022, <https://arxiv.org/abs/2201.03545>
 
-use crate::norm::layer::check_params;
+use crate::norm::params::{check_pair, load_pair, AFFINE};
 use crate::{check, Error, Result};
 use candle_core::{Module, Tensor};
-use candle_nn::{Init, VarBuilder};
+use candle_nn::VarBuilder;
 
 const BLOCK: &str = "LayerNorm2d";
 
@@ -114,11 +114,8 @@ impl LayerNorm2d {
     ) -> Result<Self> {
         cfg.validate()?;
         check::positive(BLOCK, "channels", channels)?;
-        check_params(BLOCK, channels, weight.as_ref(), cfg.affine, "weight")?;
-        check_params(BLOCK, channels, bias.as_ref(), cfg.affine, "bias")?;
-        if let (Some(w), Some(b)) = (&weight, &bias) {
-            check::same_dtype_device(BLOCK, "bias", w, b)?;
-        }
+        let (tensors, want) = ([weight.as_ref(), bias.as_ref()], [cfg.affine; 2]);
+        check_pair(BLOCK, channels, tensors, want, AFFINE, false)?;
         Ok(Self {
             weight,
             bias,
@@ -185,37 +182,10 @@ pub fn layer_norm2d(
     cfg: LayerNorm2dConfig,
     vb: VarBuilder,
 ) -> Result<LayerNorm2d> {
-    // Loader errors (a missing or wrong-shape tensor) name the block and the prefix.
-    let prefix = vb.prefix();
-    load_layer_norm2d(channels, cfg, vb).map_err(|e| e.in_load(BLOCK, prefix))
-}
-
-fn load_layer_norm2d(
-    channels: usize,
-    cfg: LayerNorm2dConfig,
-    vb: VarBuilder,
-) -> Result<LayerNorm2d> {
-    cfg.validate()?;
-    check::positive(BLOCK, "channels", channels)?;
-    let (weight, bias) = if cfg.affine {
-        (
-            Some(check::param(
-                BLOCK,
-                &vb,
-                channels,
-                "weight",
-                Init::Const(1.0),
-            )?),
-            Some(check::param(
-                BLOCK,
-                &vb,
-                channels,
-                "bias",
-                Init::Const(0.0),
-            )?),
-        )
-    } else {
-        (None, None)
-    };
-    LayerNorm2d::new(channels, weight, bias, cfg)
+    check::loading(BLOCK, vb, |vb| {
+        cfg.validate()?;
+        check::positive(BLOCK, "channels", channels)?;
+        let [weight, bias] = load_pair(BLOCK, channels, &vb, [cfg.affine; 2], AFFINE)?;
+        LayerNorm2d::new(channels, weight, bias, cfg)
+    })
 }

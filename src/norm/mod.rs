@@ -60,6 +60,7 @@ pub mod group;
 pub mod instance;
 pub mod layer;
 pub mod layer2d;
+mod params;
 pub mod rms;
 
 pub use batch::{batch_norm, BatchNorm, BatchNormConfig};

@@ -35,10 +35,10 @@
 //! - Zhang, Sennrich, *Root Mean Square Layer Normalization*, 2019,
 //!   <https://arxiv.org/abs/1910.07467>
 
-use crate::norm::layer::check_params;
+use crate::norm::params::{check_pair, load_pair, AFFINE};
 use crate::{check, Error, Result};
 use candle_core::{Module, Tensor};
-use candle_nn::{Init, VarBuilder};
+use candle_nn::VarBuilder;
 
 const BLOCK: &str = "RmsNorm";
 
@@ -97,7 +97,14 @@ impl RmsNorm {
     pub fn new(dim: usize, weight: Option<Tensor>, cfg: RmsNormConfig) -> Result<Self> {
         cfg.validate()?;
         check::positive(BLOCK, "dim", dim)?;
-        check_params(BLOCK, dim, weight.as_ref(), cfg.affine, "weight")?;
+        check_pair(
+            BLOCK,
+            dim,
+            [weight.as_ref(), None],
+            [cfg.affine, false],
+            AFFINE,
+            false,
+        )?;
         Ok(Self { weight, dim, cfg })
     }
 
@@ -140,18 +147,10 @@ impl Module for RmsNorm {
 /// An [`RmsNorm`] over `dim` features whose `weight` (init 1) comes from `vb` under PyTorch's
 /// name.
 pub fn rms_norm(dim: usize, cfg: RmsNormConfig, vb: VarBuilder) -> Result<RmsNorm> {
-    // Loader errors (a missing or wrong-shape tensor) name the block and the prefix.
-    let prefix = vb.prefix();
-    load_rms_norm(dim, cfg, vb).map_err(|e| e.in_load(BLOCK, prefix))
-}
-
-fn load_rms_norm(dim: usize, cfg: RmsNormConfig, vb: VarBuilder) -> Result<RmsNorm> {
-    cfg.validate()?;
-    check::positive(BLOCK, "dim", dim)?;
-    let weight = if cfg.affine {
-        Some(check::param(BLOCK, &vb, dim, "weight", Init::Const(1.0))?)
-    } else {
-        None
-    };
-    RmsNorm::new(dim, weight, cfg)
+    check::loading(BLOCK, vb, |vb| {
+        cfg.validate()?;
+        check::positive(BLOCK, "dim", dim)?;
+        let [weight, _] = load_pair(BLOCK, dim, &vb, [cfg.affine, false], AFFINE)?;
+        RmsNorm::new(dim, weight, cfg)
+    })
 }

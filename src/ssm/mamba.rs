@@ -622,8 +622,7 @@ fn uniform(fan_in: usize) -> Init {
 /// softplus of a log-uniform step in `[dt_min, dt_max]` for `dt_proj.bias`, S4D-real `A_log`,
 /// `D` = 1; for the LTI ablation `B` = 1 and `C` normal with std N^-1/2).
 pub fn mamba_block(cfg: MambaConfig, vb: VarBuilder) -> Result<MambaBlock> {
-    let prefix = vb.prefix();
-    load_block(cfg, vb).map_err(|e| e.in_load(BLOCK, prefix))
+    check::loading(BLOCK, vb, |vb| load_block(cfg, vb))
 }
 
 fn load_block(cfg: MambaConfig, vb: VarBuilder) -> Result<MambaBlock> {

@@ -340,8 +340,7 @@ impl Module for MambaModel {
 /// (see the [module docs](self)); a fresh `VarMap` gets a normal(0, 0.02) embedding, norms at 1
 /// and each mixer's [`mamba_block`] initialisation.
 pub fn mamba_model(cfg: MambaModelConfig, vb: VarBuilder) -> Result<MambaModel> {
-    let prefix = vb.prefix();
-    load_model(cfg, vb).map_err(|e| e.in_load("MambaModel", prefix))
+    check::loading("MambaModel", vb, |vb| load_model(cfg, vb))
 }
 
 fn load_model(cfg: MambaModelConfig, vb: VarBuilder) -> Result<MambaModel> {
