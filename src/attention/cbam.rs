@@ -55,7 +55,7 @@
 use candle_core::{DType, Module, Tensor};
 use candle_nn::VarBuilder;
 
-use super::squeeze_excite::{check_map, make_divisible, PointwiseFc};
+use super::squeeze_excite::{check_map, check_reduction, make_divisible, PointwiseFc};
 use crate::conv::init::weight_and_bias;
 use crate::{check, Error, Result};
 
@@ -125,16 +125,7 @@ impl CbamConfig {
     /// Errors (naming `Cbam`) unless `0 < rd_ratio <= 1`, `rd_divisor > 0`, `rd_channels` (when
     /// set) > 0 and `spatial_kernel` is odd.
     pub fn validate(&self) -> Result<()> {
-        if !(self.rd_ratio > 0.0 && self.rd_ratio <= 1.0) {
-            return Err(Error::config(
-                BLOCK,
-                format!("rd_ratio must be in (0, 1], got {}", self.rd_ratio),
-            ));
-        }
-        check::positive(BLOCK, "rd_divisor", self.rd_divisor)?;
-        if let Some(r) = self.rd_channels {
-            check::positive(BLOCK, "rd_channels", r)?;
-        }
+        check_reduction(BLOCK, self.rd_ratio, self.rd_divisor, self.rd_channels)?;
         if self.spatial_kernel.is_multiple_of(2) {
             return Err(Error::config(
                 BLOCK,

@@ -72,6 +72,25 @@ pub(crate) fn make_divisible(v: f64, divisor: usize) -> usize {
     n
 }
 
+/// Checks the hidden-width settings of a channel-attention block: `0 < rd_ratio <= 1`,
+/// `rd_divisor > 0` and `rd_channels`, when set, positive.
+pub(crate) fn check_reduction(
+    block: &'static str,
+    rd_ratio: f64,
+    rd_divisor: usize,
+    rd_channels: Option<usize>,
+) -> Result<()> {
+    if !(rd_ratio > 0.0 && rd_ratio <= 1.0) {
+        let msg = format!("rd_ratio must be in (0, 1], got {rd_ratio}");
+        return Err(Error::config(block, msg));
+    }
+    check::positive(block, "rd_divisor", rd_divisor)?;
+    if let Some(r) = rd_channels {
+        check::positive(block, "rd_channels", r)?;
+    }
+    Ok(())
+}
+
 /// Configuration of [`SqueezeExcite`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SqueezeExciteConfig {
@@ -115,17 +134,7 @@ impl SqueezeExciteConfig {
     /// Errors (naming `SqueezeExcite`) unless `0 < rd_ratio <= 1`, `rd_divisor > 0` and
     /// `rd_channels`, when set, is positive.
     pub fn validate(&self) -> Result<()> {
-        if !(self.rd_ratio > 0.0 && self.rd_ratio <= 1.0) {
-            return Err(Error::config(
-                BLOCK,
-                format!("rd_ratio must be in (0, 1], got {}", self.rd_ratio),
-            ));
-        }
-        check::positive(BLOCK, "rd_divisor", self.rd_divisor)?;
-        if let Some(r) = self.rd_channels {
-            check::positive(BLOCK, "rd_channels", r)?;
-        }
-        Ok(())
+        check_reduction(BLOCK, self.rd_ratio, self.rd_divisor, self.rd_channels)
     }
 
     /// The hidden width for `channels` input channels.

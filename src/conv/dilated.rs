@@ -93,7 +93,8 @@
 //! - Wang et al., *Understanding Convolution for Semantic Segmentation* (hybrid dilated
 //!   convolution, gridding), 2017, <https://arxiv.org/abs/1702.08502>
 
-use crate::norm::{BatchNorm, BatchNormConfig};
+use crate::norm::batch::batch_norm_with;
+use crate::norm::BatchNorm;
 use crate::{check, Error, Result};
 use candle_core::{Module, ModuleT, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, VarBuilder};
@@ -452,14 +453,6 @@ fn conv_no_bias(
     Ok(Conv2d::new(weight, None, cfg))
 }
 
-/// This crate's fused [`BatchNorm`] with the config's eps and momentum.
-fn batch_norm(features: usize, cfg: &AsppConfig, vb: VarBuilder) -> Result<BatchNorm> {
-    let bn_cfg = BatchNormConfig::default()
-        .with_eps(cfg.bn_eps)
-        .with_momentum(cfg.bn_momentum);
-    crate::norm::batch_norm(features, bn_cfg, vb)
-}
-
 /// Creates (or loads, under torchvision's `ASPP` names) an [`Aspp`] block from `in_channels` to
 /// `out_channels`.
 ///
@@ -482,7 +475,10 @@ fn build(in_channels: usize, out_channels: usize, cfg: AsppConfig, vb: VarBuilde
     let unit = |i: usize, kernel: usize, dilation: usize| -> Result<(Conv2d, BatchNorm)> {
         let vb = convs.pp(i);
         let conv = conv_no_bias(in_channels, out_channels, kernel, dilation, vb.pp(0))?;
-        Ok((conv, batch_norm(out_channels, &cfg, vb.pp(1))?))
+        Ok((
+            conv,
+            batch_norm_with(out_channels, cfg.bn_eps, cfg.bn_momentum, vb.pp(1))?,
+        ))
     };
     let mut branches = vec![unit(0, 1, 1)?];
     for (i, &rate) in cfg.rates.iter().enumerate() {
@@ -492,7 +488,10 @@ fn build(in_channels: usize, out_channels: usize, cfg: AsppConfig, vb: VarBuilde
         // torchvision's ASPPPooling is Sequential(AdaptiveAvgPool2d, Conv2d, BatchNorm2d, ReLU).
         let vb = convs.pp(cfg.rates.len() + 1);
         let conv = conv_no_bias(in_channels, out_channels, 1, 1, vb.pp(1))?;
-        Some((conv, batch_norm(out_channels, &cfg, vb.pp(2))?))
+        Some((
+            conv,
+            batch_norm_with(out_channels, cfg.bn_eps, cfg.bn_momentum, vb.pp(2))?,
+        ))
     } else {
         None
     };
@@ -500,7 +499,7 @@ fn build(in_channels: usize, out_channels: usize, cfg: AsppConfig, vb: VarBuilde
     let vb = vb.pp("project");
     let project = (
         conv_no_bias(cat, out_channels, 1, 1, vb.pp(0))?,
-        batch_norm(out_channels, &cfg, vb.pp(1))?,
+        batch_norm_with(out_channels, cfg.bn_eps, cfg.bn_momentum, vb.pp(1))?,
     );
     Aspp::new(branches, pooling, project, cfg.dropout)
 }

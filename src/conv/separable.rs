@@ -76,7 +76,8 @@
 
 use super::depthwise::{depthwise_conv2d_no_bias, DepthwiseConv2d};
 use crate::conv::Padding;
-use crate::norm::{BatchNorm, BatchNormConfig};
+use crate::norm::batch::batch_norm_with;
+use crate::norm::BatchNorm;
 use crate::ops::DepthwiseConv2dConfig;
 use crate::{check, Error, Result};
 use candle_core::{Module, ModuleT, Tensor};
@@ -439,14 +440,6 @@ impl ModuleT for SeparableConv2d {
     }
 }
 
-/// This crate's fused [`BatchNorm`] with the config's eps and momentum.
-fn batch_norm(features: usize, cfg: &SeparableConv2dConfig, vb: VarBuilder) -> Result<BatchNorm> {
-    let bn_cfg = BatchNormConfig::default()
-        .with_eps(cfg.bn_eps)
-        .with_momentum(cfg.bn_momentum);
-    crate::norm::batch_norm(features, bn_cfg, vb)
-}
-
 /// Creates (or loads, under timm's names `conv_dw`, `bn_dw`, `conv_pw`, `bn_pw`) a separable
 /// convolution from `in_channels` to `out_channels` with a square `kernel_size` depthwise kernel.
 /// Weights and bias use PyTorch's default init (uniform, bound $1/\sqrt{fan_{in}}$).
@@ -485,7 +478,12 @@ fn build(
         vb.pp("conv_dw"),
     )?;
     let bn_dw = if cfg.dw_norm {
-        Some(batch_norm(cm, &cfg, vb.pp("bn_dw"))?)
+        Some(batch_norm_with(
+            cm,
+            cfg.bn_eps,
+            cfg.bn_momentum,
+            vb.pp("bn_dw"),
+        )?)
     } else {
         None
     };
@@ -497,7 +495,12 @@ fn build(
     )?;
     let conv_pw = Conv2d::new(weight, bias, Default::default());
     let bn_pw = if cfg.pw_norm {
-        Some(batch_norm(out_channels, &cfg, vb.pp("bn_pw"))?)
+        Some(batch_norm_with(
+            out_channels,
+            cfg.bn_eps,
+            cfg.bn_momentum,
+            vb.pp("bn_pw"),
+        )?)
     } else {
         None
     };

@@ -413,6 +413,20 @@ impl ModuleT for BatchNorm {
     }
 }
 
+/// [`batch_norm`] with PyTorch's defaults but `eps` and `momentum`: the norm inside the conv
+/// blocks whose configs carry `bn_eps` and `bn_momentum`.
+pub(crate) fn batch_norm_with(
+    channels: usize,
+    eps: f64,
+    momentum: f64,
+    vb: VarBuilder,
+) -> Result<BatchNorm> {
+    let cfg = BatchNormConfig::default()
+        .with_eps(eps)
+        .with_momentum(momentum);
+    batch_norm(channels, cfg, vb)
+}
+
 /// A [`BatchNorm`] over `channels` channels whose `weight` (init 1), `bias` (init 0),
 /// `running_mean` (init 0), `running_var` (init 1) and i64 scalar `num_batches_tracked`
 /// (init 0) come from `vb` under PyTorch's names. With a `VarMap` the three buffers are

@@ -74,7 +74,7 @@
 //!   <https://github.com/ultralytics/ultralytics>
 
 use crate::conv::init::weight_and_bias;
-use crate::norm::{BatchNorm, BatchNormConfig};
+use crate::norm::BatchNorm;
 use crate::ops::{adaptive_pool2d, max_pool2d_same, PoolMode};
 use crate::{check, Error, Result};
 use candle_core::{Module, ModuleT, Tensor};
@@ -249,10 +249,7 @@ impl ConvBnSilu {
         let (weight, _) = weight_and_bias(SPPF, &vb.pp("conv"), (c_out, c_in, 1, 1), false)
             .map_err(|e| e.in_load(SPPF, vb.prefix()))?;
         // ultralytics' BatchNorm2d(eps=1e-3, momentum=0.03).
-        let cfg = BatchNormConfig::default()
-            .with_eps(1e-3)
-            .with_momentum(0.03);
-        let bn = crate::norm::batch_norm(c_out, cfg, vb.pp("bn"))?;
+        let bn = crate::norm::batch::batch_norm_with(c_out, 1e-3, 0.03, vb.pp("bn"))?;
         Ok(Self { weight, bn })
     }
 
