@@ -1,8 +1,8 @@
 //! The one parallel-split API of the kernels, on candle's own CPU worker pool.
 //!
-//! [`par_fold`] runs indexed items with a per-worker state; [`par_parts`] hands each task its own
-//! disjoint `&mut` parts of up to `K` outputs (no `unsafe`); [`par_tasks`] is the common one-output,
-//! fixed-chunk case. [`SharedMut`] is left for the few writers (a `gemm` call into a strided block)
+//! [`par_fold`] runs indexed items with a per-worker state; [`par_each`] hands each task the part
+//! of the work it owns (disjoint `&mut` borrows, no `unsafe`); [`par_parts`] is its case of up to
+//! `K` outputs of one element type, [`par_tasks`] the common one-output, fixed-chunk case. [`SharedMut`] is left for the few writers (a `gemm` call into a strided block)
 //! that cannot be expressed as disjoint slices.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -54,12 +54,31 @@ pub(crate) fn par_fold<S: Default + Send>(
     states.into_inner().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Runs `f(i, parts, state)` for every task `i`, in parallel on [`par_fold`]'s pool, where
-/// `parts[k]` is the `i`-th part of output `k` (an empty slice once output `k` has no more parts:
-/// an absent output is an empty list). Returns the per-worker states.
+/// Runs `f(i, &mut tasks[i], state)` for every task, in parallel on [`par_fold`]'s pool: each
+/// task owns its part of the work (disjoint `&mut` slices, say). Returns the per-worker states.
 ///
-/// Each task's parts sit behind their own (uncontended) mutex, so workers take disjoint `&mut`
-/// slices without `unsafe`. One task runs inline, without waking the pool.
+/// Each task sits behind its own (uncontended) mutex, so workers take their disjoint borrows
+/// without `unsafe`. One task runs inline, without waking the pool.
+pub(crate) fn par_each<P: Send, S: Default + Send>(
+    mut tasks: Vec<P>,
+    f: impl Fn(usize, &mut P, &mut S) + Sync + Send,
+) -> Vec<S> {
+    if tasks.len() <= 1 {
+        let mut st = S::default();
+        if let Some(t) = tasks.first_mut() {
+            f(0, t, &mut st);
+        }
+        return vec![st];
+    }
+    let slots: Vec<Mutex<P>> = tasks.into_iter().map(Mutex::new).collect();
+    par_fold(slots.len(), |i, st: &mut S| {
+        let mut task = slots[i].lock().unwrap_or_else(|e| e.into_inner());
+        f(i, &mut task, st);
+    })
+}
+
+/// [`par_each`] over `tasks` tasks where task `i` gets `parts[i]` of each of up to `K` outputs
+/// (an empty slice once output `k` has no more parts: an absent output is an empty list).
 pub(crate) fn par_parts<T: Send, S: Default + Send, const K: usize>(
     tasks: usize,
     parts: [Vec<&mut [T]>; K],
@@ -68,18 +87,7 @@ pub(crate) fn par_parts<T: Send, S: Default + Send, const K: usize>(
     let mut iters = parts.map(Vec::into_iter);
     let mut next =
         || -> [&mut [T]; K] { std::array::from_fn(|k| iters[k].next().unwrap_or_default()) };
-    if tasks <= 1 {
-        let mut st = S::default();
-        if tasks == 1 {
-            f(0, &mut next(), &mut st);
-        }
-        return vec![st];
-    }
-    let slots: Vec<Mutex<[&mut [T]; K]>> = (0..tasks).map(|_| Mutex::new(next())).collect();
-    par_fold(tasks, |i, st: &mut S| {
-        let mut parts = slots[i].lock().unwrap_or_else(|e| e.into_inner());
-        f(i, &mut parts, st);
-    })
+    par_each((0..tasks).map(|_| next()).collect(), f)
 }
 
 /// Runs `f(i, chunk, scratch)` for every `chunk_len`-sized chunk `i` of `out` (the last may be

@@ -10,7 +10,7 @@ use half::{bf16, f16};
 
 use super::slots::Slot;
 use super::tensor_ops;
-use crate::cpu::{contiguous, par_fold, Element};
+use crate::cpu::{contiguous, par_each, par_fold, Element};
 use crate::Result;
 
 /// Elements per parallel task (the brief: chunks of at least 64K elements).
@@ -249,7 +249,7 @@ fn drive<T: Element>(
     // Unused (empty) buffers stay empty in every task.
     let mut iters: Vec<_> = bufs.iter_mut().map(|b| b.chunks_mut(CHUNK)).collect();
     let mut masters = master.chunks_mut(CHUNK);
-    let tasks: Vec<Mutex<Task<T>>> = p
+    let tasks: Vec<Task<T>> = p
         .chunks_mut(CHUNK)
         .zip(g.chunks(CHUNK))
         .map(|(p, g)| {
@@ -258,13 +258,11 @@ fn drive<T: Element>(
                 .map(|it| it.next().unwrap_or(&mut []))
                 .collect();
             let master = masters.next().unwrap_or(&mut []);
-            Mutex::new(Task { p, g, master, s })
+            Task { p, g, master, s }
         })
         .collect();
-    par_fold(tasks.len(), |i, _: &mut ()| {
-        let mut t = tasks[i].lock().unwrap_or_else(|e| e.into_inner());
-        let t = &mut *t;
-        block(k, t.p, t.g, t.master, &mut t.s);
+    par_each(tasks, |_, t, _: &mut ()| {
+        block(k, t.p, t.g, t.master, &mut t.s)
     });
 }
 
