@@ -18,9 +18,9 @@
 
 use candle_core::Tensor;
 
-use super::checkpoint::{check_lr, check_nonneg, flag, grad_sign, StateReader};
+use super::checkpoint::{check_lr, check_nonneg, grad_sign};
 use super::fused::Kernel;
-use super::optimizer::internal::AlgorithmImpl;
+use super::optimizer::internal::{AlgorithmImpl, Hyper};
 use super::optimizer::{Algorithm, Optim};
 use super::slots::Slot;
 use super::tensor_ops::{add, mul};
@@ -172,48 +172,24 @@ impl Algorithm for AdagradConfig {
     fn validate(&self) -> Result<()> {
         AdagradConfig::validate(self)
     }
-
-    fn lr(&self) -> f64 {
-        self.lr
-    }
-
-    fn non_finite(&self) -> NonFinite {
-        self.non_finite
-    }
 }
 
 impl AlgorithmImpl for AdagradConfig {
-    fn set_lr(&mut self, lr: f64) {
-        self.lr = lr;
-    }
-
-    fn set_non_finite(&mut self, non_finite: NonFinite) {
-        self.non_finite = non_finite;
-    }
-
-    fn weight_decay(&self) -> f64 {
-        self.weight_decay
-    }
-
-    fn hyper_to_state(&self) -> Vec<(&'static str, f64)> {
-        vec![
-            ("lr_decay", self.lr_decay),
-            ("weight_decay", self.weight_decay),
-            ("initial_accumulator_value", self.initial_accumulator_value),
-            ("eps", self.eps),
-            ("maximize", flag(self.maximize)),
-        ]
-    }
-
-    fn hyper_from_state(self, st: &StateReader<'_>) -> Result<Self> {
-        Ok(Self {
-            lr_decay: st.value("lr_decay")?,
-            weight_decay: st.value("weight_decay")?,
-            initial_accumulator_value: st.value("initial_accumulator_value")?,
-            eps: st.value("eps")?,
-            maximize: st.flag("maximize")?,
-            ..self
-        })
+    fn hyper(&mut self) -> Hyper<'_> {
+        Hyper {
+            lr: &mut self.lr,
+            weight_decay: &mut self.weight_decay,
+            non_finite: &mut self.non_finite,
+            values: vec![
+                ("lr_decay", &mut self.lr_decay),
+                (
+                    "initial_accumulator_value",
+                    &mut self.initial_accumulator_value,
+                ),
+                ("eps", &mut self.eps),
+            ],
+            flags: vec![("maximize", &mut self.maximize)],
+        }
     }
 
     fn kernel(&self, slot: &mut Slot, lr: f64, wd: f64) -> Result<Box<dyn Kernel>> {

@@ -24,11 +24,13 @@
 //! - Reddi, Kale, Kumar, *On the Convergence of Adam and Beyond*, ICLR 2018 (AMSGrad),
 //!   <https://arxiv.org/abs/1904.09237>
 
+use std::fmt;
+
 use candle_core::Tensor;
 
-use super::checkpoint::{check_beta, check_lr, check_nonneg, flag, grad_sign, StateReader};
+use super::checkpoint::{check_beta, check_lr, check_nonneg, grad_sign};
 use super::fused::Kernel;
-use super::optimizer::internal::{AlgorithmImpl, MomentumParam};
+use super::optimizer::internal::{AlgorithmImpl, Hyper, MomentumParam};
 use super::optimizer::{Algorithm, Optim};
 use super::slots::Slot;
 use super::tensor_ops::{add, diff_mul, div, mul};
@@ -45,8 +47,16 @@ pub type AdamW = Optim<AdamWConfig>;
 
 /// Configuration of [`Adam`]; `Default` is PyTorch's (lr 1e-3, betas (0.9, 0.999), eps 1e-8,
 /// weight decay 0).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct AdamConfig {
+pub type AdamConfig = AdamFamilyConfig<false>;
+
+/// Configuration of [`AdamW`]; `Default` is PyTorch's (lr 1e-3, betas (0.9, 0.999), eps 1e-8,
+/// weight decay 1e-2).
+pub type AdamWConfig = AdamFamilyConfig<true>;
+
+/// The fields and builders [`AdamConfig`] (`DECOUPLED = false`) and [`AdamWConfig`]
+/// (`DECOUPLED = true`) share; use it through those two names.
+#[derive(Clone, Copy, PartialEq)]
+pub struct AdamFamilyConfig<const DECOUPLED: bool> {
     /// Learning rate (default 1e-3).
     pub lr: f64,
     /// Decay of the first-moment average (default 0.9).
@@ -55,7 +65,8 @@ pub struct AdamConfig {
     pub beta2: f64,
     /// Added to the denominator for stability (default 1e-8).
     pub eps: f64,
-    /// L2 penalty added to the gradient (default 0).
+    /// Adam: L2 penalty added to the gradient (default 0). AdamW: decoupled weight decay, the
+    /// weights shrink by `lr * weight_decay` each step (default 1e-2).
     pub weight_decay: f64,
     /// AMSGrad: divide by the running maximum of the second moment (default false).
     pub amsgrad: bool,
@@ -67,290 +78,121 @@ pub struct AdamConfig {
 
 impl Default for AdamConfig {
     fn default() -> Self {
-        Self {
-            lr: 1e-3,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.0,
-            amsgrad: false,
-            maximize: false,
-            non_finite: NonFinite::Error,
-        }
+        Self::pytorch(0.0)
     }
-}
-
-impl AdamConfig {
-    /// Checks the values: lr and weight decay finite and >= 0, betas in [0, 1), eps finite
-    /// and > 0.
-    pub fn validate(&self) -> Result<()> {
-        self.params().validate("Adam", self.lr)
-    }
-
-    /// Sets the learning rate.
-    pub fn with_lr(mut self, lr: f64) -> Self {
-        self.lr = lr;
-        self
-    }
-
-    /// Sets both betas.
-    pub fn with_betas(mut self, beta1: f64, beta2: f64) -> Self {
-        self.beta1 = beta1;
-        self.beta2 = beta2;
-        self
-    }
-
-    /// Sets eps.
-    pub fn with_eps(mut self, eps: f64) -> Self {
-        self.eps = eps;
-        self
-    }
-
-    /// Sets the weight decay.
-    pub fn with_weight_decay(mut self, weight_decay: f64) -> Self {
-        self.weight_decay = weight_decay;
-        self
-    }
-
-    /// Turns AMSGrad on or off.
-    pub fn with_amsgrad(mut self, amsgrad: bool) -> Self {
-        self.amsgrad = amsgrad;
-        self
-    }
-
-    /// Maximizes instead of minimizing.
-    pub fn with_maximize(mut self, maximize: bool) -> Self {
-        self.maximize = maximize;
-        self
-    }
-
-    /// Sets the non-finite gradient policy.
-    pub fn with_non_finite(mut self, non_finite: NonFinite) -> Self {
-        self.non_finite = non_finite;
-        self
-    }
-
-    /// The hyper-parameters other than lr and the policy.
-    fn params(&self) -> AdamParams {
-        AdamParams {
-            beta1: self.beta1,
-            beta2: self.beta2,
-            eps: self.eps,
-            weight_decay: self.weight_decay,
-            amsgrad: self.amsgrad,
-            maximize: self.maximize,
-        }
-    }
-
-    /// `self` with the hyper-parameters `p`.
-    fn with_params(self, p: AdamParams) -> Self {
-        Self {
-            beta1: p.beta1,
-            beta2: p.beta2,
-            eps: p.eps,
-            weight_decay: p.weight_decay,
-            amsgrad: p.amsgrad,
-            maximize: p.maximize,
-            ..self
-        }
-    }
-}
-
-/// Configuration of [`AdamW`]; `Default` is PyTorch's (lr 1e-3, betas (0.9, 0.999), eps 1e-8,
-/// weight decay 1e-2).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct AdamWConfig {
-    /// Learning rate (default 1e-3).
-    pub lr: f64,
-    /// Decay of the first-moment average (default 0.9).
-    pub beta1: f64,
-    /// Decay of the second-moment average (default 0.999).
-    pub beta2: f64,
-    /// Added to the denominator for stability (default 1e-8).
-    pub eps: f64,
-    /// Decoupled weight decay: the weights shrink by `lr * weight_decay` each step (default 1e-2).
-    pub weight_decay: f64,
-    /// AMSGrad: divide by the running maximum of the second moment (default false).
-    pub amsgrad: bool,
-    /// Maximize the objective instead of minimizing (default false).
-    pub maximize: bool,
-    /// What a NaN/Inf gradient does (default [`NonFinite::Error`]).
-    pub non_finite: NonFinite,
 }
 
 impl Default for AdamWConfig {
     fn default() -> Self {
+        Self::pytorch(1e-2)
+    }
+}
+
+impl<const DECOUPLED: bool> AdamFamilyConfig<DECOUPLED> {
+    /// PyTorch's defaults, which differ only in the weight decay.
+    fn pytorch(weight_decay: f64) -> Self {
         Self {
             lr: 1e-3,
             beta1: 0.9,
             beta2: 0.999,
             eps: 1e-8,
-            weight_decay: 1e-2,
+            weight_decay,
             amsgrad: false,
             maximize: false,
             non_finite: NonFinite::Error,
         }
     }
-}
 
-impl AdamWConfig {
     /// Checks the values: lr and weight decay finite and >= 0, betas in [0, 1), eps finite
     /// and > 0.
     pub fn validate(&self) -> Result<()> {
-        self.params().validate("AdamW", self.lr)
-    }
-
-    /// Sets the learning rate.
-    pub fn with_lr(mut self, lr: f64) -> Self {
-        self.lr = lr;
-        self
-    }
-
-    /// Sets both betas.
-    pub fn with_betas(mut self, beta1: f64, beta2: f64) -> Self {
-        self.beta1 = beta1;
-        self.beta2 = beta2;
-        self
-    }
-
-    /// Sets eps.
-    pub fn with_eps(mut self, eps: f64) -> Self {
-        self.eps = eps;
-        self
-    }
-
-    /// Sets the weight decay.
-    pub fn with_weight_decay(mut self, weight_decay: f64) -> Self {
-        self.weight_decay = weight_decay;
-        self
-    }
-
-    /// Turns AMSGrad on or off.
-    pub fn with_amsgrad(mut self, amsgrad: bool) -> Self {
-        self.amsgrad = amsgrad;
-        self
-    }
-
-    /// Maximizes instead of minimizing.
-    pub fn with_maximize(mut self, maximize: bool) -> Self {
-        self.maximize = maximize;
-        self
-    }
-
-    /// Sets the non-finite gradient policy.
-    pub fn with_non_finite(mut self, non_finite: NonFinite) -> Self {
-        self.non_finite = non_finite;
-        self
-    }
-
-    /// The hyper-parameters other than lr and the policy.
-    fn params(&self) -> AdamParams {
-        AdamParams {
-            beta1: self.beta1,
-            beta2: self.beta2,
-            eps: self.eps,
-            weight_decay: self.weight_decay,
-            amsgrad: self.amsgrad,
-            maximize: self.maximize,
-        }
-    }
-
-    /// `self` with the hyper-parameters `p`.
-    fn with_params(self, p: AdamParams) -> Self {
-        Self {
-            beta1: p.beta1,
-            beta2: p.beta2,
-            eps: p.eps,
-            weight_decay: p.weight_decay,
-            amsgrad: p.amsgrad,
-            maximize: p.maximize,
-            ..self
-        }
-    }
-}
-
-impl From<AdamWConfig> for AdamConfig {
-    fn from(c: AdamWConfig) -> Self {
-        AdamConfig {
-            lr: c.lr,
-            non_finite: c.non_finite,
-            ..AdamConfig::default()
-        }
-        .with_params(c.params())
-    }
-}
-
-const BUFS: &[&str] = &["exp_avg", "exp_avg_sq", "max_exp_avg_sq"];
-
-/// What Adam and AdamW share besides the learning rate and the policy.
-#[derive(Debug, Clone, Copy)]
-struct AdamParams {
-    beta1: f64,
-    beta2: f64,
-    eps: f64,
-    weight_decay: f64,
-    amsgrad: bool,
-    maximize: bool,
-}
-
-impl AdamParams {
-    fn validate(&self, name: &'static str, lr: f64) -> Result<()> {
-        check_lr(name, lr)?;
+        let name = <Self as Algorithm>::NAME;
+        check_lr(name, self.lr)?;
         check_beta(name, "beta1", self.beta1)?;
         check_beta(name, "beta2", self.beta2)?;
         crate::check::eps(name, "eps", self.eps)?;
         check_nonneg(name, "weight_decay", self.weight_decay)
     }
 
-    fn to_state(self) -> Vec<(&'static str, f64)> {
-        vec![
-            ("beta1", self.beta1),
-            ("beta2", self.beta2),
-            ("eps", self.eps),
-            ("weight_decay", self.weight_decay),
-            ("amsgrad", flag(self.amsgrad)),
-            ("maximize", flag(self.maximize)),
-        ]
+    /// Sets the learning rate.
+    pub fn with_lr(mut self, lr: f64) -> Self {
+        self.lr = lr;
+        self
     }
 
-    fn from_state(st: &StateReader<'_>) -> Result<Self> {
-        Ok(Self {
-            beta1: st.value("beta1")?,
-            beta2: st.value("beta2")?,
-            eps: st.value("eps")?,
-            weight_decay: st.value("weight_decay")?,
-            amsgrad: st.flag("amsgrad")?,
-            maximize: st.flag("maximize")?,
-        })
+    /// Sets both betas.
+    pub fn with_betas(mut self, beta1: f64, beta2: f64) -> Self {
+        self.beta1 = beta1;
+        self.beta2 = beta2;
+        self
     }
 
-    /// The update of one parameter at its (already advanced) step; `decoupled`: AdamW.
-    fn kernel(self, slot: &mut Slot, lr: f64, wd: f64, decoupled: bool) -> Result<Box<dyn Kernel>> {
-        slot.ensure(0, 0.0)?;
-        slot.ensure(1, 0.0)?;
-        if self.amsgrad {
-            slot.ensure(2, 0.0)?;
-        }
-        let t = slot.step as f64;
-        let bc1 = 1.0 - self.beta1.powf(t);
-        let bc2 = 1.0 - self.beta2.powf(t);
-        let (l2, decay) = if decoupled {
-            (0.0, 1.0 - lr * wd)
+    /// Sets eps.
+    pub fn with_eps(mut self, eps: f64) -> Self {
+        self.eps = eps;
+        self
+    }
+
+    /// Sets the weight decay.
+    pub fn with_weight_decay(mut self, weight_decay: f64) -> Self {
+        self.weight_decay = weight_decay;
+        self
+    }
+
+    /// Turns AMSGrad on or off.
+    pub fn with_amsgrad(mut self, amsgrad: bool) -> Self {
+        self.amsgrad = amsgrad;
+        self
+    }
+
+    /// Maximizes instead of minimizing.
+    pub fn with_maximize(mut self, maximize: bool) -> Self {
+        self.maximize = maximize;
+        self
+    }
+
+    /// Sets the non-finite gradient policy.
+    pub fn with_non_finite(mut self, non_finite: NonFinite) -> Self {
+        self.non_finite = non_finite;
+        self
+    }
+}
+
+// Written by hand so that it names the alias (`AdamConfig { .. }`), as the derive did when the two
+// were separate structs.
+impl<const DECOUPLED: bool> fmt::Debug for AdamFamilyConfig<DECOUPLED> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = if DECOUPLED {
+            "AdamWConfig"
         } else {
-            (wd, 1.0)
+            "AdamConfig"
         };
-        Ok(Box::new(AdamKernel {
-            gs: grad_sign(self.maximize),
-            l2: l2 as f32,
-            decay: decay as f32,
-            w1: (1.0 - self.beta1) as f32,
-            b2: self.beta2 as f32,
-            w2: (1.0 - self.beta2) as f32,
-            bc2_sqrt: bc2.sqrt() as f32,
-            eps: self.eps as f32,
-            step_size: (lr / bc1) as f32,
-            amsgrad: self.amsgrad,
-        }))
+        f.debug_struct(name)
+            .field("lr", &self.lr)
+            .field("beta1", &self.beta1)
+            .field("beta2", &self.beta2)
+            .field("eps", &self.eps)
+            .field("weight_decay", &self.weight_decay)
+            .field("amsgrad", &self.amsgrad)
+            .field("maximize", &self.maximize)
+            .field("non_finite", &self.non_finite)
+            .finish()
+    }
+}
+
+/// The same values, the weight decay now L2.
+impl From<AdamWConfig> for AdamConfig {
+    fn from(c: AdamWConfig) -> Self {
+        Self {
+            lr: c.lr,
+            beta1: c.beta1,
+            beta2: c.beta2,
+            eps: c.eps,
+            weight_decay: c.weight_decay,
+            amsgrad: c.amsgrad,
+            maximize: c.maximize,
+            non_finite: c.non_finite,
+        }
     }
 }
 
@@ -441,108 +283,64 @@ impl Kernel for AdamKernel {
     }
 }
 
-impl Algorithm for AdamConfig {
-    const NAME: &'static str = "Adam";
-    const BUFFERS: &'static [&'static str] = BUFS;
+impl<const DECOUPLED: bool> Algorithm for AdamFamilyConfig<DECOUPLED> {
+    const NAME: &'static str = if DECOUPLED { "AdamW" } else { "Adam" };
+    const BUFFERS: &'static [&'static str] = &["exp_avg", "exp_avg_sq", "max_exp_avg_sq"];
 
     fn validate(&self) -> Result<()> {
-        AdamConfig::validate(self)
-    }
-
-    fn lr(&self) -> f64 {
-        self.lr
-    }
-
-    fn non_finite(&self) -> NonFinite {
-        self.non_finite
+        AdamFamilyConfig::validate(self)
     }
 }
 
-impl AlgorithmImpl for AdamConfig {
-    fn set_lr(&mut self, lr: f64) {
-        self.lr = lr;
-    }
-
-    fn set_non_finite(&mut self, non_finite: NonFinite) {
-        self.non_finite = non_finite;
-    }
-
-    fn weight_decay(&self) -> f64 {
-        self.weight_decay
-    }
-
-    fn hyper_to_state(&self) -> Vec<(&'static str, f64)> {
-        self.params().to_state()
-    }
-
-    fn hyper_from_state(self, st: &StateReader<'_>) -> Result<Self> {
-        Ok(self.with_params(AdamParams::from_state(st)?))
+impl<const DECOUPLED: bool> AlgorithmImpl for AdamFamilyConfig<DECOUPLED> {
+    fn hyper(&mut self) -> Hyper<'_> {
+        Hyper {
+            lr: &mut self.lr,
+            weight_decay: &mut self.weight_decay,
+            non_finite: &mut self.non_finite,
+            values: vec![
+                ("beta1", &mut self.beta1),
+                ("beta2", &mut self.beta2),
+                ("eps", &mut self.eps),
+            ],
+            flags: vec![
+                ("amsgrad", &mut self.amsgrad),
+                ("maximize", &mut self.maximize),
+            ],
+        }
     }
 
     fn kernel(&self, slot: &mut Slot, lr: f64, wd: f64) -> Result<Box<dyn Kernel>> {
-        self.params().kernel(slot, lr, wd, false)
+        slot.ensure(0, 0.0)?;
+        slot.ensure(1, 0.0)?;
+        if self.amsgrad {
+            slot.ensure(2, 0.0)?;
+        }
+        let t = slot.step as f64;
+        let bc1 = 1.0 - self.beta1.powf(t);
+        let bc2 = 1.0 - self.beta2.powf(t);
+        let (l2, decay) = if DECOUPLED {
+            (0.0, 1.0 - lr * wd)
+        } else {
+            (wd, 1.0)
+        };
+        Ok(Box::new(AdamKernel {
+            gs: grad_sign(self.maximize),
+            l2: l2 as f32,
+            decay: decay as f32,
+            w1: (1.0 - self.beta1) as f32,
+            b2: self.beta2 as f32,
+            w2: (1.0 - self.beta2) as f32,
+            bc2_sqrt: bc2.sqrt() as f32,
+            eps: self.eps as f32,
+            step_size: (lr / bc1) as f32,
+            amsgrad: self.amsgrad,
+        }))
     }
 }
 
-impl MomentumParam for AdamConfig {
-    fn momentum(&self) -> f64 {
-        self.beta1
-    }
-
-    fn with_momentum_param(self, beta1: f64) -> Self {
-        Self { beta1, ..self }
-    }
-}
-
-impl Algorithm for AdamWConfig {
-    const NAME: &'static str = "AdamW";
-    const BUFFERS: &'static [&'static str] = BUFS;
-
-    fn validate(&self) -> Result<()> {
-        AdamWConfig::validate(self)
-    }
-
-    fn lr(&self) -> f64 {
-        self.lr
-    }
-
-    fn non_finite(&self) -> NonFinite {
-        self.non_finite
-    }
-}
-
-impl AlgorithmImpl for AdamWConfig {
-    fn set_lr(&mut self, lr: f64) {
-        self.lr = lr;
-    }
-
-    fn set_non_finite(&mut self, non_finite: NonFinite) {
-        self.non_finite = non_finite;
-    }
-
-    fn weight_decay(&self) -> f64 {
-        self.weight_decay
-    }
-
-    fn hyper_to_state(&self) -> Vec<(&'static str, f64)> {
-        self.params().to_state()
-    }
-
-    fn hyper_from_state(self, st: &StateReader<'_>) -> Result<Self> {
-        Ok(self.with_params(AdamParams::from_state(st)?))
-    }
-
-    fn kernel(&self, slot: &mut Slot, lr: f64, wd: f64) -> Result<Box<dyn Kernel>> {
-        self.params().kernel(slot, lr, wd, true)
-    }
-}
-
-impl MomentumParam for AdamWConfig {
-    fn momentum(&self) -> f64 {
-        self.beta1
-    }
-
-    fn with_momentum_param(self, beta1: f64) -> Self {
-        Self { beta1, ..self }
+impl<const DECOUPLED: bool> MomentumParam for AdamFamilyConfig<DECOUPLED> {
+    fn momentum_mut(&mut self) -> &mut f64 {
+        &mut self.beta1
     }
 }

@@ -21,9 +21,9 @@
 
 use candle_core::Tensor;
 
-use super::checkpoint::{check_beta, check_lr, check_nonneg, flag, grad_sign, StateReader};
+use super::checkpoint::{check_beta, check_lr, check_nonneg, grad_sign};
 use super::fused::Kernel;
-use super::optimizer::internal::{AlgorithmImpl, MomentumParam};
+use super::optimizer::internal::{AlgorithmImpl, Hyper, MomentumParam};
 use super::optimizer::{Algorithm, Optim};
 use super::slots::Slot;
 use super::tensor_ops::mul;
@@ -159,46 +159,17 @@ impl Algorithm for LionConfig {
     fn validate(&self) -> Result<()> {
         LionConfig::validate(self)
     }
-
-    fn lr(&self) -> f64 {
-        self.lr
-    }
-
-    fn non_finite(&self) -> NonFinite {
-        self.non_finite
-    }
 }
 
 impl AlgorithmImpl for LionConfig {
-    fn set_lr(&mut self, lr: f64) {
-        self.lr = lr;
-    }
-
-    fn set_non_finite(&mut self, non_finite: NonFinite) {
-        self.non_finite = non_finite;
-    }
-
-    fn weight_decay(&self) -> f64 {
-        self.weight_decay
-    }
-
-    fn hyper_to_state(&self) -> Vec<(&'static str, f64)> {
-        vec![
-            ("beta1", self.beta1),
-            ("beta2", self.beta2),
-            ("weight_decay", self.weight_decay),
-            ("maximize", flag(self.maximize)),
-        ]
-    }
-
-    fn hyper_from_state(self, st: &StateReader<'_>) -> Result<Self> {
-        Ok(Self {
-            beta1: st.value("beta1")?,
-            beta2: st.value("beta2")?,
-            weight_decay: st.value("weight_decay")?,
-            maximize: st.flag("maximize")?,
-            ..self
-        })
+    fn hyper(&mut self) -> Hyper<'_> {
+        Hyper {
+            lr: &mut self.lr,
+            weight_decay: &mut self.weight_decay,
+            non_finite: &mut self.non_finite,
+            values: vec![("beta1", &mut self.beta1), ("beta2", &mut self.beta2)],
+            flags: vec![("maximize", &mut self.maximize)],
+        }
     }
 
     fn kernel(&self, slot: &mut Slot, lr: f64, wd: f64) -> Result<Box<dyn Kernel>> {
@@ -216,11 +187,7 @@ impl AlgorithmImpl for LionConfig {
 }
 
 impl MomentumParam for LionConfig {
-    fn momentum(&self) -> f64 {
-        self.beta1
-    }
-
-    fn with_momentum_param(self, beta1: f64) -> Self {
-        Self { beta1, ..self }
+    fn momentum_mut(&mut self) -> &mut f64 {
+        &mut self.beta1
     }
 }

@@ -9,7 +9,7 @@ use std::fmt;
 use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var};
 
-use super::checkpoint::{check_lr, meta, StateReader};
+use super::checkpoint::{check_lr, flag, meta, StateReader};
 use super::fused::Kernel;
 use super::slots::{Core, Slot};
 use super::{Momentum, NonFinite, OptimizerState, ParamGroups};
@@ -27,30 +27,72 @@ pub trait Algorithm: internal::AlgorithmImpl + Copy + PartialEq + fmt::Debug + S
 
     /// Checks the values, as the constructor does.
     fn validate(&self) -> Result<()>;
+
     /// The base learning rate.
-    fn lr(&self) -> f64;
+    fn lr(&self) -> f64 {
+        internal::read(self, |h| *h.lr)
+    }
+
     /// The non-finite gradient policy.
-    fn non_finite(&self) -> NonFinite;
+    fn non_finite(&self) -> NonFinite {
+        internal::read(self, |h| *h.non_finite)
+    }
 }
 
 /// The crate-internal half of [`Algorithm`].
 pub(crate) mod internal {
     use super::*;
 
-    /// The update, the state-dict hyper-parameters and the setters of an [`Algorithm`]'s config
-    /// (sealed: the trait is public but not nameable outside the crate).
-    pub trait AlgorithmImpl: Sized {
-        /// Sets the base learning rate.
-        fn set_lr(&mut self, lr: f64);
-        /// Sets the non-finite policy.
-        fn set_non_finite(&mut self, non_finite: NonFinite);
+    /// A config's hyper-parameters borrowed under their state-dict names (`__meta.{name}`), so
+    /// the accessors and the state-dict reading and writing are written once for every config.
+    pub struct Hyper<'a> {
+        /// The base learning rate (`__meta.lr`).
+        pub lr: &'a mut f64,
         /// The config's weight decay (groups may override it).
-        fn weight_decay(&self) -> f64;
-        /// The hyper-parameters other than `lr` written as `__meta.{name}` (flags as 0/1).
-        fn hyper_to_state(&self) -> Vec<(&'static str, f64)>;
-        /// `self` with the hyper-parameters of [`AlgorithmImpl::hyper_to_state`] read back
-        /// (a missing entry is an error).
-        fn hyper_from_state(self, state: &StateReader<'_>) -> Result<Self>;
+        pub weight_decay: &'a mut f64,
+        /// The policy (`__meta.non_finite`, written by [`Core::state_dict`]).
+        pub non_finite: &'a mut NonFinite,
+        /// The other values.
+        pub values: Vec<(&'static str, &'a mut f64)>,
+        /// The flags, written as 0 / 1.
+        pub flags: Vec<(&'static str, &'a mut bool)>,
+    }
+
+    impl Hyper<'_> {
+        /// The `__meta.{name}` entries besides `lr` and the policy.
+        pub fn to_state(&self) -> Vec<(&'static str, f64)> {
+            let values = self.values.iter().map(|(k, v)| (*k, **v));
+            let flags = self.flags.iter().map(|(k, b)| (*k, flag(**b)));
+            std::iter::once(("weight_decay", *self.weight_decay))
+                .chain(values)
+                .chain(flags)
+                .collect()
+        }
+
+        /// Reads back what [`Hyper::to_state`] wrote (a missing entry is an error).
+        pub fn read_state(&mut self, st: &StateReader<'_>) -> Result<()> {
+            *self.weight_decay = st.value("weight_decay")?;
+            for (k, v) in &mut self.values {
+                **v = st.value(k)?;
+            }
+            for (k, b) in &mut self.flags {
+                **b = st.flag(k)?;
+            }
+            Ok(())
+        }
+    }
+
+    /// `f` of the hyper-parameters of a copy of `cfg` (configs are `Copy`: reads need no `&mut`).
+    pub fn read<C: AlgorithmImpl + Copy, T>(cfg: &C, f: impl FnOnce(Hyper<'_>) -> T) -> T {
+        let mut cfg = *cfg;
+        f(cfg.hyper())
+    }
+
+    /// The update and the hyper-parameters of an [`Algorithm`]'s config (sealed: the trait is
+    /// public but not nameable outside the crate).
+    pub trait AlgorithmImpl: Sized {
+        /// The hyper-parameters, by their state-dict names.
+        fn hyper(&mut self) -> Hyper<'_>;
         /// Called once per parameter when the optimizer is built (Adagrad's accumulator).
         fn init_slot(&self, _slot: &mut Slot) -> Result<()> {
             Ok(())
@@ -61,11 +103,9 @@ pub(crate) mod internal {
     }
 
     /// A config with a momentum coefficient a schedule may cycle ([`Momentum`]).
-    pub trait MomentumParam: Sized {
+    pub trait MomentumParam {
         /// The coefficient (`momentum` or `beta1`).
-        fn momentum(&self) -> f64;
-        /// A copy with the coefficient replaced.
-        fn with_momentum_param(self, momentum: f64) -> Self;
+        fn momentum_mut(&mut self) -> &mut f64;
     }
 }
 
@@ -130,9 +170,10 @@ impl<C: Algorithm> Optim<C> {
         let Some(list) = self.core.gather(grads, cfg.non_finite())? else {
             return Ok(());
         };
+        let (base_lr, base_wd) = internal::read(&cfg, |h| (*h.lr, *h.weight_decay));
         let mut work = Vec::with_capacity(list.len());
         for (i, g) in list {
-            let (lr, wd) = self.core.lr_wd(i, cfg.lr(), cfg.weight_decay());
+            let (lr, wd) = self.core.lr_wd(i, base_lr, base_wd);
             let slot = &mut self.core.slots[i];
             slot.step += 1;
             work.push((i, g, cfg.kernel(slot, lr, wd)?));
@@ -145,7 +186,7 @@ impl<C: Algorithm> Optim<C> {
     /// set through it is reported by the next step instead.
     pub fn try_set_learning_rate(&mut self, lr: f64) -> Result<()> {
         check_lr(C::NAME, lr)?;
-        self.cfg.set_lr(lr);
+        *self.cfg.hyper().lr = lr;
         Ok(())
     }
 }
@@ -166,25 +207,25 @@ impl<C: Algorithm> candle_nn::Optimizer for Optim<C> {
     }
 
     fn set_learning_rate(&mut self, lr: f64) {
-        self.cfg.set_lr(lr);
+        *self.cfg.hyper().lr = lr;
     }
 }
 
 impl<C: Algorithm> OptimizerState for Optim<C> {
     fn state_dict(&self) -> Result<HashMap<String, Tensor>> {
-        let c = &self.cfg;
-        self.core
-            .state_dict(c.lr(), c.non_finite(), &c.hyper_to_state())
+        internal::read(&self.cfg, |h| {
+            self.core.state_dict(*h.lr, *h.non_finite, &h.to_state())
+        })
     }
 
     fn load_state_dict(&mut self, state: &HashMap<String, Tensor>) -> Result<()> {
-        let mut cfg = self
-            .cfg
-            .hyper_from_state(&StateReader::new(C::NAME, state))?;
-        cfg.set_lr(meta(C::NAME, state, "__meta.lr")?);
+        let mut cfg = self.cfg;
+        let mut h = cfg.hyper();
+        h.read_state(&StateReader::new(C::NAME, state))?;
+        *h.lr = meta(C::NAME, state, "__meta.lr")?;
         cfg.validate()?;
         let loaded = self.core.read_state(state)?;
-        cfg.set_non_finite(loaded.non_finite);
+        *cfg.hyper().non_finite = loaded.non_finite;
         self.core.commit(loaded);
         self.cfg = cfg;
         Ok(())
@@ -193,11 +234,13 @@ impl<C: Algorithm> OptimizerState for Optim<C> {
 
 impl<C: Algorithm + internal::MomentumParam> Momentum for Optim<C> {
     fn momentum(&self) -> f64 {
-        self.cfg.momentum()
+        let mut cfg = self.cfg;
+        *cfg.momentum_mut()
     }
 
     fn set_momentum(&mut self, momentum: f64) -> Result<()> {
-        let cfg = self.cfg.with_momentum_param(momentum);
+        let mut cfg = self.cfg;
+        *cfg.momentum_mut() = momentum;
         cfg.validate()?;
         self.cfg = cfg;
         Ok(())

@@ -20,9 +20,9 @@
 
 use candle_core::Tensor;
 
-use super::checkpoint::{check_beta, check_lr, check_nonneg, flag, grad_sign, StateReader};
+use super::checkpoint::{check_beta, check_lr, check_nonneg, grad_sign};
 use super::fused::Kernel;
-use super::optimizer::internal::{AlgorithmImpl, MomentumParam};
+use super::optimizer::internal::{AlgorithmImpl, Hyper, MomentumParam};
 use super::optimizer::{Algorithm, Optim};
 use super::slots::Slot;
 use super::tensor_ops::{add, diff_mul, mul};
@@ -246,50 +246,24 @@ impl Algorithm for RmsPropConfig {
     fn validate(&self) -> Result<()> {
         RmsPropConfig::validate(self)
     }
-
-    fn lr(&self) -> f64 {
-        self.lr
-    }
-
-    fn non_finite(&self) -> NonFinite {
-        self.non_finite
-    }
 }
 
 impl AlgorithmImpl for RmsPropConfig {
-    fn set_lr(&mut self, lr: f64) {
-        self.lr = lr;
-    }
-
-    fn set_non_finite(&mut self, non_finite: NonFinite) {
-        self.non_finite = non_finite;
-    }
-
-    fn weight_decay(&self) -> f64 {
-        self.weight_decay
-    }
-
-    fn hyper_to_state(&self) -> Vec<(&'static str, f64)> {
-        vec![
-            ("alpha", self.alpha),
-            ("eps", self.eps),
-            ("weight_decay", self.weight_decay),
-            ("momentum", self.momentum),
-            ("centered", flag(self.centered)),
-            ("maximize", flag(self.maximize)),
-        ]
-    }
-
-    fn hyper_from_state(self, st: &StateReader<'_>) -> Result<Self> {
-        Ok(Self {
-            alpha: st.value("alpha")?,
-            eps: st.value("eps")?,
-            weight_decay: st.value("weight_decay")?,
-            momentum: st.value("momentum")?,
-            centered: st.flag("centered")?,
-            maximize: st.flag("maximize")?,
-            ..self
-        })
+    fn hyper(&mut self) -> Hyper<'_> {
+        Hyper {
+            lr: &mut self.lr,
+            weight_decay: &mut self.weight_decay,
+            non_finite: &mut self.non_finite,
+            values: vec![
+                ("alpha", &mut self.alpha),
+                ("eps", &mut self.eps),
+                ("momentum", &mut self.momentum),
+            ],
+            flags: vec![
+                ("centered", &mut self.centered),
+                ("maximize", &mut self.maximize),
+            ],
+        }
     }
 
     fn kernel(&self, slot: &mut Slot, lr: f64, wd: f64) -> Result<Box<dyn Kernel>> {
@@ -316,11 +290,7 @@ impl AlgorithmImpl for RmsPropConfig {
 }
 
 impl MomentumParam for RmsPropConfig {
-    fn momentum(&self) -> f64 {
-        self.momentum
-    }
-
-    fn with_momentum_param(self, momentum: f64) -> Self {
-        Self { momentum, ..self }
+    fn momentum_mut(&mut self) -> &mut f64 {
+        &mut self.momentum
     }
 }

@@ -19,9 +19,9 @@
 
 use candle_core::Tensor;
 
-use super::checkpoint::{check_beta, check_lr, check_nonneg, flag, grad_sign, StateReader};
+use super::checkpoint::{check_beta, check_lr, check_nonneg, grad_sign};
 use super::fused::Kernel;
-use super::optimizer::internal::{AlgorithmImpl, MomentumParam};
+use super::optimizer::internal::{AlgorithmImpl, Hyper, MomentumParam};
 use super::optimizer::{Algorithm, Optim};
 use super::slots::Slot;
 use super::tensor_ops::mul;
@@ -200,48 +200,23 @@ impl Algorithm for SgdConfig {
     fn validate(&self) -> Result<()> {
         SgdConfig::validate(self)
     }
-
-    fn lr(&self) -> f64 {
-        self.lr
-    }
-
-    fn non_finite(&self) -> NonFinite {
-        self.non_finite
-    }
 }
 
 impl AlgorithmImpl for SgdConfig {
-    fn set_lr(&mut self, lr: f64) {
-        self.lr = lr;
-    }
-
-    fn set_non_finite(&mut self, non_finite: NonFinite) {
-        self.non_finite = non_finite;
-    }
-
-    fn weight_decay(&self) -> f64 {
-        self.weight_decay
-    }
-
-    fn hyper_to_state(&self) -> Vec<(&'static str, f64)> {
-        vec![
-            ("momentum", self.momentum),
-            ("dampening", self.dampening),
-            ("weight_decay", self.weight_decay),
-            ("nesterov", flag(self.nesterov)),
-            ("maximize", flag(self.maximize)),
-        ]
-    }
-
-    fn hyper_from_state(self, st: &StateReader<'_>) -> Result<Self> {
-        Ok(Self {
-            momentum: st.value("momentum")?,
-            dampening: st.value("dampening")?,
-            weight_decay: st.value("weight_decay")?,
-            nesterov: st.flag("nesterov")?,
-            maximize: st.flag("maximize")?,
-            ..self
-        })
+    fn hyper(&mut self) -> Hyper<'_> {
+        Hyper {
+            lr: &mut self.lr,
+            weight_decay: &mut self.weight_decay,
+            non_finite: &mut self.non_finite,
+            values: vec![
+                ("momentum", &mut self.momentum),
+                ("dampening", &mut self.dampening),
+            ],
+            flags: vec![
+                ("nesterov", &mut self.nesterov),
+                ("maximize", &mut self.maximize),
+            ],
+        }
     }
 
     fn kernel(&self, slot: &mut Slot, lr: f64, wd: f64) -> Result<Box<dyn Kernel>> {
@@ -271,11 +246,7 @@ impl AlgorithmImpl for SgdConfig {
 }
 
 impl MomentumParam for SgdConfig {
-    fn momentum(&self) -> f64 {
-        self.momentum
-    }
-
-    fn with_momentum_param(self, momentum: f64) -> Self {
-        Self { momentum, ..self }
+    fn momentum_mut(&mut self) -> &mut f64 {
+        &mut self.momentum
     }
 }
