@@ -19,6 +19,24 @@ pub(crate) fn rank(
     numel(block, what, t.dims(), t.dtype()).map(|_| ())
 }
 
+/// Checks an image batch `x` (`what` of `block`): `(B, channels, H, W)` with no zero dimension,
+/// and the dtype and device of `weight`, the block's first weight.
+pub(crate) fn image_batch(
+    block: &'static str,
+    what: &'static str,
+    x: &Tensor,
+    channels: usize,
+    weight: &Tensor,
+) -> Result<()> {
+    let pattern = format!("(B, {channels}, H, W)");
+    rank(block, what, x, 4, &pattern)?;
+    non_empty(block, what, x)?;
+    if x.dims()[1] != channels {
+        return Err(Error::shape(block, what, pattern, x.shape().clone()));
+    }
+    same_dtype_device(block, what, weight, x)
+}
+
 /// Checks that no dimension of `t` is zero.
 pub(crate) fn non_empty(block: &'static str, what: &'static str, t: &Tensor) -> Result<()> {
     if t.dims().contains(&0) {

@@ -55,7 +55,7 @@
 use candle_core::{DType, Module, Tensor};
 use candle_nn::VarBuilder;
 
-use super::squeeze_excite::{check_map, check_reduction, make_divisible, PointwiseFc};
+use super::squeeze_excite::{check_reduction, make_divisible, PointwiseFc};
 use crate::conv::init::weight_and_bias;
 use crate::{check, Error, Result};
 
@@ -202,7 +202,7 @@ impl Cbam {
 
     /// Like [`Module::forward`], returning this crate's error.
     pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
-        check_map(BLOCK, x, self.channels, self.fc1.weight())?;
+        check::image_batch(BLOCK, "input", x, self.channels, self.fc1.weight())?;
         let (b, c, h, w) = x.dims4()?;
         // Channel gate: one MLP, applied to the average and the max of each channel.
         let flat = x.flatten_from(2)?; // (B, C, HW)

@@ -72,17 +72,6 @@ const PATCH: &str = "PatchEmbed";
 const STEM: &str = "ConvStem";
 const VIT: &str = "VitEmbedding";
 
-/// Checks a `(B, c, H, W)` float image batch with the dtype of `weight`.
-fn check_images(block: &'static str, x: &Tensor, c: usize, weight: &Tensor) -> Result<()> {
-    let pattern = format!("(B, {c}, H, W)");
-    check::rank(block, "input", x, 4, &pattern)?;
-    check::non_empty(block, "input", x)?;
-    if x.dims()[1] != c {
-        return Err(Error::shape(block, "input", pattern, x.shape().clone()));
-    }
-    check::same_dtype_device(block, "input", weight, x)
-}
-
 /// `(B, E, h, w)` → `(B, h·w, E)`.
 fn to_tokens(x: &Tensor) -> Result<Tensor> {
     Ok(x.flatten_from(2)?.transpose(1, 2)?.contiguous()?)
@@ -168,7 +157,7 @@ impl PatchEmbed {
 
     /// Like [`Module::forward`], returning this crate's error.
     pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
-        check_images(PATCH, x, self.cfg.in_chans, self.proj.weight())?;
+        check::image_batch(PATCH, "input", x, self.cfg.in_chans, self.proj.weight())?;
         self.num_patches((x.dims()[2], x.dims()[3]))?;
         let t = to_tokens(&self.proj.forward(x)?)?;
         match &self.norm {
@@ -284,7 +273,7 @@ impl ConvStem {
     /// Like [`ModuleT::forward_t`] (`train` selects the batch-norm statistics), returning this
     /// crate's error.
     pub fn apply(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        check_images(STEM, x, self.in_chans, self.proj.weight())?;
+        check::image_batch(STEM, "input", x, self.in_chans, self.proj.weight())?;
         let mut x = x.clone();
         for (conv, bn) in &self.stages {
             x = bn.forward_t(&conv.forward(&x)?, train)?.relu()?;

@@ -207,26 +207,6 @@ impl PointwiseFc {
     }
 }
 
-/// Checks a `(B, channels, H, W)` float input with the dtype of `weight`.
-pub(crate) fn check_map(
-    block: &'static str,
-    x: &Tensor,
-    channels: usize,
-    weight: &Tensor,
-) -> Result<()> {
-    check::rank(block, "input", x, 4, &format!("(B, {channels}, H, W)"))?;
-    check::non_empty(block, "input", x)?;
-    if x.dims()[1] != channels {
-        return Err(Error::shape(
-            block,
-            "input",
-            format!("(B, {channels}, H, W)"),
-            x.shape().clone(),
-        ));
-    }
-    check::same_dtype_device(block, "input", weight, x)
-}
-
 /// Squeeze-and-excitation block (timm `SEModule` without its optional norm).
 #[derive(Debug, Clone)]
 pub struct SqueezeExcite {
@@ -287,7 +267,7 @@ impl SqueezeExcite {
 
     /// The gate $\sigma(\cdot)$ alone, `(B, C, 1, 1)`.
     pub fn gate(&self, x: &Tensor) -> Result<Tensor> {
-        check_map(BLOCK, x, self.channels, self.fc1.weight())?;
+        check::image_batch(BLOCK, "input", x, self.channels, self.fc1.weight())?;
         let (b, c) = (x.dims()[0], self.channels);
         let pooled = x.flatten_from(2)?.mean(2)?; // (B, C)
         let h = self.fc1.apply(&pooled)?.relu()?;

@@ -344,16 +344,7 @@ impl Common {
     /// Checks `x` against the first conv's weight: `(B, in_ch, H, W)`, non-empty, same dtype
     /// and device.
     fn check_input(&self, x: &Tensor, conv1: &Conv2d) -> Result<()> {
-        if x.rank() != 4 || x.dims()[1] != self.in_ch {
-            return Err(Error::shape(
-                self.block,
-                "input",
-                format!("(B, {}, H, W)", self.in_ch),
-                x.shape().clone(),
-            ));
-        }
-        check::non_empty(self.block, "input", x)?;
-        check::same_dtype_device(self.block, "input", conv1.weight(), x)
+        check::image_batch(self.block, "input", x, self.in_ch, conv1.weight())
     }
 
     /// `relu(drop_path(branch) + shortcut(x))`.

@@ -153,23 +153,6 @@ impl DoubleConv {
     }
 }
 
-/// Checks that `x` is `(B, channels, H, W)` with the dtype and device of `weight`.
-fn check_input(
-    block: &'static str,
-    what: &'static str,
-    x: &Tensor,
-    channels: usize,
-    weight: &Tensor,
-) -> Result<()> {
-    let pattern = format!("(B, {channels}, H, W)");
-    check::rank(block, what, x, 4, &pattern)?;
-    check::non_empty(block, what, x)?;
-    if x.dim(1)? != channels {
-        return Err(Error::shape(block, what, pattern, x.shape().clone()));
-    }
-    check::same_dtype_device(block, what, weight, x)
-}
-
 fn check_channels(block: &'static str, cin: usize, cout: usize) -> Result<()> {
     check::positive(block, "in_channels", cin)?;
     check::positive(block, "out_channels", cout)
@@ -255,7 +238,7 @@ impl DownBlock {
     /// when `x` is not `(B, in_channels, H, W)` in the weights' dtype and device, or is smaller
     /// than 2×2 when the block downsamples.
     pub fn apply_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        check_input(
+        check::image_batch(
             DOWN,
             "input",
             x,
@@ -423,8 +406,8 @@ impl UpBlock {
     /// channel count, batch size, dtype or device of either input.
     pub fn forward_t(&self, x: &Tensor, skip: &Tensor, train: bool) -> Result<Tensor> {
         let weight = self.convs.conv1.weight();
-        check_input(UP, "input", x, self.in_channels, weight)?;
-        check_input(UP, "skip", skip, self.skip_channels, weight)?;
+        check::image_batch(UP, "input", x, self.in_channels, weight)?;
+        check::image_batch(UP, "skip", skip, self.skip_channels, weight)?;
         let (b, _, hs, ws) = skip.dims4()?;
         if x.dim(0)? != b {
             return Err(Error::shape(

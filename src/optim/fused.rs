@@ -180,50 +180,56 @@ impl InplaceOp2 for FusedStep<'_> {
         gs: &CpuStorage,
         gl: &Layout,
     ) -> candle_core::Result<()> {
-        let mut bufs = self.bufs.lock().unwrap_or_else(|e| e.into_inner());
-        let mut master = self.master.lock().unwrap_or_else(|e| e.into_inner());
-        let master: &mut [f32] = &mut master;
-        let name = self.name;
         match (ps, gs) {
-            (CpuStorage::F32(p), CpuStorage::F32(g)) => drive(
-                self.kernel,
-                contiguous_mut(p, pl, name)?,
-                contiguous(g, gl, name)?,
-                master,
-                &mut bufs,
-                self.parallel,
-            ),
-            (CpuStorage::F16(p), CpuStorage::F16(g)) => drive(
-                self.kernel,
-                contiguous_mut(p, pl, name)?,
-                contiguous(g, gl, name)?,
-                master,
-                &mut bufs,
-                self.parallel,
-            ),
-            (CpuStorage::BF16(p), CpuStorage::BF16(g)) => drive(
-                self.kernel,
-                contiguous_mut(p, pl, name)?,
-                contiguous(g, gl, name)?,
-                master,
-                &mut bufs,
-                self.parallel,
-            ),
+            (CpuStorage::F32(p), CpuStorage::F32(g)) => self.step(p, pl, g, gl),
+            (CpuStorage::F16(p), CpuStorage::F16(g)) => self.step(p, pl, g, gl),
+            (CpuStorage::BF16(p), CpuStorage::BF16(g)) => self.step(p, pl, g, gl),
             (p, g) => {
                 use candle_core::backend::BackendStorage;
-                return Err(candle_core::Error::DTypeMismatchBinaryOp {
+                Err(candle_core::Error::DTypeMismatchBinaryOp {
                     lhs: p.dtype(),
                     rhs: g.dtype(),
-                    op: name,
-                });
+                    op: self.name,
+                })
             }
+        }
+    }
+}
+
+impl FusedStep<'_> {
+    /// The update of one parameter of element type `T`, in parallel chunks of [`CHUNK`]
+    /// elements when it is large and the step is not already running on the pool.
+    fn step<T: Element>(
+        &self,
+        p: &mut [T],
+        pl: &Layout,
+        g: &[T],
+        gl: &Layout,
+    ) -> candle_core::Result<()> {
+        let mut bufs = self.bufs.lock().unwrap_or_else(|e| e.into_inner());
+        let mut master = self.master.lock().unwrap_or_else(|e| e.into_inner());
+        let (p, g) = (
+            contiguous_mut(p, pl, self.name)?,
+            contiguous(g, gl, self.name)?,
+        );
+        let n = p.len().min(g.len());
+        let mut whole = Task {
+            p: &mut p[..n],
+            g: &g[..n],
+            master: &mut master,
+            s: bufs.iter_mut().map(|b| &mut **b).collect(),
+        };
+        if n <= CHUNK || !self.parallel {
+            whole.run(self.kernel);
+        } else {
+            par_each(whole.chunks(), |_, t, _: &mut ()| t.run(self.kernel));
         }
         Ok(())
     }
 }
 
-/// One task of the parallel update: a chunk of the parameter, gradient, master copy and each
-/// state buffer.
+/// The update's work on one range of a parameter: the parameter, gradient, master copy (empty
+/// for f32 parameters) and each state buffer (empty when unused).
 struct Task<'a, T> {
     p: &'a mut [T],
     g: &'a [T],
@@ -231,79 +237,58 @@ struct Task<'a, T> {
     s: Vec<&'a mut [f32]>,
 }
 
-/// Runs the kernel over the whole parameter, in parallel chunks of [`CHUNK`] elements.
-fn drive<T: Element>(
-    k: &dyn Kernel,
-    p: &mut [T],
-    g: &[T],
-    master: &mut [f32],
-    bufs: &mut [&mut [f32]],
-    parallel: bool,
-) {
-    let n = p.len().min(g.len());
-    let (p, g) = (&mut p[..n], &g[..n]);
-    if n <= CHUNK || !parallel {
-        block(k, p, g, master, bufs);
-        return;
-    }
-    // Unused (empty) buffers stay empty in every task.
-    let mut iters: Vec<_> = bufs.iter_mut().map(|b| b.chunks_mut(CHUNK)).collect();
-    let mut masters = master.chunks_mut(CHUNK);
-    let tasks: Vec<Task<T>> = p
-        .chunks_mut(CHUNK)
-        .zip(g.chunks(CHUNK))
-        .map(|(p, g)| {
-            let s = iters
+impl<'a, T: Element> Task<'a, T> {
+    /// This range split into tasks of [`CHUNK`] elements (empty parts stay empty).
+    fn chunks(self) -> Vec<Task<'a, T>> {
+        let mut bufs: Vec<_> = self.s.into_iter().map(|b| b.chunks_mut(CHUNK)).collect();
+        let mut masters = self.master.chunks_mut(CHUNK);
+        let parts = self.p.chunks_mut(CHUNK).zip(self.g.chunks(CHUNK));
+        let task = |(p, g)| Task {
+            p,
+            g,
+            master: masters.next().unwrap_or(&mut []),
+            s: bufs
                 .iter_mut()
                 .map(|it| it.next().unwrap_or(&mut []))
-                .collect();
-            let master = masters.next().unwrap_or(&mut []);
-            Task { p, g, master, s }
-        })
-        .collect();
-    par_each(tasks, |_, t, _: &mut ()| {
-        block(k, t.p, t.g, t.master, &mut t.s)
-    });
-}
-
-/// The kernel over one chunk: directly on f32 parameters; for f16/bf16 through f32 stack blocks
-/// read from the master copy (re-seeded from the stored value wherever that no longer rounds
-/// to it, i.e. the parameter was changed from outside), written back to the master copy and
-/// rounded into the parameter.
-fn block<T: Element>(
-    k: &dyn Kernel,
-    p: &mut [T],
-    g: &[T],
-    master: &mut [f32],
-    s: &mut [&mut [f32]],
-) {
-    if let Some(g32) = T::as_f32(g) {
-        if let Some(p32) = T::as_f32_mut(p) {
-            k.run(p32, g32, s, 0);
-            return;
-        }
+                .collect(),
+        };
+        parts.map(task).collect()
     }
-    let mut pb = [0f32; SUB];
-    let mut gb = [0f32; SUB];
-    let mut o = 0;
-    for (pc, gc) in p.chunks_mut(SUB).zip(g.chunks(SUB)) {
-        let m = pc.len();
-        let mc = &mut master[o..o + m];
-        for ((d, x), mv) in pb.iter_mut().zip(pc.iter()).zip(mc.iter()) {
-            *d = if T::from_f32(*mv) == *x {
-                *mv
-            } else {
-                x.to_f32()
-            };
+
+    /// The kernel over this range: directly on f32 parameters; for f16/bf16 through f32 stack
+    /// blocks read from the master copy (re-seeded from the stored value wherever that no
+    /// longer rounds to it, i.e. the parameter was changed from outside), written back to the
+    /// master copy and rounded into the parameter.
+    fn run(&mut self, k: &dyn Kernel) {
+        let Task { p, g, master, s } = self;
+        if let Some(g32) = T::as_f32(g) {
+            if let Some(p32) = T::as_f32_mut(p) {
+                k.run(p32, g32, s, 0);
+                return;
+            }
         }
-        for (d, x) in gb.iter_mut().zip(gc) {
-            *d = x.to_f32();
+        let mut pb = [0f32; SUB];
+        let mut gb = [0f32; SUB];
+        let mut o = 0;
+        for (pc, gc) in p.chunks_mut(SUB).zip(g.chunks(SUB)) {
+            let m = pc.len();
+            let mc = &mut master[o..o + m];
+            for ((d, x), mv) in pb.iter_mut().zip(pc.iter()).zip(mc.iter()) {
+                *d = if T::from_f32(*mv) == *x {
+                    *mv
+                } else {
+                    x.to_f32()
+                };
+            }
+            for (d, x) in gb.iter_mut().zip(gc) {
+                *d = x.to_f32();
+            }
+            k.run(&mut pb[..m], &gb[..m], s, o);
+            for ((d, x), mv) in pc.iter_mut().zip(pb.iter()).zip(mc.iter_mut()) {
+                *mv = *x;
+                *d = T::from_f32(*x);
+            }
+            o += m;
         }
-        k.run(&mut pb[..m], &gb[..m], s, o);
-        for ((d, x), mv) in pc.iter_mut().zip(pb.iter()).zip(mc.iter_mut()) {
-            *mv = *x;
-            *d = T::from_f32(*x);
-        }
-        o += m;
     }
 }
