@@ -471,36 +471,27 @@ fn build(in_channels: usize, out_channels: usize, cfg: AsppConfig, vb: VarBuilde
     cfg.validate()?;
     check::positive(BLOCK, "in_channels", in_channels)?;
     check::positive(BLOCK, "out_channels", out_channels)?;
+    // A conv (at `vb.pp(at)`) and its batch norm (at `vb.pp(at + 1)`), torchvision's layout.
+    let unit = |vb: VarBuilder, c_in, kernel, dilation, at: usize| {
+        let conv = conv_no_bias(c_in, out_channels, kernel, dilation, vb.pp(at))?;
+        let (eps, momentum) = (cfg.bn_eps, cfg.bn_momentum);
+        let bn = batch_norm_with(out_channels, eps, momentum, vb.pp(at + 1))?;
+        Ok::<_, Error>((conv, bn))
+    };
     let convs = vb.pp("convs");
-    let unit = |i: usize, kernel: usize, dilation: usize| -> Result<(Conv2d, BatchNorm)> {
-        let vb = convs.pp(i);
-        let conv = conv_no_bias(in_channels, out_channels, kernel, dilation, vb.pp(0))?;
-        Ok((
-            conv,
-            batch_norm_with(out_channels, cfg.bn_eps, cfg.bn_momentum, vb.pp(1))?,
-        ))
-    };
-    let mut branches = vec![unit(0, 1, 1)?];
+    let mut branches = vec![unit(convs.pp(0), in_channels, 1, 1, 0)?];
     for (i, &rate) in cfg.rates.iter().enumerate() {
-        branches.push(unit(i + 1, 3, rate)?);
+        branches.push(unit(convs.pp(i + 1), in_channels, 3, rate, 0)?);
     }
-    let pooling = if cfg.image_pooling {
-        // torchvision's ASPPPooling is Sequential(AdaptiveAvgPool2d, Conv2d, BatchNorm2d, ReLU).
-        let vb = convs.pp(cfg.rates.len() + 1);
-        let conv = conv_no_bias(in_channels, out_channels, 1, 1, vb.pp(1))?;
-        Some((
-            conv,
-            batch_norm_with(out_channels, cfg.bn_eps, cfg.bn_momentum, vb.pp(2))?,
-        ))
-    } else {
-        None
+    // torchvision's ASPPPooling is Sequential(AdaptiveAvgPool2d, Conv2d, BatchNorm2d, ReLU).
+    let pool_vb = convs.pp(cfg.rates.len() + 1);
+    let pooling = match cfg.image_pooling {
+        true => Some(unit(pool_vb, in_channels, 1, 1, 1)?),
+        false => None,
     };
-    let cat = (branches.len() + usize::from(cfg.image_pooling)) * out_channels;
-    let vb = vb.pp("project");
-    let project = (
-        conv_no_bias(cat, out_channels, 1, 1, vb.pp(0))?,
-        batch_norm_with(out_channels, cfg.bn_eps, cfg.bn_momentum, vb.pp(1))?,
-    );
+    let parts = branches.len() + usize::from(cfg.image_pooling);
+    let cat = check::numel_of(BLOCK, "concatenated channels", &[parts, out_channels], 1)?;
+    let project = unit(vb.pp("project"), cat, 1, 1, 0)?;
     Aspp::new(branches, pooling, project, cfg.dropout)
 }
 

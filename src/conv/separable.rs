@@ -454,57 +454,34 @@ pub fn separable_conv2d(
     vb: VarBuilder,
 ) -> Result<SeparableConv2d> {
     check::loading(BLOCK, vb, |vb| {
-        build(in_channels, out_channels, kernel_size, cfg, vb)
+        cfg.validate()?;
+        check::positive(BLOCK, "in_channels", in_channels)?;
+        check::positive(BLOCK, "out_channels", out_channels)?;
+        check::positive(BLOCK, "kernel_size", kernel_size)?;
+        let cm = in_channels.checked_mul(cfg.multiplier).ok_or_else(|| {
+            let msg = format!("in_channels {in_channels} × multiplier {}", cfg.multiplier);
+            Error::config(BLOCK, format!("{msg} overflows"))
+        })?;
+        let bn = |on: bool, channels, name| {
+            on.then(|| batch_norm_with(channels, cfg.bn_eps, cfg.bn_momentum, vb.pp(name)))
+                .transpose()
+        };
+        let dw_vb = vb.pp("conv_dw");
+        let conv_dw = depthwise_conv2d_no_bias(
+            in_channels,
+            cfg.multiplier,
+            kernel_size,
+            cfg.depthwise(),
+            dw_vb,
+        )?;
+        let bn_dw = bn(cfg.dw_norm, cm, "bn_dw")?;
+        let pw_shape = (out_channels, cm, 1, 1);
+        let (weight, bias) =
+            crate::conv::init::weight_and_bias(BLOCK, &vb.pp("conv_pw"), pw_shape, cfg.bias)?;
+        let conv_pw = Conv2d::new(weight, bias, Default::default());
+        let bn_pw = bn(cfg.pw_norm, out_channels, "bn_pw")?;
+        SeparableConv2d::new(conv_dw, bn_dw, conv_pw, bn_pw, cfg)
     })
-}
-
-fn build(
-    in_channels: usize,
-    out_channels: usize,
-    kernel_size: usize,
-    cfg: SeparableConv2dConfig,
-    vb: VarBuilder,
-) -> Result<SeparableConv2d> {
-    cfg.validate()?;
-    check::positive(BLOCK, "in_channels", in_channels)?;
-    check::positive(BLOCK, "out_channels", out_channels)?;
-    check::positive(BLOCK, "kernel_size", kernel_size)?;
-    let cm = in_channels * cfg.multiplier;
-    let conv_dw = depthwise_conv2d_no_bias(
-        in_channels,
-        cfg.multiplier,
-        kernel_size,
-        cfg.depthwise(),
-        vb.pp("conv_dw"),
-    )?;
-    let bn_dw = if cfg.dw_norm {
-        Some(batch_norm_with(
-            cm,
-            cfg.bn_eps,
-            cfg.bn_momentum,
-            vb.pp("bn_dw"),
-        )?)
-    } else {
-        None
-    };
-    let (weight, bias) = crate::conv::init::weight_and_bias(
-        BLOCK,
-        &vb.pp("conv_pw"),
-        (out_channels, cm, 1, 1),
-        cfg.bias,
-    )?;
-    let conv_pw = Conv2d::new(weight, bias, Default::default());
-    let bn_pw = if cfg.pw_norm {
-        Some(batch_norm_with(
-            out_channels,
-            cfg.bn_eps,
-            cfg.bn_momentum,
-            vb.pp("bn_pw"),
-        )?)
-    } else {
-        None
-    };
-    SeparableConv2d::new(conv_dw, bn_dw, conv_pw, bn_pw, cfg)
 }
 
 #[cfg(test)]

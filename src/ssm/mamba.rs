@@ -206,6 +206,12 @@ impl MambaConfig {
         self.dt_rank.unwrap_or(self.d_model.div_ceil(16))
     }
 
+    /// `(d_model, d_inner, d_state, dt_rank, d_conv)`: the sizes the parameters are shaped by.
+    fn sizes(&self) -> (usize, usize, usize, usize, usize) {
+        let c = self;
+        (c.d_model, c.d_inner(), c.d_state, c.dt_rank(), c.d_conv)
+    }
+
     /// Checks that every size is > 0 and the step-size range is valid.
     pub fn validate(&self) -> Result<()> {
         check::positive(BLOCK, "d_model", self.d_model)?;
@@ -327,13 +333,7 @@ impl MambaBlock {
     /// `MambaBlock` and the parameter).
     pub fn new(w: MambaWeights, cfg: MambaConfig) -> Result<Self> {
         cfg.validate()?;
-        let (dm, e, n, r, k) = (
-            cfg.d_model,
-            cfg.d_inner(),
-            cfg.d_state,
-            cfg.dt_rank(),
-            cfg.d_conv,
-        );
+        let (dm, e, n, r, k) = cfg.sizes();
         check::float_dtype(BLOCK, "in_proj.weight", &w.in_proj_weight)?;
         expect_dims("in_proj.weight", &w.in_proj_weight, &[2 * e, dm])?;
         expect_opt("in_proj.bias", w.in_proj_bias.as_ref(), cfg.bias, &[2 * e])?;
@@ -431,12 +431,7 @@ impl MambaBlock {
     fn run(&self, x: &Tensor, want_state: bool) -> Result<(Tensor, Option<MambaState>)> {
         self.check_input(x, 3, "(B, L, d_model)")?;
         let (bs, l, _) = x.dims3()?;
-        let (e, n, r, k) = (
-            self.cfg.d_inner(),
-            self.cfg.d_state,
-            self.cfg.dt_rank(),
-            self.cfg.d_conv,
-        );
+        let (_, e, n, r, k) = self.cfg.sizes();
         // Everything runs channels-first, (B, channels, L), as the convolution and the scan
         // want it: each projection multiplies its weight from the left (one GEMM per batch
         // entry), so only the narrow d_model-wide input and output are transposed.
@@ -512,12 +507,7 @@ impl MambaBlock {
     pub fn step(&self, x: &Tensor, state: &mut MambaState) -> Result<Tensor> {
         self.check_input(x, 2, "(B, d_model)")?;
         let bs = x.dim(0)?;
-        let (e, n, r, k) = (
-            self.cfg.d_inner(),
-            self.cfg.d_state,
-            self.cfg.dt_rank(),
-            self.cfg.d_conv,
-        );
+        let (_, e, n, r, k) = self.cfg.sizes();
         if state.conv.dims() != [bs, e, k] || state.ssm.dims() != [bs, e, n] {
             return Err(Error::shape(
                 BLOCK,
@@ -627,13 +617,7 @@ pub fn mamba_block(cfg: MambaConfig, vb: VarBuilder) -> Result<MambaBlock> {
 
 fn load_block(cfg: MambaConfig, vb: VarBuilder) -> Result<MambaBlock> {
     cfg.validate()?;
-    let (dm, e, n, r, k) = (
-        cfg.d_model,
-        cfg.d_inner(),
-        cfg.d_state,
-        cfg.dt_rank(),
-        cfg.d_conv,
-    );
+    let (dm, e, n, r, k) = cfg.sizes();
     let dev = vb.device().clone();
     let lin = |vb: VarBuilder, out: usize, inp: usize| -> Result<(Tensor, Option<Tensor>)> {
         let w = check::param(BLOCK, &vb, (out, inp), "weight", uniform(inp))?;
