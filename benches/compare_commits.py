@@ -22,10 +22,10 @@ BENCHES = ["conv", "norm", "ssm", "optim", "attention"]
 FILTER = "ours|mamba_fwd"
 
 
-def run(checkout, bench, home):
+def run(checkout, bench, home, filt):
     env = dict(os.environ, CRITERION_HOME=str(home))
     subprocess.run(
-        ["cargo", "bench", "--quiet", "--bench", bench, "--", FILTER],
+        ["cargo", "bench", "--quiet", "--bench", bench, "--", filt],
         cwd=checkout, env=env, check=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
@@ -54,14 +54,16 @@ def main():
     ap.add_argument("new")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--out", default="/tmp/compare_commits")
+    ap.add_argument("--bench", action="append", help="bench files (default: all)")
+    ap.add_argument("--filter", default=FILTER, help="criterion id regex")
     args = ap.parse_args()
     best = {"old": {}, "new": {}}
     for r in range(args.rounds):
-        for bench in BENCHES:
+        for bench in args.bench or BENCHES:
             for side in ("old", "new"):
                 home = pathlib.Path(args.out) / side / str(r)
                 print(f"round {r}: {bench} ({side})", file=sys.stderr)
-                run(getattr(args, side), bench, home)
+                run(getattr(args, side), bench, home, args.filter)
         for side in ("old", "new"):
             for k, v in medians(pathlib.Path(args.out) / side / str(r)).items():
                 best[side][k] = min(v, best[side].get(k, v))

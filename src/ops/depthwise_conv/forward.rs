@@ -326,12 +326,18 @@ fn fwd_planes<const NT: usize, S: Isa>(
     }
 }
 
-/// One forward task: input plane `x` (`H·W`), its `m` output planes `out` (`m·Ho·Wo`).
+/// Output values a forward task computes at least: a 7×7 output plane is ~100 ns of work, less
+/// than handing out a task, so small planes are grouped.
+const MIN_TASK_OUTPUTS: usize = 4096;
+
+/// One forward task: input planes `first..` (`H·W` each, of `x`) into their `m` output planes
+/// each, `out` (`m·Ho·Wo` per input plane).
 struct FwdTask<'a, T> {
     g: &'a Geom,
     plan: &'a Plan,
     x: &'a [T],
     wk: &'a [f32],
+    first: usize,
     out: &'a mut [T],
     scr: &'a mut Scratch,
 }
@@ -345,25 +351,32 @@ impl<T: Element> Kernel for FwdTask<'_, T> {
             plan,
             x,
             wk,
+            first,
             out,
             scr,
         } = self;
         let Scratch { pad, row, wide, .. } = scr;
-        load_padded(g, plan, x, pad, row);
-        let (dst, round): (&mut [f32], bool) = match T::as_f32_mut(out) {
-            Some(out) => (out, false),
-            None => {
-                wide.clear();
-                wide.resize(out.len(), 0.0);
-                (&mut wide[..], true)
+        let (inp, mk) = (g.in_plane(), g.m * g.taps());
+        for (k, out) in out.chunks_exact_mut(g.m * g.out_plane()).enumerate() {
+            let i = first + k;
+            load_padded(g, plan, &x[i * inp..(i + 1) * inp], pad, row);
+            let c = i % g.c;
+            let wk = &wk[c * mk..(c + 1) * mk];
+            let (dst, round): (&mut [f32], bool) = match T::as_f32_mut(out) {
+                Some(out) => (out, false),
+                None => {
+                    wide.clear();
+                    wide.resize(out.len(), 0.0);
+                    (&mut wide[..], true)
+                }
+            };
+            match g.taps() {
+                9 => fwd_planes::<9, S>(g, plan, pad, wk, dst),
+                _ => fwd_planes::<0, S>(g, plan, pad, wk, dst),
             }
-        };
-        match g.taps() {
-            9 => fwd_planes::<9, S>(g, plan, pad, wk, dst),
-            _ => fwd_planes::<0, S>(g, plan, pad, wk, dst),
-        }
-        if round {
-            round_into(out, wide);
+            if round {
+                round_into(out, wide);
+            }
         }
     }
 }
@@ -372,17 +385,18 @@ pub(super) fn forward<T: Element>(g: &Geom, x: &[T], w: &[T]) -> Result<Vec<T>> 
     let level = Level::detect();
     let plan = Plan::new(g);
     let wk = weights_f32(w);
-    let (inp, outp, mk) = (g.in_plane(), g.out_plane(), g.m * g.taps());
-    let mut out = try_zeros::<T>("depthwise_conv", g.b * g.cm() * outp)?;
-    par_tasks(&mut out, g.m * outp, |i, out, scr: &mut Scratch| {
-        let x = &x[i * inp..(i + 1) * inp];
-        let c = i % g.c;
-        let wk = &wk[c * mk..(c + 1) * mk];
+    let per_plane = g.m * g.out_plane();
+    let planes = (MIN_TASK_OUTPUTS / per_plane.max(1)).max(1);
+    let mut out = try_zeros::<T>("depthwise_conv", g.b * g.cm() * g.out_plane())?;
+    par_tasks(&mut out, planes * per_plane, |t, out, scr: &mut Scratch| {
+        let (plan, wk) = (&plan, &wk[..]);
+        let first = t * planes;
         level.run(FwdTask {
             g,
-            plan: &plan,
+            plan,
             x,
             wk,
+            first,
             out,
             scr,
         })
