@@ -840,9 +840,11 @@ fn small_model_trains_to_the_same_losses_on_both_paths() -> R<()> {
             "step {step}: kernel loss {k}, composition loss {c}"
         );
     }
+    // Weights and inputs are random (candle's CPU generator cannot be seeded): a single step of
+    // lr 0.02 may overshoot, five steps reliably learn four labels.
     assert!(
-        kernel[1] < kernel[0],
-        "the first step lowers the loss: {kernel:?}"
+        kernel[4] < kernel[0],
+        "five steps lower the loss: {kernel:?}"
     );
     Ok(())
 }
