@@ -188,5 +188,40 @@ fn softmax(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, layer_rms, group_norm, batch_norm, softmax);
+fn gelu(c: &mut Criterion) {
+    // Exact GELU on a ViT MLP activation (32 images, 65 tokens, hidden 4·192 = 768), f32: our
+    // fused op against candle's `gelu_erf` (what `gelu_erf_reference` runs), forward and
+    // forward + backward.
+    use candle_core::{Device, Tensor, Var};
+    use candle_tricks::ops;
+    use criterion::SamplingMode;
+    use std::time::Duration;
+
+    let dev = Device::Cpu;
+    let backward = |y: Tensor| y.sum_all().and_then(|l| l.backward()).expect("backward");
+    let mut g = c.benchmark_group("gelu_erf");
+    g.sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3));
+    let x =
+        Var::from_tensor(&Tensor::randn(0f32, 2., (32, 65, 768), &dev).expect("x")).expect("var");
+    let x = x.as_tensor();
+    let name = "32x65x768";
+    g.bench_function(format!("ours_fwd/{name}"), |b| {
+        b.iter(|| ops::gelu_erf(x).expect("ours"))
+    });
+    g.bench_function(format!("candle_fwd/{name}"), |b| {
+        b.iter(|| ops::gelu_erf_reference(x).expect("candle"))
+    });
+    g.bench_function(format!("ours_fwd_bwd/{name}"), |b| {
+        b.iter(|| backward(ops::gelu_erf(x).expect("ours")))
+    });
+    g.bench_function(format!("candle_fwd_bwd/{name}"), |b| {
+        b.iter(|| backward(ops::gelu_erf_reference(x).expect("candle")))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, layer_rms, group_norm, batch_norm, softmax, gelu);
 criterion_main!(benches);

@@ -414,12 +414,16 @@ fn batch_norm_paths_agree_and_update_the_same_running_stats() -> R<()> {
 }
 
 #[test]
-fn softmax_and_upsample_paths_agree() -> R<()> {
+fn softmax_gelu_and_upsample_paths_agree() -> R<()> {
     for dt in [DType::F32, DType::F16] {
         let tol = tol(dt);
         let x = var(&[3, 4, 17], dt)?;
         paths(&format!("softmax_last_dim {dt:?}"), &[&x], tol, || {
             Ok(vec![ops::softmax_last_dim(&x)?])
+        })?;
+        let x = var(&[3, 70], dt)?;
+        paths(&format!("gelu_erf {dt:?}"), &[&x], tol, || {
+            Ok(vec![ops::gelu_erf(&x.affine(3.0, 0.0)?)?])
         })?;
         let x = var(&[2, 3, 5, 4], dt)?;
         for ac in [false, true] {

@@ -269,7 +269,7 @@ impl TransformerEncoderLayer {
     fn mlp_branch(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let h = self.linear1.forward(x)?;
         let h = match self.cfg.activation {
-            FfnActivation::Gelu => h.gelu_erf()?,
+            FfnActivation::Gelu => crate::ops::gelu_erf(&h)?,
             FfnActivation::Relu => h.relu()?,
             FfnActivation::SwiGlu => {
                 let f = self.cfg.dim_feedforward;

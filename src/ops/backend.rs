@@ -92,6 +92,8 @@ pub enum Op {
     BatchNorm,
     /// [`crate::ops::softmax_last_dim()`].
     SoftmaxLastDim,
+    /// [`crate::ops::gelu_erf()`].
+    GeluErf,
     /// [`crate::ops::upsample_bilinear2d()`].
     UpsampleBilinear2d,
     /// [`crate::ops::scaled_dot_product_attention()`] and its seeded form.
@@ -102,7 +104,7 @@ pub enum Op {
 
 impl Op {
     /// Every op, in the order of [`table`].
-    pub const ALL: [Op; 14] = [
+    pub const ALL: [Op; 15] = [
         Op::DepthwiseConv2d,
         Op::DepthwiseConv1d,
         Op::CausalConv1d,
@@ -114,6 +116,7 @@ impl Op {
         Op::GroupNorm,
         Op::BatchNorm,
         Op::SoftmaxLastDim,
+        Op::GeluErf,
         Op::UpsampleBilinear2d,
         Op::ScaledDotProductAttention,
         Op::SelectiveScan,
@@ -170,7 +173,7 @@ const fn row(op: Op, name: &'static str, cpu: bool, composition: &'static str) -
     }
 }
 
-static TABLE: [OpBackends; 14] = [
+static TABLE: [OpBackends; 15] = [
     row(
         Op::DepthwiseConv2d,
         "depthwise_conv2d",
@@ -236,6 +239,12 @@ static TABLE: [OpBackends; 14] = [
         "softmax_last_dim",
         true,
         "max, subtract, exp, sum, divide",
+    ),
+    row(
+        Op::GeluErf,
+        "gelu_erf",
+        true,
+        "candle's `gelu_erf` op and its autograd",
     ),
     row(
         Op::UpsampleBilinear2d,

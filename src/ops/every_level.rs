@@ -83,6 +83,7 @@ fn norms_and_softmax() {
     same_at_every_level("softmax_last_dim", &shapes[..1], &|t| {
         softmax_last_dim(&t[0])
     });
+    same_at_every_level("gelu_erf", &shapes[..1], &|t| gelu_erf(&t[0]));
 }
 
 #[test]

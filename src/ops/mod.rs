@@ -38,6 +38,8 @@ pub use norm::{
 };
 pub mod softmax;
 pub use softmax::{softmax_last_dim, softmax_last_dim_reference};
+pub mod gelu;
+pub use gelu::{gelu_erf, gelu_erf_reference};
 pub mod upsample;
 pub use upsample::{upsample_bilinear2d, upsample_bilinear2d_reference};
 pub mod flash_attention;
