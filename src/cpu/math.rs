@@ -100,7 +100,7 @@ pub(crate) fn softplus(v: f32) -> f32 {
     v.max(0.0) + 2.0 * s * p
 }
 
-/// $\Phi(x)$, the standard normal CDF: $\tfrac12\,\mathrm{erfc}(|x|/\sqrt2)$, mirrored for
+/// $\Phi(x)$, the standard normal CDF: $\tfrac12 \thinspace \mathrm{erfc}(|x|/\sqrt2)$, mirrored for
 /// $x \ge 0$, with erfc from Abramowitz–Stegun 7.1.26 (a degree-5 polynomial in
 /// $t = 1/(1 + p z)$ times $e^{-z^2}$; absolute error below $1.5 \cdot 10^{-7}$ in exact
 /// arithmetic, below $3 \cdot 10^{-7}$ in f32 (unit test)). The negative tail is computed

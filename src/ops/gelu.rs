@@ -1,16 +1,16 @@
-//! Exact GELU, $x\,\Phi(x)$, as one fused, multi-threaded pass forward and one backward
+//! Exact GELU, $x \thinspace \Phi(x)$, as one fused, multi-threaded pass forward and one backward
 //! (`F.gelu(x)`, `approximate='none'`, and `nn.GELU()`).
 //!
 //! # Tip
 //! GELU weighs its input by the probability that a standard normal variable lies below it,
-//! $\mathrm{GELU}(x) = x\,\Phi(x)$, a smooth ReLU that lets small negative values through. It
+//! $\mathrm{GELU}(x) = x \thinspace \Phi(x)$, a smooth ReLU that lets small negative values through. It
 //! is the activation of BERT, GPT-2 and ViT MLPs. The exact form and the `tanh`
 //! approximation differ by up to $5 \cdot 10^{-4}$: load a checkpoint with the form it was
-//! trained with. Its derivative, $\Phi(x) + x\,\varphi(x)$, needs no saved output.
+//! trained with. Its derivative, $\Phi(x) + x \thinspace \varphi(x)$, needs no saved output.
 //!
 //! candle's `gelu_erf` calls a scalar `erf` per element and composes the backward from several
 //! element-wise ops. Here both passes are one vectorised pass each ($\Phi$ from
-//! [`crate::cpu::math`], absolute error below $3 \cdot 10^{-7}$), with f16/bf16 computed in f32.
+//! the crate's `cpu::math`, absolute error below $3 \cdot 10^{-7}$), with f16/bf16 computed in f32.
 //!
 //! # Example
 //! ```
@@ -53,7 +53,7 @@ const OP: &str = "gelu_erf";
 /// Values per task.
 const TASK_ELEMS: usize = 32 * 1024;
 
-/// Exact GELU, $x\,\Phi(x)$, with our fused kernel; differentiable wrt `x`.
+/// Exact GELU, $x \thinspace \Phi(x)$, with our fused kernel; differentiable wrt `x`.
 ///
 /// Errors (naming `gelu_erf`) on a zero-sized dimension or a dtype other than f32/f16/bf16.
 pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
