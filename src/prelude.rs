@@ -9,8 +9,8 @@
 //! PyTorch's `torch.nn.functional`) and are not in the prelude, so the two never collide: call
 //! them by path.
 //!
-//! **Names shared with candle-nn.** [`BatchNorm`], [`LayerNorm`], [`AdamW`], `layer_norm` and a
-//! few others exist in `candle_nn` too. Import candle-nn's items by name (`candle_nn::linear`,
+//! **Names shared with candle-nn.** [`BatchNorm`], [`LayerNorm`], [`Conv2d`], [`AdamW`],
+//! `layer_norm`, `conv2d` and a few others exist in `candle_nn` too. Import candle-nn's items by name (`candle_nn::linear`,
 //! `candle_nn::loss`), not with a glob next to this prelude, and the names stay unambiguous;
 //! everything the prelude re-exports from candle is the same item as candle's, so importing it
 //! again is harmless.
@@ -59,9 +59,9 @@ pub use crate::blocks::{
     ResBlockConfig, Residual, UpBlock, UpBlockConfig,
 };
 pub use crate::conv::{
-    aspp, conv3d, depthwise_conv2d, receptive_field, separable_conv2d, Aspp, AsppConfig, Conv3d,
-    Conv3dConfig, DepthwiseConv2d, DepthwiseConv2dConfig, LayerGeometry, Padding, SeparableConv2d,
-    SeparableConv2dConfig,
+    aspp, conv2d, conv2d_no_bias, conv3d, depthwise_conv2d, receptive_field, separable_conv2d,
+    Aspp, AsppConfig, Conv2d, Conv2dConfig, Conv3d, Conv3dConfig, DepthwiseConv2d,
+    DepthwiseConv2dConfig, LayerGeometry, Padding, SeparableConv2d, SeparableConv2dConfig,
 };
 pub use crate::norm::{
     batch_norm, group_norm, instance_norm, layer_norm, layer_norm2d, rms_norm, BatchNorm,

@@ -21,7 +21,7 @@ use candle_tricks::norm::{
     RmsNormConfig,
 };
 use candle_tricks::ops::{
-    self, backend, table, with_backend, AttentionMask, Backend, Conv3dConfig,
+    self, backend, table, with_backend, AttentionMask, Backend, Conv2dConfig, Conv3dConfig,
     DepthwiseConv1dConfig, DepthwiseConv2dConfig, Op, PoolMode, SelectiveScanConfig,
 };
 use candle_tricks::pool::{sppf, AdaptivePool2d, SpatialPyramidPooling};
@@ -231,6 +231,33 @@ fn depthwise_conv1d_and_causal_conv1d_paths_agree() -> R<()> {
         tol(DType::BF16),
         || Ok(vec![ops::causal_conv1d(&x, &wt, Some(&b), true)?]),
     )
+}
+
+#[test]
+fn conv2d_paths_agree() -> R<()> {
+    // (Cin, Cout, groups, k, stride, padding, dilation)
+    for (cin, cout, g, k, s, p, d) in [
+        (2, 3, 1, 3, 1, Padding::Same, 1),
+        (4, 4, 2, 3, 2, Padding::Explicit(1), 1),
+        (3, 6, 3, 2, 2, Padding::Same, 1),
+        (3, 6, 1, 3, 1, Padding::Valid, 2),
+    ] {
+        let cfg = Conv2dConfig::default()
+            .with_stride(s)
+            .with_padding(p)
+            .with_dilation(d)
+            .with_groups(g);
+        let x = var(&[2, cin, 9, 8], DType::F32)?;
+        let wt = var(&[cout, cin / g, k, k], DType::F32)?;
+        paths(&format!("conv2d {cfg:?}"), &[&x, &wt], F32_TOL, || {
+            Ok(vec![ops::conv2d(&x, &wt, cfg)?])
+        })?;
+    }
+    let x = var(&[1, 2, 7, 7], DType::BF16)?;
+    let wt = var(&[2, 2, 3, 3], DType::BF16)?;
+    paths("conv2d bf16", &[&x, &wt], tol(DType::BF16), || {
+        Ok(vec![ops::conv2d(&x, &wt, Conv2dConfig::default())?])
+    })
 }
 
 #[test]

@@ -17,13 +17,16 @@
 #![allow(dead_code)]
 
 use candle_core::{DType, Device, Module, ModuleT, Tensor, D};
-use candle_nn::{Activation, Conv2d, Conv2dConfig, Linear, Optimizer, VarBuilder, VarMap};
+use candle_nn::{Activation, Linear, Optimizer, VarBuilder, VarMap};
 use candle_tricks::attention::{
     transformer_encoder, vit_embedding, PatchEmbedConfig, TransformerEncoder,
     TransformerEncoderConfig, TransformerEncoderLayerConfig, VitEmbedding,
 };
 use candle_tricks::blocks::{basic_block, BasicBlock, ResBlockConfig};
-use candle_tricks::conv::{separable_conv2d, Padding, SeparableConv2d, SeparableConv2dConfig};
+use candle_tricks::conv::{
+    conv2d_no_bias, separable_conv2d, Conv2d, Conv2dConfig, Padding, SeparableConv2d,
+    SeparableConv2dConfig,
+};
 use candle_tricks::norm::{batch_norm, BatchNorm, BatchNormConfig};
 use candle_tricks::ops::AttentionMask;
 use candle_tricks::optim::{AdamW, AdamWConfig, ParamGroups};
@@ -123,12 +126,10 @@ impl ConvBn {
         act: Option<Activation>,
         vb: VarBuilder,
     ) -> R<Self> {
-        let cfg = Conv2dConfig {
-            padding: k / 2,
-            stride,
-            ..Default::default()
-        };
-        let conv = candle_nn::conv2d_no_bias(cin, cout, k, cfg, vb.pp("conv"))?;
+        let cfg = Conv2dConfig::default()
+            .with_padding(Padding::Explicit(k / 2))
+            .with_stride(stride);
+        let conv = conv2d_no_bias(cin, cout, k, cfg, vb.pp("conv"))?;
         let bn = batch_norm(cout, BatchNormConfig::default(), vb.pp("bn"))?;
         Ok(Self { conv, bn, act })
     }

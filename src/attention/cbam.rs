@@ -52,7 +52,7 @@
 //! - Woo, Park, Lee, Kweon, *CBAM: Convolutional Block Attention Module*, ECCV 2018,
 //!   <https://arxiv.org/abs/1807.06521>.
 
-use candle_core::{DType, Module, Tensor};
+use candle_core::{Module, Tensor};
 use candle_nn::VarBuilder;
 
 use super::squeeze_excite::{check_reduction, make_divisible, PointwiseFc};
@@ -147,7 +147,7 @@ impl CbamConfig {
 pub struct Cbam {
     fc1: PointwiseFc,
     fc2: PointwiseFc,
-    spatial: candle_nn::Conv2d,
+    spatial: crate::conv::Conv2d,
     channels: usize,
     reduced: usize,
 }
@@ -184,7 +184,7 @@ impl Cbam {
         Ok(Self {
             fc1,
             fc2,
-            spatial: spatial_conv(w, b, k),
+            spatial: spatial_conv(w, b, k)?,
             channels: c,
             reduced: r,
         })
@@ -213,32 +213,21 @@ impl Cbam {
         let x = x.broadcast_mul(&gate)?;
         // Spatial gate: a k×k convolution over the per-pixel mean and max across channels.
         let stats = Tensor::cat(&[x.mean_keepdim(1)?, x.max_keepdim(1)?], 1)?; // (B, 2, H, W)
-                                                                               // In f32 for f16/bf16 inputs: it is a 2-channel map (cheap), and candle's CPU
-                                                                               // convolution has no bf16 path.
-        let s = if stats.dtype() == DType::F32 {
-            self.spatial.forward(&stats)?
-        } else {
-            let w = self.spatial.weight().to_dtype(DType::F32)?;
-            let b = match self.spatial.bias() {
-                Some(b) => Some(b.to_dtype(DType::F32)?),
-                None => None,
-            };
-            let conv = spatial_conv(w, b, self.spatial.weight().dims()[3]);
-            conv.forward(&stats.to_dtype(DType::F32)?)?
-                .to_dtype(stats.dtype())?
-        };
+                                                                               // f16/bf16 maps are convolved in f32 by the op (candle's CPU conv has no bf16 path).
+        let s = self.spatial.forward(&stats)?;
         let s = candle_nn::ops::sigmoid(&s)?;
         debug_assert_eq!(s.dims(), &[b, 1, h, w]);
         Ok(x.broadcast_mul(&s)?)
     }
 }
 
-fn spatial_conv(w: Tensor, b: Option<Tensor>, k: usize) -> candle_nn::Conv2d {
-    let cfg = candle_nn::Conv2dConfig {
-        padding: k / 2,
-        ..Default::default()
-    };
-    candle_nn::Conv2d::new(w, b, cfg)
+fn spatial_conv(w: Tensor, b: Option<Tensor>, k: usize) -> Result<crate::conv::Conv2d> {
+    let padding = crate::conv::Padding::Explicit(k / 2);
+    crate::conv::Conv2d::new(
+        w,
+        b,
+        crate::ops::Conv2dConfig::default().with_padding(padding),
+    )
 }
 
 impl Module for Cbam {
@@ -267,7 +256,7 @@ pub fn cbam(channels: usize, cfg: CbamConfig, vb: VarBuilder) -> Result<Cbam> {
     Ok(Cbam {
         fc1,
         fc2,
-        spatial: spatial_conv(w, b, k),
+        spatial: spatial_conv(w, b, k)?,
         channels,
         reduced: r,
     })

@@ -61,8 +61,10 @@
 //! - Xiao et al., *Early Convolutions Help Transformers See Better*, 2021,
 //!   <https://arxiv.org/abs/2106.14881>.
 
+use crate::conv::{Conv2d, Padding};
+use crate::ops::Conv2dConfig;
 use candle_core::{Module, ModuleT, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, Init, VarBuilder};
+use candle_nn::{Init, VarBuilder};
 
 use crate::conv::init::weight_and_bias;
 use crate::norm::{batch_norm, layer_norm, BatchNorm, BatchNormConfig, LayerNorm, LayerNormConfig};
@@ -186,10 +188,9 @@ pub fn patch_embed(embed_dim: usize, cfg: PatchEmbedConfig, vb: VarBuilder) -> R
         (embed_dim, cfg.in_chans, p, p),
         cfg.bias,
     )?;
-    let conv = Conv2dConfig {
-        stride: p,
-        ..Default::default()
-    };
+    let conv = Conv2dConfig::default()
+        .with_stride(p)
+        .with_padding(Padding::Valid);
     let norm = if cfg.norm {
         Some(layer_norm(
             embed_dim,
@@ -200,7 +201,7 @@ pub fn patch_embed(embed_dim: usize, cfg: PatchEmbedConfig, vb: VarBuilder) -> R
         None
     };
     Ok(PatchEmbed {
-        proj: Conv2d::new(w, b, conv),
+        proj: Conv2d::new(w, b, conv)?,
         norm,
         embed_dim,
         cfg,
@@ -293,11 +294,9 @@ impl ModuleT for ConvStem {
 pub fn conv_stem(embed_dim: usize, cfg: ConvStemConfig, vb: VarBuilder) -> Result<ConvStem> {
     cfg.validate()?;
     check::positive(STEM, "embed_dim", embed_dim)?;
-    let conv = Conv2dConfig {
-        stride: 2,
-        padding: 1,
-        ..Default::default()
-    };
+    let conv = Conv2dConfig::default()
+        .with_stride(2)
+        .with_padding(Padding::Explicit(1));
     let mut cin = cfg.in_chans;
     let mut stages = Vec::with_capacity(cfg.channels.len());
     for (i, &c) in cfg.channels.iter().enumerate() {
@@ -305,13 +304,13 @@ pub fn conv_stem(embed_dim: usize, cfg: ConvStemConfig, vb: VarBuilder) -> Resul
         // conv → BN: the conv needs no bias, BN's shift replaces it.
         let (w, _) = weight_and_bias(STEM, &vbi.pp("conv"), (c, cin, 3, 3), false)?;
         let bn = batch_norm(c, cfg.bn, vbi.pp("bn"))?;
-        stages.push((Conv2d::new(w, None, conv), bn));
+        stages.push((Conv2d::new(w, None, conv)?, bn));
         cin = c;
     }
     let (w, b) = weight_and_bias(STEM, &vb.pp("proj"), (embed_dim, cin, 1, 1), true)?;
     Ok(ConvStem {
         stages,
-        proj: Conv2d::new(w, b, Conv2dConfig::default()),
+        proj: Conv2d::new(w, b, Conv2dConfig::default())?,
         embed_dim,
         in_chans: cfg.in_chans,
     })

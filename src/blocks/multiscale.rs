@@ -81,11 +81,13 @@
 //!   Lesion Segmentation* (DeepMedic), 2017, <https://arxiv.org/abs/1603.05959>
 
 use crate::conv::init::weight_and_bias;
+use crate::conv::{Conv2d, Padding};
 use crate::conv::{Conv3d, Conv3dConfig};
 use crate::norm::{create, Norm};
+use crate::ops::Conv2dConfig;
 use crate::{check, Error, Result};
 use candle_core::{ModuleT, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, VarBuilder};
+use candle_nn::VarBuilder;
 
 const BLOCK: &str = "MultiScalePathways";
 const STACK: &str = "ConvStack";
@@ -533,11 +535,8 @@ pub fn conv_stack(in_channels: usize, cfg: &ConvStackConfig, vb: VarBuilder) -> 
         let vbi = vb.pp(i.to_string());
         let conv = if cfg.spatial_dims == 2 {
             let (w, b) = weight_and_bias(BLOCK, &vbi.pp("conv"), (cout, cin, k, k), with_bias)?;
-            let c2 = Conv2dConfig {
-                padding: k / 2,
-                ..Default::default()
-            };
-            StackConv::D2(Conv2d::new(w, b, c2))
+            let c2 = Conv2dConfig::default().with_padding(Padding::Explicit(k / 2));
+            StackConv::D2(Conv2d::new(w, b, c2)?)
         } else {
             let (w, b) = weight_and_bias(BLOCK, &vbi.pp("conv"), (cout, cin, k, k, k), with_bias)?;
             StackConv::D3(Conv3d::new(w, b, Conv3dConfig::default())?)

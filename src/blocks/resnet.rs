@@ -99,11 +99,13 @@
 //!   <https://github.com/pytorch/vision>
 
 use crate::blocks::DropPath;
+use crate::conv::{Conv2d, Padding};
 use crate::norm::{create, Norm};
+use crate::ops::Conv2dConfig;
 use crate::{check, Error, Result};
 use candle_core::{ModuleT, Tensor};
 use candle_nn::init::{FanInOut, NonLinearity, NormalOrUniform};
-use candle_nn::{Conv2d, Conv2dConfig, Init, VarBuilder};
+use candle_nn::{Init, VarBuilder};
 
 const BASIC: &str = "BasicBlock";
 const BOTTLENECK: &str = "Bottleneck";
@@ -257,14 +259,13 @@ fn conv(
         "weight",
         CONV_INIT,
     )?;
-    let cfg = Conv2dConfig {
-        padding: if k == 1 { 0 } else { dilation * (k / 2) },
-        stride,
-        dilation,
-        groups,
-        cudnn_fwd_algo: None,
-    };
-    Ok(Conv2d::new(w, None, cfg))
+    let padding = if k == 1 { 0 } else { dilation * (k / 2) };
+    let cfg = Conv2dConfig::default()
+        .with_padding(Padding::Explicit(padding))
+        .with_stride(stride)
+        .with_dilation(dilation)
+        .with_groups(groups);
+    Conv2d::new(w, None, cfg)
 }
 
 /// The norm `spec` over `channels` under `vb`; with `zero_gamma` (and a norm that has a weight)

@@ -85,11 +85,13 @@
 //!   <https://github.com/milesial/Pytorch-UNet>
 
 use crate::conv::init::{kaiming_uniform, weight_and_bias};
+use crate::conv::{Conv2d, Padding};
 use crate::norm::{create, Norm};
 use crate::ops::upsample_bilinear2d;
+use crate::ops::Conv2dConfig;
 use crate::{check, Error, Result};
 use candle_core::{Module, ModuleT, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig, VarBuilder};
+use candle_nn::{ConvTranspose2d, ConvTranspose2dConfig, VarBuilder};
 
 const DOWN: &str = "DownBlock";
 const UP: &str = "UpBlock";
@@ -121,11 +123,8 @@ impl DoubleConv {
         let bias = norm.trim().eq_ignore_ascii_case("none");
         let conv = |cin: usize, name: &str| -> Result<Conv2d> {
             let (w, b) = weight_and_bias(UP, &vb.pp(name), (cout, cin, 3, 3), bias)?;
-            let cfg = Conv2dConfig {
-                padding: 1,
-                ..Default::default()
-            };
-            Ok(Conv2d::new(w, b, cfg))
+            let cfg = Conv2dConfig::default().with_padding(Padding::Explicit(1));
+            Conv2d::new(w, b, cfg)
         };
         // A bad spec is reported under the block's name, not only the factory's.
         let norm_layer = |name: &str| {
@@ -354,7 +353,7 @@ pub fn up_block(
     let up = match cfg.mode {
         UpMode::Bilinear => {
             let (w, b) = weight_and_bias(UP, &vu, (out_channels, in_channels, 1, 1), true)?;
-            Up::Bilinear(Conv2d::new(w, b, Conv2dConfig::default()))
+            Up::Bilinear(Conv2d::new(w, b, Conv2dConfig::default())?)
         }
         UpMode::TransposedConv => {
             // PyTorch's fan-in of a transposed conv weight (Cin, Cout, k, k) is Cout·k·k.

@@ -59,7 +59,7 @@
 //!   Lesion Segmentation* (DeepMedic), 2017, <https://arxiv.org/abs/1603.05959>
 
 use crate::ops::{conv3d as conv3d_op, Conv3dConfig};
-use crate::{check, Error, Result};
+use crate::Result;
 use candle_core::{Module, Tensor};
 
 const BLOCK: &str = "Conv3d";
@@ -80,27 +80,7 @@ impl Conv3d {
     /// dtype, a bias of another dtype or device, `Cout` not divisible by `groups`, or an invalid
     /// config. `Cin` is checked against the input at `forward`.
     pub fn new(weight: Tensor, bias: Option<Tensor>, cfg: Conv3dConfig) -> Result<Self> {
-        cfg.validate_for(BLOCK)?;
-        check::rank(
-            BLOCK,
-            "weight",
-            &weight,
-            5,
-            "(Cout, Cin/groups, kd, kh, kw)",
-        )?;
-        check::non_empty(BLOCK, "weight", &weight)?;
-        check::float_dtype(BLOCK, "weight", &weight)?;
-        let cout = weight.dim(0)?;
-        if !cout.is_multiple_of(cfg.groups) {
-            return Err(Error::config(
-                BLOCK,
-                format!(
-                    "output channels {cout} are not divisible by groups {}",
-                    cfg.groups
-                ),
-            ));
-        }
-        check::bias(BLOCK, &weight, bias.as_ref(), cout)?;
+        super::init::check_layer(BLOCK, &weight, bias.as_ref(), cfg, 3)?;
         Ok(Self { weight, bias, cfg })
     }
 
@@ -154,23 +134,8 @@ fn build(
     vb: candle_nn::VarBuilder,
     with_bias: bool,
 ) -> Result<Conv3d> {
-    cfg.validate_for(BLOCK)?;
-    check::positive(BLOCK, "in_channels", in_channels)?;
-    check::positive(BLOCK, "out_channels", out_channels)?;
-    check::positive(BLOCK, "kernel_size", kernel_size)?;
-    if !in_channels.is_multiple_of(cfg.groups) {
-        return Err(Error::config(
-            BLOCK,
-            format!(
-                "in_channels {in_channels} are not divisible by groups {}",
-                cfg.groups
-            ),
-        ));
-    }
-    let cig = in_channels / cfg.groups;
-    let k = kernel_size;
-    let (weight, bias) =
-        super::init::weight_and_bias(BLOCK, &vb, (out_channels, cig, k, k, k), with_bias)?;
+    let sizes = (in_channels, out_channels, kernel_size);
+    let (weight, bias) = super::init::layer_params(BLOCK, sizes, 3, cfg, &vb, with_bias)?;
     Conv3d::new(weight, bias, cfg)
 }
 

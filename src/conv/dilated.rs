@@ -93,11 +93,13 @@
 //! - Wang et al., *Understanding Convolution for Semantic Segmentation* (hybrid dilated
 //!   convolution, gridding), 2017, <https://arxiv.org/abs/1702.08502>
 
+use crate::conv::{Conv2d, Padding};
 use crate::norm::batch::batch_norm_with;
 use crate::norm::BatchNorm;
+use crate::ops::Conv2dConfig;
 use crate::{check, Error, Result};
 use candle_core::{Module, ModuleT, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, VarBuilder};
+use candle_nn::VarBuilder;
 
 const BLOCK: &str = "Aspp";
 
@@ -236,14 +238,17 @@ fn check_unit(
         ));
     }
     let cfg = conv.config();
-    let keeps_size = crate::conv::checked_extent(kernel, cfg.dilation)
-        .is_some_and(|e| cfg.padding == (e - 1) / 2);
+    // At stride 1 the padding of `Same` and `Explicit` does not depend on the input size.
+    let keeps_size = crate::conv::checked_extent(kernel, cfg.dilation).is_some_and(|e| {
+        let half = (e - 1) / 2;
+        cfg.padding.checked_resolve(e, kernel, 1, cfg.dilation) == Some((half, half))
+    });
     if cfg.groups != 1 || cfg.stride != 1 || cfg.dilation == 0 || !keeps_size {
         return Err(Error::config(
             BLOCK,
             format!(
                 "{what}: convolution must have groups 1, stride 1 and padding dilation·(k-1)/2, \
-                 got groups {}, stride {}, padding {}, dilation {}",
+                 got groups {}, stride {}, padding {:?}, dilation {}",
                 cfg.groups, cfg.stride, cfg.padding, cfg.dilation
             ),
         ));
@@ -444,13 +449,12 @@ fn conv_no_bias(
 ) -> Result<Conv2d> {
     let (weight, _) =
         crate::conv::init::weight_and_bias(BLOCK, &vb, (c_out, c_in, kernel, kernel), false)?;
-    let cfg = Conv2dConfig {
-        // Validated rates: the extent fits (`AsppConfig::validate`).
-        padding: (crate::conv::extent(kernel, dilation) - 1) / 2,
-        dilation,
-        ..Default::default()
-    };
-    Ok(Conv2d::new(weight, None, cfg))
+    // Validated rates: the extent fits (`AsppConfig::validate`).
+    let padding = (crate::conv::extent(kernel, dilation) - 1) / 2;
+    let cfg = Conv2dConfig::default()
+        .with_padding(Padding::Explicit(padding))
+        .with_dilation(dilation);
+    Conv2d::new(weight, None, cfg)
 }
 
 /// Creates (or loads, under torchvision's `ASPP` names) an [`Aspp`] block from `in_channels` to

@@ -75,13 +75,14 @@
 //!   Applications*, 2017, <https://arxiv.org/abs/1704.04861>
 
 use super::depthwise::{depthwise_conv2d_no_bias, DepthwiseConv2d};
+use super::Conv2d;
 use crate::conv::Padding;
 use crate::norm::batch::batch_norm_with;
 use crate::norm::BatchNorm;
 use crate::ops::DepthwiseConv2dConfig;
 use crate::{check, Error, Result};
 use candle_core::{Module, ModuleT, Tensor};
-use candle_nn::{Activation, Conv2d, VarBuilder};
+use candle_nn::{Activation, VarBuilder};
 
 const BLOCK: &str = "SeparableConv2d";
 
@@ -301,12 +302,14 @@ impl SeparableConv2d {
             ));
         }
         let pc = conv_pw.config();
-        if pc.stride != 1 || pc.padding != 0 || pc.groups != 1 || pc.dilation != 1 {
+        // Every padding but a positive explicit one pads a 1x1 kernel by 0.
+        let pads = matches!(pc.padding, crate::conv::Padding::Explicit(p) if p > 0);
+        if pc.stride != 1 || pads || pc.groups != 1 || pc.dilation != 1 {
             return Err(Error::config(
                 BLOCK,
                 format!(
                     "conv_pw must have stride 1, padding 0, dilation 1 and groups 1, \
-                     got {}, {}, {}, {}",
+                     got {}, {:?}, {}, {}",
                     pc.stride, pc.padding, pc.dilation, pc.groups
                 ),
             ));
@@ -478,7 +481,7 @@ pub fn separable_conv2d(
         let pw_shape = (out_channels, cm, 1, 1);
         let (weight, bias) =
             crate::conv::init::weight_and_bias(BLOCK, &vb.pp("conv_pw"), pw_shape, cfg.bias)?;
-        let conv_pw = Conv2d::new(weight, bias, Default::default());
+        let conv_pw = Conv2d::new(weight, bias, Default::default())?;
         let bn_pw = bn(cfg.pw_norm, out_channels, "bn_pw")?;
         SeparableConv2d::new(conv_dw, bn_dw, conv_pw, bn_pw, cfg)
     })

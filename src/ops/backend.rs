@@ -76,6 +76,8 @@ pub enum Op {
     DepthwiseConv1d,
     /// [`crate::ops::causal_conv1d()`].
     CausalConv1d,
+    /// [`crate::ops::conv2d()`].
+    Conv2d,
     /// [`crate::ops::conv3d()`].
     Conv3d,
     /// [`crate::ops::adaptive_pool2d()`] and the adaptive average / max pools, 1-D and 2-D.
@@ -104,10 +106,11 @@ pub enum Op {
 
 impl Op {
     /// Every op, in the order of [`table`].
-    pub const ALL: [Op; 15] = [
+    pub const ALL: [Op; 16] = [
         Op::DepthwiseConv2d,
         Op::DepthwiseConv1d,
         Op::CausalConv1d,
+        Op::Conv2d,
         Op::Conv3d,
         Op::AdaptivePool,
         Op::MaxPool2dSame,
@@ -173,7 +176,7 @@ const fn row(op: Op, name: &'static str, cpu: bool, composition: &'static str) -
     }
 }
 
-static TABLE: [OpBackends; 15] = [
+static TABLE: [OpBackends; 16] = [
     row(
         Op::DepthwiseConv2d,
         "depthwise_conv2d",
@@ -191,6 +194,12 @@ static TABLE: [OpBackends; 15] = [
         "causal_conv1d",
         true,
         "K shifted copies of the left-padded input times the weight tap, summed",
+    ),
+    row(
+        Op::Conv2d,
+        "conv2d",
+        true,
+        "candle's `conv2d` on the explicitly zero-padded input",
     ),
     row(
         Op::Conv3d,

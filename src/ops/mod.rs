@@ -23,8 +23,10 @@ pub use depthwise_conv::{
     depthwise_conv1d, depthwise_conv1d_reference, depthwise_conv2d, depthwise_conv2d_reference,
     DepthwiseConv1dConfig, DepthwiseConv2dConfig,
 };
+pub mod conv2d;
+pub use conv2d::{conv2d, conv2d_reference, Conv2dConfig};
 pub mod conv3d;
-pub use conv3d::{conv3d, conv3d_reference, Conv3dConfig};
+pub use conv3d::{conv3d, conv3d_reference, Conv3dConfig, ConvConfig};
 pub mod adaptive_pool;
 pub use adaptive_pool::{
     adaptive_avg_pool1d, adaptive_avg_pool2d, adaptive_avg_pool2d_reference, adaptive_max_pool1d,

@@ -1,6 +1,6 @@
 //! CPU kernel pieces shared by the dense and the depthwise paths.
 
-use super::{Geom, OP};
+use super::Geom;
 use crate::cpu::{par_tasks, try_zeros};
 use crate::Result;
 
@@ -62,7 +62,7 @@ pub(super) fn pad_input(g: &Geom, x: &[f32]) -> Result<Vec<f32>> {
     let [d, h, w] = g.n;
     let (pd, ph, s) = (g.pad[0].0, g.pad[1].0, g.stride);
     let vol = d * h * w;
-    let mut xp = try_zeros::<f32>(OP, g.b * g.cin * padded_vol(g))?;
+    let mut xp = try_zeros::<f32>(g.names()[0], g.b * g.cin * padded_vol(g))?;
     par_tasks(&mut xp, padded_vol(g), |i, dst, _: &mut ()| {
         let src = &x[i * vol..(i + 1) * vol];
         for (z, plane) in src.chunks_exact(h * w).enumerate() {

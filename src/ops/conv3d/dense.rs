@@ -217,7 +217,7 @@ pub(super) fn forward(g: &Geom, x: &[f32], w: &[f32]) -> Result<Vec<f32>> {
     let tiles = p_vol.div_ceil(nt);
     let tasks = g.b * g.groups * tiles;
     let par = parallelism(tasks);
-    let mut y = try_zeros::<f32>(OP, g.b * g.cout * p_vol)?;
+    let mut y = try_zeros::<f32>(g.names()[0], g.b * g.cout * p_vol)?;
     let yp = SharedMut::new(&mut y);
     par_fold(tasks, |task, col: &mut Vec<f32>| {
         col.resize(kg * nt, 0.0);

@@ -199,7 +199,7 @@ pub(super) fn forward(g: &Geom, x: &[f32], w: &[f32]) -> Result<Vec<f32>> {
     let offs = tap_offsets(g);
     let level = Level::detect();
     let xp = pad_input(g, x)?;
-    let mut y = try_zeros::<f32>(OP, g.b * g.cout * p_vol)?;
+    let mut y = try_zeros::<f32>(g.names()[0], g.b * g.cout * p_vol)?;
     // One task per input volume and the `cog` output volumes it feeds (one input channel
     // per group: group = input channel).
     par_tasks(&mut y, cog * p_vol, |idx, ys, _: &mut ()| {

@@ -90,8 +90,9 @@ use op::{Conv3dOp, Role};
 
 const OP: &str = "conv3d";
 const OP_REF: &str = "conv3d_reference";
-const OP_GRAD_INPUT: &str = "conv3d_grad_input";
-const OP_GRAD_WEIGHT: &str = "conv3d_grad_weight";
+/// The kernel's op names (forward, input gradient, weight gradient) by spatial axes.
+const NAMES_3D: [&str; 3] = [OP, "conv3d_grad_input", "conv3d_grad_weight"];
+const NAMES_2D: [&str; 3] = ["conv2d", "conv2d_grad_input", "conv2d_grad_weight"];
 
 /// Column-matrix floats per task (512 KiB), the scratch bound of the dense path.
 const COL_TARGET: usize = 1 << 17;
@@ -104,9 +105,11 @@ const MAX_TILE: usize = 4096;
 // Config
 // ---------------------------------------------------------------------------------------------
 
-/// Stride, padding, dilation and groups of [`conv3d`] (the same on all three spatial axes).
+/// Stride, padding, dilation and groups of a convolution, the same on every spatial axis:
+/// [`conv3d`] (as [`Conv3dConfig`]) and [`crate::ops::conv2d()`] (as
+/// [`crate::ops::Conv2dConfig`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Conv3dConfig {
+pub struct ConvConfig {
     /// Step between output positions, > 0. Default 1.
     pub stride: usize,
     /// How each spatial axis is padded with zeros. Default [`Padding::Same`].
@@ -117,7 +120,10 @@ pub struct Conv3dConfig {
     pub groups: usize,
 }
 
-impl Default for Conv3dConfig {
+/// The configuration of [`conv3d`].
+pub type Conv3dConfig = ConvConfig;
+
+impl Default for ConvConfig {
     fn default() -> Self {
         Self {
             stride: 1,
@@ -128,7 +134,7 @@ impl Default for Conv3dConfig {
     }
 }
 
-impl Conv3dConfig {
+impl ConvConfig {
     check::conv_config_setters!();
 
     /// Sets the number of groups.
@@ -154,7 +160,9 @@ impl Conv3dConfig {
 
 /// Every size the kernels need, fixed by the public function once the input is validated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Geom {
+pub(super) struct Geom {
+    /// Spatial axes of the public op: 3, or 2 for [`crate::ops::conv2d()`] (run as depth 1).
+    spatial: usize,
     b: usize,
     cin: usize,
     cout: usize,
@@ -162,11 +170,11 @@ struct Geom {
     /// Input `(D, H, W)`.
     n: [usize; 3],
     /// Kernel `(kd, kh, kw)`.
-    k: [usize; 3],
+    pub(super) k: [usize; 3],
     /// Output `(Do, Ho, Wo)`.
-    o: [usize; 3],
+    pub(super) o: [usize; 3],
     /// Padding `(before, after)` per axis.
-    pad: [(usize, usize); 3],
+    pub(super) pad: [(usize, usize); 3],
     stride: usize,
     dilation: usize,
     /// Compute with [`DirectConv`]: the padded input copy of the fast paths would be far larger
@@ -190,6 +198,14 @@ impl Geom {
             cout: self.cout,
             groups: self.groups,
             axes: [axis(0), axis(1), axis(2)],
+        }
+    }
+    /// The op names of [`op::Role`]s for this geometry's public op.
+    fn names(&self) -> [&'static str; 3] {
+        if self.spatial == 2 {
+            NAMES_2D
+        } else {
+            NAMES_3D
         }
     }
     fn cig(&self) -> usize {
@@ -228,25 +244,45 @@ impl Geom {
     }
 }
 
-/// Validates the arguments of [`conv3d`] / [`conv3d_reference`] and resolves the geometry.
-fn geom(
+/// Validates the arguments of a convolution over `spatial` axes (3: [`conv3d`]; 2:
+/// [`crate::ops::conv2d()`], resolved as depth 1 with a 1-deep kernel) and resolves the geometry.
+pub(super) fn geom(
     op: &'static str,
     x: &Tensor,
     w: &Tensor,
-    cfg: Conv3dConfig,
+    cfg: ConvConfig,
     allow_f64: bool,
+    spatial: usize,
 ) -> Result<Geom> {
     cfg.validate_for(op)?;
-    check::rank(op, "input", x, 5, "(B, Cin, D, H, W)")?;
-    check::rank(op, "weight", w, 5, "(Cout, Cin/groups, kd, kh, kw)")?;
+    let (x_pattern, w_pattern, taps) = if spatial == 3 {
+        (
+            "(B, Cin, D, H, W)",
+            "(Cout, Cin/groups, kd, kh, kw)",
+            "kd, kh, kw",
+        )
+    } else {
+        ("(B, Cin, H, W)", "(Cout, Cin/groups, kh, kw)", "kh, kw")
+    };
+    check::rank(op, "input", x, spatial + 2, x_pattern)?;
+    check::rank(op, "weight", w, spatial + 2, w_pattern)?;
     check::non_empty(op, "input", x)?;
     check::non_empty(op, "weight", w)?;
     if !(allow_f64 && x.dtype() == DType::F64) {
         check::float_dtype(op, "input", x)?;
     }
     check::same_dtype_device(op, "weight", x, w)?;
-    let (b, cin, d, h, wd) = x.dims5()?;
-    let (cout, cig, kd, kh, kw) = w.dims5()?;
+    // A 2-D convolution is a 3-D one of depth 1 with a 1-deep kernel.
+    let with_depth = |dims: &[usize]| {
+        let mut v = dims.to_vec();
+        if spatial == 2 {
+            v.insert(2, 1);
+        }
+        v
+    };
+    let (xd, wd) = (with_depth(x.dims()), with_depth(w.dims()));
+    let (b, cin, n) = (xd[0], xd[1], [xd[2], xd[3], xd[4]]);
+    let (cout, cig, k) = (wd[0], wd[1], [wd[2], wd[3], wd[4]]);
     let groups = cfg.groups;
     if !cin.is_multiple_of(groups) {
         return Err(Error::config(
@@ -265,18 +301,16 @@ fn geom(
             op,
             "weight",
             format!(
-                "({cout}, Cin/groups = {}, kd, kh, kw) for Cin = {cin}, groups = {groups}",
+                "({cout}, Cin/groups = {}, {taps}) for Cin = {cin}, groups = {groups}",
                 cin / groups
             ),
             w.shape().clone(),
         ));
     }
     let (s, dl) = (cfg.stride, cfg.dilation);
-    let n = [d, h, wd];
-    let k = [kd, kh, kw];
-    let mut o = [0; 3];
+    let mut o = [1; 3];
     let mut pad = [(0, 0); 3];
-    for a in 0..3 {
+    for a in 3 - spatial..3 {
         let (before, after, out) =
             check::fit_axis(op, x, ["D", "H", "W"][a], cfg.padding, n[a], k[a], s, dl)?;
         o[a] = out;
@@ -299,6 +333,7 @@ fn geom(
         cout / groups * o.iter().product::<usize>(),
     );
     Ok(Geom {
+        spatial,
         b,
         cin,
         cout,
@@ -325,11 +360,17 @@ fn geom(
 /// counts not divisible by `groups`, `w.dim(1) != Cin / groups`, or a kernel larger than the
 /// padded input. Bias is not part of the op (see [`crate::conv::Conv3d`]).
 pub fn conv3d(x: &Tensor, w: &Tensor, cfg: Conv3dConfig) -> Result<Tensor> {
-    let g = geom(OP, x, w, cfg, false)?;
+    let g = geom(OP, x, w, cfg, false, 3)?;
     if !backend(Op::Conv3d, x.device()).is_kernel() {
         let y = conv3d_reference(&upcast(x)?, &upcast(w)?, cfg)?;
         return Ok(y.to_dtype(x.dtype())?);
     }
+    forward_kernel(x, w, g)
+}
+
+/// Our kernel on `(B, Cin, D, H, W)` and `(Cout, Cin/groups, kd, kh, kw)` tensors of the
+/// validated geometry `g`, differentiable wrt both.
+pub(super) fn forward_kernel(x: &Tensor, w: &Tensor, g: Geom) -> Result<Tensor> {
     let x = x.contiguous()?;
     let w = w.contiguous()?;
     let role = Role::Forward;
@@ -345,7 +386,7 @@ pub fn conv3d(x: &Tensor, w: &Tensor, cfg: Conv3dConfig) -> Result<Tensor> {
 /// [`conv3d`] where our kernel does not run (see [`crate::ops::backend()`]). Slow, for tests and
 /// as the bench baseline.
 pub fn conv3d_reference(x: &Tensor, w: &Tensor, cfg: Conv3dConfig) -> Result<Tensor> {
-    let g = geom(OP_REF, x, w, cfg, true)?;
+    let g = geom(OP_REF, x, w, cfg, true, 3)?;
     let (s, dl) = (g.stride, g.dilation);
     let [(d0, d1), (h0, h1), (w0, w1)] = g.pad;
     // `s` extra zeros at the end of the depth axis let a strided pick be narrow + reshape.

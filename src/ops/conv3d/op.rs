@@ -1,7 +1,7 @@
 //! The [`Conv3dOp`] custom op: candle glue, dispatch to the dense or depthwise CPU kernels,
 //! and the backward.
 
-use super::{dense, depthwise, Geom, OP, OP_GRAD_INPUT, OP_GRAD_WEIGHT};
+use super::{dense, depthwise, Geom};
 use crate::cpu::{expect_shape, f32_pair, store};
 use crate::ops::direct_conv::conv_bwd;
 use crate::ops::fused::{FusedOp, Grads, Operand, Output};
@@ -27,10 +27,11 @@ pub(super) struct Conv3dOp {
 
 impl FusedOp<2> for Conv3dOp {
     fn name(&self) -> &'static str {
+        let [forward, grad_input, grad_weight] = self.g.names();
         match self.role {
-            Role::Forward => OP,
-            Role::GradInput => OP_GRAD_INPUT,
-            Role::GradWeight => OP_GRAD_WEIGHT,
+            Role::Forward => forward,
+            Role::GradInput => grad_input,
+            Role::GradWeight => grad_weight,
         }
     }
 
