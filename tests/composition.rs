@@ -441,7 +441,7 @@ fn batch_norm_paths_agree_and_update_the_same_running_stats() -> R<()> {
 }
 
 #[test]
-fn softmax_gelu_and_upsample_paths_agree() -> R<()> {
+fn softmax_gelu_relu6_and_upsample_paths_agree() -> R<()> {
     for dt in [DType::F32, DType::F16] {
         let tol = tol(dt);
         let x = var(&[3, 4, 17], dt)?;
@@ -451,6 +451,9 @@ fn softmax_gelu_and_upsample_paths_agree() -> R<()> {
         let x = var(&[3, 70], dt)?;
         paths(&format!("gelu_erf {dt:?}"), &[&x], tol, || {
             Ok(vec![ops::gelu_erf(&x.affine(3.0, 0.0)?)?])
+        })?;
+        paths(&format!("relu6 {dt:?}"), &[&x], tol, || {
+            Ok(vec![ops::relu6(&x.affine(5.0, 2.0)?)?])
         })?;
         let x = var(&[2, 3, 5, 4], dt)?;
         for ac in [false, true] {

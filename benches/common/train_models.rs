@@ -137,7 +137,7 @@ impl ConvBn {
     fn forward(&self, x: &Tensor) -> R<Tensor> {
         let y = self.bn.forward_t(&self.conv.forward(x)?, true)?;
         Ok(match &self.act {
-            Some(a) => a.forward(&y)?,
+            Some(a) => candle_tricks::ops::activation(&y, a)?,
             None => y,
         })
     }

@@ -420,7 +420,7 @@ impl ModuleT for SeparableConv2d {
             ys = bn.forward_t(&ys, train)?;
         }
         if let Some(act) = &self.cfg.dw_act {
-            ys = act.forward(&ys)?;
+            ys = crate::ops::activation(&ys, act)?;
         }
         // The 1x1 convolution as one matrix product per image: (C_out, C·m) x (C·m, Ho·Wo).
         let (b, cm, h, w) = ys.dims4()?;
@@ -437,7 +437,7 @@ impl ModuleT for SeparableConv2d {
             ys = bn.forward_t(&ys, train)?;
         }
         if let Some(act) = &self.cfg.pw_act {
-            ys = act.forward(&ys)?;
+            ys = crate::ops::activation(&ys, act)?;
         }
         Ok(ys)
     }

@@ -96,6 +96,8 @@ pub enum Op {
     SoftmaxLastDim,
     /// [`crate::ops::gelu_erf()`].
     GeluErf,
+    /// [`crate::ops::hardtanh()`] and [`crate::ops::relu6()`].
+    Hardtanh,
     /// [`crate::ops::upsample_bilinear2d()`].
     UpsampleBilinear2d,
     /// [`crate::ops::scaled_dot_product_attention()`] and its seeded form.
@@ -106,7 +108,7 @@ pub enum Op {
 
 impl Op {
     /// Every op, in the order of [`table`].
-    pub const ALL: [Op; 16] = [
+    pub const ALL: [Op; 17] = [
         Op::DepthwiseConv2d,
         Op::DepthwiseConv1d,
         Op::CausalConv1d,
@@ -120,6 +122,7 @@ impl Op {
         Op::BatchNorm,
         Op::SoftmaxLastDim,
         Op::GeluErf,
+        Op::Hardtanh,
         Op::UpsampleBilinear2d,
         Op::ScaledDotProductAttention,
         Op::SelectiveScan,
@@ -176,7 +179,7 @@ const fn row(op: Op, name: &'static str, cpu: bool, composition: &'static str) -
     }
 }
 
-static TABLE: [OpBackends; 16] = [
+static TABLE: [OpBackends; 17] = [
     row(
         Op::DepthwiseConv2d,
         "depthwise_conv2d",
@@ -254,6 +257,12 @@ static TABLE: [OpBackends; 16] = [
         "gelu_erf",
         true,
         "candle's `gelu_erf` op and its autograd",
+    ),
+    row(
+        Op::Hardtanh,
+        "hardtanh",
+        true,
+        "comparison masks, multiply, add",
     ),
     row(
         Op::UpsampleBilinear2d,

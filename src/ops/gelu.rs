@@ -39,19 +39,12 @@
 
 use crate::check;
 use crate::cpu::math::{normal_cdf, normal_pdf};
-use crate::cpu::{
-    contiguous, dispatch_float, dispatch_float_pair, expect_shape, par_tasks, Element, Isa, Kernel,
-    Level,
-};
 use crate::ops::backend::{backend, upcast, Op};
-use crate::ops::fused::{Fused, FusedOp, Grads, Operand, Output};
+use crate::ops::pointwise::{apply, Pointwise};
 use crate::Result;
-use candle_core::{DType, Tensor, WithDType};
+use candle_core::{DType, Tensor};
 
 const OP: &str = "gelu_erf";
-
-/// Values per task.
-const TASK_ELEMS: usize = 32 * 1024;
 
 /// Exact GELU, $x \thinspace \Phi(x)$, with our fused kernel; differentiable wrt `x`.
 ///
@@ -61,7 +54,7 @@ pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
     if !backend(Op::GeluErf, x.device()).is_kernel() {
         return Ok(gelu_erf_reference(&upcast(x)?)?.to_dtype(x.dtype())?);
     }
-    Ok(x.contiguous()?.apply_op1(Fused(GeluOp))?)
+    Ok(apply(Gelu, x)?)
 }
 
 /// Exact GELU from candle's `gelu_erf` op (and its autograd); same checks and result as
@@ -79,83 +72,22 @@ fn validate(x: &Tensor, allow_f64: bool) -> Result<()> {
     Ok(())
 }
 
-/// The forward op `x -> y`.
-struct GeluOp;
+/// $x \thinspace \Phi(x)$ and its derivative $\Phi(x) + x \thinspace \varphi(x)$.
+#[derive(Clone, Copy)]
+struct Gelu;
 
-/// The backward op `(x, grad_y) -> grad_x`, applied without a graph of its own.
-struct GeluGradOp;
-
-impl FusedOp<1> for GeluOp {
-    fn name(&self) -> &'static str {
+impl Pointwise for Gelu {
+    fn name(self) -> &'static str {
         OP
     }
 
-    fn cpu(&self, [(s, l)]: [Operand<'_>; 1]) -> Output {
-        let out = dispatch_float!(s, OP, |x: T| {
-            let x = contiguous(x, l, OP)?;
-            Ok::<_, candle_core::Error>(T::to_cpu_storage_owned(map(x, None)))
-        })?;
-        Ok((out, l.shape().clone()))
-    }
-
-    fn grads(&self, [x]: [&Tensor; 1], _res: &Tensor, grad: &Tensor) -> Grads<1> {
-        let (x, g) = (x.contiguous()?, grad.contiguous()?);
-        Ok([Some(x.apply_op2_no_bwd(&g, &Fused(GeluGradOp))?)])
-    }
-}
-
-impl FusedOp<2> for GeluGradOp {
-    fn name(&self) -> &'static str {
-        OP
-    }
-
-    fn cpu(&self, [(s1, l1), (s2, l2)]: [Operand<'_>; 2]) -> Output {
-        expect_shape(OP, l2, l1.shape())?;
-        let out = dispatch_float_pair!(s1, s2, OP, |x, g: T| {
-            let (x, g) = (contiguous(x, l1, OP)?, contiguous(g, l2, OP)?);
-            Ok::<_, candle_core::Error>(T::to_cpu_storage_owned(map(x, Some(g))))
-        })?;
-        Ok((out, l1.shape().clone()))
-    }
-}
-
-/// One task: `out = gelu(x)`, or `out = g · gelu'(x)` with a gradient.
-struct Task<'a, T> {
-    x: &'a [T],
-    g: Option<&'a [T]>,
-    out: &'a mut [T],
-}
-
-impl<T: Element> Kernel for Task<'_, T> {
-    type Output = ();
     #[inline(always)]
-    fn run<S: Isa>(self, _: S) {
-        match self.g {
-            None => {
-                for (o, x) in self.out.iter_mut().zip(self.x) {
-                    let x = x.to_f32();
-                    *o = T::from_f32(x * normal_cdf(x));
-                }
-            }
-            Some(g) => {
-                let it = self.out.iter_mut().zip(self.x).zip(g);
-                for ((o, x), g) in it {
-                    let x = x.to_f32();
-                    *o = T::from_f32(g.to_f32() * (normal_cdf(x) + x * normal_pdf(x)));
-                }
-            }
-        }
+    fn forward(self, x: f32) -> f32 {
+        x * normal_cdf(x)
     }
-}
 
-/// GELU of `x`, or its gradient for the output gradient `g`, over the CPU pool.
-fn map<T: Element>(x: &[T], g: Option<&[T]>) -> Vec<T> {
-    let level = Level::detect();
-    let mut out = vec![T::from_f32(0.0); x.len()];
-    par_tasks(&mut out, TASK_ELEMS, |i, out, _: &mut ()| {
-        let range = i * TASK_ELEMS..i * TASK_ELEMS + out.len();
-        let (x, g) = (&x[range.clone()], g.map(|g| &g[range]));
-        level.run(Task { x, g, out })
-    });
-    out
+    #[inline(always)]
+    fn backward(self, x: f32, g: f32) -> f32 {
+        g * (normal_cdf(x) + x * normal_pdf(x))
+    }
 }
