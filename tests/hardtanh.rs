@@ -8,7 +8,7 @@ use candle_nn::Activation;
 use candle_tricks::ops::{activation, hardtanh, hardtanh_reference, relu6};
 use common::{assert_err, field, fixtures, R};
 
-type UnaryOp = dyn Fn(&Tensor) -> candle_tricks::Result<Tensor>;
+type UnaryOp<'a> = dyn Fn(&Tensor) -> candle_tricks::Result<Tensor> + 'a;
 
 /// The output and `x`'s gradient of `sum(f(x) * gy)`.
 fn fwd_bwd(
@@ -29,7 +29,7 @@ fn matches_pytorch_at_and_around_the_kinks() -> R<()> {
     let cases: [(&str, f64, f64); 2] = [("relu6", 0.0, 6.0), ("hardtanh", -1.5, 2.0)];
     for (case, lo, hi) in cases {
         let (x, gy) = (field(&f, case, "x"), field(&f, case, "gy"));
-        let ops: [(&str, &UnaryOp); 2] = [
+        let ops: [(&str, &UnaryOp<'_>); 2] = [
             ("kernel", &|x| hardtanh(x, lo, hi)),
             ("reference", &|x| hardtanh_reference(x, lo, hi)),
         ];
