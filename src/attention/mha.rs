@@ -218,6 +218,9 @@ pub struct MultiHeadAttention {
     bv: Option<Tensor>,
     wo: Tensor,
     bo: Option<Tensor>,
+    /// The packed `in_proj_weight` `(3E, E)` and `in_proj_bias`, when loaded packed: self-attention
+    /// then projects Q, K and V with one matrix product.
+    in_proj: Option<(Tensor, Option<Tensor>)>,
     embed_dim: usize,
     kdim: usize,
     vdim: usize,
@@ -316,6 +319,7 @@ impl MultiHeadAttention {
         let kw = want(w.k_proj_weight, "k_proj_weight", &[ekv, kdim], !packed)?;
         let vw = want(w.v_proj_weight, "v_proj_weight", &[ekv, vdim], !packed)?;
         let ipb = want(w.in_proj_bias, "in_proj_bias", &[e + 2 * ekv], cfg.bias)?;
+        let in_proj = ipw.clone().map(|w| (w, ipb.clone()));
         let (wq, wk, wv) = match (ipw, qw, kw, vw) {
             (Some(p), _, _, _) => (
                 p.narrow(0, 0, e)?,
@@ -352,6 +356,7 @@ impl MultiHeadAttention {
             bv,
             wo,
             bo,
+            in_proj,
             embed_dim: e,
             kdim,
             vdim,
@@ -398,10 +403,7 @@ impl MultiHeadAttention {
     /// `(B, L, in) → (B, heads, L, d)` through `w` and `b`.
     fn project(x: &Tensor, w: &Tensor, b: Option<&Tensor>, heads: usize) -> Result<Tensor> {
         let (bs, l, _) = x.dims3()?;
-        let mut y = x.broadcast_matmul(&w.t()?)?;
-        if let Some(b) = b {
-            y = y.broadcast_add(b)?;
-        }
+        let y = crate::ops::linear(x, w, b)?;
         let d = y.dim(2)? / heads;
         Ok(y.reshape((bs, l, heads, d))?
             .transpose(1, 2)?
@@ -423,15 +425,28 @@ impl MultiHeadAttention {
         Self::project(x, &self.wv, self.bv.as_ref(), self.kv_heads)
     }
 
+    /// Self-attention's Q, K and V `(B, H, L, d)` from `x` `(B, L, E)` through the packed
+    /// `(3E, E)` weight: one matrix product and one copy into the head layout.
+    fn project_packed(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: Option<&Tensor>,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        let (bs, l, _) = x.dims3()?;
+        let (h, d) = (self.cfg.num_heads, self.head_dim());
+        let qkv = crate::ops::linear(x, w, b)?
+            .reshape((bs, l, 3, h, d))?
+            .permute((2, 0, 3, 1, 4))?
+            .contiguous()?; // (3, B, H, L, d)
+        Ok((qkv.get(0)?, qkv.get(1)?, qkv.get(2)?))
+    }
+
     /// Heads `(B, H, Lq, d)` → `(B, Lq, E)` through the output projection.
     pub(crate) fn merge_out(&self, o: &Tensor) -> Result<Tensor> {
         let (b, _, l, _) = o.dims4()?;
         let o = o.transpose(1, 2)?.reshape((b, l, self.embed_dim))?;
-        let mut y = o.broadcast_matmul(&self.wo.t()?)?;
-        if let Some(bo) = &self.bo {
-            y = y.broadcast_add(bo)?;
-        }
-        Ok(y)
+        crate::ops::linear(&o, &self.wo, self.bo.as_ref())
     }
 
     /// Checks a self-attention input `(B, L, E)` (also against `kdim`, `vdim`).
@@ -478,9 +493,16 @@ impl MultiHeadAttention {
                 value.shape().clone(),
             ));
         }
-        let q = self.project_q(query)?;
-        let k = self.project_k(key)?;
-        let v = self.project_v(value)?;
+        let (q, k, v) = match &self.in_proj {
+            Some((w, b)) if query.id() == key.id() && key.id() == value.id() => {
+                self.project_packed(query, w, b.as_ref())?
+            }
+            _ => (
+                self.project_q(query)?,
+                self.project_k(key)?,
+                self.project_v(value)?,
+            ),
+        };
         let p = if train { self.cfg.dropout } else { 0.0 };
         let o = scaled_dot_product_attention(&q, &k, &v, mask, None, p)?;
         self.merge_out(&o)

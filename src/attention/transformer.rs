@@ -267,7 +267,7 @@ impl TransformerEncoderLayer {
     }
 
     fn mlp_branch(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let h = self.linear1.forward(x)?;
+        let h = crate::ops::linear(x, self.linear1.weight(), self.linear1.bias())?;
         let h = match self.cfg.activation {
             FfnActivation::Gelu => crate::ops::gelu_erf(&h)?,
             FfnActivation::Relu => h.relu()?,
@@ -277,7 +277,7 @@ impl TransformerEncoderLayer {
             }
         };
         let h = dropout(&h, self.cfg.dropout, train)?;
-        let h = self.linear2.forward(&h)?;
+        let h = crate::ops::linear(&h, self.linear2.weight(), self.linear2.bias())?;
         let h = dropout(&h, self.cfg.dropout, train)?;
         let h = match &self.ls2 {
             Some(ls) => ls.apply(&h)?,

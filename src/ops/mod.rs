@@ -44,6 +44,8 @@ pub mod gelu;
 pub use gelu::{gelu_erf, gelu_erf_reference};
 pub mod hardtanh;
 pub use hardtanh::{activation, hardtanh, hardtanh_reference, relu6};
+pub mod linear;
+pub use linear::linear;
 mod pointwise;
 pub mod upsample;
 pub use upsample::{upsample_bilinear2d, upsample_bilinear2d_reference};
