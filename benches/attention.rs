@@ -5,6 +5,8 @@
 //!
 //! The naive composition at L = 4096 takes seconds per run and gigabytes, so it is timed once
 //! (best of two, printed as `naive_once/...`) only when `ATTN_BENCH_NAIVE_LONG=1` is set.
+#[path = "common/alloc.rs"]
+mod alloc;
 use std::time::{Duration, Instant};
 
 use candle_core::{Device, Tensor, Var, D};

@@ -1,4 +1,6 @@
 //! Convolution benches: our kernels vs candle's own ops in the same criterion group.
+#[path = "common/alloc.rs"]
+mod alloc;
 use criterion::{criterion_group, criterion_main, Criterion};
 
 fn depthwise(c: &mut Criterion) {

@@ -1,4 +1,6 @@
 //! Normalization benches: our fused kernels vs candle's composition and fused forward, same run.
+#[path = "common/alloc.rs"]
+mod alloc;
 use criterion::{criterion_group, criterion_main, Criterion};
 
 fn layer_rms(c: &mut Criterion) {

@@ -1,5 +1,7 @@
 //! Optimizer step benches: one step over 25 M f32 parameters in 100 tensors, our fused in-place
 //! kernels against candle-nn's `AdamW` and `SGD` (tensor-op updates) in the same run.
+#[path = "common/alloc.rs"]
+mod alloc;
 use std::time::Duration;
 
 use candle_core::backprop::GradStore;

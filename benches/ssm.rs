@@ -9,6 +9,8 @@
 //! (default 1) and printed: candle's backward of each per-step `narrow` pads its gradient to
 //! the full `(B, D, L)` tensor, so the loop's backward costs O(L²) and one run at
 //! `L = 2048` takes tens of seconds. Set `SSM_LOOP_RUNS=0` to skip it.
+#[path = "common/alloc.rs"]
+mod alloc;
 use candle_core::{DType, Device, Module, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use candle_tricks::attention::{transformer_encoder_layer, TransformerEncoderLayerConfig};

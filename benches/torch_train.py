@@ -17,8 +17,8 @@ The models (see benches/common/train_models.rs for ours):
   64x64 inputs, batch 32.
 - mamba: a Mamba LM (4 layers, d_model 256, d_state 16, expand 2, vocab 256, tied head), batch 8,
   L 256, next-token cross-entropy. The block is mamba-ssm's `Mamba` without the CUDA kernels, its
-  selective scan mamba-ssm's `selective_scan_ref` (a Python loop over L through `unbind`); no
-  mamba-ssm import.
+  selective scan mamba-ssm's `selective_scan_ref` (a Python loop over L through `unbind`; no
+  mamba-ssm import), or with `--scan mambapy` mambapy's parallel scan (`pip install mambapy`).
 """
 import argparse
 import math
@@ -148,6 +148,24 @@ def selective_scan_ref(u, delta, A, B, C, D, z, delta_bias):
     return out * F.silu(z)
 
 
+def selective_scan_mambapy(u, delta, A, B, C, D, z, delta_bias):
+    """The same scan through mambapy's parallel scan (`mambapy.pscan`, pure PyTorch, Blelloch
+    style over log2(L) levels) as mambapy's `MambaBlock.selective_scan` runs it; same arguments."""
+    from mambapy.pscan import pscan
+
+    delta = F.softplus(delta + delta_bias[..., None]).transpose(1, 2)  # (b, l, d)
+    u_l, B_l, C_l = u.transpose(1, 2), B.transpose(1, 2), C.transpose(1, 2)
+    delta_a = torch.exp(delta.unsqueeze(-1) * A)  # (b, l, d, n)
+    bx = delta.unsqueeze(-1) * B_l.unsqueeze(2) * u_l.unsqueeze(-1)
+    hs = pscan(delta_a, bx)
+    y = (hs @ C_l.unsqueeze(-1)).squeeze(3) + D * u_l  # (b, l, d)
+    return y.transpose(1, 2) * F.silu(z)
+
+
+SCANS = {"unbind": selective_scan_ref, "mambapy": selective_scan_mambapy}
+SCAN = SCANS["unbind"]
+
+
 class Mamba(nn.Module):
     """mamba-ssm's `Mamba` block (no bias, conv bias, dt_rank = ceil(d_model / 16))."""
 
@@ -181,7 +199,7 @@ class Mamba(nn.Module):
         B = B.reshape(b, l, self.d_state).transpose(1, 2)
         C = C.reshape(b, l, self.d_state).transpose(1, 2)
         A = -torch.exp(self.A_log)
-        y = selective_scan_ref(x, dt, A, B, C, self.D, z, self.dt_proj.bias)
+        y = SCAN(x, dt, A, B, C, self.D, z, self.dt_proj.bias)
         return self.out_proj(y.transpose(1, 2))
 
 
@@ -230,7 +248,11 @@ def main():
     ap.add_argument("--steps", type=int, default=10, help="timed steps (default 10)")
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--scan", choices=sorted(SCANS), default="unbind",
+                    help="mamba's selective scan: mamba-ssm's unbind loop or mambapy's pscan")
     args = ap.parse_args()
+    global SCAN
+    SCAN = SCANS[args.scan]
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     batch = 8 if args.model == "mamba" else 32

@@ -2,6 +2,8 @@
 //! a ViT, a small ResNet, a MobileNetV2-style CNN and a Mamba LM, at the shapes of
 //! `benches/torch_train.py` (see `benches/common/train_models.rs`). Ids `train_step/ours/<model>`;
 //! `benches/compare_torch.py` runs them interleaved with the PyTorch script.
+#[path = "common/alloc.rs"]
+mod alloc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};

@@ -4,6 +4,11 @@
 //! `cargo run --release --example attention_memory -- ours 8192` or `-- naive 2048`.
 //! Shape (1, 8, L, 64), f32, no mask. Prints the resident-set high-water mark (`VmHWM` from
 //! `/proc/self/status`, Linux only) minus the resident set once q, k, v exist.
+
+// mimalloc as the allocator: training steps free and reallocate large temporaries, which glibc's
+// malloc returns to the OS and page-faults back in every step (README, "allocator" tip).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use candle_core::{Device, Tensor, Var, D};
 use candle_tricks::ops::{scaled_dot_product_attention, AttentionMask};
 

@@ -34,6 +34,11 @@
 //! cache of $2 L E$ numbers per layer per token, so its decode cost grows linearly with L.
 //! The absolute numbers depend on the machine (cores, memory bandwidth, allocator); the slopes
 //! and crossovers are the point.
+
+// mimalloc as the allocator: training steps free and reallocate large temporaries, which glibc's
+// malloc returns to the OS and page-faults back in every step (README, "allocator" tip).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{VarBuilder, VarMap};
 use candle_tricks::attention::{

@@ -28,6 +28,11 @@
 //! For [`ReduceLrOnPlateau`], call `step_optimizer(val_loss, &mut opt)` once per evaluation
 //! instead.
 
+// mimalloc as the allocator: training steps free and reallocate large temporaries, which glibc's
+// malloc returns to the OS and page-faults back in every step (README, "allocator" tip).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::fmt::Write as _;
 use std::path::Path;
 

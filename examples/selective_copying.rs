@@ -39,6 +39,11 @@
 //! one run of four the S6 model sat on a plateau (~12 %) for over 1000 steps before finding
 //! the copying mechanism, hence the seeded initialisation (see `SeededVarMap`).
 
+// mimalloc as the allocator: training steps free and reallocate large temporaries, which glibc's
+// malloc returns to the OS and page-faults back in every step (README, "allocator" tip).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::Mutex;
 use std::time::Instant;
 

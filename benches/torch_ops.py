@@ -1,0 +1,78 @@
+"""PyTorch's side of the fwd+bwd cases of issue 12 (docs/PERFORMANCE.md), one case per run.
+
+    /work/venv/bin/python benches/torch_ops.py --case softmax|batch_norm|layer_norm|group_norm|
+        sdpa|depthwise_1x32x112x112|depthwise_8x384x14x14|adamw
+
+Each case does what the matching criterion bench does on our side (benches/compare_torch.py
+--suite ops names them): forward (training mode) and `y.sum().backward()` on the same shapes, or
+one AdamW step over 25 M parameters (100 tensors of 500 x 500, `fused=True`). f32, two threads.
+Prints the median over at least 2 s of runs as the last line, `ms=<value>`.
+"""
+import argparse
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+
+def leaf(*shape, std=1.0):
+    return (torch.randn(*shape) * std).requires_grad_(True)
+
+
+def case_step(name):
+    """A closure that runs one step of case `name`."""
+    if name == "softmax":
+        x = leaf(8, 12, 197, 197, std=2.0)
+        return lambda: F.softmax(x, -1).sum().backward()
+    if name == "batch_norm":
+        bn = torch.nn.BatchNorm2d(256).train()
+        x = leaf(16, 256, 56, 56)
+        return lambda: bn(x).sum().backward()
+    if name == "layer_norm":
+        x, w, b = leaf(32, 512, 768), leaf(768), leaf(768)
+        return lambda: F.layer_norm(x, (768,), w, b, 1e-5).sum().backward()
+    if name == "group_norm":
+        x, w, b = leaf(16, 256, 56, 56), leaf(256), leaf(256)
+        return lambda: F.group_norm(x, 32, w, b, 1e-5).sum().backward()
+    if name == "sdpa":
+        q, k, v = leaf(8, 12, 197, 64), leaf(8, 12, 197, 64), leaf(8, 12, 197, 64)
+        return lambda: F.scaled_dot_product_attention(q, k, v).sum().backward()
+    if name.startswith("depthwise_"):
+        b, c, h, w = (int(s) for s in name.removeprefix("depthwise_").split("x"))
+        x, k = leaf(b, c, h, w), leaf(c, 1, 3, 3)
+        return lambda: F.conv2d(x, k, padding=1, groups=c).sum().backward()
+    if name == "adamw":
+        params = [torch.randn(500, 500).requires_grad_(True) for _ in range(100)]
+        for p in params:
+            p.grad = torch.randn(500, 500) * 1e-2
+        opt = torch.optim.AdamW(params, lr=1e-6, fused=True)
+        return opt.step
+    sys.exit(f"unknown case {name}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--case", required=True)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--min-time", type=float, default=2.0)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    step = case_step(args.case)
+    for _ in range(3):
+        step()
+    times = []
+    start = time.perf_counter()
+    while len(times) < 10 or time.perf_counter() - start < args.min_time:
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    ms = statistics.median(times) * 1e3
+    print(f"torch {torch.__version__}, {args.case}: min {min(times) * 1e3:.3f} ms", file=sys.stderr)
+    print(f"ms={ms:.4f}")
+
+
+if __name__ == "__main__":
+    main()
