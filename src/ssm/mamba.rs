@@ -75,7 +75,7 @@
 
 use crate::check;
 use crate::ops::selective_scan::softplus_tensor;
-use crate::ops::{causal_conv1d, selective_scan, SelectiveScanConfig};
+use crate::ops::{causal_conv1d, linear, selective_scan, SelectiveScanConfig};
 use crate::{Error, Result};
 use candle_core::{DType, Module, Tensor, D};
 use candle_nn::{Init, Linear, VarBuilder};
@@ -432,16 +432,15 @@ impl MambaBlock {
         self.check_input(x, 3, "(B, L, d_model)")?;
         let (bs, l, _) = x.dims3()?;
         let (_, e, n, r, k) = self.cfg.sizes();
-        // Everything runs channels-first, (B, channels, L), as the convolution and the scan
-        // want it: each projection multiplies its weight from the left (one GEMM per batch
-        // entry), so only the narrow d_model-wide input and output are transposed.
+        // The convolution and the scan run channels-first, (B, channels, L). The wide in and
+        // out projections are one 2-D product each over the B·L tokens (`ops::linear`: one GEMM
+        // each way, no per-batch weight gradients to sum); the narrow inner projections
+        // multiply their weight from the left, one GEMM per batch entry.
         let left = |w: &Tensor, t: &Tensor| w.broadcast_left(bs)?.matmul(t);
-        let add_bias = |t: Tensor, b: &Option<Tensor>| match b {
-            Some(b) => t.broadcast_add(&b.reshape((1, (), 1))?),
-            None => Ok(t),
-        };
-        let xt = x.transpose(1, 2)?.contiguous()?; // (B, d_model, L)
-        let xz = add_bias(left(&self.w.in_proj_weight, &xt)?, &self.w.in_proj_bias)?;
+        let in_bias = self.w.in_proj_bias.as_ref();
+        let xz = linear(x, &self.w.in_proj_weight, in_bias)?
+            .transpose(1, 2)?
+            .contiguous()?; // (B, 2E, L)
         let xin = xz.narrow(1, 0, e)?; // (B, E, L)
         let z = xz.narrow(1, e, e)?;
         let xc = causal_conv1d(&xin, &self.w.conv_weight, self.w.conv_bias.as_ref(), true)?;
@@ -472,8 +471,8 @@ impl MambaBlock {
             .with_delta_softplus(true)
             .with_return_last_state(want_state);
         let (y, last) = selective_scan(&xc, &delta, &a, &b, &c, &cfg)?;
-        let out = add_bias(left(&self.w.out_proj_weight, &y)?, &self.w.out_proj_bias)?;
-        let out = out.transpose(1, 2)?.contiguous()?; // (B, L, d_model)
+        let out_bias = self.w.out_proj_bias.as_ref();
+        let out = linear(&y.transpose(1, 2)?, &self.w.out_proj_weight, out_bias)?; // (B, L, d_model)
         let state = match last {
             Some(ssm) if want_state => {
                 // The convolution window: the last K inputs, zero-padded on the left.
