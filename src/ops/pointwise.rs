@@ -18,7 +18,7 @@ pub(crate) trait Pointwise: Copy + Send + Sync + 'static {
     fn name(self) -> &'static str;
     /// $y = f(x)$.
     fn forward(self, x: f32) -> f32;
-    /// $\partial L / \partial x = g \thinspace f'(x)$ for the output gradient $g$.
+    /// $\partial L / \partial x = g \thinspace f^\prime(x)$ for the output gradient $g$.
     fn backward(self, x: f32, g: f32) -> f32;
 }
 
