@@ -1,4 +1,7 @@
-//! Dense / grouped path: vol2col tiles + gemm.
+//! Dense / grouped path: vol2col tiles + gemm (pointwise convolutions multiply the input in
+//! place: their column tiles are blocks of it).
+
+use std::borrow::Cow;
 
 use super::cpu::*;
 use super::*;
@@ -209,10 +212,21 @@ fn parallelism(tasks: usize) -> Parallelism {
     }
 }
 
+/// The input in the padded layout the column tiles read: the input itself for a pointwise
+/// convolution (whose padded layout is the plain one), a padded copy otherwise.
+fn padded_input<'a>(g: &Geom, x: &'a [f32]) -> Result<Cow<'a, [f32]>> {
+    Ok(if g.pointwise() {
+        Cow::Borrowed(x)
+    } else {
+        Cow::Owned(pad_input(g, x)?)
+    })
+}
+
 pub(super) fn forward(g: &Geom, x: &[f32], w: &[f32]) -> Result<Vec<f32>> {
     let (cig, cog, kg, p_vol) = (g.cig(), g.cog(), g.kg(), g.out_vol());
     let vol_p = padded_vol(g);
-    let xp = pad_input(g, x)?;
+    let xp = padded_input(g, x)?;
+    let pointwise = g.pointwise();
     let nt = g.tile();
     let tiles = p_vol.div_ceil(nt);
     let tasks = g.b * g.groups * tiles;
@@ -220,23 +234,30 @@ pub(super) fn forward(g: &Geom, x: &[f32], w: &[f32]) -> Result<Vec<f32>> {
     let mut y = try_zeros::<f32>(g.names()[0], g.b * g.cout * p_vol)?;
     let yp = SharedMut::new(&mut y);
     par_fold(tasks, |task, col: &mut Vec<f32>| {
-        col.resize(kg * nt, 0.0);
         let (bg, tile) = (task / tiles, task % tiles);
         let (bi, gi) = (bg / g.groups, bg % g.groups);
         let p0 = tile * nt;
         let n = nt.min(p_vol - p0);
         let x0 = (bi * g.cin + gi * cig) * vol_p;
-        vol2col(g, &xp[x0..x0 + cig * vol_p], p0, n, &mut col[..kg * n]);
+        // A pointwise convolution's column tile is a block of the input itself.
+        let rhs = if pointwise {
+            Strided::rows(xp[x0 + p0..].as_ptr(), vol_p)
+        } else {
+            col.resize(kg * nt, 0.0);
+            vol2col(g, &xp[x0..x0 + cig * vol_p], p0, n, &mut col[..kg * n]);
+            Strided::rows(col.as_ptr(), n)
+        };
         // SAFETY: dst is the (cog x n) block of rows `bi, gi * cog..` and columns
         // `p0..p0 + n` of y, written by this task only; lhs is the group's (cog x kg)
-        // weight and rhs the (kg x n) column tile, all in bounds.
+        // weight and rhs the (kg x n) column tile (for a pointwise convolution the rows
+        // `bi, gi * cig..` and columns `p0..p0 + n` of the input, kg = cig), all in bounds.
         unsafe {
             matmul(
                 (cog, n, kg),
                 Strided::rows(yp.ptr().add((bi * g.cout + gi * cog) * p_vol + p0), p_vol),
                 false,
                 Strided::rows(w.as_ptr().add(gi * cog * kg), kg),
-                Strided::rows(col.as_ptr(), n),
+                rhs,
                 1.0,
                 par,
             )
@@ -257,6 +278,7 @@ pub(super) fn grad_input(g: &Geom, gy: &[f32], w: &[f32]) -> Vec<f32> {
         .saturating_sub(1)
         .max(1);
     let slabs = g.o[0].div_ceil(t);
+    let pointwise = g.pointwise();
     let mut gxp = vec![0f32; g.b * g.cin * vol_p];
     let gxptr = SharedMut::new(&mut gxp);
     for phase in 0..2 {
@@ -266,20 +288,32 @@ pub(super) fn grad_input(g: &Geom, gy: &[f32], w: &[f32]) -> Vec<f32> {
         // `par_fold` returns once every task of the phase is done, so the two phases
         // never overlap.
         par_fold(tasks, |task, gcol: &mut Vec<f32>| {
-            gcol.resize(kg * nt, 0.0);
+            if !pointwise {
+                gcol.resize(kg * nt, 0.0);
+            }
             let (bg, j) = (task / per_bg, 2 * (task % per_bg) + phase);
             let (bi, gi) = (bg / g.groups, bg % g.groups);
             let p_end = ((j + 1) * t).min(g.o[0]) * plane;
             let mut p0 = j * t * plane;
             while p0 < p_end {
                 let n = nt.min(p_end - p0);
-                let gcol = &mut gcol[..kg * n];
+                let base = gxptr.ptr().wrapping_add((bi * g.cin + gi * cig) * vol_p);
+                // A pointwise convolution's column tile is a block of the input gradient
+                // itself: the product goes straight there, no scatter.
+                let gcol = &mut gcol[..if pointwise { 0 } else { kg * n }];
+                let dst = if pointwise {
+                    Strided::rows(base.wrapping_add(p0), vol_p)
+                } else {
+                    Strided::rows(gcol.as_mut_ptr(), n)
+                };
                 // SAFETY: lhs is the group's weight read transposed (kg x cog), rhs the
-                // (cog x n) block of grad_y, dst the task's own scratch; all in bounds.
+                // (cog x n) block of grad_y, dst the task's own scratch or (pointwise) its
+                // own columns `p0..p0 + n` of the rows `bi, gi * cig..` of the input
+                // gradient; all in bounds.
                 unsafe {
                     matmul(
                         (kg, n, cog),
-                        Strided::rows(gcol.as_mut_ptr(), n),
+                        dst,
                         false,
                         Strided::cols(w.as_ptr().add(gi * cog * kg), kg),
                         Strided::rows(
@@ -292,20 +326,26 @@ pub(super) fn grad_input(g: &Geom, gy: &[f32], w: &[f32]) -> Vec<f32> {
                     // SAFETY: tasks of one phase hold slabs two apart, whose padded
                     // input depths are disjoint (see `t` above); different (b, group)
                     // pairs write different channels.
-                    let base = gxptr.ptr().add((bi * g.cin + gi * cig) * vol_p);
-                    col2vol(g, gcol, p0, n, base);
+                    if !pointwise {
+                        col2vol(g, gcol, p0, n, base);
+                    }
                 }
                 p0 += n;
             }
         });
     }
-    crop_input(g, &gxp)
+    if pointwise {
+        gxp
+    } else {
+        crop_input(g, &gxp)
+    }
 }
 
 pub(super) fn grad_weight(g: &Geom, x: &[f32], gy: &[f32]) -> Result<Vec<f32>> {
     let (cig, cog, kg, p_vol) = (g.cig(), g.cog(), g.kg(), g.out_vol());
     let vol_p = padded_vol(g);
-    let xp = pad_input(g, x)?;
+    let xp = padded_input(g, x)?;
+    let pointwise = g.pointwise();
     let nt = g.tile();
     let tiles = p_vol.div_ceil(nt);
     let tasks = g.b * g.groups * tiles;
@@ -313,16 +353,22 @@ pub(super) fn grad_weight(g: &Geom, x: &[f32], gy: &[f32]) -> Result<Vec<f32>> {
     let total = g.cout * kg;
     let partials = par_fold(tasks, |task, (acc, col): &mut (Vec<f32>, Vec<f32>)| {
         acc.resize(total, 0.0);
-        col.resize(kg * nt, 0.0);
         let (bg, tile) = (task / tiles, task % tiles);
         let (bi, gi) = (bg / g.groups, bg % g.groups);
         let p0 = tile * nt;
         let n = nt.min(p_vol - p0);
         let x0 = (bi * g.cin + gi * cig) * vol_p;
-        vol2col(g, &xp[x0..x0 + cig * vol_p], p0, n, &mut col[..kg * n]);
+        let rhs = if pointwise {
+            Strided::cols(xp[x0 + p0..].as_ptr(), vol_p)
+        } else {
+            col.resize(kg * nt, 0.0);
+            vol2col(g, &xp[x0..x0 + cig * vol_p], p0, n, &mut col[..kg * n]);
+            Strided::cols(col.as_ptr(), n)
+        };
         // SAFETY: dst is the group's (cog x kg) block of this fold's own
         // accumulator, stored column-major (see below), lhs the (cog x n) block of
-        // grad_y, rhs the column tile read transposed (n x kg); all in bounds.
+        // grad_y, rhs the column tile (pointwise: the input block) read transposed
+        // (n x kg); all in bounds.
         unsafe {
             matmul(
                 (cog, kg, n),
@@ -332,7 +378,7 @@ pub(super) fn grad_weight(g: &Geom, x: &[f32], gy: &[f32]) -> Result<Vec<f32>> {
                     gy.as_ptr().add((bi * g.cout + gi * cog) * p_vol + p0),
                     p_vol,
                 ),
-                Strided::cols(col.as_ptr(), n),
+                rhs,
                 1.0,
                 par,
             )

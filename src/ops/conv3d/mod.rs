@@ -208,6 +208,10 @@ impl Geom {
             NAMES_3D
         }
     }
+    /// A 1×1(×1) kernel at stride 1 without padding: the column matrix is the input itself.
+    fn pointwise(&self) -> bool {
+        self.taps() == 1 && self.stride == 1 && self.pad.iter().all(|&p| p == (0, 0))
+    }
     fn cig(&self) -> usize {
         self.cin / self.groups
     }
