@@ -247,10 +247,9 @@ pub(super) fn forward(g: &Geom, x: &[f32], w: &[f32]) -> Result<Vec<f32>> {
             vol2col(g, &xp[x0..x0 + cig * vol_p], p0, n, &mut col[..kg * n]);
             Strided::rows(col.as_ptr(), n)
         };
-        // SAFETY: dst is the (cog x n) block of rows `bi, gi * cog..` and columns
-        // `p0..p0 + n` of y, written by this task only; lhs is the group's (cog x kg)
-        // weight and rhs the (kg x n) column tile (for a pointwise convolution the rows
-        // `bi, gi * cig..` and columns `p0..p0 + n` of the input, kg = cig), all in bounds.
+        // SAFETY: in bounds: dst the (cog x n) block of y at rows `bi, gi * cog..`, columns
+        // `p0..`, written by this task only; lhs the group's (cog x kg) weight; rhs the column
+        // tile (kg x n), or for a pointwise conv the input's block of rows `bi, gi * cig..`.
         unsafe {
             matmul(
                 (cog, n, kg),
@@ -306,10 +305,9 @@ pub(super) fn grad_input(g: &Geom, gy: &[f32], w: &[f32]) -> Vec<f32> {
                 } else {
                     Strided::rows(gcol.as_mut_ptr(), n)
                 };
-                // SAFETY: lhs is the group's weight read transposed (kg x cog), rhs the
-                // (cog x n) block of grad_y, dst the task's own scratch or (pointwise) its
-                // own columns `p0..p0 + n` of the rows `bi, gi * cig..` of the input
-                // gradient; all in bounds.
+                // SAFETY: in bounds: lhs the group's weight transposed (kg x cog), rhs the
+                // (cog x n) block of grad_y, dst the task's scratch or (pointwise) its own
+                // columns `p0..p0 + n` of the input gradient's rows `bi, gi * cig..`.
                 unsafe {
                     matmul(
                         (kg, n, cog),
@@ -365,10 +363,9 @@ pub(super) fn grad_weight(g: &Geom, x: &[f32], gy: &[f32]) -> Result<Vec<f32>> {
             vol2col(g, &xp[x0..x0 + cig * vol_p], p0, n, &mut col[..kg * n]);
             Strided::cols(col.as_ptr(), n)
         };
-        // SAFETY: dst is the group's (cog x kg) block of this fold's own
-        // accumulator, stored column-major (see below), lhs the (cog x n) block of
-        // grad_y, rhs the column tile (pointwise: the input block) read transposed
-        // (n x kg); all in bounds.
+        // SAFETY: in bounds: dst the group's (cog x kg) block of this fold's accumulator,
+        // column-major (see below); lhs the (cog x n) block of grad_y; rhs the column tile
+        // (pointwise: the input block) read transposed (n x kg).
         unsafe {
             matmul(
                 (cog, kg, n),
