@@ -437,12 +437,18 @@ impl MambaBlock {
         // each way, no per-batch weight gradients to sum); the narrow inner projections
         // multiply their weight from the left, one GEMM per batch entry.
         let left = |w: &Tensor, t: &Tensor| w.broadcast_left(bs)?.matmul(t);
-        let in_bias = self.w.in_proj_bias.as_ref();
-        let xz = linear(x, &self.w.in_proj_weight, in_bias)?
-            .transpose(1, 2)?
-            .contiguous()?; // (B, 2E, L)
-        let xin = xz.narrow(1, 0, e)?; // (B, E, L)
-        let z = xz.narrow(1, e, e)?;
+        // The two halves of in_proj as two products: a narrow of the activations would cost a
+        // full-size zero-padded gradient each in the backward, a narrow of the weight only its
+        // own size.
+        let half = |i: usize| -> Result<Tensor> {
+            let w = self.w.in_proj_weight.narrow(0, i * e, e)?;
+            let b = match &self.w.in_proj_bias {
+                Some(b) => Some(b.narrow(0, i * e, e)?),
+                None => None,
+            };
+            Ok(linear(x, &w, b.as_ref())?.transpose(1, 2)?.contiguous()?) // (B, E, L)
+        };
+        let (xin, z) = (half(0)?, half(1)?);
         let xc = causal_conv1d(&xin, &self.w.conv_weight, self.w.conv_bias.as_ref(), true)?;
         let a = self.a()?;
         let (delta, b, c) = if self.cfg.lti {
