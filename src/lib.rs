@@ -140,12 +140,15 @@ pub mod prelude;
 pub struct ReadmeDoctests;
 
 pub mod attention;
+pub mod augment;
 pub mod blocks;
 pub mod conv;
 pub mod geometry;
+pub mod loss;
 pub mod norm;
 pub mod ops;
 pub mod optim;
 pub mod pool;
+pub mod rnn;
 pub mod schedule;
 pub mod ssm;

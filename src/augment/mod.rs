@@ -1,0 +1,1 @@
+//! Seeded, batched data augmentation on tensors, and Mixup / CutMix.
