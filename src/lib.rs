@@ -145,6 +145,7 @@ pub mod blocks;
 pub mod conv;
 pub mod data;
 pub mod geometry;
+pub mod guide;
 pub mod loss;
 pub mod norm;
 pub mod ops;
