@@ -19,14 +19,18 @@
 //! # Example
 //! ```
 //! use candle_core::{Device, Tensor};
-//! use candle_tricks::loss::{binary_cross_entropy_with_logits, sigmoid_focal_loss, BceConfig, FocalConfig};
+//! use candle_tricks::loss::{
+//!     binary_cross_entropy_with_logits, sigmoid_focal_loss, BceConfig, FocalConfig, Reduction,
+//! };
 //! # fn main() -> candle_tricks::Result<()> {
 //! let x = Tensor::new(&[[-100f32, 3.0], [0.0, 100.0]], &Device::Cpu)?;
 //! let t = Tensor::new(&[[1f32, 0.0], [1.0, 1.0]], &Device::Cpu)?;
 //! let l = binary_cross_entropy_with_logits(&x, &t, &BceConfig::default())?.to_scalar::<f32>()?;
 //! assert!(l.is_finite() && l > 25.0); // -log sigmoid(-100) = 100 for the first entry
-//! // gamma = 0 and alpha < 0 make the focal loss plain BCE.
-//! let focal = sigmoid_focal_loss(&x, &t, &FocalConfig::default().with_alpha(-1.0).with_gamma(0.0))?;
+//! // gamma = 0 and alpha < 0 make the focal loss plain BCE (torchvision's default reduction
+//! // is None; take the mean).
+//! let cfg = FocalConfig::default().with_alpha(-1.0).with_gamma(0.0);
+//! let focal = sigmoid_focal_loss(&x, &t, &cfg.with_reduction(Reduction::Mean))?;
 //! assert!((focal.to_scalar::<f32>()? - l).abs() < 1e-5);
 //! # Ok(())
 //! # }
