@@ -149,7 +149,7 @@ pub fn sigmoid_focal_loss(x: &Tensor, target: &Tensor, cfg: &FocalConfig) -> Res
             format!("gamma must be finite and >= 0, got {}", cfg.gamma),
         ));
     }
-    if !(cfg.alpha <= 1.0) {
+    if cfg.alpha.is_nan() || cfg.alpha > 1.0 {
         return Err(Error::config(
             FOCAL,
             format!("alpha must be <= 1 (negative: off), got {}", cfg.alpha),

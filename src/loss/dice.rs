@@ -5,8 +5,8 @@
 //!   or a float mask `(N, 1, d1, …)` in `[0, 1]` when $C = 1$. A scalar result.
 //!
 //! Per class $c$, summed over the batch and the pixels, with probabilities $p$ and one-hot
-//! targets $t$: $\mathrm{dice}_c = (2 \sum p t + s) / (\sum p + \sum t + s)$, and the loss is
-//! the mean over the classes of $1 - \mathrm{dice}_c$. This is MONAI's `DiceLoss` with
+//! targets $t$: $D_c = (2 \sum p t + s) / (\sum p + \sum t + s)$, and the loss is
+//! the mean over the classes of $1 - D_c$. This is MONAI's `DiceLoss` with
 //! `batch=True`, `smooth_nr = smooth_dr = smooth` (and `softmax=True, to_onehot_y=True` or
 //! `sigmoid=True`); segmentation_models_pytorch's `DiceLoss` differs only by dropping classes
 //! absent from the batch.

@@ -127,7 +127,7 @@ impl DistillationConfig {
 }
 
 /// Hinton's distillation loss
-/// $\alpha \thinspace \mathrm{CE}(s, y) + (1-\alpha) T^2 \thinspace \mathrm{KL}_{\mathrm{batchmean}}$
+/// $\alpha \thinspace \mathrm{CE}(s, y) + (1-\alpha) T^2 \thinspace \mathrm{KL}$ (batch mean)
 /// (see the module docs); the teacher is a constant (detached). Differentiable wrt the student.
 ///
 /// Errors (naming `distillation`) on $T \le 0$ (or not finite), $\alpha \notin [0, 1]$, and

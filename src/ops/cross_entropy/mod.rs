@@ -363,7 +363,7 @@ fn check_distribution(target: &Tensor, c: usize) -> Result<()> {
     if let Some((i, s)) = sums
         .iter()
         .enumerate()
-        .find(|(_, s)| !((*s - 1.0).abs() <= tol))
+        .find(|(_, s)| s.is_nan() || (*s - 1.0).abs() > tol)
     {
         return Err(Error::config(
             OP,
@@ -371,7 +371,7 @@ fn check_distribution(target: &Tensor, c: usize) -> Result<()> {
         ));
     }
     let min = t.min_all()?.to_scalar::<f64>()?;
-    if !(min >= -tol) {
+    if min.is_nan() || min < -tol {
         return Err(Error::config(
             OP,
             format!("probability targets must be >= 0, got {min}"),
