@@ -195,13 +195,17 @@ fn cross_entropy_backward_matches_finite_differences() -> R<()> {
         let fd64 = finite_diff64(&up(x), &up(gy), |x| {
             ops::cross_entropy_reference(x, &up(t), &cfg64)
         })?;
-        let (_, g) = run(&[x.clone()], gy, |ts| loss::cross_entropy(&ts[0], t, &cfg))?;
+        let (_, g) = run(std::slice::from_ref(x), gy, |ts| {
+            loss::cross_entropy(&ts[0], t, &cfg)
+        })?;
         let g = g[0].clone().ok_or("no gradient")?;
         assert_matches_fd(&format!("{case} f64 fd"), &g, &fd64, 1e-5)?;
         let fd32 = finite_diff(x, gy, 1e-2, |x| loss::cross_entropy(x, t, &cfg))?;
         assert_matches_fd(&format!("{case} f32 fd"), &g, &fd32, 2e-3)?;
         if t.dtype().is_float() {
-            let (_, g) = run(&[t.clone()], gy, |ts| loss::cross_entropy(x, &ts[0], &cfg))?;
+            let (_, g) = run(std::slice::from_ref(t), gy, |ts| {
+                loss::cross_entropy(x, &ts[0], &cfg)
+            })?;
             let g = g[0].clone().ok_or("no target gradient")?;
             // Moving one probability breaks the sum-to-1 check: differentiate the composition,
             // which validates too, so perturb all entries through an unchecked path instead.

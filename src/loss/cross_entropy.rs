@@ -5,6 +5,30 @@
 //! # Shapes
 //! - logits `(N, C)` or `(N, C, d1, …)`; targets class indices `(N, d1, …)` or probabilities
 //!   shaped like the logits (see [`crate::ops::cross_entropy()`]).
+//!
+//! # Example
+//! ```
+//! use candle_core::{Device, Tensor};
+//! use candle_tricks::loss::{cross_entropy, soft_target_cross_entropy, CrossEntropyConfig};
+//! # fn main() -> candle_tricks::Result<()> {
+//! let dev = Device::Cpu;
+//! let x = Tensor::randn(0f32, 2., (3, 4), &dev)?;
+//! // A Mixup pair: 0.7 of class 1 and 0.3 of class 2, for every row.
+//! let mixed = Tensor::new(&[[0f32, 0.7, 0.3, 0.0]; 3], &dev)?;
+//! let soft = soft_target_cross_entropy(&x, &mixed)?.to_scalar::<f32>()?;
+//! // ... is the same mixture of the two class-index losses.
+//! let ce = |c: u32| -> candle_tricks::Result<f32> {
+//!     let y = Tensor::new(&[c; 3], &dev)?;
+//!     Ok(cross_entropy(&x, &y, &CrossEntropyConfig::default())?.to_scalar::<f32>()?)
+//! };
+//! assert!((soft - (0.7 * ce(1)? + 0.3 * ce(2)?)).abs() < 1e-5);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # References
+//! - Zhang et al., *mixup: Beyond Empirical Risk Minimization*, 2017,
+//!   <https://arxiv.org/abs/1710.09412>
 
 use candle_core::Tensor;
 

@@ -198,7 +198,7 @@ pub fn triplet_margin(
 ) -> Result<Tensor> {
     const OP: &str = "triplet_margin";
     margin_ok(OP, cfg.margin)?;
-    if !(cfg.p.is_finite() && cfg.p > 0.0) || !(cfg.eps.is_finite() && cfg.eps >= 0.0) {
+    if !(cfg.p.is_finite() && cfg.p > 0.0 && cfg.eps.is_finite() && cfg.eps >= 0.0) {
         return Err(Error::config(
             OP,
             format!(
