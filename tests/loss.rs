@@ -712,3 +712,42 @@ fn other_losses_bad_input() -> R<()> {
     );
     Ok(())
 }
+
+#[test]
+fn fused_cross_entropy_equals_its_composition() -> R<()> {
+    // Several tasks' worth of rows, spatial logits, every option at once.
+    let dev = Device::Cpu;
+    let x = Tensor::randn(0f32, 4., (3, 37, 5, 7), &dev)?;
+    let y = Tensor::rand(0f32, 37., (3, 5, 7), &dev)?
+        .floor()?
+        .to_dtype(DType::I64)?;
+    let w = Tensor::rand(0.5f32, 1.5, 37, &dev)?;
+    let soft = candle_nn::ops::softmax(&Tensor::randn(0f32, 2., (3, 37, 5, 7), &dev)?, 1)?;
+    for red in [Reduction::Mean, Reduction::Sum, Reduction::None] {
+        let cfg = CrossEntropyConfig::default()
+            .with_weight(w.clone())
+            .with_ignore_index(4)
+            .with_label_smoothing(0.15)
+            .with_reduction(red);
+        for t in [&y, &soft] {
+            let inputs = if t.dtype().is_float() {
+                vec![x.clone(), t.clone()]
+            } else {
+                vec![x.clone()]
+            };
+            let gy = match red {
+                Reduction::None => Tensor::randn(0f32, 1., (3, 5, 7), &dev)?,
+                _ => Tensor::new(1.3f32, &dev)?,
+            };
+            let op = |ts: &[Tensor]| loss::cross_entropy(&ts[0], ts.get(1).unwrap_or(t), &cfg);
+            let (yf, gf) = run(&inputs, &gy, op)?;
+            let (yr, gr) = with_backend(Backend::Composition, || run(&inputs, &gy, op))?;
+            assert_close(&format!("{red:?} y"), &yf, &yr, 1e-6);
+            for (a, b) in gf.iter().zip(&gr) {
+                let (a, b) = (a.as_ref().ok_or("grad")?, b.as_ref().ok_or("grad")?);
+                assert_close(&format!("{red:?} grad"), a, b, 1e-6);
+            }
+        }
+    }
+    Ok(())
+}

@@ -139,7 +139,7 @@ impl CrossEntropyConfig {
 ///
 /// Errors (naming `cross_entropy`) on logits of rank < 2, an empty or non-float input, targets
 /// of the wrong shape or dtype, a class index outside `[0, C)` that is not `ignore_index`,
-/// probability rows that do not sum to 1 (or hold a negative entry), a weight that is not
+/// probability rows that do not sum to 1 within 1e-2 (or hold a negative entry), a weight that is not
 /// `(C)`, `label_smoothing` outside `[0, 1]` and [`Reduction::BatchMean`].
 pub fn cross_entropy(logits: &Tensor, target: &Tensor, cfg: &CrossEntropyConfig) -> Result<Tensor> {
     let v = validate(logits, target, cfg, false)?;
