@@ -104,11 +104,13 @@ pub enum Op {
     ScaledDotProductAttention,
     /// [`crate::ops::selective_scan()`].
     SelectiveScan,
+    /// [`crate::ops::cross_entropy()`].
+    CrossEntropy,
 }
 
 impl Op {
     /// Every op, in the order of [`table`].
-    pub const ALL: [Op; 17] = [
+    pub const ALL: [Op; 18] = [
         Op::DepthwiseConv2d,
         Op::DepthwiseConv1d,
         Op::CausalConv1d,
@@ -126,6 +128,7 @@ impl Op {
         Op::UpsampleBilinear2d,
         Op::ScaledDotProductAttention,
         Op::SelectiveScan,
+        Op::CrossEntropy,
     ];
 
     /// The op's name as `docs/FEATURES.md` writes it (the public function, or the block).
@@ -179,7 +182,7 @@ const fn row(op: Op, name: &'static str, cpu: bool, composition: &'static str) -
     }
 }
 
-static TABLE: [OpBackends; 17] = [
+static TABLE: [OpBackends; 18] = [
     row(
         Op::DepthwiseConv2d,
         "depthwise_conv2d",
@@ -281,6 +284,12 @@ static TABLE: [OpBackends; 17] = [
         "selective_scan",
         true,
         "a loop of (B, D, N) tensor ops per time step",
+    ),
+    row(
+        Op::CrossEntropy,
+        "cross_entropy",
+        true,
+        "log-softmax, `gather` of the target's log-probability, weighted sums",
     ),
 ];
 

@@ -84,6 +84,16 @@ fn norms_and_softmax() {
         softmax_last_dim(&t[0])
     });
     same_at_every_level("gelu_erf", &shapes[..1], &|t| gelu_erf(&t[0]));
+    // Cross-entropy per row (reduction None) with smoothing and weights; 37 classes leave a
+    // remainder after the SIMD blocks.
+    let cfg = CrossEntropyConfig::default()
+        .with_label_smoothing(0.1)
+        .with_reduction(crate::loss::Reduction::None);
+    let labels: Vec<u32> = (0..6).map(|i| i * 5 % 37).collect();
+    same_at_every_level("cross_entropy", &[&[6, 37]], &|t| {
+        let cfg = cfg.clone().with_weight(t[0].get(0)?.abs()?.detach());
+        cross_entropy(&t[0], &Tensor::new(labels.as_slice(), &Device::Cpu)?, &cfg)
+    });
 }
 
 #[test]

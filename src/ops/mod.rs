@@ -58,3 +58,5 @@ pub mod selective_scan;
 pub use selective_scan::{selective_scan, selective_scan_reference, SelectiveScanConfig};
 pub mod causal_conv1d;
 pub use causal_conv1d::{causal_conv1d, causal_conv1d_reference};
+pub mod cross_entropy;
+pub use cross_entropy::{cross_entropy, cross_entropy_reference, CrossEntropyConfig};

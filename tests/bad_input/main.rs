@@ -364,6 +364,7 @@ mod sweep_attention;
 mod sweep_blocks;
 mod sweep_conv;
 mod sweep_loaders;
+mod sweep_loss;
 mod sweep_norm;
 mod sweep_ops_conv;
 mod sweep_ops_other;
@@ -386,6 +387,7 @@ fn sweep() {
     cases.extend(sweep_optim::optim_cases());
     cases.extend(sweep_schedule::schedule_cases());
     cases.extend(sweep_loaders::loader_cases());
+    cases.extend(sweep_loss::loss_cases());
     run_all(cases, 150);
 }
 
