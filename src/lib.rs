@@ -46,6 +46,29 @@
 //! - **Softmax that trains** — [`ops::softmax_last_dim`] subtracts the row max (finite for any
 //!   logits) and, unlike candle's fused op, has a backward.
 //!
+//! ### Training objectives
+//! - **Smooth the labels for calibrated confidences** — [`loss::cross_entropy`] with
+//!   `label_smoothing`: the loss then has a finite optimum (confidence $1 - \varepsilon + \varepsilon/C$)
+//!   instead of pushing logits apart forever; one fused log-softmax + NLL pass with a backward,
+//!   class weights, `ignore_index` and soft targets ([`ops::cross_entropy`]).
+//! - **Learn a distance when each class has one example** — [`loss::prototypical`],
+//!   [`loss::batch_hard_triplet`], [`loss::contrastive`], [`loss::nt_xent`]: classify new classes
+//!   by their nearest prototype (`examples/few_shot.rs`).
+//! - **Recognise classes without examples** — [`train::SemanticEmbedding`]: score images against
+//!   attribute descriptions, so unseen classes need only a description (`examples/zero_shot.rs`).
+//! - **Distil a large model into a small one** — [`loss::distillation`]:
+//!   $\alpha \thinspace \mathrm{CE} + (1 - \alpha) T^2 \thinspace \mathrm{KL}$ at temperature $T$; the teacher's
+//!   soft outputs carry which wrong classes are similar (`examples/distillation.rs`).
+//! - **Imbalanced or dense targets** — [`loss::sigmoid_focal_loss`] (down-weights easy
+//!   negatives), [`loss::binary_cross_entropy_with_logits`] with `pos_weight`, [`loss::dice`]
+//!   for segmentation overlap.
+//!
+//! ### Guides and data
+//! - **Pick the architecture by the data, start small** — [`guide::architecture`].
+//! - **Build in or teach the symmetries of the task; striding breaks shift equivariance** —
+//!   [`guide::invariances`].
+//! - **Real data without a download** — [`data::digits()`]: the UCI handwritten digits, embedded.
+//!
 //! ### Regularization and residual paths
 //! - **Keep an identity path so gradients reach early layers** — [`blocks::Residual`],
 //!   [`blocks::PreNorm`] (normalise the branch input, not the sum: pre-LN), and

@@ -63,6 +63,9 @@ pub use crate::conv::{
     Aspp, AsppConfig, Conv2d, Conv2dConfig, Conv3d, Conv3dConfig, DepthwiseConv2d,
     DepthwiseConv2dConfig, LayerGeometry, Padding, SeparableConv2d, SeparableConv2dConfig,
 };
+pub use crate::loss::{
+    BceConfig, CrossEntropyConfig, DistillationConfig, FocalConfig, Reduction, TripletConfig,
+};
 pub use crate::norm::{
     batch_norm, group_norm, instance_norm, layer_norm, layer_norm2d, rms_norm, BatchNorm,
     BatchNormConfig, GroupNorm, GroupNormConfig, InstanceNorm, InstanceNormConfig, LayerNorm,
@@ -85,3 +88,4 @@ pub use crate::schedule::{
 pub use crate::ssm::{
     mamba_block, mamba_model, MambaBlock, MambaConfig, MambaModel, MambaModelConfig,
 };
+pub use crate::train::{semantic_embedding, SemanticEmbedding, SemanticEmbeddingConfig};
