@@ -104,11 +104,15 @@ pub enum Op {
     ScaledDotProductAttention,
     /// [`crate::ops::selective_scan()`].
     SelectiveScan,
+    /// [`crate::ops::lstm_recurrence()`] (the LSTM's time loop).
+    LstmRecurrence,
+    /// [`crate::ops::gru_recurrence()`] (the GRU's time loop).
+    GruRecurrence,
 }
 
 impl Op {
     /// Every op, in the order of [`table`].
-    pub const ALL: [Op; 17] = [
+    pub const ALL: [Op; 19] = [
         Op::DepthwiseConv2d,
         Op::DepthwiseConv1d,
         Op::CausalConv1d,
@@ -126,6 +130,8 @@ impl Op {
         Op::UpsampleBilinear2d,
         Op::ScaledDotProductAttention,
         Op::SelectiveScan,
+        Op::LstmRecurrence,
+        Op::GruRecurrence,
     ];
 
     /// The op's name as `docs/FEATURES.md` writes it (the public function, or the block).
@@ -179,7 +185,7 @@ const fn row(op: Op, name: &'static str, cpu: bool, composition: &'static str) -
     }
 }
 
-static TABLE: [OpBackends; 17] = [
+static TABLE: [OpBackends; 19] = [
     row(
         Op::DepthwiseConv2d,
         "depthwise_conv2d",
@@ -281,6 +287,18 @@ static TABLE: [OpBackends; 17] = [
         "selective_scan",
         true,
         "a loop of (B, D, N) tensor ops per time step",
+    ),
+    row(
+        Op::LstmRecurrence,
+        "lstm_recurrence",
+        true,
+        "a loop of (B, H)·W_hhᵀ + gate tensor ops per time step, masks for the lengths",
+    ),
+    row(
+        Op::GruRecurrence,
+        "gru_recurrence",
+        true,
+        "a loop of (B, H)·W_hhᵀ + gate tensor ops per time step, masks for the lengths",
     ),
 ];
 

@@ -58,3 +58,8 @@ pub mod selective_scan;
 pub use selective_scan::{selective_scan, selective_scan_reference, SelectiveScanConfig};
 pub mod causal_conv1d;
 pub use causal_conv1d::{causal_conv1d, causal_conv1d_reference};
+pub mod recurrent;
+pub use recurrent::{
+    gru_recurrence, gru_recurrence_reference, lstm_recurrence, lstm_recurrence_reference, CellKind,
+    RecurrenceConfig,
+};
