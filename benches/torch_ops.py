@@ -1,7 +1,7 @@
 """PyTorch's side of the fwd+bwd cases of issue 12 (docs/PERFORMANCE.md), one case per run.
 
     /work/venv/bin/python benches/torch_ops.py --case softmax|batch_norm|layer_norm|group_norm|
-        sdpa|depthwise_1x32x112x112|depthwise_8x384x14x14|adamw
+        sdpa|depthwise_1x32x112x112|depthwise_8x384x14x14|adamw|lstm|gru
 
 Each case does what the matching criterion bench does on our side (benches/compare_torch.py
 --suite ops names them): forward (training mode) and `y.sum().backward()` on the same shapes, or
@@ -43,6 +43,12 @@ def case_step(name):
         b, c, h, w = (int(s) for s in name.removeprefix("depthwise_").split("x"))
         x, k = leaf(b, c, h, w), leaf(c, 1, 3, 3)
         return lambda: F.conv2d(x, k, padding=1, groups=c).sum().backward()
+    if name in ("lstm", "gru"):
+        # benches/rnn.rs: one layer, batch-first (32, 256, 256), hidden 256, output summed.
+        cls = torch.nn.LSTM if name == "lstm" else torch.nn.GRU
+        net = cls(256, 256, batch_first=True)
+        x = leaf(32, 256, 256)
+        return lambda: net(x)[0].sum().backward()
     if name == "adamw":
         params = [torch.randn(500, 500).requires_grad_(True) for _ in range(100)]
         for p in params:

@@ -36,7 +36,7 @@ fn check_case(f: &Fixtures, case: &str) -> R<()> {
     let f32t = |what: &str| field(f, case, what).to_dtype(DType::F32);
     let is_lstm = case.starts_with("lstm");
     let x = Var::from_tensor(&f32t("x")?)?;
-    let (l_or_b, inp) = (x.dim(0)?, x.dim(2)?);
+    let inp = x.dim(2)?;
     let cfg = case_config(case);
     let gy = f32t("gy")?;
     let hidden = gy.dim(2)? / cfg.directions();
@@ -73,7 +73,6 @@ fn check_case(f: &Fixtures, case: &str) -> R<()> {
         .get(&format!("{case}.lengths"))
         .map(lengths_from_tensor)
         .transpose()?;
-    let _ = l_or_b;
     let (y, h_n, c_n) = match &net {
         Net::L(n) => {
             let st = h0

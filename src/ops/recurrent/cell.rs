@@ -40,6 +40,13 @@ pub(super) trait Cell {
     );
 }
 
+/// The `G` gate rows of `n` values each in `row` (exact lengths, so that the loops over them
+/// run without bounds checks and vectorise).
+#[inline(always)]
+fn gates<const G: usize>(row: &[f32], n: usize) -> [&[f32]; G] {
+    std::array::from_fn(|k| &row[k * n..(k + 1) * n])
+}
+
 /// PyTorch's LSTM cell: gates $i, f, g, o$ in that order,
 /// $c^\prime = f \odot c + i \odot g$, $h^\prime = o \odot \tanh c^\prime$.
 pub(super) struct LstmCell;
@@ -58,14 +65,16 @@ impl Cell for LstmCell {
         aux: &mut [f32],
     ) {
         let n = h.len();
+        let (c, aux) = (&mut c[..n], &mut aux[..n]);
         let (ai, rest) = act.split_at_mut(n);
         let (af, rest) = rest.split_at_mut(n);
         let (ag, ao) = rest.split_at_mut(n);
+        let (ao, [xi, xf, xg, xo], [hi, hf, hg, ho]) = (&mut ao[..n], gates(x, n), gates(hp, n));
         for j in 0..n {
-            let i = sigmoid(x[j] + hp[j]);
-            let f = sigmoid(x[n + j] + hp[n + j]);
-            let g = tanh(x[2 * n + j] + hp[2 * n + j]);
-            let o = sigmoid(x[3 * n + j] + hp[3 * n + j]);
+            let i = sigmoid(xi[j] + hi[j]);
+            let f = sigmoid(xf[j] + hf[j]);
+            let g = tanh(xg[j] + hg[j]);
+            let o = sigmoid(xo[j] + ho[j]);
             let cp = c[j];
             let cn = f * cp + i * g;
             aux[j] = cp;
@@ -86,10 +95,12 @@ impl Cell for LstmCell {
         dhp: &mut [f32],
     ) {
         let n = dh.len();
-        let (ai, af, ag, ao) = (&act[..n], &act[n..2 * n], &act[2 * n..3 * n], &act[3 * n..]);
+        let [ai, af, ag, ao] = gates(act, n);
+        let (dc, aux) = (&mut dc[..n], &aux[..n]);
         let (di, rest) = dx.split_at_mut(n);
         let (df, rest) = rest.split_at_mut(n);
         let (dg, dout) = rest.split_at_mut(n);
+        let dout = &mut dout[..n];
         for j in 0..n {
             let (i, f, g, o, cp) = (ai[j], af[j], ag[j], ao[j], aux[j]);
             let tc = tanh(f * cp + i * g);
@@ -124,13 +135,16 @@ impl Cell for GruCell {
         aux: &mut [f32],
     ) {
         let n = h.len();
+        let aux = &mut aux[..n];
         let (ar, rest) = act.split_at_mut(n);
         let (az, an) = rest.split_at_mut(n);
+        let an = &mut an[..n];
+        let ([xr, xz, xn], [hr, hz, hn]) = (gates(x, n), gates(hp, n));
         for j in 0..n {
-            let r = sigmoid(x[j] + hp[j]);
-            let z = sigmoid(x[n + j] + hp[n + j]);
-            let hn = hp[2 * n + j];
-            let nn = tanh(x[2 * n + j] + r * hn);
+            let r = sigmoid(xr[j] + hr[j]);
+            let z = sigmoid(xz[j] + hz[j]);
+            let hn = hn[j];
+            let nn = tanh(xn[j] + r * hn);
             aux[j] = hn;
             h[j] = (1.0 - z) * nn + z * h[j];
             (ar[j], az[j], an[j]) = (r, z, nn);
@@ -148,11 +162,13 @@ impl Cell for GruCell {
         dhp: &mut [f32],
     ) {
         let n = dh.len();
-        let (ar, az, an) = (&act[..n], &act[n..2 * n], &act[2 * n..]);
+        let [ar, az, an] = gates(act, n);
+        let (aux, h_prev) = (&aux[..n], &h_prev[..n]);
         let (dxr, rest) = dx.split_at_mut(n);
         let (dxz, dxn) = rest.split_at_mut(n);
         let (dhr, rest) = dhp.split_at_mut(n);
         let (dhz, dhn) = rest.split_at_mut(n);
+        let (dxn, dhn) = (&mut dxn[..n], &mut dhn[..n]);
         for j in 0..n {
             let (r, z, nn, hn) = (ar[j], az[j], an[j], aux[j]);
             let dhj = dh[j];
