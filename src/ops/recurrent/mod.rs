@@ -9,9 +9,9 @@
 //!   `(B, H)`.
 //! - Returns the outputs `(L, B, H)` and the final `h_n` (and `c_n`) `(B, H)`.
 //! - [`RecurrenceConfig::lengths`]: per-sample lengths, PyTorch's packed-sequence semantics:
-//!   sample $b$ runs steps $0 \ldots \mathrm{len}_b - 1$ only (the reverse direction starts at
-//!   $\mathrm{len}_b - 1$), its outputs past its length are 0 and its final states are those
-//!   of its last valid step.
+//!   sample $b$ of length $n_b$ runs steps $0 \ldots n_b - 1$ only (the reverse direction starts
+//!   at $n_b - 1$), its outputs past its length are 0 and its final states are those of its last
+//!   valid step.
 //!
 //! # Tip
 //! Only $h_{t-1} W_{hh}^\top$ depends on the previous step; the input half of every gate,
