@@ -3,7 +3,7 @@
 //!
 //! # Shapes
 //! - `xproj` `(L, B, G·H)`: the input projections $x_t W_{ih}^\top + b_{ih}$ of every step,
-//!   computed before the op as one matrix product (e.g. [`crate::ops::linear`]); $G = 4$ gates
+//!   computed before the op as one matrix product (e.g. [`crate::ops::linear()`]); $G = 4$ gates
 //!   for the LSTM ($i, f, g, o$), 3 for the GRU ($r, z, n$), PyTorch's order.
 //! - `w_hh` `(G·H, H)`, `b_hh` `(G·H)` (optional), initial states `h0` (and `c0` for the LSTM)
 //!   `(B, H)`.
