@@ -483,3 +483,29 @@ fn bad_input_is_an_error() -> R<()> {
     assert_err_names(r, "gru_recurrence", "w_hh");
     Ok(())
 }
+
+#[test]
+fn new_from_weights_matches_the_loaded_block() -> R<()> {
+    use candle_tricks::rnn::{Gru, Lstm};
+    let dev = Device::Cpu;
+    let varmap = VarMap::new();
+    let cfg = RnnConfig::default()
+        .with_num_layers(2)
+        .with_bidirectional(true);
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
+    let net = lstm(5, 4, cfg, vb.pp("a"))?;
+    let again = Lstm::new(net.weights().to_vec(), cfg)?;
+    let x = randn(&[6, 2, 5], 1.0)?;
+    let (y, _) = net.forward(&x, None, Some(&[6, 3]))?;
+    let (y2, _) = again.forward(&x, None, Some(&[6, 3]))?;
+    assert_eq!(rel_err(&y, &y2), 0.0);
+    let g = gru(5, 4, cfg, vb.pp("b"))?;
+    assert!(Gru::new(g.weights().to_vec(), cfg).is_ok());
+    // Wrong counts, shapes and bias presence.
+    let one = RnnConfig::default();
+    assert_err_names(Gru::new(g.weights().to_vec(), one), "Gru", "layers");
+    assert_err_names(Lstm::new(g.weights().to_vec(), cfg), "Lstm", "weight_ih");
+    let nobias = cfg.with_bias(false);
+    assert_err_names(Lstm::new(net.weights().to_vec(), nobias), "Lstm", "bias_ih");
+    Ok(())
+}

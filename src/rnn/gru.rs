@@ -27,6 +27,15 @@ pub fn gru(input_size: usize, hidden_size: usize, cfg: GruConfig, vb: VarBuilder
 }
 
 impl Gru {
+    /// From given weights, `[layer][direction]` (PyTorch's `weight_ih_l{k}`, … in
+    /// [`DirectionWeights`]). Errors (naming `Gru`) on a count of layers or directions other
+    /// than `cfg`'s, shapes that do not fit one hidden size, biases present when `cfg.bias` is
+    /// off or missing when it is on, and mixed dtypes or devices.
+    pub fn new(weights: Vec<Vec<DirectionWeights>>, cfg: GruConfig) -> Result<Self> {
+        let stack = Stack::from_weights(BLOCK, CellKind::Gru, weights, cfg)?;
+        Ok(Self { stack })
+    }
+
     /// The forward in evaluation mode (no dropout). `h0` zeros when `None`; `lengths` one per
     /// sample, each in `1..=L`. Returns `(output, h_n)`.
     ///

@@ -179,6 +179,73 @@ impl Stack {
         })
     }
 
+    /// Takes given weights, `[layer][direction]`, after checking their count and shapes
+    /// against `cfg` (sizes read from layer 0: `H` from `weight_hh`, `in` from `weight_ih`).
+    pub(super) fn from_weights(
+        block: &'static str,
+        cell: CellKind,
+        layers: Vec<Vec<DirectionWeights>>,
+        cfg: RnnConfig,
+    ) -> Result<Self> {
+        cfg.validate(block)?;
+        let d = cfg.directions();
+        if layers.len() != cfg.num_layers || layers.iter().any(|l| l.len() != d) {
+            return Err(Error::config(
+                block,
+                format!(
+                    "expected {} layers of {d} direction(s), got {:?}",
+                    cfg.num_layers,
+                    layers.iter().map(Vec::len).collect::<Vec<_>>()
+                ),
+            ));
+        }
+        let first = &layers[0][0];
+        check::rank(block, "weight_hh", &first.weight_hh, 2, "(G·H, H)")?;
+        check::rank(block, "weight_ih", &first.weight_ih, 2, "(G·H, in)")?;
+        let h = first.weight_hh.dim(1)?;
+        let input_size = first.weight_ih.dim(1)?;
+        check::positive(block, "hidden_size", h)?;
+        check::positive(block, "input_size", input_size)?;
+        let gh = cell.gates() * h;
+        for (k, dirs) in layers.iter().enumerate() {
+            let inp = if k == 0 { input_size } else { d * h };
+            for w in dirs {
+                let shaped = |what: &'static str, t: &Tensor, want: &[usize]| -> Result<()> {
+                    check::same_dtype_device(block, what, &first.weight_hh, t)?;
+                    if t.dims() != want {
+                        return Err(Error::shape(
+                            block,
+                            what,
+                            format!("{want:?}"),
+                            t.shape().clone(),
+                        ));
+                    }
+                    Ok(())
+                };
+                shaped("weight_ih", &w.weight_ih, &[gh, inp])?;
+                shaped("weight_hh", &w.weight_hh, &[gh, h])?;
+                for (what, b) in [("bias_ih", &w.bias_ih), ("bias_hh", &w.bias_hh)] {
+                    match b {
+                        Some(b) if cfg.bias => shaped(what, b, &[gh])?,
+                        None if !cfg.bias => {}
+                        _ => {
+                            let msg = format!("{what} must be given exactly when cfg.bias is set");
+                            return Err(Error::config(block, msg));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(Stack {
+            block,
+            cell,
+            input_size,
+            hidden_size: h,
+            cfg,
+            layers,
+        })
+    }
+
     fn dtype(&self) -> DType {
         self.layers[0][0].weight_ih.dtype()
     }
