@@ -7,7 +7,7 @@
 
 Suites: `train`, the whole-model training steps (`benches/train.rs` against
 `benches/torch_train.py`), and `ops`, the forward + backward cases (criterion groups of
-`benches/norm.rs`, `attention.rs`, `conv.rs`, `optim.rs`, `loss.rs` against `benches/torch_ops.py`).
+`benches/norm.rs`, `attention.rs`, `conv.rs`, `optim.rs`, `loss.rs`, `rnn.rs` against `benches/torch_ops.py`).
 
 For every round and case it runs our criterion bench (`cargo bench --bench <bench> -- ^<id>$`,
 criterion's estimates written to a directory of their own per round, CRITERION_HOME) and then the
@@ -68,6 +68,10 @@ OPS = {
         "loss", "cross_entropy/ours_fwd_bwd/256x1000", "cross_entropy_256x1000"),
     "cross-entropy (1024, 10000)": op_case(
         "loss", "cross_entropy/ours_fwd_bwd/1024x10000", "cross_entropy_1024x10000"),
+    "LSTM (B 32, L 256, in 256, H 256)": op_case(
+        "rnn", "lstm/ours_fwd_bwd/b32_l256_i256_h256", "lstm"),
+    "GRU (B 32, L 256, in 256, H 256)": op_case(
+        "rnn", "gru/ours_fwd_bwd/b32_l256_i256_h256", "gru"),
     "AdamW step, 25 M parameters (PyTorch fused=True)": op_case(
         "optim", "optim_step/adamw/ours/25M_100x500x500", "adamw"),
 }

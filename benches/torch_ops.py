@@ -2,7 +2,7 @@
 
     /work/venv/bin/python benches/torch_ops.py --case softmax|batch_norm|layer_norm|group_norm|
         sdpa|depthwise_1x32x112x112|depthwise_8x384x14x14|adamw|cross_entropy_256x1000|
-        cross_entropy_1024x10000
+        cross_entropy_1024x10000|lstm|gru
 
 Each case does what the matching criterion bench does on our side (benches/compare_torch.py
 --suite ops names them): forward (training mode) and `y.sum().backward()` on the same shapes, or
@@ -49,6 +49,12 @@ def case_step(name):
         x = leaf(n, c, std=3.0)
         y = torch.arange(n) * 7 % c
         return lambda: F.cross_entropy(x, y).backward()
+    if name in ("lstm", "gru"):
+        # benches/rnn.rs: one layer, batch-first (32, 256, 256), hidden 256, output summed.
+        cls = torch.nn.LSTM if name == "lstm" else torch.nn.GRU
+        net = cls(256, 256, batch_first=True)
+        x = leaf(32, 256, 256)
+        return lambda: net(x)[0].sum().backward()
     if name == "adamw":
         params = [torch.randn(500, 500).requires_grad_(True) for _ in range(100)]
         for p in params:

@@ -84,6 +84,17 @@ pub(crate) fn sigmoid(v: f32) -> f32 {
     1.0 / (1.0 + exp(-v))
 }
 
+/// $\tanh v = \mathrm{sign}(v) \thinspace (1 - t)/(1 + t)$ with $t = e^{-2|v|} \in (0, 1]$: odd
+/// by construction, exactly $\pm 1$ once $t$ underflows, branch-free so it vectorises in loops.
+/// Absolute error at most $3 \cdot 10^{-7}$ (unit test; near 0 the relative error grows, as
+/// $1 - t$ cancels, which the gates of a recurrent cell, bounded by 1, do not notice); NaN
+/// stays NaN.
+#[inline(always)]
+pub(crate) fn tanh(v: f32) -> f32 {
+    let t = exp(-2.0 * v.abs());
+    ((1.0 - t) / (1.0 + t)).copysign(v)
+}
+
 /// $\ln(1 + e^v)$ as $\max(v, 0) + \ln(1 + e^{-|v|})$, the logarithm from
 /// $\ln(1+e) = 2\thinspace\mathrm{atanh}(s)$, $s = e/(2+e) \le 1/3$, seven terms of the series
 /// (relative error below $10^{-8}$ plus the exponential's $2 \cdot 10^{-7}$); branch-free so it
@@ -133,7 +144,7 @@ pub(crate) fn normal_pdf(x: f32) -> f32 {
 mod tests {
     use super::super::lanes::{Blk, Blocks};
     use super::super::simd::{with_cap, Cap, Isa, Kernel, Level};
-    use super::{exp, exp2, normal_cdf, normal_pdf, sigmoid, softplus};
+    use super::{exp, exp2, normal_cdf, normal_pdf, sigmoid, softplus, tanh};
 
     /// `f` on every value of `xs` through the block vectors of the level [`Level::detect`]
     /// picks (values padded to whole vectors).
@@ -268,6 +279,20 @@ mod tests {
             );
         }
         assert!(worst < 1e-6, "softplus max relative error {worst:e}");
+    }
+
+    #[test]
+    fn tanh_within_documented_absolute_error() {
+        let mut worst = 0f64;
+        for i in 0..=400_000 {
+            let v = -20.0 + 40.0 * i as f32 / 400_000.0;
+            worst = worst.max((tanh(v) as f64 - (v as f64).tanh()).abs());
+        }
+        assert!(worst <= 3e-7, "tanh max absolute error {worst:e}");
+        assert_eq!(tanh(f32::INFINITY), 1.0);
+        assert_eq!(tanh(f32::NEG_INFINITY), -1.0);
+        assert_eq!(tanh(0.0), 0.0);
+        assert!(tanh(f32::NAN).is_nan());
     }
 
     #[test]

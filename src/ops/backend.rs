@@ -106,11 +106,15 @@ pub enum Op {
     SelectiveScan,
     /// [`crate::ops::cross_entropy()`].
     CrossEntropy,
+    /// [`crate::ops::lstm_recurrence()`] (the LSTM's time loop).
+    LstmRecurrence,
+    /// [`crate::ops::gru_recurrence()`] (the GRU's time loop).
+    GruRecurrence,
 }
 
 impl Op {
     /// Every op, in the order of [`table`].
-    pub const ALL: [Op; 18] = [
+    pub const ALL: [Op; 20] = [
         Op::DepthwiseConv2d,
         Op::DepthwiseConv1d,
         Op::CausalConv1d,
@@ -129,6 +133,8 @@ impl Op {
         Op::ScaledDotProductAttention,
         Op::SelectiveScan,
         Op::CrossEntropy,
+        Op::LstmRecurrence,
+        Op::GruRecurrence,
     ];
 
     /// The op's name as `docs/FEATURES.md` writes it (the public function, or the block).
@@ -182,7 +188,7 @@ const fn row(op: Op, name: &'static str, cpu: bool, composition: &'static str) -
     }
 }
 
-static TABLE: [OpBackends; 18] = [
+static TABLE: [OpBackends; 20] = [
     row(
         Op::DepthwiseConv2d,
         "depthwise_conv2d",
@@ -290,6 +296,18 @@ static TABLE: [OpBackends; 18] = [
         "cross_entropy",
         true,
         "log-softmax, `gather` of the target's log-probability, weighted sums",
+    ),
+    row(
+        Op::LstmRecurrence,
+        "lstm_recurrence",
+        true,
+        "a loop of (B, H)·W_hhᵀ + gate tensor ops per time step, masks for the lengths",
+    ),
+    row(
+        Op::GruRecurrence,
+        "gru_recurrence",
+        true,
+        "a loop of (B, H)·W_hhᵀ + gate tensor ops per time step, masks for the lengths",
     ),
 ];
 

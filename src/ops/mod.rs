@@ -60,3 +60,8 @@ pub mod causal_conv1d;
 pub use causal_conv1d::{causal_conv1d, causal_conv1d_reference};
 pub mod cross_entropy;
 pub use cross_entropy::{cross_entropy, cross_entropy_reference, CrossEntropyConfig};
+pub mod recurrent;
+pub use recurrent::{
+    gru_recurrence, gru_recurrence_reference, lstm_recurrence, lstm_recurrence_reference, CellKind,
+    RecurrenceConfig,
+};

@@ -370,6 +370,7 @@ mod sweep_ops_conv;
 mod sweep_ops_other;
 mod sweep_optim;
 mod sweep_pool;
+mod sweep_rnn;
 mod sweep_schedule;
 mod sweep_sizes;
 mod sweep_ssm;
@@ -384,6 +385,7 @@ fn sweep() {
     cases.extend(sweep_blocks::blocks_cases());
     cases.extend(sweep_attention::attention_cases());
     cases.extend(sweep_ssm::ssm_cases());
+    cases.extend(sweep_rnn::rnn_cases());
     cases.extend(sweep_optim::optim_cases());
     cases.extend(sweep_schedule::schedule_cases());
     cases.extend(sweep_loaders::loader_cases());
