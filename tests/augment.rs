@@ -363,6 +363,12 @@ fn random_transforms_behave() -> R<()> {
         .filter(|&i| bits(&flips.get(i).unwrap()) != bits(&x.get(i).unwrap()))
         .count();
     assert!((1..8).contains(&flipped), "{flipped} of 8 flipped");
+    // Per-channel erase values for a 4-channel image are checked against its channels.
+    let four = Tensor::rand(0f32, 1.0, (2, 4, 6, 6), &Device::Cpu)?;
+    let per_channel = EraseValue::Constant(vec![1.0, 2.0, 3.0, 4.0]);
+    let e4 = Augment::new([RandomErasing::new(1.0).with_value(per_channel).into()])?;
+    assert!(flat(&e4.apply(&four, 0)?).contains(&4.0));
+    assert!(e4.apply(&x, 0).is_err());
     // Transforms are listed back.
     assert!(matches!(
         Augment::new([RandomCrop::new((2, 2)).into()])?.transforms()[0],

@@ -93,6 +93,7 @@ impl ColorJitter {
         self
     }
 
+    /// Checks the amounts, and the channel count unless it is 0 (not known yet).
     pub(crate) fn validate(&self, channels: usize) -> Result<()> {
         for (name, v) in [
             ("brightness", self.brightness),
@@ -113,7 +114,7 @@ impl ColorJitter {
             ));
         }
         let needs_rgb = self.contrast > 0.0 || self.saturation > 0.0 || self.hue > 0.0;
-        if needs_rgb && channels != 1 && channels != 3 {
+        if needs_rgb && channels != 0 && channels != 1 && channels != 3 {
             return Err(Error::config(
                 OP,
                 format!("contrast, saturation and hue need 1 or 3 channels, got {channels}"),
@@ -206,7 +207,7 @@ fn grey(r: f32, g: f32, b: f32) -> f32 {
 
 #[inline(always)]
 fn unit(v: f32) -> f32 {
-    v.max(0.0).min(1.0)
+    v.clamp(0.0, 1.0)
 }
 
 /// Applies `op` to one image `img` of `c` planes of `plane` pixels.

@@ -156,9 +156,10 @@ impl RandomErasing {
     }
 }
 
-/// Checks a constant: one value or one per channel, finite.
+/// Checks a constant: one value or one per channel (any count while `channels` is 0, not known
+/// yet), finite.
 fn constant(block: &'static str, v: &[f32], channels: usize) -> Result<()> {
-    if v.len() != 1 && v.len() != channels {
+    if v.len() != 1 && channels != 0 && v.len() != channels {
         return Err(Error::config(
             block,
             format!("value needs 1 or {channels} entries, got {}", v.len()),

@@ -252,7 +252,7 @@ fn validate_batch(x: &Tensor, target: &Tensor) -> Result<usize> {
     check::non_empty(OP, "input", x)?;
     check::float_dtype(OP, "input", x)?;
     let b = x.dims()[0];
-    if b % 2 != 0 {
+    if !b.is_multiple_of(2) {
         return Err(Error::shape(
             OP,
             "input",

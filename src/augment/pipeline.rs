@@ -155,10 +155,10 @@ impl Augment {
     /// The chain `transforms`, applied in order.
     pub fn new(transforms: impl IntoIterator<Item = Transform>) -> Result<Self> {
         let transforms: Vec<Transform> = transforms.into_iter().collect();
-        // Validate what does not depend on the input size now (a crop larger than the image
-        // is checked per call).
+        // Validate what does not depend on the input now (channel count 0 = unknown; a crop
+        // larger than the image is checked per call).
         for t in &transforms {
-            if let Err(e) = t.output((3, usize::MAX / 4, usize::MAX / 4)) {
+            if let Err(e) = t.output((0, usize::MAX / 4, usize::MAX / 4)) {
                 if !matches!(t, Transform::Crop(_)) {
                     return Err(e);
                 }
