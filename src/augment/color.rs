@@ -265,17 +265,28 @@ fn shift_hue(r: f32, g: f32, b: f32, h: f32) -> (f32, f32, f32) {
     } else {
         4.0 + gc - rc
     };
-    let hue = (hue6 * (1.0 / 6.0) + 1.0) % 1.0;
-    let hue = (hue + h).rem_euclid(1.0);
+    // torchvision's `fmod(x, 1)` and `remainder(x, 1)`, exact for the ranges that occur
+    // (x in [5/6, 11/6), then x + h in (-1/2, 3/2)) without the libm calls.
+    let wrap = |x: f32| {
+        if x < 0.0 {
+            x + 1.0
+        } else if x >= 1.0 {
+            x - 1.0
+        } else {
+            x
+        }
+    };
+    let hue = wrap(wrap(hue6 * (1.0 / 6.0) + 1.0) + h);
     let v = maxc;
     let h6 = hue * 6.0;
-    let i = h6.floor();
-    let f = h6 - i;
+    // h6 lies in [0, 6], so truncation is the floor.
+    let i = h6 as i32;
+    let f = h6 - i as f32;
     let sf = s * f;
     let q = unit((1.0 - sf) * v);
     let t = unit((sf + (1.0 - s)) * v);
     let p = unit((1.0 - s) * v);
-    match (i as i32).rem_euclid(6) {
+    match i.rem_euclid(6) {
         0 => (v, t, p),
         1 => (q, v, p),
         2 => (p, v, t),
