@@ -369,6 +369,17 @@ fn random_transforms_behave() -> R<()> {
     let e4 = Augment::new([RandomErasing::new(1.0).with_value(per_channel).into()])?;
     assert!(flat(&e4.apply(&four, 0)?).contains(&4.0));
     assert!(e4.apply(&x, 0).is_err());
+    // Contrast of a grey image blends with its own mean (torchvision's 1-channel rule).
+    let grey = Tensor::rand(0f32, 1.0, (2, 1, 4, 4), &Device::Cpu)?;
+    let got = flat(&adjust_contrast(&grey, 0.5)?);
+    let v = flat(&grey);
+    for (img, chunk) in v.chunks(16).enumerate() {
+        let mean = chunk.iter().sum::<f32>() / 16.0;
+        for (k, &p) in chunk.iter().enumerate() {
+            let want = (0.5 * p + 0.5 * mean).clamp(0.0, 1.0);
+            assert!((got[img * 16 + k] - want).abs() < 1e-6);
+        }
+    }
     // Transforms are listed back.
     assert!(matches!(
         Augment::new([RandomCrop::new((2, 2)).into()])?.transforms()[0],
