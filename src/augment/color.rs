@@ -210,80 +210,38 @@ fn unit(v: f32) -> f32 {
     v.clamp(0.0, 1.0)
 }
 
-/// Applies the steps `ops` in order to one image `img` of `c` planes of `plane` pixels. For
-/// RGB images the steps run fused, one pass over the pixels per contrast step (whose mean grey
-/// level must be known first; the pass before it sums it), each step with torchvision's
-/// arithmetic.
-pub(crate) fn apply_all(ops: &[ColorOp], img: &mut [f32], c: usize, plane: usize) {
-    if c != 3 {
-        ops.iter().for_each(|&op| apply(op, img));
-        return;
-    }
-    let (r, rest) = img.split_at_mut(plane);
-    let (g, b) = rest.split_at_mut(plane);
-    let grey_mean = |sum: f64| (sum / plane as f64) as f32;
-    let mut mean = None;
-    let mut start = 0;
-    while start < ops.len() {
-        // A segment: `ops[start..end]`, a contrast step only at its start.
-        let end = ops[start + 1..]
-            .iter()
-            .position(|op| matches!(op, ColorOp::Contrast(_)))
-            .map_or(ops.len(), |k| start + 1 + k);
-        let seg = &ops[start..end];
-        let m = match (seg[0], mean) {
-            (ColorOp::Contrast(_), None) => {
-                let sum: f64 = (0..plane).map(|i| f64::from(grey(r[i], g[i], b[i]))).sum();
-                grey_mean(sum)
-            }
-            (_, m) => m.unwrap_or(0.0),
-        };
-        let sum_after = end < ops.len();
-        let mut sum = 0.0f64;
-        for ((r, g), b) in r.iter_mut().zip(g.iter_mut()).zip(b.iter_mut()) {
-            let (mut pr, mut pg, mut pb) = (*r, *g, *b);
-            for &op in seg {
-                (pr, pg, pb) = match op {
-                    ColorOp::Brightness(f) => (unit(pr * f), unit(pg * f), unit(pb * f)),
-                    ColorOp::Contrast(f) => {
-                        let bias = (1.0 - f) * m;
-                        (
-                            unit(pr * f + bias),
-                            unit(pg * f + bias),
-                            unit(pb * f + bias),
-                        )
-                    }
-                    ColorOp::Saturation(f) => {
-                        let bias = (1.0 - f) * grey(pr, pg, pb);
-                        (
-                            unit(pr * f + bias),
-                            unit(pg * f + bias),
-                            unit(pb * f + bias),
-                        )
-                    }
-                    ColorOp::Hue(h) if h != 0.0 => shift_hue(pr, pg, pb, h),
-                    ColorOp::Hue(_) => (pr, pg, pb),
-                };
-            }
-            (*r, *g, *b) = (pr, pg, pb);
-            if sum_after {
-                sum += f64::from(grey(pr, pg, pb));
-            }
-        }
-        mean = sum_after.then(|| grey_mean(sum));
-        start = end;
-    }
-}
-
-/// Applies `op` to a non-RGB image `img` (one grey plane, or any channel count for brightness,
-/// which validation ensures): saturation and hue leave it alone, as torchvision's.
-fn apply(op: ColorOp, img: &mut [f32]) {
+/// Applies `op` to one image `img` of `c` planes of `plane` pixels.
+pub(crate) fn apply(op: ColorOp, img: &mut [f32], c: usize, plane: usize) {
     match op {
         ColorOp::Brightness(f) => img.iter_mut().for_each(|v| *v = unit(*v * f)),
         ColorOp::Contrast(f) => {
-            let mean = (img.iter().map(|&v| f64::from(v)).sum::<f64>() / img.len() as f64) as f32;
+            let mean = if c == 3 {
+                let (r, rest) = img.split_at(plane);
+                let (g, b) = rest.split_at(plane);
+                let sum: f64 = (0..plane).map(|i| f64::from(grey(r[i], g[i], b[i]))).sum();
+                (sum / plane as f64) as f32
+            } else {
+                (img.iter().map(|&v| f64::from(v)).sum::<f64>() / img.len() as f64) as f32
+            };
             let bias = (1.0 - f) * mean;
             img.iter_mut().for_each(|v| *v = unit(*v * f + bias));
+        }
+        ColorOp::Saturation(f) if c == 3 => {
+            let (r, rest) = img.split_at_mut(plane);
+            let (g, b) = rest.split_at_mut(plane);
+            for ((r, g), b) in r.iter_mut().zip(g.iter_mut()).zip(b.iter_mut()) {
+                let bias = (1.0 - f) * grey(*r, *g, *b);
+                *r = unit(*r * f + bias);
+                *g = unit(*g * f + bias);
+                *b = unit(*b * f + bias);
+            }
+        }
+        ColorOp::Hue(h) if c == 3 && h != 0.0 => {
+            let (r, rest) = img.split_at_mut(plane);
+            let (g, b) = rest.split_at_mut(plane);
+            for ((r, g), b) in r.iter_mut().zip(g.iter_mut()).zip(b.iter_mut()) {
+                (*r, *g, *b) = shift_hue(*r, *g, *b, h);
+            }
         }
         ColorOp::Saturation(_) | ColorOp::Hue(_) => {}
     }

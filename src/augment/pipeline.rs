@@ -386,17 +386,10 @@ fn render<T: Element>(
     scratch: &mut WarpScratch,
 ) {
     warp_image(src, (c, h, w), &plan.stages, img, (oh, ow), scratch);
-    // Consecutive colour steps run fused.
-    let mut colors = Vec::with_capacity(4);
     for op in &plan.pixel {
         match op {
-            PixelOp::Color(op) => colors.push(*op),
-            PixelOp::Erase(b) => {
-                color::apply_all(&colors, img, c, oh * ow);
-                colors.clear();
-                erase::apply(b, img, (c, oh, ow));
-            }
+            PixelOp::Color(op) => color::apply(*op, img, c, oh * ow),
+            PixelOp::Erase(b) => erase::apply(b, img, (c, oh, ow)),
         }
     }
-    color::apply_all(&colors, img, c, oh * ow);
 }
