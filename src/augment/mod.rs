@@ -2,8 +2,9 @@
 //!
 //! Flips, pad + random crop, random resized crop, rotation (with its segmentation mask), colour
 //! jitter and random erasing follow torchvision's definitions; [`Augment`] chains them and
-//! applies the geometric ones as one source map, so flip + crop + jitter costs one pass per
-//! image, with images spread over candle's CPU pool. Image `i` of a batch draws from
+//! applies the geometric ones as one source map (one read of each source image), then the
+//! colour steps in place while the output image is in cache, with images spread over candle's
+//! CPU pool. Image `i` of a batch draws from
 //! [`ImageRng::new(seed, i)`](ImageRng::new): the result is bit-identical whatever the thread
 //! count. [`Mixup`] mixes a batch and its labels as timm does.
 //!
