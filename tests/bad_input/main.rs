@@ -361,6 +361,7 @@ fn scfg() -> SeparableConv2dConfig {
 }
 
 mod sweep_attention;
+mod sweep_augment;
 mod sweep_blocks;
 mod sweep_conv;
 mod sweep_loaders;
@@ -390,6 +391,7 @@ fn sweep() {
     cases.extend(sweep_schedule::schedule_cases());
     cases.extend(sweep_loaders::loader_cases());
     cases.extend(sweep_loss::loss_cases());
+    cases.extend(sweep_augment::augment_cases());
     run_all(cases, 150);
 }
 

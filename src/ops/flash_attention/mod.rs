@@ -111,6 +111,7 @@ mod op;
 
 use std::sync::{Arc, Mutex};
 
+pub(crate) use self::mask::splitmix64;
 use self::mask::{resolve_mask, Dropout};
 use self::op::SdpaOp;
 use crate::check;
