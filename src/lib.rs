@@ -63,6 +63,17 @@
 //!   negatives), [`loss::binary_cross_entropy_with_logits`] with `pos_weight`, [`loss::dice`]
 //!   for segmentation overlap.
 //!
+//! ### Recurrent nets and data augmentation
+//! - **LSTM / GRU for short or streaming sequences** — [`rnn::Lstm`], [`rnn::Gru`] (PyTorch
+//!   names, multi-layer, bidirectional, variable lengths) on a fused recurrence
+//!   ([`ops::lstm_recurrence`]) with a backward through time inside the kernel: gating keeps
+//!   gradients alive over long spans, at a fixed-size state per step.
+//! - **Augment with transforms that keep the label** — [`augment::Augment`]: flips, crops,
+//!   resized crops, rotations (with the mask), colour jitter, erasing, composed into one
+//!   resampling per image and bit-reproducible for a seed; [`augment::Mixup`] (Mixup / CutMix)
+//!   as a soft-label regulariser. Augmentations encode the invariances you want: flips for mirror
+//!   symmetry, crops for translation, no flips for digits or text.
+//!
 //! ### Guides and data
 //! - **Pick the architecture by the data, start small** — [`guide::architecture`].
 //! - **Build in or teach the symmetries of the task; striding breaks shift equivariance** —

@@ -52,6 +52,10 @@ pub use crate::attention::{
     SinusoidalPositionalEncoding, SqueezeExcite, SqueezeExciteConfig, TransformerEncoder,
     TransformerEncoderConfig, TransformerEncoderLayer, TransformerEncoderLayerConfig, VitEmbedding,
 };
+pub use crate::augment::{
+    Augment, ColorJitter, Mixup, MixupConfig, RandomCrop, RandomErasing, RandomHorizontalFlip,
+    RandomResizedCrop, RandomRotation, RandomVerticalFlip, Transform,
+};
 pub use crate::blocks::{
     basic_block, bottleneck, down_block, layer_scale, multi_scale_pathways, up_block, BasicBlock,
     Bottleneck, DownBlock, DownBlockConfig, DropPath, DropPathConfig, Dropout2d, EarlyExit,
@@ -81,6 +85,7 @@ pub use crate::pool::{
     adaptive_avg_pool2d, adaptive_max_pool2d, sppf, AdaptivePool2d, SpatialPyramidPooling,
     SppConfig, Sppf,
 };
+pub use crate::rnn::{gru, lstm, Gru, GruConfig, Lstm, LstmConfig, RnnConfig};
 pub use crate::schedule::{
     Constant, CosineAnnealing, CosineWarmRestarts, LrSchedule, OneCycle, OneCycleConfig,
     ReduceLrOnPlateau, Scheduler, StepLr, Warmup, Wsd, WsdConfig,
