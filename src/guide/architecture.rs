@@ -28,9 +28,10 @@
 //! - *Content-based selection.* Selective copying (data tokens at random positions): a
 //!   2-layer Mamba reaches 99.6–99.8 % token accuracy, the same block with input-independent
 //!   (LTI) dynamics 17–34 % — a fixed convolution cannot decide per token what to keep.
-//! - *Recurrent vs selective state space at equal parameters*: `examples/sequence_lstm.rs`
-//!   trains an LSTM, a GRU and a Mamba block on the same sequence task and prints accuracy and
-//!   time per epoch.
+//! - *Recurrent vs selective state space at equal parameters.* Digits read pixel by pixel
+//!   (L = 64, ~18 K parameters each, `examples/sequence_lstm.rs`): LSTM 75 %, GRU 80 %, Mamba
+//!   81 % test accuracy after 15 epochs, the recurrent layers ~6× faster per epoch at this small
+//!   width and length. Short sequences on a small budget do not need Mamba; long ones do.
 //!
 //! The state an autoregressive model carries per layer decides its generation cost; an LSTM's
 //! and Mamba's do not grow with the context, a transformer's KV cache does:
