@@ -14,15 +14,31 @@
 //! comes closer to the accuracy. ECE measures the gap: bin the test predictions by confidence
 //! (15 bins), and average |accuracy − mean confidence| over the bins, weighted by their size.
 //!
-//! Setup: a small CNN trained on 25 % of the digits (450 images, stratified), with Gaussian
-//! noise on every image (σ = 0.4), long enough to fit the training set; tested on the other 75 %.
-//! The table is the mean over 3 seeds.
+//! Setup: a small CNN trained for 40 epochs on 25 % of the digits (450 images, stratified), each
+//! with one fixed draw of Gaussian noise (σ = 0.3) that the network can memorise; tested on the
+//! other 75 % with fresh noise. Mean of 3 seeds per row; the only difference between rows is
+//! `label_smoothing` in the loss config ([`loss::cross_entropy`]).
 //!
-//! Results on 2 cores: see the end of the run.
+//! Results on 2 cores (~6 min for the 15 runs):
 //!
-//! To adapt it: the only change between the two runs is the `label_smoothing` of the loss
-//! config; 0.1 is the usual value (Inception-v3, transformers), higher values trade accuracy
-//! on the top class for calmer confidences.
+//! | label smoothing | test accuracy | mean confidence | ECE | ECE change |
+//! |---|---|---|---|---|
+//! | 0 | 86.7 % | 94.3 % | 7.58 % | — |
+//! | **0.01** | 86.5 % | 84.4 % | **2.82 %** | **−63 %** |
+//! | 0.02 | 85.8 % | 80.7 % | 5.29 % | −30 % |
+//! | 0.05 | 86.7 % | 74.7 % | 12.03 % | +59 % |
+//! | 0.1 | 86.6 % | 69.4 % | 17.31 % | +128 % |
+//!
+//! Without smoothing the network is overconfident (94 % confidence at 87 % accuracy). A little
+//! smoothing cuts the calibration error by almost two thirds at the same accuracy; more turns
+//! it *under*confident, and the usual 0.1 (Inception-v3, transformers) doubles the error here.
+//! The reason: smoothing caps the logit gap at $\log((1 - \varepsilon + \varepsilon/K) / (\varepsilon/K))$
+//! — 6.9 for $\varepsilon = 0.01$, 4.5 for 0.1 — and on unseen, noisier inputs the gaps fall
+//! further below the cap. So treat $\varepsilon$ as a hyper-parameter chosen on a validation
+//! split's ECE (printed with the mean confidence: ECE alone does not say in which direction
+//! the model is wrong), or fix calibration after training by temperature scaling.
+//!
+//! To adapt it: put your model in `Net` and your data in `run`; keep the ECE function.
 
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -44,7 +60,7 @@ const EPOCHS: usize = 40;
 const BATCH: usize = 50;
 const LR: f64 = 2e-3;
 /// The smoothing values compared (0 = plain cross-entropy).
-const SMOOTHING: [f64; 4] = [0.0, 0.02, 0.03, 0.05];
+const SMOOTHING: [f64; 5] = [0.0, 0.01, 0.02, 0.05, 0.1];
 const BINS: usize = 15;
 const SEEDS: [u64; 3] = [0, 1, 2];
 

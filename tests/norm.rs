@@ -97,8 +97,24 @@ fn fixtures_match_pytorch() -> R<()> {
     Ok(())
 }
 
-fn randn(shape: &[usize], mean: f32, seed_scale: f32) -> R<Tensor> {
-    Ok(Tensor::randn(mean, seed_scale, shape, &Device::Cpu)?)
+/// Normal values from a generator seeded by the arguments: the same inputs on every run, so a
+/// tolerance that holds once holds always (candle's CPU `randn` cannot be seeded, and a rare
+/// ill-conditioned 3-value row used to push the f32 error past the bound now and then).
+fn randn(shape: &[usize], mean: f32, std: f32) -> R<Tensor> {
+    use rand::{Rng, SeedableRng};
+    let seed = shape.iter().fold(
+        u64::from(mean.to_bits()) << 32 | u64::from(std.to_bits()),
+        |h, &d| h.rotate_left(7) ^ d as u64,
+    );
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let n: usize = shape.iter().product();
+    let values: Vec<f32> = (0..n)
+        .map(|_| {
+            let (u, v): (f32, f32) = (rng.random_range(f32::EPSILON..1.0), rng.random());
+            mean + std * (-2.0 * u.ln()).sqrt() * (std::f32::consts::TAU * v).cos()
+        })
+        .collect();
+    Ok(Tensor::from_vec(values, shape, &Device::Cpu)?)
 }
 
 /// Our f32 op (x, w, b) against the f64 autograd of the reference, on a shape large enough to
