@@ -50,7 +50,7 @@
 //! - **Smooth the labels for calibrated confidences** — [`loss::cross_entropy`] with
 //!   `label_smoothing`: the loss then has a finite optimum (confidence $1 - \varepsilon + \varepsilon/C$)
 //!   instead of pushing logits apart forever; one fused log-softmax + NLL pass with a backward,
-//!   class weights, `ignore_index` and soft targets ([`ops::cross_entropy`]).
+//!   class weights, `ignore_index` and soft targets ([`ops::cross_entropy()`]).
 //! - **Learn a distance when each class has one example** — [`loss::prototypical`],
 //!   [`loss::batch_hard_triplet`], [`loss::contrastive`], [`loss::nt_xent`]: classify new classes
 //!   by their nearest prototype (`examples/few_shot.rs`).
