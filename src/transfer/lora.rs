@@ -356,6 +356,11 @@ impl ModuleT for LoraLinear {
     /// `train`); only $x W^\top + b$ while merged.
     fn forward_t(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         let c = &self.core;
+        let inp = c.weight.dims()[1];
+        if xs.rank() == 0 || xs.dims()[xs.rank() - 1] != inp {
+            let want = format!("(…, {inp})");
+            return Err(Error::shape(LINEAR, "input", want, xs.shape().clone()).into());
+        }
         let y = linear(xs, &c.weight, c.bias.as_ref())?;
         if c.merged {
             return Ok(y);
@@ -484,6 +489,7 @@ impl ModuleT for LoraConv2d {
     /// `train`); only the base while merged.
     fn forward_t(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         let c = &self.core;
+        check::image_batch(CONV, "input", xs, c.weight.dims()[1], &c.weight)?;
         let mut y = conv2d(xs, &c.weight, self.conv)?;
         if let Some(b) = &c.bias {
             y = y.broadcast_add(&b.reshape((1, (), 1, 1))?)?;

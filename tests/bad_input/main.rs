@@ -365,6 +365,7 @@ mod sweep_augment;
 mod sweep_blocks;
 mod sweep_conv;
 mod sweep_loaders;
+mod sweep_lora;
 mod sweep_loss;
 mod sweep_norm;
 mod sweep_ops_conv;
@@ -391,6 +392,7 @@ fn sweep() {
     cases.extend(sweep_schedule::schedule_cases());
     cases.extend(sweep_loaders::loader_cases());
     cases.extend(sweep_loss::loss_cases());
+    cases.extend(sweep_lora::lora_cases());
     cases.extend(sweep_augment::augment_cases());
     run_all(cases, 150);
 }
