@@ -8,11 +8,11 @@
 //!
 //! # Tip
 //! To fine-tune a frozen transformer on many tasks, insert one adapter after each attention and
-//! MLP sub-layer and train only the adapters (and the layer norms and head): $2 \cdot dim \cdot m
-//! + dim + m$ parameters per adapter for a bottleneck of width $m$, a few percent of the model,
-//! within a fraction of a point of full fine-tuning on GLUE in the paper. All weights start near
-//! zero (normal with a small `init_std`, biases zero), so the adapter starts as almost the
-//! identity and training starts at the pre-trained model. Trade-off against LoRA
+//! MLP sub-layer and train only the adapters (and the layer norms and head):
+//! $2 \cdot dim \cdot m + dim + m$ parameters per adapter for a bottleneck of width $m$, a few
+//! percent of the model, within a fraction of a point of full fine-tuning on GLUE in the paper.
+//! All weights start near zero (normal with a small `init_std`, biases zero), so the adapter
+//! starts as almost the identity and training starts at the pre-trained model. Trade-off against LoRA
 //! ([`crate::transfer::LoraLinear`]): an adapter adds a sequential layer (latency at inference)
 //! and cannot be merged into the weights, but it applies a non-linearity, so it can express
 //! updates a low-rank linear change cannot.
