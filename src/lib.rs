@@ -189,3 +189,4 @@ pub mod rnn;
 pub mod schedule;
 pub mod ssm;
 pub mod train;
+pub mod transfer;

@@ -1,0 +1,182 @@
+//! Transfer-learning helpers: partial loads with a report (a torchvision ResNet-18 layout with a
+//! replaced head, fixture from `tests/fixtures/gen_transfer.py`).
+
+mod common;
+
+use std::collections::HashMap;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use candle_tricks::blocks::{basic_block, ResBlockConfig};
+use candle_tricks::norm::{batch_norm, BatchNormConfig};
+use candle_tricks::transfer::{load_safetensors, load_state_dict, LoadReport};
+use common::{fixtures, Fixtures, R};
+
+/// The keys under `prefix.` with their stored shapes.
+fn shapes(f: &Fixtures, prefix: &str) -> HashMap<String, Vec<usize>> {
+    f.iter()
+        .filter_map(|(k, v)| {
+            let name = k.strip_prefix(prefix)?.strip_prefix('.')?;
+            let dims: Vec<i64> = v.to_vec1().ok()?;
+            Some((
+                name.to_string(),
+                dims.into_iter().map(|d| d as usize).collect(),
+            ))
+        })
+        .collect()
+}
+
+/// The sorted keys under `expected.<what>.`.
+fn expected(f: &Fixtures, what: &str) -> Vec<String> {
+    let prefix = format!("expected.{what}.");
+    let mut v: Vec<String> = f
+        .keys()
+        .filter_map(|k| Some(k.strip_prefix(&prefix)?.to_string()))
+        .collect();
+    v.sort();
+    v
+}
+
+/// A checkpoint of zeros (ones for `running_var`) with the fixture's `ckpt.` layout; the
+/// integer `num_batches_tracked` entries are i64 as in PyTorch.
+fn checkpoint(f: &Fixtures) -> R<HashMap<String, Tensor>> {
+    let mut out = HashMap::new();
+    for (name, dims) in shapes(f, "ckpt") {
+        let t = if name.ends_with("num_batches_tracked") {
+            Tensor::new(7i64, &Device::Cpu)?
+        } else {
+            Tensor::full(0.5f32, dims, &Device::Cpu)?
+        };
+        out.insert(name, t);
+    }
+    Ok(out)
+}
+
+/// torchvision's ResNet-18 from the crate's blocks, under torchvision's names.
+fn resnet18(num_classes: usize, vb: VarBuilder) -> R<()> {
+    vb.get_with_hints(
+        (64, 3, 7, 7),
+        "conv1.weight",
+        candle_nn::init::DEFAULT_KAIMING_NORMAL,
+    )?;
+    batch_norm(64, BatchNormConfig::default(), vb.pp("bn1"))?;
+    let mut cin = 64;
+    for (i, cout) in [64, 128, 256, 512].into_iter().enumerate() {
+        let stride = if i == 0 { 1 } else { 2 };
+        let layer = vb.pp(format!("layer{}", i + 1));
+        basic_block(
+            cin,
+            cout,
+            ResBlockConfig::default().with_stride(stride),
+            layer.pp("0"),
+        )?;
+        basic_block(cout, cout, ResBlockConfig::default(), layer.pp("1"))?;
+        cin = cout;
+    }
+    candle_nn::linear(512, num_classes, vb.pp("fc"))?;
+    Ok(())
+}
+
+fn names(r: &LoadReport) -> Vec<String> {
+    r.mismatched.iter().map(|m| m.name.clone()).collect()
+}
+
+#[test]
+fn resnet18_names_match_torchvision() -> R<()> {
+    let f = fixtures("transfer");
+    let varmap = VarMap::new();
+    resnet18(
+        10,
+        VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
+    )?;
+    let ours: HashMap<String, Vec<usize>> = varmap
+        .data()
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.dims().to_vec()))
+        .collect();
+    assert_eq!(ours, shapes(&f, "model"));
+    Ok(())
+}
+
+#[test]
+fn partial_load_report_is_exact_on_resnet18_with_new_head() -> R<()> {
+    let f = fixtures("transfer");
+    let ckpt = checkpoint(&f)?;
+    let varmap = VarMap::new();
+    resnet18(
+        10,
+        VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
+    )?;
+    let data = varmap.data().lock().unwrap().clone();
+    let fc_before = data["fc.weight"].as_tensor().copy()?;
+
+    // Strict: refused, listing every offending key, nothing loaded.
+    let err = load_state_dict(&varmap, &ckpt, true)
+        .unwrap_err()
+        .to_string();
+    for key in [
+        "layer4.1.bn2.running_mean",
+        "aux.weight",
+        "fc.weight",
+        "fc.bias",
+    ] {
+        assert!(err.contains(key), "{err}");
+    }
+    assert!(err.contains("load_state_dict"), "{err}");
+    let w = data["layer1.0.conv1.weight"].as_tensor();
+    assert!(w.flatten_all()?.to_vec1::<f32>()?.iter().any(|&v| v != 0.5));
+
+    // Lenient: the report is exactly PyTorch's key sets.
+    let report = load_state_dict(&varmap, &ckpt, false)?;
+    assert_eq!(report.missing, expected(&f, "missing"));
+    assert_eq!(report.unexpected, expected(&f, "unexpected"));
+    assert_eq!(names(&report), expected(&f, "mismatched"));
+    assert_eq!(names(&report), ["fc.bias", "fc.weight"]);
+    let fc = &report.mismatched[1];
+    assert_eq!(
+        (fc.expected.dims(), fc.actual.dims()),
+        (&[10, 512][..], &[1000, 512][..])
+    );
+    assert_eq!(report.loaded.len(), data.len() - 3);
+
+    // Loaded vars hold the checkpoint (cast to their dtype); the rest is untouched.
+    let w = data["layer1.0.conv1.weight"].as_tensor();
+    assert!(w.flatten_all()?.to_vec1::<f32>()?.iter().all(|&v| v == 0.5));
+    let n = data["layer3.1.bn1.num_batches_tracked"].as_tensor();
+    assert_eq!(n.to_scalar::<i64>()?, 7);
+    let fc_after = data["fc.weight"].as_tensor();
+    assert_eq!(
+        fc_after.flatten_all()?.to_vec1::<f32>()?,
+        fc_before.flatten_all()?.to_vec1::<f32>()?
+    );
+    Ok(())
+}
+
+#[test]
+fn exact_checkpoint_loads_strictly_from_safetensors() -> R<()> {
+    let dev = Device::Cpu;
+    let src = VarMap::new();
+    let vb = VarBuilder::from_varmap(&src, DType::F32, &dev);
+    candle_nn::linear(4, 3, vb.pp("head"))?;
+    let path =
+        std::env::temp_dir().join(format!("transfer_load_{}.safetensors", std::process::id()));
+    src.save(&path)?;
+
+    let dst = VarMap::new();
+    let vb = VarBuilder::from_varmap(&dst, DType::F64, &dev);
+    candle_nn::linear(4, 3, vb.pp("head"))?;
+    let report = load_safetensors(&dst, &path, true)?;
+    std::fs::remove_file(&path)?;
+    assert!(report.is_exact());
+    assert_eq!(report.loaded, ["head.bias", "head.weight"]);
+    let got = dst.data().lock().unwrap()["head.weight"]
+        .as_tensor()
+        .to_dtype(DType::F32)?;
+    let want = src.data().lock().unwrap()["head.weight"]
+        .as_tensor()
+        .clone();
+    assert_eq!(got.to_vec2::<f32>()?, want.to_vec2::<f32>()?);
+    Ok(())
+}
