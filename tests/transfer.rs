@@ -180,3 +180,81 @@ fn exact_checkpoint_loads_strictly_from_safetensors() -> R<()> {
     assert_eq!(got.to_vec2::<f32>()?, want.to_vec2::<f32>()?);
     Ok(())
 }
+
+#[test]
+fn training_step_leaves_frozen_weights_bit_identical() -> R<()> {
+    use candle_core::Module;
+    use candle_nn::Optimizer;
+    use candle_tricks::optim::{AdamW, AdamWConfig};
+    use candle_tricks::transfer::{freeze, unfreeze};
+    let dev = Device::Cpu;
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
+    let backbone = candle_nn::linear(6, 8, vb.pp("backbone"))?;
+    let head = candle_nn::linear(8, 2, vb.pp("head"))?;
+    let snapshot = |names: &[&str]| -> R<Vec<Vec<f32>>> {
+        let data = varmap.data().lock().unwrap();
+        names
+            .iter()
+            .map(|n| Ok(data[*n].as_tensor().flatten_all()?.to_vec1::<f32>()?))
+            .collect()
+    };
+    let frozen = ["backbone.weight", "backbone.bias"];
+    let trained = ["head.weight", "head.bias"];
+    let (f0, t0) = (snapshot(&frozen)?, snapshot(&trained)?);
+    let trainable = freeze(&varmap, &["backbone"])?;
+    assert_eq!(trainable.len(), 2);
+    assert_eq!(unfreeze(&varmap, &["head"])?.len(), 2);
+    let cfg = AdamWConfig {
+        weight_decay: 0.1,
+        ..AdamWConfig::default()
+    };
+    let mut opt = AdamW::new(trainable, cfg)?;
+    let x = Tensor::randn(0f32, 1.0, (4, 6), &dev)?;
+    for _ in 0..3 {
+        let loss = head
+            .forward(&backbone.forward(&x)?.relu()?)?
+            .sqr()?
+            .mean_all()?;
+        opt.backward_step(&loss)?;
+    }
+    assert_eq!(snapshot(&frozen)?, f0);
+    assert_ne!(snapshot(&trained)?, t0);
+    Ok(())
+}
+
+#[test]
+fn layer_decay_follows_the_beit_rule() -> R<()> {
+    use candle_tricks::transfer::{layer_decay_groups, layer_id};
+    let dev = Device::Cpu;
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
+    vb.get((1, 1, 4), "cls_token")?;
+    candle_nn::linear(4, 4, vb.pp("patch_embed.proj"))?;
+    for i in 0..3 {
+        candle_nn::linear(4, 4, vb.pp(format!("blocks.{i}.attn.qkv")))?;
+        candle_nn::layer_norm(4, 1e-6, vb.pp(format!("blocks.{i}.norm1")))?;
+    }
+    candle_nn::layer_norm(4, 1e-6, vb.pp("norm"))?;
+    candle_nn::linear(4, 5, vb.pp("head"))?;
+    assert_eq!(layer_id("encoder.layers.2.mlp.weight", 3)?, 3);
+    assert!(layer_id("blocks.3.attn.qkv.weight", 3).is_err());
+    let groups = layer_decay_groups(&varmap, 3, 0.75, 0.05)?;
+    let mut seen = 0;
+    for g in groups.groups() {
+        for (name, _) in &g.vars {
+            let name = name.as_deref().unwrap();
+            let l = layer_id(name, 3)?;
+            assert_eq!(g.lr_mult, 0.75f64.powi(4 - l as i32), "{name}");
+            let no_decay = name.ends_with("bias") || name.contains("norm") || name == "cls_token";
+            assert_eq!(
+                g.weight_decay,
+                Some(if no_decay { 0.0 } else { 0.05 }),
+                "{name}"
+            );
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, varmap.all_vars().len());
+    Ok(())
+}

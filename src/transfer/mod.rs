@@ -3,6 +3,9 @@
 //!
 //! - [`load_state_dict`] / [`load_safetensors`]: a partial load with a [`LoadReport`] of the
 //!   missing, unexpected and shape-mismatched keys (strict or lenient).
+//! - [`freeze`] / [`unfreeze`] / [`trainable_by`]: the vars the optimizer sees, by name prefix
+//!   or predicate.
+//! - [`layer_decay_groups`]: layer-wise learning-rate decay as [`crate::optim::ParamGroups`].
 //!
 //! # Tip
 //! **Tip 30: fine-tune a pre-trained model rather than train from scratch.** Features learned
@@ -14,6 +17,10 @@
 //! - Yosinski et al., *How transferable are features in deep neural networks?*, 2014,
 //!   <https://arxiv.org/abs/1411.1792>
 
+mod freeze;
+mod llrd;
 mod load;
 
+pub use freeze::{freeze, has_prefix, trainable_by, unfreeze};
+pub use llrd::{layer_decay_groups, layer_id};
 pub use load::{load_safetensors, load_state_dict, KeyMismatch, LoadReport};
