@@ -258,3 +258,33 @@ fn layer_decay_follows_the_beit_rule() -> R<()> {
     assert_eq!(seen, varmap.all_vars().len());
     Ok(())
 }
+
+#[test]
+fn folded_conv_equals_conv_then_batch_norm_in_eval() -> R<()> {
+    use candle_core::Module;
+    use candle_tricks::transfer::{fold_batch_norm, FrozenBatchNorm2d, FrozenBatchNorm2dConfig};
+    let f = fixtures("transfer");
+    let g = |k: &str| common::field(&f, "fold", k).clone();
+    let cfg = FrozenBatchNorm2dConfig::default().with_eps(1e-3);
+    let bn = FrozenBatchNorm2d::new(
+        &g("bn_weight"),
+        &g("bn_bias"),
+        &g("running_mean"),
+        &g("running_var"),
+        cfg,
+    )?;
+    let (w, b) = (g("conv_weight"), g("conv_bias"));
+    let x = g("x");
+    let unfolded = bn.forward(
+        &x.conv2d(&w, 1, 1, 1, 1)?
+            .broadcast_add(&b.reshape((1, 6, 1, 1))?)?,
+    )?;
+    common::assert_close("frozen bn", &unfolded, &g("y"), 1e-5);
+    let (wf, bf) = fold_batch_norm(&w, Some(&b), &bn)?;
+    let folded = x
+        .conv2d(&wf, 1, 1, 1, 1)?
+        .broadcast_add(&bf.reshape((1, 6, 1, 1))?)?;
+    common::assert_close("folded conv", &folded, &g("y"), 1e-5);
+    assert!(fold_batch_norm(&w.narrow(0, 0, 5)?, None, &bn).is_err());
+    Ok(())
+}

@@ -5,6 +5,8 @@
 //!   missing, unexpected and shape-mismatched keys (strict or lenient).
 //! - [`freeze`] / [`unfreeze`] / [`trainable_by`]: the vars the optimizer sees, by name prefix
 //!   or predicate.
+//! - [`FrozenBatchNorm2d`] and [`fold_batch_norm`]: BatchNorm as a constant affine map, and
+//!   folded into the preceding conv for inference.
 //! - [`layer_decay_groups`]: layer-wise learning-rate decay as [`crate::optim::ParamGroups`].
 //!
 //! # Tip
@@ -17,10 +19,14 @@
 //! - Yosinski et al., *How transferable are features in deep neural networks?*, 2014,
 //!   <https://arxiv.org/abs/1411.1792>
 
+mod batch_norm;
 mod freeze;
 mod llrd;
 mod load;
 
+pub use batch_norm::{
+    fold_batch_norm, frozen_batch_norm2d, FrozenBatchNorm2d, FrozenBatchNorm2dConfig,
+};
 pub use freeze::{freeze, has_prefix, trainable_by, unfreeze};
 pub use llrd::{layer_decay_groups, layer_id};
 pub use load::{load_safetensors, load_state_dict, KeyMismatch, LoadReport};
