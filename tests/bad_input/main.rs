@@ -376,6 +376,7 @@ mod sweep_rnn;
 mod sweep_schedule;
 mod sweep_sizes;
 mod sweep_ssm;
+mod sweep_transfer;
 
 #[test]
 fn sweep() {
@@ -394,6 +395,7 @@ fn sweep() {
     cases.extend(sweep_loss::loss_cases());
     cases.extend(sweep_lora::lora_cases());
     cases.extend(sweep_augment::augment_cases());
+    cases.extend(sweep_transfer::transfer_cases());
     run_all(cases, 150);
 }
 
