@@ -167,7 +167,9 @@ impl GradualPruning {
         }
         let updates_done = ((step - c.begin_step) / c.frequency).min(c.num_updates);
         let progress = updates_done as f64 / c.num_updates as f64;
-        c.final_sparsity + (c.initial_sparsity - c.final_sparsity) * (1.0 - progress).powi(3)
+        // The formula as a blend of the two ends, so they come out exact.
+        let w = (1.0 - progress).powi(3);
+        c.initial_sparsity * w + c.final_sparsity * (1.0 - w)
     }
 
     /// The new target sparsity when `step` is an update step, else `None`.
