@@ -98,7 +98,7 @@ fn schedule_matches_the_formula_at_every_step() -> R<()> {
     let (si, sf, t0, n, dt) = (0.1f64, 0.85f64, 7usize, 6usize, 5usize);
     let mut updates = 0;
     for t in 0..60usize {
-        let update = t >= t0 && t <= t0 + n * dt && (t - t0) % dt == 0;
+        let update = t >= t0 && t <= t0 + n * dt && (t - t0).is_multiple_of(dt);
         // The latest update step at or before t, clamped to the last one.
         let want = if t < t0 {
             0.0

@@ -155,7 +155,7 @@ impl GradualPruning {
     pub fn is_update_step(&self, step: usize) -> bool {
         step >= self.cfg.begin_step
             && step <= self.end_step()
-            && (step - self.cfg.begin_step) % self.cfg.frequency == 0
+            && (step - self.cfg.begin_step).is_multiple_of(self.cfg.frequency)
     }
 
     /// The target sparsity in force at `step`: that of the latest update step at or before it
