@@ -176,6 +176,7 @@ pub struct ReadmeDoctests;
 pub mod attention;
 pub mod augment;
 pub mod blocks;
+pub mod compress;
 pub mod conv;
 pub mod data;
 pub mod geometry;

@@ -372,6 +372,7 @@ mod sweep_ops_conv;
 mod sweep_ops_other;
 mod sweep_optim;
 mod sweep_pool;
+mod sweep_prune;
 mod sweep_rnn;
 mod sweep_schedule;
 mod sweep_sizes;
@@ -396,6 +397,7 @@ fn sweep() {
     cases.extend(sweep_lora::lora_cases());
     cases.extend(sweep_augment::augment_cases());
     cases.extend(sweep_transfer::transfer_cases());
+    cases.extend(sweep_prune::prune_cases());
     run_all(cases, 150);
 }
 
