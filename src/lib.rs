@@ -74,6 +74,17 @@
 //!   as a soft-label regulariser. Augmentations encode the invariances you want: flips for mirror
 //!   symmetry, crops for translation, no flips for digits or text.
 //!
+//! ### Transfer learning and compression
+//! - **Fine-tune rather than train from scratch** — [`transfer::load_state_dict`] (a report of
+//!   missing, unexpected and mismatched keys: only the new head should be listed),
+//!   [`transfer::unfreeze`] for linear probing, [`transfer::layer_decay_groups`] for layer-wise
+//!   learning-rate decay, [`transfer::FrozenBatchNorm2d`] and [`transfer::fold_batch_norm`].
+//! - **Train a few parameters next to frozen weights** — [`transfer::LoraLinear`] /
+//!   [`transfer::LoraConv2d`] (peft's names; `merge` makes it free at inference) and
+//!   [`transfer::BottleneckAdapter`].
+//! - **Prune gradually, then fine-tune** — [`compress::prune`]: magnitude, global and channel
+//!   pruning with masks that survive weight decay, on Zhu & Gupta's cubic schedule.
+//!
 //! ### Guides and data
 //! - **Pick the architecture by the data, start small** — [`guide::architecture`].
 //! - **Build in or teach the symmetries of the task; striding breaks shift equivariance** —

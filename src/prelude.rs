@@ -94,3 +94,8 @@ pub use crate::ssm::{
     mamba_block, mamba_model, MambaBlock, MambaConfig, MambaModel, MambaModelConfig,
 };
 pub use crate::train::{semantic_embedding, SemanticEmbedding, SemanticEmbeddingConfig};
+pub use crate::transfer::{
+    bottleneck_adapter, frozen_batch_norm2d, lora_conv2d, lora_linear, BottleneckAdapter,
+    BottleneckAdapterConfig, FrozenBatchNorm2d, FrozenBatchNorm2dConfig, LoraConfig, LoraConv2d,
+    LoraLinear,
+};
