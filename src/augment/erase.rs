@@ -103,16 +103,7 @@ impl RandomErasing {
                 ),
             ));
         }
-        let (r0, r1) = self.ratio;
-        if !(r0 > 0.0 && r0 <= r1 && r1.is_finite()) {
-            return Err(Error::config(
-                OP,
-                format!(
-                    "ratio must satisfy 0 < min <= max < inf, got {:?}",
-                    self.ratio
-                ),
-            ));
-        }
+        super::resized_crop::check_ratio(OP, self.ratio)?;
         if let EraseValue::Constant(v) = &self.value {
             constant(OP, v, channels)?;
         }

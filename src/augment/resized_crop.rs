@@ -82,16 +82,7 @@ impl RandomResizedCrop {
                 ),
             ));
         }
-        let (r0, r1) = self.ratio;
-        if !(r0 > 0.0 && r0 <= r1 && r1.is_finite()) {
-            return Err(Error::config(
-                OP,
-                format!(
-                    "ratio must satisfy 0 < min <= max < inf, got {:?}",
-                    self.ratio
-                ),
-            ));
-        }
+        check_ratio(OP, self.ratio)?;
         Ok(self.size)
     }
 
@@ -174,4 +165,17 @@ pub fn resized_crop(
         size,
     );
     fixed(x, Some(size), plan)
+}
+
+/// Checks an aspect-ratio range `(min, max)` of a box sampler (resized crop, erasing):
+/// `0 < min <= max < inf`, since the sampler draws its logarithm uniformly.
+pub(crate) fn check_ratio(op: &'static str, ratio: (f64, f64)) -> Result<()> {
+    let (r0, r1) = ratio;
+    if !(r0 > 0.0 && r0 <= r1 && r1.is_finite()) {
+        return Err(Error::config(
+            op,
+            format!("ratio must satisfy 0 < min <= max < inf, got {ratio:?}"),
+        ));
+    }
+    Ok(())
 }
