@@ -3,8 +3,8 @@
 //! - [`prune`]: magnitude pruning per layer and across layers, structured pruning of whole
 //!   output channels by norm, masks that survive optimizer steps, gradual pruning on the
 //!   Zhu & Gupta schedule and a sparsity report.
-//! - Quantization (observers, fake-quantization for quantization-aware training, int8
-//!   post-training quantization and int8 kernels) is planned and will live next to `prune`.
+//! - [`quantize`]: quantization parameters, observers, fake-quantization for
+//!   quantization-aware training, int8 post-training quantization and int8 kernels.
 //!
 //! # Tip
 //! **Prune gradually, then fine-tune.** Removing 80–90 % of a network's weights in one shot
@@ -25,6 +25,7 @@
 //!   <https://arxiv.org/abs/1506.02626>
 
 pub mod prune;
+pub mod quantize;
 
 pub use prune::{
     global_unstructured, l1_unstructured, ln_structured, sparsity_report, Amount, GradualPruning,
