@@ -12,8 +12,8 @@
 //!   and the last BN of each branch starts at zero so every block starts as the identity) and a
 //!   spatial-pyramid-pooling head ([`SpatialPyramidPooling`]) that turns any `H × W` into a
 //!   fixed-length vector, so the same weights accept every size;
-//! - a dataset generated in code (circles, squares, triangles and crosses of random size, position
-//!   and intensity, on noise) from a seeded generator;
+//! - a dataset generated in code ([`shapes_batch`]: circles, squares, triangles and crosses of
+//!   random size, position and intensity, on noise) from a seeded generator;
 //! - a training loop on mini-batches of mixed sizes (each batch at one size, 32, 40 and 48
 //!   pixels in turn), with `forward_t(x, true)` in training and `forward_t(x, false)` in
 //!   evaluation, then validation at those sizes and at 56, a size the model never saw;
@@ -36,8 +36,8 @@
 //! varies more). A per-sample norm (`ResBlockConfig::default().with_norm("group")`) has no
 //! running statistics and no such issue, at some speed.
 //!
-//! To adapt it: replace `make_batch` by your data (any `(B, C, H, W)` f32 tensor with `u32`
-//! labels), set `IN_CHANNELS` and `CLASSES`, and grow `Net` (more blocks per stage, wider
+//! To adapt it: replace `shapes_batch` ([`candle_tricks::data::shapes`]) by your data (any
+//! `(B, C, H, W)` f32 tensor with `u32` labels), set `IN_CHANNELS` and `CLASSES`, and grow `Net` (more blocks per stage, wider
 //! channels, `bottleneck` blocks for deeper stages). The blocks use torchvision's tensor names
 //! (`layers.0.conv1.weight`, `layers.0.bn1.running_mean`, `layers.0.downsample.0.weight`, …), so
 //! `VarBuilder::from_mmaped_safetensors` can load a checkpoint in place of the random init. On a
@@ -55,15 +55,16 @@ use candle_core::{DType, Device, Module, ModuleT, Tensor, D};
 use candle_nn::{conv2d_no_bias, linear, Conv2d, Conv2dConfig, Linear, Optimizer};
 use candle_nn::{VarBuilder, VarMap};
 use candle_tricks::blocks::{basic_block, BasicBlock, ResBlockConfig};
+use candle_tricks::data::{shapes_batch, SHAPE_CLASSES};
 use candle_tricks::norm::{batch_norm, BatchNorm, BatchNormConfig};
 use candle_tricks::optim::{clip_grad_norm, AdamW, AdamWConfig, ParamGroups};
 use candle_tricks::pool::{PoolMode, SpatialPyramidPooling};
 use candle_tricks::schedule::{CosineAnnealing, Scheduler, Warmup};
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 
 const IN_CHANNELS: usize = 1;
-const CLASSES: [&str; 4] = ["circle", "square", "triangle", "cross"];
+const CLASSES: [&str; 4] = SHAPE_CLASSES;
 const TRAIN_SIZES: [usize; 3] = [32, 40, 48];
 const VALID_SIZES: [usize; 4] = [32, 40, 48, 56]; // 56 is never seen in training
 const BATCH: usize = 32;
@@ -129,51 +130,6 @@ impl ModuleT for Net {
     }
 }
 
-/// One `size × size` image of class `label`: a filled shape of random size, position and
-/// intensity, plus uniform noise.
-fn draw(rng: &mut StdRng, label: usize, size: usize) -> Vec<f32> {
-    let s = size as f32;
-    let r = rng.random_range(0.18 * s..0.38 * s); // half-extent of the shape
-    let (cx, cy) = (rng.random_range(r..s - r), rng.random_range(r..s - r));
-    let intensity = rng.random_range(0.4f32..1.0);
-    let mut img = vec![0f32; size * size];
-    for y in 0..size {
-        for x in 0..size {
-            let (dx, dy) = (x as f32 + 0.5 - cx, y as f32 + 0.5 - cy);
-            let (ax, ay) = (dx.abs(), dy.abs());
-            let inside = match label {
-                0 => dx * dx + dy * dy <= r * r,
-                1 => ax.max(ay) <= 0.85 * r,
-                2 => ay <= r && ax <= 0.5 * (dy + r), // apex up
-                _ => (ax <= r / 3.0 && ay <= r) || (ay <= r / 3.0 && ax <= r),
-            };
-            let noise = rng.random_range(-0.25f32..0.25);
-            img[y * size + x] = if inside { intensity + noise } else { noise };
-        }
-    }
-    img
-}
-
-/// A batch of `n` images at one size: `(n, 1, size, size)` f32 pixels and `(n)` u32 labels.
-fn make_batch(
-    rng: &mut StdRng,
-    n: usize,
-    size: usize,
-    dev: &Device,
-) -> candle_core::Result<(Tensor, Tensor)> {
-    let labels: Vec<u32> = (0..n)
-        .map(|_| rng.random_range(0..CLASSES.len() as u32))
-        .collect();
-    let pixels: Vec<f32> = labels
-        .iter()
-        .flat_map(|&l| draw(rng, l as usize, size))
-        .collect();
-    Ok((
-        Tensor::from_vec(pixels, (n, IN_CHANNELS, size, size), dev)?,
-        Tensor::from_vec(labels, n, dev)?,
-    ))
-}
-
 /// Number of correct predictions in a batch.
 fn correct(logits: &Tensor, labels: &Tensor) -> candle_core::Result<f32> {
     let hits = logits.argmax(D::Minus1)?.eq(labels)?.to_dtype(DType::F32)?;
@@ -187,8 +143,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let valid: Vec<(usize, Tensor, Tensor)> = VALID_SIZES
         .iter()
         .flat_map(|&size| std::iter::repeat_n(size, 4))
-        .map(|size| make_batch(&mut rng, BATCH, size, &dev).map(|(x, y)| (size, x, y)))
-        .collect::<candle_core::Result<_>>()?;
+        .map(|size| shapes_batch(&mut rng, BATCH, size, &dev).map(|(x, y)| (size, x, y)))
+        .collect::<candle_tricks::Result<_>>()?;
 
     let varmap = VarMap::new();
     let net = Net::new(VarBuilder::from_varmap(&varmap, DType::F32, &dev))?;
@@ -212,7 +168,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             // Sizes in turn, not at random: batch norm's running averages (momentum 0.1, so
             // mostly the last ~20 batches) then always mix the sizes in equal parts.
             let size = TRAIN_SIZES[step % TRAIN_SIZES.len()];
-            let (x, y) = make_batch(&mut rng, BATCH, size, &dev)?;
+            let (x, y) = shapes_batch(&mut rng, BATCH, size, &dev)?;
             let logits = net.forward_t(&x, true)?;
             let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
             let mut grads = loss.backward()?;
