@@ -1,11 +1,72 @@
 //! Transfer learning: pre-train a backbone on one task, save it, load it under a new head for
-//! another task, and compare four ways to fine-tune it with the same budget of steps.
+//! another task, and compare training from scratch with four ways to fine-tune, at the same
+//! budget of steps.
 //!
 //! ```sh
 //! cargo run --release --example fine_tune
 //! ```
 //!
-//! TODO: results and discussion.
+//! The data are the UCI handwritten digits (8×8, embedded in the crate), every image moved by up
+//! to one pixel and with Gaussian noise σ = 0.2, so that a few examples do not suffice. Task A,
+//! pre-training: the digits 0–5, all their images (80 %; 600 steps of 64). The backbone, an MLP
+//! 64 → 256 → 128 (`layers.0`, `layers.1`) with a 6-class `head`, is saved with
+//! `VarMap::save`. Task B: the digits 6–9 with only K labelled images per class (K = 2, 5, 20),
+//! tested on all the others. The task-B model has the same backbone and a new 4-class head; the
+//! checkpoint is loaded with [`load_safetensors`] in lenient mode, and the example checks that
+//! the report lists the head alone (`head.weight` and `head.bias`, shape mismatches) — the
+//! check that catches a renamed layer silently left random. Then, 200 steps of AdamW each:
+//! 1. **from scratch**: random init, everything trained;
+//! 2. **linear probe**: the loaded backbone frozen ([`unfreeze`] of the head only, features
+//!    detached so no backbone gradient is computed);
+//! 3. **full fine-tune**: the loaded model, everything trained at one rate;
+//! 4. **full fine-tune with layer-wise decay** ([`layer_decay_groups`], d = 0.5: the head at the
+//!    base rate, `layers.1` at half, `layers.0` at a quarter);
+//! 5. **LoRA**: each backbone layer wrapped in a [`LoraLinear`] (r = 4, α = 16) around its
+//!    loaded weights, the adapters and the new head trained ([`trainable_by`]). Every run checks
+//!    that the frozen weights are bit-identical to the checkpoint afterwards and that the
+//!    merged model (adapters folded into the weights) scores the same accuracy.
+//!
+//! Results on 2 shared cores (~1 min), mean ± standard deviation of 3 draws of the K images
+//! (each method sees the same images and batches); weight init is not seeded, so the numbers
+//! move by a point or two between runs; the ranking does not, except LoRA against scratch at
+//! K = 2 (within a point of each other, either ahead):
+//!
+//! | method | trainable parameters | K = 2 | K = 5 | K = 20 |
+//! |---|---|---|---|---|
+//! | from scratch | 50 052 | 79.7 % ± 1.7 | 84.1 % ± 1.1 | 89.4 % ± 1.6 |
+//! | linear probe (frozen backbone) | 516 | 69.9 % ± 3.6 | 76.0 % ± 1.4 | 74.4 % ± 2.7 |
+//! | **full fine-tune** | 50 052 | **82.0 % ± 2.3** | **87.5 % ± 1.2** | **91.6 % ± 0.9** |
+//! | full fine-tune, layer decay 0.5 | 50 052 | 82.1 % ± 1.7 | 85.6 % ± 0.9 | 88.6 % ± 0.9 |
+//! | LoRA r = 4 + head | 3 332 | 78.4 % ± 4.1 | 83.1 % ± 0.4 | 86.2 % ± 0.8 |
+//!
+//! Training takes about a second per run for every method here: the probe is the fastest (no
+//! backbone gradient), LoRA is no faster than a full fine-tune on layers this small (its extra
+//! matrix products cost about what the weight gradients it saves do). LoRA pays off in memory
+//! and storage: the optimizer keeps state for 7 % of the parameters, and the task ships as the
+//! adapters and head alone.
+//!
+//! What to expect, and when each method wins:
+//! - Starting from the pre-trained weights gains 1–4 points over training from scratch at every
+//!   K, in each of our runs: the backbone learned strokes and some robustness to shifts and
+//!   noise on six digits, which the four new ones share. The gain must vanish with enough labels: on the clean
+//!   images (no shift, no noise) at 50 labels per class, scratch and full fine-tune tied at
+//!   97.9 % in our runs.
+//! - The linear probe is worst by far: features trained to tell 0–5 apart do not separate 6–9
+//!   linearly, and more labels hardly help (73–77 % at K = 5 and 20 over three runs). A probe wins when the
+//!   pre-training task is much broader than the new one (ImageNet features for a 10-class task),
+//!   or when the labels are too few to move a backbone at all.
+//! - Layer-wise decay does no better than the plain fine-tune here, and worse at K = 20: it
+//!   protects the early layers, which is right when they are generic and the data scarce, and
+//!   wrong when the new task needs them to change; raise d towards 1 as the tasks grow apart.
+//! - LoRA sits between the probe and the full fine-tune (and 1–5 points below scratch at
+//!   K ≥ 5): a rank-4 change of each layer recovers most of what the probe misses with 7 % of
+//!   the trainable parameters, not all of what a task this far from pre-training needs. On large models, where
+//!   a full fine-tune does not fit in memory or every task would need its own copy, that is the
+//!   trade to make; raise `r` when the task is far from pre-training.
+//!
+//! To adapt it: replace `Net` by your backbone (keep its tensor names equal to the
+//! checkpoint's), point `load_pretrained` at your checkpoint and keep its check of the report,
+//! then pick the method from the table above.
 
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -175,8 +236,12 @@ fn relabel(set: &Digits, classes: &[u32]) -> R<(Tensor, Tensor)> {
         .labels()
         .to_vec1::<u32>()?
         .iter()
-        .map(|l| classes.iter().position(|c| c == l).unwrap_or(usize::MAX) as u32)
-        .collect();
+        .map(|l| {
+            let at = classes.iter().position(|c| c == l);
+            at.map(|i| i as u32)
+                .ok_or_else(|| format!("digit {l} is not among {classes:?}"))
+        })
+        .collect::<Result<_, _>>()?;
     let n = labels.len();
     Ok((
         set.images().clone(),
@@ -423,6 +488,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("load report: {}", load_pretrained(&varmap, &ckpt)?);
     let task_b = data.select_classes(&TASK_B)?;
     for shots in SHOTS {
+        // Per method: trainable parameters, and sums of seconds, accuracy and accuracy².
         let mut sums = vec![(0usize, 0f64, 0f64, 0f64); Method::ALL.len()];
         for seed in 0..REPEATS {
             let mut rng = StdRng::seed_from_u64(seed);
@@ -458,6 +524,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             );
         }
     }
+    println!(
+        "\nLoRA, every run: frozen weights bit-identical to the checkpoint, merged model scores \
+         the same accuracy"
+    );
     std::fs::remove_file(&ckpt)?;
     println!("\ntotal {:.0}s", start.elapsed().as_secs_f32());
     Ok(())
