@@ -46,23 +46,23 @@
 //! adapters and head alone.
 //!
 //! What to expect, and when each method wins:
-//! - Starting from the pre-trained weights gains 1–4 points over training from scratch at every
-//!   K, in each of our runs: the backbone learned strokes and some robustness to shifts and
-//!   noise on six digits, which the four new ones share. The gain must vanish with enough labels: on the clean
-//!   images (no shift, no noise) at 50 labels per class, scratch and full fine-tune tied at
+//! - Starting from the pre-trained weights gains 1–4 points over training from scratch at every K,
+//!   in each of our runs: the backbone learned strokes and some robustness to shifts and noise on
+//!   six digits, which the four new ones share. The gain must vanish with enough labels: on the
+//!   clean images (no shift, no noise) at 50 labels per class, scratch and full fine-tune tied at
 //!   97.9 % in our runs.
 //! - The linear probe is worst by far: features trained to tell 0–5 apart do not separate 6–9
-//!   linearly, and more labels hardly help (73–77 % at K = 5 and 20 over three runs). A probe wins when the
-//!   pre-training task is much broader than the new one (ImageNet features for a 10-class task),
-//!   or when the labels are too few to move a backbone at all.
+//!   linearly, and more labels hardly help (73–77 % at K = 5 and 20 over three runs). A probe wins
+//!   when the pre-training task is much broader than the new one (ImageNet features for a 10-class
+//!   task), or when the labels are too few to move a backbone at all.
 //! - Layer-wise decay does no better than the plain fine-tune here, and worse at K = 20: it
-//!   protects the early layers, which is right when they are generic and the data scarce, and
-//!   wrong when the new task needs them to change; raise d towards 1 as the tasks grow apart.
-//! - LoRA sits between the probe and the full fine-tune (and 1–5 points below scratch at
-//!   K ≥ 5): a rank-4 change of each layer recovers most of what the probe misses with 7 % of
-//!   the trainable parameters, not all of what a task this far from pre-training needs. On large models, where
-//!   a full fine-tune does not fit in memory or every task would need its own copy, that is the
-//!   trade to make; raise `r` when the task is far from pre-training.
+//!   protects the early layers, which is right when they are generic and the data scarce, and wrong
+//!   when the new task needs them to change; raise d towards 1 as the tasks grow apart.
+//! - LoRA sits between the probe and the full fine-tune (and 1–5 points below scratch at K ≥ 5): a
+//!   rank-4 change of each layer recovers most of what the probe misses with 7 % of the trainable
+//!   parameters, not all of what a task this far from pre-training needs. On large models, where a
+//!   full fine-tune does not fit in memory or every task would need its own copy, that is the trade
+//!   to make; raise `r` when the task is far from pre-training.
 //!
 //! To adapt it: replace `Net` by your backbone (keep its tensor names equal to the
 //! checkpoint's), point `load_pretrained` at your checkpoint and keep its check of the report,
@@ -200,8 +200,8 @@ fn accuracy(logits: &Tensor, labels: &Tensor) -> candle_core::Result<f64> {
 }
 
 /// Every image of `images` `(N, 1, 8, 8)` moved by up to `SHIFT` pixels in each direction
-/// (zeros fill in) plus Gaussian noise of standard deviation `NOISE`: the same draw of
-/// perturbations makes the training batches and the test images of both tasks harder.
+/// (zeros fill in) plus Gaussian noise of standard deviation `NOISE`, drawn anew at each call:
+/// each training batch gets fresh perturbations, each test set one fixed draw.
 fn jitter(images: &Tensor, rng: &mut StdRng) -> R<Tensor> {
     let pixels = images.flatten_all()?.to_vec1::<f32>()?;
     let mut out = Vec::with_capacity(pixels.len());
@@ -255,7 +255,7 @@ fn few_shot_split(set: &Digits, shots: usize, rng: &mut StdRng) -> R<(Digits, Di
     let mut order: Vec<usize> = (0..labels.len()).collect();
     order.shuffle(rng);
     let (mut train, mut test) = (Vec::new(), Vec::new());
-    let mut taken = [0usize; 10];
+    let mut taken = [0usize; digits::CLASSES];
     for i in order {
         let seen = &mut taken[labels[i] as usize];
         if *seen < shots {
@@ -507,9 +507,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
         let k = REPEATS as f64;
-        println!(
-            "\ndigits 6-9, {shots} labelled images per class, {STEPS} steps, mean of {REPEATS} draws:"
-        );
+        println!("\ndigits 6-9, {shots} labels per class, {STEPS} steps, mean of {REPEATS} draws:");
         println!(
             "| method | trainable parameters | train time | test accuracy |\n|---|---|---|---|"
         );
