@@ -46,8 +46,8 @@
 //! adapters and head alone.
 //!
 //! What to expect, and when each method wins:
-//! - Starting from the pre-trained weights gains 1–4 points over training from scratch at every K,
-//!   in each of our runs: the backbone learned strokes and some robustness to shifts and noise on
+//! - Starting from the pre-trained weights gains about 1–4 points over training from scratch at
+//!   every K, in each of our runs: the backbone learned strokes and some robustness to shifts and noise on
 //!   six digits, which the four new ones share. The gain must vanish with enough labels: on the
 //!   clean images (no shift, no noise) at 50 labels per class, scratch and full fine-tune tied at
 //!   97.9 % in our runs.
