@@ -52,7 +52,7 @@
 //!   labels: on the clean images (no shift, no noise) at 50 labels per class, scratch and full
 //!   fine-tune tied at 97.9 % in our runs.
 //! - The linear probe is worst by far: features trained to tell 0–5 apart do not separate 6–9
-//!   linearly, and more labels hardly help (73–77 % at K = 5 and 20 over three runs). A probe wins
+//!   linearly, and more labels hardly help (73–77 % at K = 5 and 20 over four runs). A probe wins
 //!   when the pre-training task is much broader than the new one (ImageNet features for a 10-class
 //!   task), or when the labels are too few to move a backbone at all.
 //! - Layer-wise decay does no better than the plain fine-tune here, and worse at K = 20: it
