@@ -8,8 +8,11 @@ use candle_core::{DType, Device, Tensor, Var};
 use candle_tricks::transfer::{resample_pos_embed, ResamplePosEmbedConfig};
 use common::{assert_close, assert_err_names, field, fixtures, R};
 
+/// A grid size `(H, W)`.
+type Grid = (usize, usize);
+
 /// (case, old_size, new_size, num_prefix_tokens, antialias, old_size given), as the generator.
-const CASES: [(&str, (usize, usize), (usize, usize), usize, bool, bool); 8] = [
+const CASES: [(&str, Grid, Grid, usize, bool, bool); 8] = [
     ("up", (4, 4), (7, 7), 1, true, false),
     ("down", (9, 9), (4, 4), 1, true, false),
     ("down_strong", (14, 14), (3, 5), 1, true, true),
