@@ -13,15 +13,19 @@
 //! - Only the packed layout (`kdim = vdim = E`, no grouped-query heads) takes LoRA, as in peft.
 //!
 //! # Tip
-//! Attention's projections hold most of a transformer block's weights besides the MLP, and the
-//! LoRA paper adapts exactly these. The update is applied the way peft applies it: the forward
+//! The LoRA paper adapts the attention projections (query and value in most of its
+//! experiments); peft's layer adapts the whole packed in-projection and the output projection,
+//! and so does this one. The update is applied the way peft applies it: the forward
 //! pass uses $W_{in} + \frac{\alpha}{r} B_{in} A_{in}$ and $W_{out} + \frac{\alpha}{r} B_{out}
 //! A_{out}$ in place of the frozen weights, so the gradient reaches $A$ and $B$ through the fused
 //! attention and the result equals the merged layer. The price is one $3E \times r \times E$
 //! product per forward pass, negligible next to attention over a sequence. Because the update
 //! sits inside the weights, there is no place for dropout on the adapter's input: like peft's
 //! layer (which accepts `lora_dropout` and ignores it here), the effective dropout is 0, and a
-//! config asking for more is refused rather than silently ignored.
+//! config asking for more is refused rather than silently ignored. The gradients are those of
+//! this forward pass; peft 0.22's own backward for the layer differs upstream of `out_proj`
+//! (it unmerges `out_proj` in place after the forward, changing a tensor autograd saved), so
+//! its input and in-projection gradients disagree with finite differences of its forward.
 //!
 //! # Example
 //! ```
