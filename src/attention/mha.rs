@@ -385,6 +385,54 @@ impl MultiHeadAttention {
         self.cfg
     }
 
+    /// The packed `in_proj_weight` `(3E, E)`, when the layer has one.
+    pub fn in_proj_weight(&self) -> Option<&Tensor> {
+        self.in_proj.as_ref().map(|(w, _)| w)
+    }
+
+    /// `out_proj.weight` `(E, E)`.
+    pub fn out_proj_weight(&self) -> &Tensor {
+        &self.wo
+    }
+
+    /// The same layer with every parameter detached from the autograd graph (frozen).
+    pub(crate) fn detached(&self) -> Self {
+        let d = |t: &Tensor| t.detach();
+        let od = |t: &Option<Tensor>| t.as_ref().map(Tensor::detach);
+        Self {
+            wq: d(&self.wq),
+            wk: d(&self.wk),
+            wv: d(&self.wv),
+            bq: od(&self.bq),
+            bk: od(&self.bk),
+            bv: od(&self.bv),
+            wo: d(&self.wo),
+            bo: od(&self.bo),
+            in_proj: self.in_proj.as_ref().map(|(w, b)| (d(w), od(b))),
+            ..self.clone()
+        }
+    }
+
+    /// The same layer with the packed in-projection and the output-projection weights replaced
+    /// by tensors of the same shapes (an adapter's $W + \Delta W$, which may carry a gradient).
+    pub(crate) fn with_projection_weights(
+        &self,
+        in_proj: &Tensor,
+        out_proj: &Tensor,
+    ) -> Result<Self> {
+        let e = self.embed_dim;
+        let Some((_, bias)) = &self.in_proj else {
+            return Err(Error::config(BLOCK, "no packed in_proj_weight to replace"));
+        };
+        let mut m = self.clone();
+        m.wq = in_proj.narrow(0, 0, e)?;
+        m.wk = in_proj.narrow(0, e, e)?;
+        m.wv = in_proj.narrow(0, 2 * e, e)?;
+        m.in_proj = Some((in_proj.clone(), bias.clone()));
+        m.wo = out_proj.clone();
+        Ok(m)
+    }
+
     fn check_input(&self, what: &'static str, t: &Tensor, dim: usize) -> Result<(usize, usize)> {
         let pattern = match what {
             "query" => format!("(B, Lq, {dim})"),

@@ -14,8 +14,9 @@
 //! - [`VitEmbedding`]: `(B, C, H, W)` → `(B, 1 + N, E)`: token 0 is `cls_token` `(1, 1, E)`,
 //!   then `pos_embed` `(1, 1 + N, E)` is added (timm's names; the tokenizer is under
 //!   `patch_embed.`). The image size is fixed at construction because `pos_embed` has one entry
-//!   per patch; another size is an error (resample `pos_embed` yourself to fine-tune at a new
-//!   resolution).
+//!   per patch; another size is an error. To fine-tune at a new resolution, resample the
+//!   pre-trained `pos_embed` to the new grid with [`crate::transfer::resample_pos_embed`]
+//!   (timm's bicubic, class token kept) and build the embedding from it.
 //!
 //! # Tip
 //! **Give a small-data ViT a convolutional stem.** A ViT's patchify layer is one large-stride

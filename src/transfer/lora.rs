@@ -116,7 +116,7 @@ impl LoraConfig {
         self.validate_for("LoraConfig")
     }
 
-    fn validate_for(&self, block: &'static str) -> Result<()> {
+    pub(super) fn validate_for(&self, block: &'static str) -> Result<()> {
         check::positive(block, "r", self.r)?;
         if !(self.lora_alpha.is_finite() && self.lora_alpha > 0.0) {
             let msg = format!("lora_alpha must be finite and > 0, got {}", self.lora_alpha);
@@ -133,19 +133,19 @@ impl LoraConfig {
 /// The state both adapters share: the frozen base, the trainable pair and whether the update is
 /// folded into the base.
 #[derive(Debug, Clone)]
-struct LowRank {
-    weight: Tensor,
-    bias: Option<Tensor>,
-    lora_a: Var,
-    lora_b: Var,
-    cfg: LoraConfig,
-    merged: bool,
+pub(super) struct LowRank {
+    pub(super) weight: Tensor,
+    pub(super) bias: Option<Tensor>,
+    pub(super) lora_a: Var,
+    pub(super) lora_b: Var,
+    pub(super) cfg: LoraConfig,
+    pub(super) merged: bool,
 }
 
 impl LowRank {
     /// Checks the tensors (already known to be of the right rank) against the base weight and
     /// freezes the base: `detach` leaves it out of every gradient.
-    fn new(
+    pub(super) fn new(
         block: &'static str,
         weight: Tensor,
         bias: Option<Tensor>,
@@ -201,7 +201,7 @@ impl LowRank {
         Ok(d.affine(self.cfg.scaling(), 0.0)?)
     }
 
-    fn merge(&mut self) -> Result<()> {
+    pub(super) fn merge(&mut self) -> Result<()> {
         if !self.merged {
             self.weight = (&self.weight + self.delta()?)?;
             self.merged = true;
@@ -209,7 +209,7 @@ impl LowRank {
         Ok(())
     }
 
-    fn unmerge(&mut self) -> Result<()> {
+    pub(super) fn unmerge(&mut self) -> Result<()> {
         if self.merged {
             self.weight = (&self.weight - self.delta()?)?;
             self.merged = false;
@@ -246,7 +246,7 @@ impl LowRank {
 
 /// Loads (or creates, from a `VarMap`) `lora_A.weight` with peft's init (Kaiming-uniform with
 /// $a = \sqrt{5}$, i.e. uniform in $\pm 1/\sqrt{fan_{in}}$) and `lora_B.weight` at zero.
-fn load_pair(
+pub(super) fn load_pair(
     block: &'static str,
     weight: &Tensor,
     r: usize,

@@ -8,8 +8,11 @@
 //! - [`FrozenBatchNorm2d`] and [`fold_batch_norm`]: BatchNorm as a constant affine map, and
 //!   folded into the preceding conv for inference.
 //! - [`layer_decay_groups`]: layer-wise learning-rate decay as [`crate::optim::ParamGroups`].
-//! - [`LoraLinear`] / [`LoraConv2d`] (peft's names, `merge`/`unmerge`) and [`BottleneckAdapter`]
-//!   (Houlsby et al.): train a few parameters next to frozen weights.
+//! - [`resample_pos_embed`]: a ViT's position embeddings resized to a new patch grid (timm's
+//!   bicubic with antialiasing), to fine-tune at another resolution.
+//! - [`LoraLinear`] / [`LoraConv2d`] / [`LoraMultiHeadAttention`] (peft's names,
+//!   `merge`/`unmerge`) and [`BottleneckAdapter`] (Houlsby et al.): train a few parameters next
+//!   to frozen weights.
 //!
 //! # Tip
 //! **Tip 30: fine-tune a pre-trained model rather than train from scratch.** Features learned
@@ -64,8 +67,12 @@
 
 pub mod adapter;
 pub mod lora;
+pub mod lora_mha;
+pub mod pos_embed;
 pub use adapter::{bottleneck_adapter, BottleneckAdapter, BottleneckAdapterConfig};
 pub use lora::{lora_conv2d, lora_linear, LoraConfig, LoraConv2d, LoraLinear};
+pub use lora_mha::{lora_multi_head_attention, LoraMultiHeadAttention};
+pub use pos_embed::{resample_pos_embed, ResamplePosEmbedConfig};
 mod batch_norm;
 mod freeze;
 mod llrd;

@@ -366,6 +366,7 @@ mod sweep_blocks;
 mod sweep_conv;
 mod sweep_loaders;
 mod sweep_lora;
+mod sweep_lora_vit;
 mod sweep_loss;
 mod sweep_norm;
 mod sweep_ops_conv;
@@ -395,6 +396,7 @@ fn sweep() {
     cases.extend(sweep_loaders::loader_cases());
     cases.extend(sweep_loss::loss_cases());
     cases.extend(sweep_lora::lora_cases());
+    cases.extend(sweep_lora_vit::lora_vit_cases());
     cases.extend(sweep_augment::augment_cases());
     cases.extend(sweep_transfer::transfer_cases());
     cases.extend(sweep_prune::prune_cases());
