@@ -81,7 +81,12 @@
 //!   learning-rate decay, [`transfer::FrozenBatchNorm2d`] and [`transfer::fold_batch_norm`].
 //! - **Train a few parameters next to frozen weights** — [`transfer::LoraLinear`] /
 //!   [`transfer::LoraConv2d`] (peft's names; `merge` makes it free at inference) and
-//!   [`transfer::BottleneckAdapter`].
+//!   [`transfer::BottleneckAdapter`]; [`transfer::LoraMultiHeadAttention`] puts the rank-$r$
+//!   update on an attention layer's in- and out-projections (a peft adapter file loads).
+//! - **Fine-tune a ViT at a new resolution** — [`transfer::resample_pos_embed`]: the learned
+//!   position embeddings resampled bicubically to the new patch grid (timm's, class token kept).
+//!   In practice: `examples/fine_tune.rs` (lenient load with its report checked, linear probe vs
+//!   full fine-tune vs layer-wise decay vs LoRA, and when each wins).
 //! - **Prune gradually, then fine-tune** — [`compress::prune`]: magnitude, global and channel
 //!   pruning with masks that survive weight decay, on Zhu & Gupta's cubic schedule.
 //!

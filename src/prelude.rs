@@ -95,7 +95,8 @@ pub use crate::ssm::{
 };
 pub use crate::train::{semantic_embedding, SemanticEmbedding, SemanticEmbeddingConfig};
 pub use crate::transfer::{
-    bottleneck_adapter, frozen_batch_norm2d, lora_conv2d, lora_linear, BottleneckAdapter,
-    BottleneckAdapterConfig, FrozenBatchNorm2d, FrozenBatchNorm2dConfig, LoraConfig, LoraConv2d,
-    LoraLinear,
+    bottleneck_adapter, frozen_batch_norm2d, lora_conv2d, lora_linear, lora_multi_head_attention,
+    resample_pos_embed, BottleneckAdapter, BottleneckAdapterConfig, FrozenBatchNorm2d,
+    FrozenBatchNorm2dConfig, LoraConfig, LoraConv2d, LoraLinear, LoraMultiHeadAttention,
+    ResamplePosEmbedConfig,
 };

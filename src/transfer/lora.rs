@@ -28,6 +28,10 @@
 //! Trade-off: a rank-$r$ update cannot express every fine-tune; raise `r` (and keep
 //! $\alpha / r$ fixed) when the task is far from pre-training, or fine-tune fully.
 //!
+//! A base weight taken from a `VarMap` still shares storage with its var: hand the optimizer
+//! [`LoraLinear::trainable_vars`] (or select with [`crate::transfer::trainable_by`]), never
+//! `varmap.all_vars()`, or the "frozen" base moves.
+//!
 //! # Example
 //! ```
 //! use candle_core::{DType, Device, ModuleT, Tensor};
