@@ -111,7 +111,7 @@ impl Quantizers {
 }
 
 /// `candle_nn::Linear` trained with a fake-quantized weight on a fake-quantized input:
-/// $y = \mathrm{fq}_{in}(x)\thinspace \mathrm{fq}_{w}(W)^\top + b$, gradients reaching $W$ (and
+/// $y = Q_{in}(x)\thinspace Q_{w}(W)^\top + b$ ($Q$ the fake-quantizers), gradients reaching $W$ (and
 /// $x$) through the straight-through estimator. The bias stays float (int8 inference adds it
 /// in i32 or f32).
 ///
