@@ -32,9 +32,10 @@
 //! use candle_tricks::ops::fake_quantize_per_tensor_affine;
 //!
 //! // Scale 0.5, zero point 0, range [-4, 3]: the grid -2.0, -1.5, …, 1.5.
-//! let x = Var::new(&[0.26f32, 0.25, 0.75, 1.6, 9.0, -3.0], &Device::Cpu)?;
+//! let x = Var::new(&[0.26f32, 0.25, 0.75, 1.9, 9.0, -3.0], &Device::Cpu)?;
 //! let y = fake_quantize_per_tensor_affine(&x, 0.5, 0, -4, 3)?;
-//! // 0.25 / 0.5 = 0.5 rounds to even (0), 0.75 / 0.5 = 1.5 to 2; 9 and -3 clip.
+//! // 0.25 / 0.5 = 0.5 rounds to even (0), 0.75 / 0.5 = 1.5 to 2; 1.9 / 0.5 rounds to 4 > 3,
+//! // and 9 and -3 lie outside too: all three clip.
 //! assert_eq!(y.to_vec1::<f32>()?, [0.5, 0.0, 1.0, 1.5, 1.5, -2.0]);
 //! // Straight-through: gradient 1 inside the range, 0 where the value was clipped.
 //! let g = y.sum_all()?.backward()?;
