@@ -47,7 +47,7 @@ fn check_tensor(name: &str, t: &Tensor, dtype: GgmlDType) -> Result<()> {
     }
     let block = dtype.block_size();
     let last = t.dims()[t.rank() - 1];
-    if last % block != 0 {
+    if !last.is_multiple_of(block) {
         return Err(Error::shape(
             BLOCK,
             "tensor",
