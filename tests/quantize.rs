@@ -172,6 +172,15 @@ fn observer_rejects_non_finite_input_without_poisoning_its_state() -> R<()> {
         // f16 input works the same.
         obs.observe(&Tensor::new(&[[0f32, 1.0], [1.0, 2.0]], &dev)?.to_dtype(DType::F16)?)?;
     }
+    // A 1-D tensor per channel (a bias): one value per channel.
+    let mut obs = Observer::new(ObserverConfig::weight())?;
+    obs.observe(&Tensor::new(&[-1f32, 0.5, 2.0], &dev)?)?;
+    let v = [-1f32, 0.5, 2.0];
+    assert_eq!(obs.min_max(), Some((&v[..], &v[..])));
+    assert_eq!(
+        obs.qparams()?.scale,
+        [1.0 / 127.5, 0.5 / 127.5, 2.0 / 127.5]
+    );
     let obs = Observer::new(ObserverConfig::default())?;
     assert!(obs.qparams().is_err(), "qparams before observing");
     let mut obs = Observer::new(ObserverConfig::default())?;

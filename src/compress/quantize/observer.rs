@@ -254,7 +254,7 @@ impl Observer {
         }
         let rows = match self.cfg.scheme.axis() {
             None => x.flatten_all()?.unsqueeze(0)?,
-            Some(a) if a < x.rank() => x.transpose(0, a)?.flatten_from(1)?,
+            Some(a) if a < x.rank() => x.transpose(0, a)?.reshape((x.dims()[a], ()))?,
             Some(a) => {
                 let msg = format!(
                     "channel axis {a} out of range for an input of rank {}",
