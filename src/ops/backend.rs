@@ -110,11 +110,13 @@ pub enum Op {
     LstmRecurrence,
     /// [`crate::ops::gru_recurrence()`] (the GRU's time loop).
     GruRecurrence,
+    /// [`crate::ops::fake_quantize_per_tensor_affine()`] and its per-channel form.
+    FakeQuantize,
 }
 
 impl Op {
     /// Every op, in the order of [`table`].
-    pub const ALL: [Op; 20] = [
+    pub const ALL: [Op; 21] = [
         Op::DepthwiseConv2d,
         Op::DepthwiseConv1d,
         Op::CausalConv1d,
@@ -135,6 +137,7 @@ impl Op {
         Op::CrossEntropy,
         Op::LstmRecurrence,
         Op::GruRecurrence,
+        Op::FakeQuantize,
     ];
 
     /// The op's name as `docs/FEATURES.md` writes it (the public function, or the block).
@@ -188,7 +191,7 @@ const fn row(op: Op, name: &'static str, cpu: bool, composition: &'static str) -
     }
 }
 
-static TABLE: [OpBackends; 20] = [
+static TABLE: [OpBackends; 21] = [
     row(
         Op::DepthwiseConv2d,
         "depthwise_conv2d",
@@ -308,6 +311,11 @@ static TABLE: [OpBackends; 20] = [
         "gru_recurrence",
         true,
         "a loop of (B, H)·W_hhᵀ + gate tensor ops per time step, masks for the lengths",
+    ),    row(
+        Op::FakeQuantize,
+        "fake_quantize",
+        true,
+        "multiply by 1/scale, round half to even (add and subtract 1.5·2²³), clamp, comparison masks",
     ),
 ];
 

@@ -40,6 +40,11 @@ pub use norm::{
 };
 pub mod softmax;
 pub use softmax::{softmax_last_dim, softmax_last_dim_reference};
+pub mod fake_quantize;
+pub use fake_quantize::{
+    fake_quantize_per_channel_affine, fake_quantize_per_channel_affine_reference,
+    fake_quantize_per_tensor_affine, fake_quantize_per_tensor_affine_reference,
+};
 pub mod gelu;
 pub use gelu::{gelu_erf, gelu_erf_reference};
 pub mod hardtanh;

@@ -374,6 +374,7 @@ mod sweep_ops_other;
 mod sweep_optim;
 mod sweep_pool;
 mod sweep_prune;
+mod sweep_quantize;
 mod sweep_rnn;
 mod sweep_schedule;
 mod sweep_sizes;
@@ -400,6 +401,7 @@ fn sweep() {
     cases.extend(sweep_augment::augment_cases());
     cases.extend(sweep_transfer::transfer_cases());
     cases.extend(sweep_prune::prune_cases());
+    cases.extend(sweep_quantize::quantize_cases());
     run_all(cases, 150);
 }
 

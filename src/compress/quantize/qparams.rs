@@ -154,10 +154,7 @@ impl QParams {
             let (lo, hi) = (lo.min(0.0), hi.max(0.0));
             if scheme.is_symmetric() {
                 scale.push(((-lo).max(hi) / (span / 2.0)).max(eps));
-                zero_point.push(match dtype {
-                    QDType::QInt8 => 0,
-                    QDType::QUInt8 => (quant_min + quant_max + 1) / 2,
-                });
+                zero_point.push(symmetric_zero_point(dtype, quant_min, quant_max));
             } else {
                 let s = ((hi - lo) / span).max(eps);
                 let z = quant_min as f32 - (lo / s).round_ties_even();
@@ -175,9 +172,13 @@ impl QParams {
     }
 
     /// The integer value of `x` in channel `c` (`c = 0` for per-tensor parameters).
+    ///
+    /// Multiplies by the reciprocal of the scale rather than dividing, as torch (and fbgemm)
+    /// do: the two differ in the last bit often enough to move a value that sits on a rounding
+    /// tie by one step, and a model calibrated in torch must quantize identically here.
     #[inline]
     pub fn quantize(&self, x: f32, c: usize) -> i32 {
-        let q = (x / self.scale[c]).round_ties_even() + self.zero_point[c] as f32;
+        let q = (x * (1.0 / self.scale[c])).round_ties_even() + self.zero_point[c] as f32;
         (q as i32).clamp(self.quant_min, self.quant_max)
     }
 
@@ -185,5 +186,15 @@ impl QParams {
     #[inline]
     pub fn dequantize(&self, q: i32, c: usize) -> f32 {
         (q - self.zero_point[c]) as f32 * self.scale[c]
+    }
+}
+
+/// The zero point of a symmetric scheme: 0 for `QInt8`; for `QUInt8` 128 on the full range
+/// $[0, 255]$ (torch's value) and the midpoint rounded down on a custom range (torch's rule).
+fn symmetric_zero_point(dtype: QDType, quant_min: i32, quant_max: i32) -> i32 {
+    match dtype {
+        QDType::QInt8 => 0,
+        QDType::QUInt8 if (quant_min, quant_max) == (0, 255) => 128,
+        QDType::QUInt8 => (quant_min + quant_max).div_euclid(2),
     }
 }
