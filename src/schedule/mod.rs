@@ -96,12 +96,16 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::{Error, Result};
 
+mod chained;
 mod constant;
 mod cosine;
+mod cyclic;
 mod exponential;
 mod multistep;
 mod noam;
 mod one_cycle;
+mod per_group;
+mod phased_one_cycle;
 mod plateau;
 mod polynomial;
 mod scheduler;
@@ -111,12 +115,16 @@ mod warm_restarts;
 mod warmup;
 mod wsd;
 
+pub use chained::Chained;
 pub use constant::Constant;
 pub use cosine::CosineAnnealing;
+pub use cyclic::{CyclicLr, CyclicLrConfig, CyclicMode, ScaleFn, ScaleMode};
 pub use exponential::ExponentialLr;
 pub use multistep::MultiStepLr;
 pub use noam::Noam;
 pub use one_cycle::{Anneal, OneCycle, OneCycleConfig};
+pub use per_group::{GroupLr, PerGroup};
+pub use phased_one_cycle::PhasedOneCycle;
 pub use plateau::{PlateauConfig, PlateauMode, ReduceLrOnPlateau, ThresholdMode};
 pub use polynomial::Polynomial;
 pub use scheduler::Scheduler;
