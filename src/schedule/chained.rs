@@ -15,6 +15,23 @@ const BLOCK: &str = "Chained";
 /// (`StepLr::new(1.0, …)`) times a slow exponential decay. Where [`super::Sequential`]
 /// hands over from one schedule to the next at milestones, `Chained` applies them together.
 /// No momentum: [`LrSchedule::momentum`] is `None`.
+///
+/// ```
+/// use candle_tricks::schedule::{Chained, Constant, ExponentialLr, LrSchedule, StepLr, Warmup};
+/// # fn main() -> candle_tricks::Result<()> {
+/// let s = Chained::new(
+///     0.1,
+///     vec![
+///         Box::new(Warmup::new(Constant::new(1.0)?, 10, 0.1)?), // LinearLR(0.1, total_iters 10)
+///         Box::new(StepLr::new(1.0, 50, 0.5)?),
+///         Box::new(ExponentialLr::new(1.0, 0.99)?),
+///     ],
+/// )?;
+/// assert!((s.lr(0) - 0.1 * 0.1).abs() < 1e-17);
+/// assert!((s.lr(60) - 0.1 * 0.5 * 0.99f64.powi(60)).abs() < 1e-15);
+/// # Ok(())
+/// # }
+/// ```
 pub struct Chained {
     base_lr: f64,
     links: Vec<Box<dyn LrSchedule>>,

@@ -142,6 +142,25 @@ impl CyclicLrConfig {
 /// $\eta_t = \eta_{base} + (\eta_{max} - \eta_{base}) \thinspace h(x) \thinspace s$ where
 /// $h(x) = x / r$ on the way up and $(1 - x) / (1 - r)$ on the way down, and $s$ is 1
 /// (triangular), $2^{1 - c}$ (triangular2) or $\gamma^t$ (exp_range).
+///
+/// ```
+/// use candle_tricks::schedule::{CyclicLr, CyclicLrConfig, CyclicMode, LrSchedule};
+/// # fn main() -> candle_tricks::Result<()> {
+/// // 10 steps up, 30 down, the amplitude decaying by 0.99 per step.
+/// let cfg = CyclicLrConfig::new(1e-3, 1e-2, 10)
+///     .with_step_size_down(30)
+///     .with_mode(CyclicMode::ExpRange { gamma: 0.99 });
+/// let s = CyclicLr::new(cfg)?;
+/// assert_eq!(s.cycle_len(), 40);
+/// assert_eq!((s.lr(0), s.lr(40)), (1e-3, 1e-3));
+/// let peak = |t: i32| 1e-3 + 9e-3 * 0.99f64.powi(t);
+/// assert!((s.lr(10) - peak(10)).abs() < 1e-15 && (s.lr(50) - peak(50)).abs() < 1e-15);
+/// assert!(s.lr(50) < s.lr(10)); // the second peak is lower
+/// // Swapped bounds are refused.
+/// assert!(CyclicLr::new(CyclicLrConfig::new(1e-2, 1e-3, 10)).is_err());
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct CyclicLr {
     cfg: CyclicLrConfig,

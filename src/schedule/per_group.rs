@@ -35,6 +35,31 @@ impl<C: Algorithm> GroupLr for Optim<C> {
 /// (itself moved by a plain [`Scheduler`] if wanted), the per-group values act as factors
 /// on it: a backbone that warms up later than the head, layer-wise decay that changes over
 /// the run.
+///
+/// ```
+/// use candle_core::{DType, Device, Var};
+/// use candle_tricks::optim::{ParamGroup, ParamGroups, Sgd, SgdConfig};
+/// use candle_tricks::schedule::{Constant, CosineAnnealing, PerGroup, Scheduler, Sequential};
+/// # fn main() -> candle_tricks::Result<()> {
+/// let backbone = Var::zeros(4, DType::F32, &Device::Cpu)?;
+/// let head = Var::zeros(2, DType::F32, &Device::Cpu)?;
+/// let groups = ParamGroups::new(vec![ParamGroup::new(vec![backbone]), ParamGroup::new(vec![head])]);
+/// let mut opt = Sgd::with_groups(groups, SgdConfig::default().with_lr(1.0))?;
+/// // The backbone frozen for 100 steps, then annealed; the head annealed from the start.
+/// let frozen_then_cosine = Sequential::new(
+///     vec![Box::new(Constant::new(0.0)?), Box::new(CosineAnnealing::new(1e-3, 900)?)],
+///     vec![100],
+/// )?;
+/// let per_group = PerGroup::new(vec![
+///     Box::new(frozen_then_cosine),
+///     Box::new(CosineAnnealing::new(1e-2, 1000)?),
+/// ])?;
+/// let mut sched = Scheduler::new(per_group);
+/// assert_eq!(sched.step_groups(&mut opt)?, vec![0.0, 1e-2]);
+/// assert_eq!((opt.group_lr_mult(0), opt.group_lr_mult(1)), (Some(0.0), Some(1e-2)));
+/// # Ok(())
+/// # }
+/// ```
 pub struct PerGroup {
     schedules: Vec<Box<dyn LrSchedule>>,
 }

@@ -20,6 +20,22 @@ const BLOCK: &str = "PhasedOneCycle";
 /// For step $t$ in phase $k$ (between boundaries $b_k \le t < b_{k+1}$, with $b_0 = 0$) and
 /// $p = (t - b_k) / (b_{k+1} - b_k)$: linear $\eta_t = (v_{k+1} - v_k) \thinspace p + v_k$,
 /// cosine $\eta_t = v_{k+1} + (v_k - v_{k+1}) (1 + \cos \pi p) / 2$.
+///
+/// ```
+/// use candle_tricks::schedule::{Anneal, LrSchedule, PhasedOneCycle};
+/// # fn main() -> candle_tricks::Result<()> {
+/// // optax.linear_onecycle_schedule(1000, 0.1): up at 300, back down at 850, final at 1000.
+/// let s = PhasedOneCycle::linear_onecycle(1000, 0.1, 0.3, 0.85, 25.0, 1e4)?;
+/// assert_eq!(s.boundaries(), &[0, 300, 850, 1000]);
+/// assert_eq!((s.lr(0), s.lr(300)), (0.1 / 25.0, 0.1));
+/// assert!((s.lr(1000) - 0.1 / 25.0 / 1e4).abs() < 1e-20 && s.lr(5000) == s.lr(1000));
+/// // Any phases: warm up to 1e-3 by step 100, hold, cosine down to 0 by step 1000.
+/// let custom = PhasedOneCycle::new(0.0, &[(100, 1e-3), (400, 1e-3), (1000, 0.0)], Anneal::Cos)?;
+/// assert_eq!((custom.lr(100), custom.lr(250), custom.lr(1000)), (1e-3, 1e-3, 0.0));
+/// assert!(PhasedOneCycle::new(0.0, &[(100, 1e-3), (100, 0.0)], Anneal::Cos).is_err());
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct PhasedOneCycle {
     /// Phase boundaries, `0` first, strictly increasing.
