@@ -751,6 +751,26 @@ fn per_group_matches_torch_lambda_lr() -> R<()> {
         "{e}"
     );
     assert_eq!(small.group_lr_mult(0), Some(1.0));
+
+    // The multipliers reach the update: group 0 frozen, group 1 at half the base rate.
+    let (a, b) = (
+        Var::zeros(3, candle_core::DType::F32, &Device::Cpu)?,
+        Var::zeros(2, candle_core::DType::F32, &Device::Cpu)?,
+    );
+    let groups = ParamGroups::new(vec![
+        ParamGroup::new(vec![a.clone()]),
+        ParamGroup::new(vec![b.clone()]),
+    ]);
+    let mut opt = Sgd::with_groups(groups, SgdConfig::default().with_lr(1.0))?;
+    let frozen_and_half = PerGroup::new(vec![
+        Box::new(Constant::new(0.0)?),
+        Box::new(Constant::new(0.5)?),
+    ])?;
+    Scheduler::new(frozen_and_half).step_groups(&mut opt)?;
+    let loss = (a.as_tensor().sum_all()? + b.as_tensor().sum_all()?)?;
+    opt.step(&loss.backward()?)?;
+    assert_eq!(a.as_tensor().to_vec1::<f32>()?, vec![0.0; 3]);
+    assert_eq!(b.as_tensor().to_vec1::<f32>()?, vec![-0.5; 2]);
     Ok(())
 }
 
