@@ -159,6 +159,50 @@ fn curves() -> Result<Vec<Curve>> {
             vec![200, 500],
         )?,
     ));
+    let cyclic = |mode| CyclicLrConfig::new(0.01, peak, 100).with_mode(mode);
+    out.extend([
+        curve(
+            "cyclic_triangular",
+            "CyclicLr(triangular, up 100), rate and momentum",
+            &CyclicLr::new(cyclic(CyclicMode::Triangular))?,
+        ),
+        curve(
+            "cyclic_triangular2",
+            "CyclicLr(triangular2, up 100, down 150)",
+            &CyclicLr::new(cyclic(CyclicMode::Triangular2).with_step_size_down(150))?,
+        ),
+        curve(
+            "cyclic_exp_range",
+            "CyclicLr(exp_range γ 0.998, up 50)",
+            &CyclicLr::new(
+                CyclicLrConfig::new(0.01, peak, 50)
+                    .with_mode(CyclicMode::ExpRange { gamma: 0.998 })
+                    .without_momentum(),
+            )?,
+        ),
+        curve(
+            "optax_linear_onecycle",
+            "PhasedOneCycle::linear_onecycle (optax, T 900)",
+            &PhasedOneCycle::linear_onecycle(900, peak, 0.3, 0.85, 25.0, 1e4)?,
+        ),
+        curve(
+            "optax_cosine_onecycle",
+            "PhasedOneCycle::cosine_onecycle (optax, T 900)",
+            &PhasedOneCycle::cosine_onecycle(900, peak, 0.3, 25.0, 1e4)?,
+        ),
+        curve(
+            "chained",
+            "Chained[Warmup 100, StepLr(300, 0.5), Exponential(0.999)]",
+            &Chained::new(
+                peak,
+                vec![
+                    Box::new(Warmup::new(Constant::new(1.0)?, 100, 0.0)?),
+                    Box::new(StepLr::new(1.0, 300, 0.5)?),
+                    Box::new(ExponentialLr::new(1.0, 0.999)?),
+                ],
+            )?,
+        ),
+    ]);
     // Plateau: stateful, driven by a synthetic validation loss that flattens out.
     let mut p = ReduceLrOnPlateau::new(
         peak,

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use candle_core::{Device, Tensor, Var};
 use candle_nn::Optimizer;
-use candle_tricks::optim::Momentum;
+use candle_tricks::optim::{Momentum, ParamGroup, ParamGroups, Sgd, SgdConfig};
 use candle_tricks::schedule::*;
 use common::{fixtures, get, Fixtures, R};
 
@@ -567,5 +567,245 @@ fn bad_configs_error() -> R<()> {
         "ReduceLrOnPlateau",
         "initial_lr",
     );
+    Ok(())
+}
+
+fn check_momentum(f: &Fixtures, case: &str, s: &dyn LrSchedule) {
+    let m = seq(f, &format!("{case}.momentum"));
+    let ours: Vec<f64> = (0..m.len()).map(|t| s.momentum(t).unwrap()).collect();
+    assert_seq(&format!("{case} momentum"), &ours, &m, 1e-12);
+}
+
+#[test]
+fn cyclic_matches_torch() -> R<()> {
+    let f = fixtures("schedule");
+    let cases = [
+        ("cyclic_triangular", CyclicLrConfig::new(0.01, 0.1, 20)),
+        (
+            "cyclic_triangular2",
+            CyclicLrConfig::new(0.001, 0.05, 15)
+                .with_step_size_down(25)
+                .with_mode(CyclicMode::Triangular2)
+                .with_momentum(0.85, 0.95),
+        ),
+        (
+            "cyclic_exp_range",
+            CyclicLrConfig::new(0.002, 0.2, 10)
+                .with_step_size_down(30)
+                .with_mode(CyclicMode::ExpRange { gamma: 0.995 }),
+        ),
+        (
+            "cyclic_down1",
+            CyclicLrConfig::new(0.0, 1.0, 9).with_step_size_down(1),
+        ),
+    ];
+    for (case, cfg) in cases {
+        let s = CyclicLr::new(cfg)?;
+        check(&f, case, &s);
+        check_momentum(&f, case, &s);
+    }
+    let custom = CyclicLr::new(CyclicLrConfig::new(0.01, 0.1, 7).with_step_size_down(13))?
+        .with_scale_fn(
+            |x| 0.5 * (1.0 + (x * std::f64::consts::PI / 2.0).sin()),
+            ScaleMode::Cycle,
+        );
+    check(&f, "cyclic_custom_cycle", &custom);
+    check_momentum(&f, "cyclic_custom_cycle", &custom);
+    let iters = CyclicLr::new(CyclicLrConfig::new(0.01, 0.1, 25).without_momentum())?
+        .with_scale_fn(|x| (-x / 150.0).exp(), ScaleMode::Iterations);
+    check(&f, "cyclic_custom_iterations", &iters);
+    assert_eq!(iters.momentum(3), None);
+    // Triangular: the cycle repeats exactly, peak at step_size_up.
+    let tri = CyclicLr::new(CyclicLrConfig::new(0.01, 0.1, 20))?;
+    assert_eq!(tri.cycle_len(), 40);
+    assert_eq!((tri.lr(20), tri.lr(60)), (0.1, 0.1));
+    assert_eq!(
+        (tri.lr(0), tri.lr(40), tri.momentum(20)),
+        (0.01, 0.01, Some(0.8))
+    );
+    Ok(())
+}
+
+#[test]
+fn phased_one_cycle_matches_optax() -> R<()> {
+    let f = fixtures("schedule");
+    let lin = PhasedOneCycle::linear_onecycle(500, 0.4, 0.3, 0.85, 25.0, 1e4)?;
+    assert_eq!(lin.boundaries(), &[0, 150, 425, 500]);
+    check(&f, "optax_linear_onecycle", &lin);
+    check(
+        &f,
+        "optax_linear_onecycle_custom",
+        &PhasedOneCycle::linear_onecycle(333, 1.5, 0.2, 0.7, 10.0, 100.0)?,
+    );
+    check(
+        &f,
+        "optax_cosine_onecycle",
+        &PhasedOneCycle::cosine_onecycle(600, 0.25, 0.3, 25.0, 1e4)?,
+    );
+    check(
+        &f,
+        "optax_cosine_onecycle_custom",
+        &PhasedOneCycle::cosine_onecycle(257, 3e-3, 0.45, 5.0, 1e3)?,
+    );
+    // optax's piecewise_interpolate_schedule: the rates are running products of the scales.
+    let v1 = 0.1 * 3.0;
+    let v2 = v1 * 0.5;
+    let v3 = v2 * 0.1;
+    let v4 = v3 * 0.2;
+    let phases = [(40, v1), (100, v2), (101, v3), (250, v4)];
+    for (case, anneal) in [
+        ("optax_piecewise_linear", Anneal::Linear),
+        ("optax_piecewise_cosine", Anneal::Cos),
+    ] {
+        check(&f, case, &PhasedOneCycle::new(0.1, &phases, anneal)?);
+    }
+    Ok(())
+}
+
+#[test]
+fn chained_matches_torch_chained_scheduler() -> R<()> {
+    let f = fixtures("schedule");
+    let chained = Chained::new(
+        0.1,
+        vec![
+            Box::new(Warmup::new(Constant::new(1.0)?, 30, 0.1)?),
+            Box::new(StepLr::new(1.0, 50, 0.5)?),
+            Box::new(ExponentialLr::new(1.0, 0.995)?),
+        ],
+    )?;
+    check(&f, "chained", &chained);
+    assert_eq!(chained.momentum(5), None);
+    let constant_lr = Sequential::new(
+        vec![
+            Box::new(Constant::new(0.25)?),
+            Box::new(Constant::new(1.0)?),
+        ],
+        vec![20],
+    )?;
+    check(
+        &f,
+        "chained_multistep_constant",
+        &Chained::new(
+            0.05,
+            vec![
+                Box::new(MultiStepLr::new(1.0, [40, 90, 160], 0.3)?),
+                Box::new(constant_lr),
+            ],
+        )?,
+    );
+    Ok(())
+}
+
+fn per_group_schedules() -> R<PerGroup> {
+    Ok(PerGroup::new(vec![
+        Box::new(StepLr::new(0.1, 30, 0.5)?),
+        // (t + 1) / 50 up to 1: a warmup of 49 steps from 1/50.
+        Box::new(Warmup::new(Constant::new(0.01)?, 49, 1.0 / 50.0)?),
+        Box::new(Sequential::new(
+            vec![
+                Box::new(CosineAnnealing::new(0.5, 200)?),
+                Box::new(Constant::new(0.0)?),
+            ],
+            vec![200],
+        )?),
+    ])?)
+}
+
+#[test]
+fn per_group_matches_torch_lambda_lr() -> R<()> {
+    let f = fixtures("schedule");
+    let refs: Vec<Vec<f64>> = (0..3)
+        .map(|j| seq(&f, &format!("per_group.g{j}.lr")))
+        .collect();
+    let vars: Vec<Var> = (0..3)
+        .map(|_| Var::zeros(2, candle_core::DType::F32, &Device::Cpu))
+        .collect::<Result<_, _>>()?;
+    let groups = ParamGroups::new(vars.into_iter().map(|v| ParamGroup::new(vec![v])).collect());
+    // Base rate 1: each group's rate is exactly its schedule's value.
+    let mut opt = Sgd::with_groups(groups, SgdConfig::default().with_lr(1.0))?;
+    let mut sched = Scheduler::new(per_group_schedules()?);
+    let mut ours = vec![vec![]; 3];
+    for _ in 0..refs[0].len() {
+        let mults = sched.step_groups(&mut opt)?;
+        for (j, m) in mults.iter().enumerate() {
+            assert_eq!(opt.group_lr_mult(j), Some(*m));
+            ours[j].push(opt.learning_rate() * m);
+        }
+    }
+    for j in 0..3 {
+        assert_seq(&format!("per_group g{j}"), &ours[j], &refs[j], 1e-12);
+    }
+
+    // Resume mid-run through the state dict: the same multipliers from there on.
+    let mut again = Scheduler::new(per_group_schedules()?);
+    again.load_state_dict(&save_and_reload(&sched.state_dict()?)?)?;
+    assert_eq!(again.current_step(), refs[0].len());
+    assert_eq!(again.step_groups(&mut opt)?, sched.step_groups(&mut opt)?);
+
+    // A group count that does not match is an error, and nothing changes.
+    let one = ParamGroups::from(vec![Var::zeros(2, candle_core::DType::F32, &Device::Cpu)?]);
+    let mut small = Sgd::with_groups(one, SgdConfig::default())?;
+    let e = sched.step_groups(&mut small).unwrap_err().to_string();
+    assert!(
+        e.contains("PerGroup") && e.contains("3 parameter groups"),
+        "{e}"
+    );
+    assert_eq!(small.group_lr_mult(0), Some(1.0));
+
+    // The multipliers reach the update: group 0 frozen, group 1 at half the base rate.
+    let (a, b) = (
+        Var::zeros(3, candle_core::DType::F32, &Device::Cpu)?,
+        Var::zeros(2, candle_core::DType::F32, &Device::Cpu)?,
+    );
+    let groups = ParamGroups::new(vec![
+        ParamGroup::new(vec![a.clone()]),
+        ParamGroup::new(vec![b.clone()]),
+    ]);
+    let mut opt = Sgd::with_groups(groups, SgdConfig::default().with_lr(1.0))?;
+    let frozen_and_half = PerGroup::new(vec![
+        Box::new(Constant::new(0.0)?),
+        Box::new(Constant::new(0.5)?),
+    ])?;
+    Scheduler::new(frozen_and_half).step_groups(&mut opt)?;
+    let loss = (a.as_tensor().sum_all()? + b.as_tensor().sum_all()?)?;
+    opt.step(&loss.backward()?)?;
+    assert_eq!(a.as_tensor().to_vec1::<f32>()?, vec![0.0; 3]);
+    assert_eq!(b.as_tensor().to_vec1::<f32>()?, vec![-0.5; 2]);
+    Ok(())
+}
+
+#[test]
+fn new_schedules_resume_bit_identical() -> R<()> {
+    let make = || -> R<Chained> {
+        Ok(Chained::new(
+            1.0,
+            vec![
+                Box::new(CyclicLr::new(
+                    CyclicLrConfig::new(0.01, 0.1, 13).with_mode(CyclicMode::Triangular2),
+                )?),
+                Box::new(PhasedOneCycle::cosine_onecycle(300, 1.0, 0.3, 25.0, 1e4)?),
+            ],
+        )?)
+    };
+    let mut probe = Probe::new(vec![], 0.0)?;
+    let mut full = Scheduler::new(make()?);
+    let straight: Vec<f64> = (0..320).map(|_| full.step(&mut probe).unwrap()).collect();
+    let mut first = Scheduler::new(make()?);
+    let mut resumed: Vec<f64> = (0..111).map(|_| first.step(&mut probe).unwrap()).collect();
+    let mut second = Scheduler::new(make()?);
+    second.load_state_dict(&save_and_reload(&first.state_dict()?)?)?;
+    resumed.extend((111..320).map(|_| second.step(&mut probe).unwrap()));
+    assert_eq!(straight, resumed);
+
+    // CyclicLr cycles the optimizer's momentum through the Scheduler.
+    let f = fixtures("schedule");
+    let cfg = CyclicLrConfig::new(0.01, 0.1, 20);
+    let mut sched = Scheduler::new(CyclicLr::new(cfg)?);
+    let ms = seq(&f, "cyclic_triangular.momentum");
+    for m in ms {
+        let (_, got) = sched.step_with_momentum(&mut probe)?;
+        assert_eq!(got, Some(probe.momentum));
+        assert!((probe.momentum - m).abs() <= 1e-12 * m);
+    }
     Ok(())
 }

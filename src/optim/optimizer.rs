@@ -13,7 +13,7 @@ use super::checkpoint::{check_lr, flag, meta, StateReader};
 use super::fused::Kernel;
 use super::slots::{Core, Slot};
 use super::{Momentum, NonFinite, OptimizerState, ParamGroups};
-use crate::Result;
+use crate::{Error, Result};
 
 /// An optimizer algorithm, implemented by its configuration type ([`SgdConfig`](super::SgdConfig),
 /// [`AdamConfig`](super::AdamConfig), …): its name, its state buffers and its checks. The
@@ -158,6 +158,33 @@ impl<C: Algorithm> Optim<C> {
     /// Steps this parameter (by index) has taken.
     pub fn param_step(&self, index: usize) -> Option<u64> {
         self.core.slots.get(index).map(|s| s.step)
+    }
+
+    /// Number of parameter groups.
+    pub fn num_groups(&self) -> usize {
+        self.core.groups.len()
+    }
+
+    /// The learning-rate multiplier of group `group` (`None` when there is no such group).
+    pub fn group_lr_mult(&self, group: usize) -> Option<f64> {
+        self.core.groups.get(group).map(|g| g.lr_mult)
+    }
+
+    /// Sets the learning-rate multiplier of group `group` (a per-group schedule drives it);
+    /// it must be finite and >= 0, and the group must exist.
+    pub fn set_group_lr_mult(&mut self, group: usize, lr_mult: f64) -> Result<()> {
+        let n = self.core.groups.len();
+        let g = self.core.groups.get_mut(group).ok_or_else(|| {
+            Error::config(C::NAME, format!("no group {group} (the optimizer has {n})"))
+        })?;
+        if !(lr_mult.is_finite() && lr_mult >= 0.0) {
+            return Err(Error::config(
+                C::NAME,
+                format!("group {group}: lr_mult must be finite and >= 0, got {lr_mult}"),
+            ));
+        }
+        g.lr_mult = lr_mult;
+        Ok(())
     }
 
     /// One optimizer step from `grads`, with this crate's error type. The hyper-parameters are

@@ -17,9 +17,13 @@
 //! | [`CosineWarmRestarts`] | `CosineAnnealingWarmRestarts` (SGDR) | `warm_restarts.svg` |
 //! | [`Warmup`] | `SequentialLR([LinearLR, inner])`, optax `join_schedules` | `warmup_cosine.svg` |
 //! | [`OneCycle`] | `OneCycleLR` (rate and momentum) | `one_cycle.svg`, `one_cycle_three_phase.svg` |
+//! | [`PhasedOneCycle`] | optax `linear_onecycle_schedule`, `cosine_onecycle_schedule`, `piecewise_interpolate_schedule` | `optax_linear_onecycle.svg`, `optax_cosine_onecycle.svg` |
+//! | [`CyclicLr`] | `CyclicLR` (triangular, triangular2, exp_range, custom scale; rate and momentum) | `cyclic_triangular.svg`, `cyclic_triangular2.svg`, `cyclic_exp_range.svg` |
 //! | [`Noam`] | the Transformer's inverse-square-root schedule | `noam.svg` |
 //! | [`Wsd`] | warmup-stable-decay, transformers `get_wsd_schedule` | `wsd_linear.svg`, `wsd_cosine.svg`, `wsd_1_sqrt.svg` |
 //! | [`Sequential`] | `SequentialLR` | `sequential.svg` |
+//! | [`Chained`] | `ChainedScheduler` (multiplicative schedules at once) | `chained.svg` |
+//! | [`PerGroup`] | `LambdaLR` with one lambda per parameter group | — |
 //! | [`ReduceLrOnPlateau`] | `ReduceLROnPlateau` | `plateau.svg` |
 //!
 //! # Shapes
@@ -48,15 +52,36 @@
 //!   (MiniCPM). The cooldown shape matters: `1 - sqrt` matches a full cosine.
 //! - **Step decay** ([`StepLr`], [`MultiStepLr`]) reproduces the classic ResNet recipes
 //!   (×0.1 at epochs 30/60/90) but needs its milestones tuned per run length.
+//! - **Cyclical rates to find and use the rate range.** [`CyclicLr`] sweeps the rate up and down
+//!   between two bounds every `step_size_up + step_size_down` steps (2–10 epochs per half cycle),
+//!   so no single rate has to be right: the high phases cross sharp regions and saddle points,
+//!   the low phases settle. Pick the bounds with an LR range test — one short run with the rate
+//!   rising linearly (the first half cycle of a [`CyclicLr`] with a generous `max_lr`), noting
+//!   where the loss starts to fall (`base_lr`) and where it turns ragged (`max_lr`, or a third
+//!   of where it diverges). `triangular2` and `exp_range` shrink the cycles so the run still
+//!   ends low. Cost: the accuracy at an arbitrary step is noisy; stop at a cycle end.
+//! - **optax's one-cycle** ([`PhasedOneCycle`]) puts the phase ends at whole steps you choose,
+//!   with no momentum: use it to reproduce a JAX/optax recipe step for step, [`OneCycle`] for a
+//!   torch one.
+//! - **Chain factors instead of writing a new schedule.** [`Chained`] multiplies independent
+//!   factors on one clock (a warmup × a step decay × a slow exponential), torch's
+//!   `ChainedScheduler`; [`Sequential`] hands over at milestones instead.
+//! - **A schedule per parameter group** ([`PerGroup`]) when parts of the model need different
+//!   shapes, not just different scales: a pretrained backbone held at 0 (or low) while a new
+//!   head warms up, then both annealed. For a constant ratio, a group's `lr_mult` suffices.
 //!
 //! Resuming must not restart the schedule: save [`Scheduler::state_dict`] (and
 //! [`ReduceLrOnPlateau::state_dict`]) with the optimizer state.
 //!
 //! # Example
 //! Warmup + cosine peaks at the end of the warmup and ends at `eta_min`; one-cycle starts at
-//! `max_lr / div_factor` and peaks after `pct_start` of the run with the momentum at its base.
+//! `max_lr / div_factor` and peaks after `pct_start` of the run with the momentum at its base;
+//! a `triangular2` cycle halves its height every cycle.
 //! ```
-//! use candle_tricks::schedule::{CosineAnnealing, LrSchedule, OneCycle, OneCycleConfig, Warmup};
+//! use candle_tricks::schedule::{
+//!     CosineAnnealing, CyclicLr, CyclicLrConfig, CyclicMode, LrSchedule, OneCycle,
+//!     OneCycleConfig, Warmup,
+//! };
 //! # fn main() -> candle_tricks::Result<()> {
 //! let (warmup, decay) = (100, 900);
 //! let s = Warmup::new(CosineAnnealing::new(3e-4, decay)?.with_eta_min(1e-5)?, warmup, 0.0)?;
@@ -72,11 +97,21 @@
 //! assert_eq!(oc.lr(299), 0.1);
 //! assert_eq!((oc.momentum(0), oc.momentum(299)), (Some(0.95), Some(0.85)));
 //! assert!((oc.lr(999) - 0.1 / 25.0 / 1e4).abs() < 1e-18);
+//!
+//! // Cyclic (triangular2): the second peak is half as high, the momentum lowest at the peaks.
+//! let cy = CyclicLr::new(CyclicLrConfig::new(0.01, 0.09, 50).with_mode(CyclicMode::Triangular2))?;
+//! assert_eq!((cy.lr(0), cy.lr(50), cy.lr(100)), (0.01, 0.09, 0.01));
+//! assert!((cy.lr(150) - 0.05).abs() < 1e-15);
+//! assert_eq!((cy.momentum(0), cy.momentum(50)), (Some(0.9), Some(0.8)));
 //! # Ok(())
 //! # }
 //! ```
 //!
 //! # References
+//! - Smith 2017, *Cyclical Learning Rates for Training Neural Networks*,
+//!   <https://arxiv.org/abs/1506.01186> (cyclic rates, the LR range test)
+//! - Smith & Topin 2018, *Super-Convergence: Very Fast Training of Neural Networks Using Large
+//!   Learning Rates*, <https://arxiv.org/abs/1708.07120> (one-cycle)
 //! - Loshchilov & Hutter 2017, *SGDR: Stochastic Gradient Descent with Warm Restarts*,
 //!   <https://arxiv.org/abs/1608.03983>
 //! - Smith 2018, *A disciplined approach to neural network hyper-parameters: Part 1*,
@@ -96,12 +131,16 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::{Error, Result};
 
+mod chained;
 mod constant;
 mod cosine;
+mod cyclic;
 mod exponential;
 mod multistep;
 mod noam;
 mod one_cycle;
+mod per_group;
+mod phased_one_cycle;
 mod plateau;
 mod polynomial;
 mod scheduler;
@@ -111,12 +150,16 @@ mod warm_restarts;
 mod warmup;
 mod wsd;
 
+pub use chained::Chained;
 pub use constant::Constant;
 pub use cosine::CosineAnnealing;
+pub use cyclic::{CyclicLr, CyclicLrConfig, CyclicMode, ScaleFn, ScaleMode};
 pub use exponential::ExponentialLr;
 pub use multistep::MultiStepLr;
 pub use noam::Noam;
 pub use one_cycle::{Anneal, OneCycle, OneCycleConfig};
+pub use per_group::{GroupLr, PerGroup};
+pub use phased_one_cycle::PhasedOneCycle;
 pub use plateau::{PlateauConfig, PlateauMode, ReduceLrOnPlateau, ThresholdMode};
 pub use polynomial::Polynomial;
 pub use scheduler::Scheduler;

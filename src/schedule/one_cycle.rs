@@ -16,7 +16,8 @@ pub enum Anneal {
 }
 
 impl Anneal {
-    fn apply(self, start: f64, end: f64, pct: f64) -> f64 {
+    /// The value a fraction `pct` of the way from `start` to `end`.
+    pub(super) fn apply(self, start: f64, end: f64, pct: f64) -> f64 {
         match self {
             Anneal::Cos => end + (start - end) / 2.0 * ((std::f64::consts::PI * pct).cos() + 1.0),
             Anneal::Linear => (end - start) * pct + start,

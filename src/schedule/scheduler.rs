@@ -38,12 +38,44 @@ const BLOCK: &str = "Scheduler";
 /// ```
 #[derive(Debug, Clone)]
 pub struct Scheduler<S = Box<dyn LrSchedule>> {
-    schedule: S,
-    step: usize,
+    pub(super) schedule: S,
+    pub(super) step: usize,
 }
 
 impl<S: LrSchedule> Scheduler<S> {
-    /// A driver at step 0.
+    /// The rate the next [`Scheduler::step`] will set.
+    pub fn lr(&self) -> f64 {
+        self.schedule.lr(self.step)
+    }
+
+    /// Sets the optimizer's learning rate for the current step, advances the counter and
+    /// returns the rate. A rate that is NaN, infinite or negative (a custom schedule's bug) is
+    /// an error naming the step, and neither the optimizer nor the counter changes.
+    pub fn step<O: Optimizer>(&mut self, opt: &mut O) -> Result<f64> {
+        let lr = self.schedule.lr(self.step);
+        self.check_rate("lr", lr)?;
+        opt.set_learning_rate(lr);
+        self.step += 1;
+        Ok(lr)
+    }
+
+    /// [`Scheduler::step`], and also sets the momentum (SGD momentum, Adam's β₁) when the
+    /// schedule cycles one ([`super::OneCycle`], [`super::CyclicLr`]); returns
+    /// `(lr, momentum)`. The momentum is checked by the optimizer ([`Momentum::set_momentum`]).
+    pub fn step_with_momentum<O: Optimizer + Momentum>(
+        &mut self,
+        opt: &mut O,
+    ) -> Result<(f64, Option<f64>)> {
+        let m = self.schedule.momentum(self.step);
+        if let Some(m) = m {
+            opt.set_momentum(m)?;
+        }
+        Ok((self.step(opt)?, m))
+    }
+}
+
+impl<S> Scheduler<S> {
+    /// A driver at step 0 (of an [`LrSchedule`], or of a [`super::PerGroup`]).
     pub fn new(schedule: S) -> Self {
         Self { schedule, step: 0 }
     }
@@ -58,39 +90,16 @@ impl<S: LrSchedule> Scheduler<S> {
         self.step
     }
 
-    /// The rate the next [`Scheduler::step`] will set.
-    pub fn lr(&self) -> f64 {
-        self.schedule.lr(self.step)
-    }
-
-    /// Sets the optimizer's learning rate for the current step, advances the counter and
-    /// returns the rate. A rate that is NaN, infinite or negative (a custom schedule's bug) is
-    /// an error naming the step, and neither the optimizer nor the counter changes.
-    pub fn step<O: Optimizer>(&mut self, opt: &mut O) -> Result<f64> {
-        let lr = self.schedule.lr(self.step);
-        if !(lr.is_finite() && lr >= 0.0) {
+    /// Errors (naming the step) unless `value`, the schedule's `what` for the current step, is
+    /// finite and >= 0.
+    pub(super) fn check_rate(&self, what: &str, value: f64) -> Result<()> {
+        if !(value.is_finite() && value >= 0.0) {
             return Err(Error::config(
                 BLOCK,
-                format!("the schedule returned lr {lr} at step {}", self.step),
+                format!("the schedule returned {what} {value} at step {}", self.step),
             ));
         }
-        opt.set_learning_rate(lr);
-        self.step += 1;
-        Ok(lr)
-    }
-
-    /// [`Scheduler::step`], and also sets the momentum (SGD momentum, Adam's β₁) when the
-    /// schedule cycles one ([`super::OneCycle`]); returns `(lr, momentum)`.
-    /// The momentum is checked by the optimizer ([`Momentum::set_momentum`]).
-    pub fn step_with_momentum<O: Optimizer + Momentum>(
-        &mut self,
-        opt: &mut O,
-    ) -> Result<(f64, Option<f64>)> {
-        let m = self.schedule.momentum(self.step);
-        if let Some(m) = m {
-            opt.set_momentum(m)?;
-        }
-        Ok((self.step(opt)?, m))
+        Ok(())
     }
 
     /// The state, `{"scheduler.step": step}` as a 0-d f64 tensor (exact up to $2^{53}$ steps),

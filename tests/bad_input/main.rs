@@ -377,6 +377,7 @@ mod sweep_prune;
 mod sweep_quantize;
 mod sweep_rnn;
 mod sweep_schedule;
+mod sweep_schedule_cycles;
 mod sweep_sizes;
 mod sweep_ssm;
 mod sweep_transfer;
@@ -394,6 +395,7 @@ fn sweep() {
     cases.extend(sweep_rnn::rnn_cases());
     cases.extend(sweep_optim::optim_cases());
     cases.extend(sweep_schedule::schedule_cases());
+    cases.extend(sweep_schedule_cycles::schedule_cycles_cases());
     cases.extend(sweep_loaders::loader_cases());
     cases.extend(sweep_loss::loss_cases());
     cases.extend(sweep_lora::lora_cases());
