@@ -87,6 +87,10 @@
 //!   position embeddings resampled bicubically to the new patch grid (timm's, class token kept).
 //!   In practice: `examples/fine_tune.rs` (lenient load with its report checked, linear probe vs
 //!   full fine-tune vs layer-wise decay vs LoRA, and when each wins).
+//! - **Quantize: post-training first, quantization-aware when that is not enough** —
+//!   [`compress::quantize`]: observers, fake-quantization with a straight-through gradient
+//!   ([`compress::quantize::QatLinear`], [`compress::quantize::QatConv2d`]), per-channel
+//!   weights and per-tensor 7-bit activations (`reduce_range` for AVX2), GGUF export.
 //! - **Prune gradually, then fine-tune** — [`compress::prune`]: magnitude, global and channel
 //!   pruning with masks that survive weight decay, on Zhu & Gupta's cubic schedule.
 //!
@@ -127,6 +131,12 @@
 //!   [`schedule::OneCycle`] (with its momentum cycle), [`schedule::CosineWarmRestarts`] (SGDR),
 //!   [`schedule::Wsd`] for long pre-training; every curve is plotted in `docs/schedules/`.
 //! - **Reduce on plateau when you cannot tune** — [`schedule::ReduceLrOnPlateau`].
+//! - **Cyclical rates** — [`schedule::CyclicLr`]: sweep the rate between bounds found by an LR
+//!   range test and stop at a cycle end; [`schedule::PhasedOneCycle`] reproduces optax's
+//!   one-cycles step for step.
+//! - **Compose, do not rewrite, schedules** — [`schedule::Chained`] multiplies independent
+//!   factors on one clock; [`schedule::PerGroup`] gives a pretrained backbone and a new head
+//!   their own curves.
 //! - **Clip by the global norm and log it** — [`optim::clip_grad_norm`] returns the pre-clip norm;
 //!   [`optim::agc`] clips unit-wise relative to the weight norm (normalizer-free nets).
 //!

@@ -62,6 +62,10 @@ pub use crate::blocks::{
     EarlyExitConfig, LayerScale, LayerScaleConfig, MultiScaleConfig, MultiScalePathways, PreNorm,
     ResBlockConfig, Residual, UpBlock, UpBlockConfig,
 };
+pub use crate::compress::quantize::{
+    qat_conv2d, qat_linear, FakeQuantize, Observer, ObserverConfig, ObserverKind, QatConfig,
+    QatConv2d, QatLinear, QatMode,
+};
 pub use crate::conv::{
     aspp, conv2d, conv2d_no_bias, conv3d, depthwise_conv2d, receptive_field, separable_conv2d,
     Aspp, AsppConfig, Conv2d, Conv2dConfig, Conv3d, Conv3dConfig, DepthwiseConv2d,
@@ -87,8 +91,9 @@ pub use crate::pool::{
 };
 pub use crate::rnn::{gru, lstm, Gru, GruConfig, Lstm, LstmConfig, RnnConfig};
 pub use crate::schedule::{
-    Constant, CosineAnnealing, CosineWarmRestarts, LrSchedule, OneCycle, OneCycleConfig,
-    ReduceLrOnPlateau, Scheduler, StepLr, Warmup, Wsd, WsdConfig,
+    Chained, Constant, CosineAnnealing, CosineWarmRestarts, CyclicLr, CyclicLrConfig, CyclicMode,
+    LrSchedule, OneCycle, OneCycleConfig, PerGroup, PhasedOneCycle, ReduceLrOnPlateau, Scheduler,
+    StepLr, Warmup, Wsd, WsdConfig,
 };
 pub use crate::ssm::{
     mamba_block, mamba_model, MambaBlock, MambaConfig, MambaModel, MambaModelConfig,
