@@ -110,11 +110,14 @@ pub enum Op {
     LstmRecurrence,
     /// [`crate::ops::gru_recurrence()`] (the GRU's time loop).
     GruRecurrence,
+    /// The int8 product of [`crate::compress::quantize::QuantizedLinear`] and
+    /// [`crate::compress::quantize::QuantizedConv2d`] (inference only, no backward).
+    QuantizedMatmul,
 }
 
 impl Op {
     /// Every op, in the order of [`table`].
-    pub const ALL: [Op; 20] = [
+    pub const ALL: [Op; 21] = [
         Op::DepthwiseConv2d,
         Op::DepthwiseConv1d,
         Op::CausalConv1d,
@@ -135,6 +138,7 @@ impl Op {
         Op::CrossEntropy,
         Op::LstmRecurrence,
         Op::GruRecurrence,
+        Op::QuantizedMatmul,
     ];
 
     /// The op's name as `docs/FEATURES.md` writes it (the public function, or the block).
@@ -188,7 +192,7 @@ const fn row(op: Op, name: &'static str, cpu: bool, composition: &'static str) -
     }
 }
 
-static TABLE: [OpBackends; 20] = [
+static TABLE: [OpBackends; 21] = [
     row(
         Op::DepthwiseConv2d,
         "depthwise_conv2d",
@@ -308,6 +312,12 @@ static TABLE: [OpBackends; 20] = [
         "gru_recurrence",
         true,
         "a loop of (B, H)·W_hhᵀ + gate tensor ops per time step, masks for the lengths",
+    ),
+    row(
+        Op::QuantizedMatmul,
+        "quantized_matmul",
+        true,
+        "fake-quantized input times the dequantized weight, f32 `matmul` / `conv2d`",
     ),
 ];
 

@@ -37,7 +37,10 @@ pub enum QScheme {
 impl QScheme {
     /// Whether the range is made symmetric around zero.
     pub fn is_symmetric(self) -> bool {
-        matches!(self, Self::PerTensorSymmetric | Self::PerChannelSymmetric { .. })
+        matches!(
+            self,
+            Self::PerTensorSymmetric | Self::PerChannelSymmetric { .. }
+        )
     }
 
     /// The channel axis of a per-channel scheme, `None` for a per-tensor one.
@@ -122,7 +125,11 @@ impl QParams {
                 block: BLOCK,
                 msg: format!(
                     "{scheme:?} needs {} min/max values of equal length, got {} and {}",
-                    if scheme.axis().is_none() { "1" } else { "≥ 1" },
+                    if scheme.axis().is_none() {
+                        "1"
+                    } else {
+                        "≥ 1"
+                    },
                     channels,
                     max_val.len()
                 ),
@@ -158,7 +165,13 @@ impl QParams {
                 zero_point.push((z as i32).clamp(quant_min, quant_max));
             }
         }
-        Ok(Self { scale, zero_point, axis: scheme.axis(), quant_min, quant_max })
+        Ok(Self {
+            scale,
+            zero_point,
+            axis: scheme.axis(),
+            quant_min,
+            quant_max,
+        })
     }
 
     /// The integer value of `x` in channel `c` (`c = 0` for per-tensor parameters).
