@@ -52,7 +52,8 @@ pub(crate) struct PackedB {
 
 impl PackedB {
     /// Packs `w`, PyTorch's `(N, K)` = (out, in) row-major weight, i.e. $B = W^\top$.
-    /// The caller checked that `n · k` is `w.len()` and that the padded size fits memory.
+    /// The caller checked that `n · k` is `w.len()`, `k ≤ MAX_K` and that the padded size fits
+    /// memory.
     pub(crate) fn pack(w: &[i8], n: usize, k: usize) -> Self {
         let kp = k.div_ceil(KG) * KG;
         let np = n.div_ceil(NR);
@@ -101,18 +102,9 @@ pub(crate) struct Epilogue<'a> {
     pub(crate) bias: Option<&'a [f32]>,
 }
 
-impl Epilogue<'_> {
-    #[inline(always)]
-    fn apply(&self, acc: i32, colsum: i32, n: usize) -> f32 {
-        // i64: `acc` and `z_a · colsum` each fit i32, their difference may not.
-        let centred = i64::from(acc) - i64::from(self.zero_point) * i64::from(colsum);
-        let y = centred as f32 * self.scale[n];
-        match self.bias {
-            Some(b) => y + b[n],
-            None => y,
-        }
-    }
-}
+/// The longest reduction the i32 accumulators hold: $|\mathrm{acc} - z_a \sum_k B_{kn}|$ is at
+/// most $2 \cdot 127 \cdot 128 \thinspace K$, which must stay below $2^{31}$.
+pub(crate) const MAX_K: usize = (i32::MAX / (2 * 127 * 128)) as usize;
 
 /// `out (M × N, row-major) = epilogue(a · b)`, `a` being `m` rows of `b.kp()` bytes (each at
 /// most 127; the padding bytes are ignored), on candle's pool at the best SIMD level.
@@ -159,13 +151,34 @@ pub(crate) fn gemm_at(
             k0 += kc;
         }
         let cols = NR.min(n - p * NR);
+        let (col0, z) = (p * NR, epi.zero_point);
+        let colsum = &b.colsum[col0..col0 + cols];
+        let scale = &epi.scale[col0..col0 + cols];
         for (r, acc_row) in acc[..rows].iter().enumerate() {
-            for (c, &v) in acc_row[..cols].iter().enumerate() {
-                let col = p * NR + c;
-                let y = epi.apply(v, b.colsum[col], col);
-                // SAFETY: `(row0 + r, col)` is inside the `m × n` output (checked above), and
-                // each task owns its rows × panel block, so no two tasks write one element.
-                unsafe { *dst.ptr().add((row0 + r) * n + col) = y };
+            // SAFETY: row `row0 + r`, columns `col0 .. col0 + cols` lie inside the `m × n` output
+            // (checked above), and each task owns its rows × panel block: no two tasks (and no
+            // other reference) touch these elements while this slice lives.
+            let dst_row = unsafe {
+                std::slice::from_raw_parts_mut(dst.ptr().add((row0 + r) * n + col0), cols)
+            };
+            // No overflow: K ≤ MAX_K (checked when the weight is packed), so
+            // |acc − z · colsum| < 2^31. f32 product then bias, as fbgemm rounds.
+            let centred = acc_row
+                .iter()
+                .zip(colsum)
+                .map(|(&a, &cs)| (a - z * cs) as f32);
+            match epi.bias {
+                Some(bias) => {
+                    let bias = &bias[col0..col0 + cols];
+                    for (((d, c), s), b) in dst_row.iter_mut().zip(centred).zip(scale).zip(bias) {
+                        *d = c * s + b;
+                    }
+                }
+                None => {
+                    for ((d, c), s) in dst_row.iter_mut().zip(centred).zip(scale) {
+                        *d = c * s;
+                    }
+                }
             }
         }
     });

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use candle_core::{DType, Device, Tensor};
 
 use super::{quant_range, QDType, QParams, QScheme};
-use crate::cpu::int8_gemm::{gemm_u8i8_f32, Epilogue, PackedB};
+use crate::cpu::int8_gemm::{gemm_u8i8_f32, Epilogue, PackedB, MAX_K};
 use crate::cpu::par_tasks;
 use crate::ops::backend::{backend, Op};
 use crate::{check, Error, Result};
@@ -324,8 +324,17 @@ impl Int8Weight {
             }
             None => None,
         };
+        let k = q.elem_count() / out;
+        if k > MAX_K {
+            return Err(Error::config(
+                block,
+                format!(
+                    "at most {MAX_K} inputs per output channel fit the int8 kernel's 32-bit \
+                     accumulators, got {k}"
+                ),
+            ));
+        }
         let packed = if q.device().is_cpu() {
-            let k = q.elem_count() / out;
             let kp = k.div_ceil(4).checked_mul(4);
             let padded = kp.and_then(|kp| kp.checked_mul(out.div_ceil(16) * 16));
             check::numel_of(block, "packed weight", &[padded.unwrap_or(usize::MAX)], 1)?;
