@@ -231,8 +231,12 @@ unsafe fn tile_avx2(a: [&[u8]; MR], panel: &[i8], acc: &mut [[i32; NR]; MR], fir
     if !first {
         for (cr, ar) in c.iter_mut().zip(acc.iter()) {
             // SAFETY: `ar` is 16 i32, two unaligned 256-bit loads.
-            cr[0] = unsafe { _mm256_loadu_si256(ar.as_ptr().cast()) };
-            cr[1] = unsafe { _mm256_loadu_si256(ar.as_ptr().add(8).cast()) };
+            *cr = unsafe {
+                [
+                    _mm256_loadu_si256(ar.as_ptr().cast()),
+                    _mm256_loadu_si256(ar.as_ptr().add(8).cast()),
+                ]
+            };
         }
     }
     let pb = panel.as_ptr();
