@@ -92,7 +92,7 @@ impl PackedB {
 }
 
 /// The dequantization fused into the store:
-/// $y_{mn} = s_a s_w[n] \thinspace (\mathrm{acc}_{mn} - z_a \sum_k B_{kn}) + b_n$.
+/// $y_{mn} = s_a s_w[n] \thinspace (c_{mn} - z_a \sum_k B_{kn}) + b_n$, with $c$ the i32 accumulators.
 pub(crate) struct Epilogue<'a> {
     /// $s_a s_w[n]$ per column (computed in f32, as fbgemm does).
     pub(crate) scale: &'a [f32],
