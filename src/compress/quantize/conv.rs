@@ -51,7 +51,7 @@ use std::collections::HashMap;
 
 use candle_core::{DType, Module, Tensor};
 
-use super::int8::{fake_quantize_input, quantize_rows, try_bytes, Int8Weight};
+use super::int8::{fake_quantize_input, quantize_rows, try_bytes, Int8Weight, TASK_BYTES};
 use super::InputQuant;
 use crate::cpu::par_tasks;
 use crate::ops::{conv2d_reference, Conv2dConfig};
@@ -210,7 +210,7 @@ impl QuantizedConv2d {
         let mut a = try_bytes(BLOCK, "unfolded input", len)?;
         // Padding is the quantized zero, which stands for the real 0.
         let z = q.zero_point[0] as u8;
-        let rows_per_task = (1 << 14) / kp + 1;
+        let rows_per_task = TASK_BYTES / kp + 1;
         par_tasks(&mut a, rows_per_task * kp, |t, chunk, _: &mut ()| {
             for (r, row) in chunk.chunks_mut(kp).enumerate() {
                 let pix = t * rows_per_task + r;

@@ -145,6 +145,11 @@ pub(crate) fn try_bytes(block: &'static str, what: &'static str, n: usize) -> Re
     Ok(v)
 }
 
+/// Bytes of 8-bit output per parallel task of the quantization and unfolding passes: an input
+/// smaller than this (a linear layer's batch) is done on the calling thread, without waking
+/// candle's pool, whose wake-up costs more than the pass on a busy machine.
+pub(crate) const TASK_BYTES: usize = 1 << 20;
+
 /// `x` quantized with `q` into `out` (`rows` rows of `k` values, written `stride` bytes apart),
 /// on candle's pool; errors naming `block` on a NaN or ±Inf (which would otherwise quietly
 /// become a valid integer).
@@ -162,7 +167,7 @@ pub(crate) fn quantize_rows(
         q.zero_point[0],
         (q.quant_min, q.quant_max),
     );
-    let rows_per_task = (1 << 14) / stride.max(1) + 1;
+    let rows_per_task = TASK_BYTES / stride.max(1) + 1;
     par_tasks(out, rows_per_task * stride, |i, chunk, _: &mut ()| {
         let mut ok = true;
         for (r, dst) in chunk.chunks_mut(stride).enumerate() {
