@@ -31,8 +31,9 @@
 //!
 //! On CPU the product is this crate's int8 kernel (AVX2 where the CPU has it); other devices
 //! compute the same formula in f32 tensor ops (the input fake-quantized, the weight
-//! dequantized), so a quantized model runs everywhere. At batch 64, 1024 → 4096, the layer runs
-//! more than 2× faster than `candle_nn::Linear` on two AVX2 cores (`docs/PERFORMANCE.md`).
+//! dequantized), so a quantized model runs everywhere. At batch 64, 1024 → 4096 on AVX2 it runs
+//! about 2× faster than `candle_nn::Linear` (2.2 to 2.8× single-threaded; see
+//! `docs/PERFORMANCE.md`), and about as fast as PyTorch's fbgemm dynamic quantized linear.
 //!
 //! # Example
 //! ```
