@@ -38,8 +38,9 @@ pub(crate) const NR: usize = 16;
 const KG: usize = 4;
 /// `k` values per cache block (a multiple of [`KG`]).
 const KC: usize = 1024;
-/// Rows per task.
+/// Rows per task (whole tiles).
 const MC: usize = 64;
+const _: () = assert!(MC.is_multiple_of(MR) && KC.is_multiple_of(KG));
 
 /// The weight `B`, packed for the micro-kernel, with its column sums.
 #[derive(Debug, Clone)]
@@ -137,15 +138,13 @@ pub(crate) fn gemm_at(
         let mut k0 = 0;
         while k0 < kp {
             let kc = KC.min(kp - k0);
-            for r in (0..rows).step_by(MR) {
+            let (tiles, _) = acc.as_chunks_mut::<MR>();
+            for (t, tile) in tiles.iter_mut().take(rows.div_ceil(MR)).enumerate() {
                 // Rows past the block's end repeat its last row; their results are dropped.
                 let ptrs: [&[u8]; MR] = std::array::from_fn(|i| {
-                    let row = row0 + (r + i).min(rows - 1);
+                    let row = row0 + (t * MR + i).min(rows - 1);
                     &a[row * kp + k0..][..kc]
                 });
-                let tile: &mut [[i32; NR]; MR] = (&mut acc[r..r + MR])
-                    .try_into()
-                    .unwrap_or_else(|_| unreachable!("MC is a multiple of MR"));
                 tile_at(level, ptrs, &panel[k0 * NR..][..kc * NR], tile, k0 == 0);
             }
             k0 += kc;

@@ -43,15 +43,7 @@ impl InputQuant {
     /// # Errors
     /// A non-finite bound or `min_val > max_val`.
     pub fn calibrated(min_val: f32, max_val: f32) -> Result<Self> {
-        QParams::from_min_max(
-            &[min_val],
-            &[max_val],
-            QScheme::PerTensorAffine,
-            QDType::QUInt8,
-            Self::activation_range(),
-            f32::EPSILON,
-        )
-        .map(Self::Static)
+        activation_params(min_val, max_val).map(Self::Static)
     }
 
     /// Checks static parameters (see [`InputQuant::Static`]).
@@ -116,13 +108,22 @@ impl InputQuant {
                 if !finite {
                     return Err(Error::non_finite(block, "input"));
                 }
-                match Self::calibrated(lo, hi)? {
-                    Self::Static(q) => Ok(q),
-                    Self::Dynamic => unreachable!("calibrated gives static parameters"),
-                }
+                activation_params(lo, hi)
             }
         }
     }
+}
+
+/// Per-tensor affine `QUInt8` parameters over $[0, 127]$ covering `[lo, hi]`.
+fn activation_params(lo: f32, hi: f32) -> Result<QParams> {
+    QParams::from_min_max(
+        &[lo],
+        &[hi],
+        QScheme::PerTensorAffine,
+        QDType::QUInt8,
+        InputQuant::activation_range(),
+        f32::EPSILON,
+    )
 }
 
 /// `x` quantized with the reciprocal scale `inv_scale` and zero point `z`, clamped to
