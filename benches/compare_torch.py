@@ -7,7 +7,7 @@
 
 Suites: `train`, the whole-model training steps (`benches/train.rs` against
 `benches/torch_train.py`), and `ops`, the forward + backward cases (criterion groups of
-`benches/norm.rs`, `attention.rs`, `conv.rs`, `optim.rs`, `loss.rs`, `rnn.rs` against `benches/torch_ops.py`).
+`benches/norm.rs`, `attention.rs`, `conv.rs`, `optim.rs`, `loss.rs`, `rnn.rs`, `int8.rs` against `benches/torch_ops.py`).
 
 For every round and case it runs our criterion bench (`cargo bench --bench <bench> -- ^<id>$`,
 criterion's estimates written to a directory of their own per round, CRITERION_HOME) and then the
@@ -74,6 +74,10 @@ OPS = {
         "rnn", "gru/ours_fwd_bwd/b32_l256_i256_h256", "gru"),
     "AdamW step, 25 M parameters (PyTorch fused=True)": op_case(
         "optim", "optim_step/adamw/ours/25M_100x500x500", "adamw"),
+    "linear f32 forward (64, 1024 -> 4096), candle_nn::Linear": op_case(
+        "int8", "linear/candle_f32/64x1024x4096", "linear_f32"),
+    "int8 dynamic linear (64, 1024 -> 4096)": op_case(
+        "int8", "linear/int8/64x1024x4096", "linear_int8_dynamic"),
 }
 
 SUITES = {"train": TRAIN, "ops": OPS}

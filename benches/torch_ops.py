@@ -2,11 +2,13 @@
 
     /work/venv/bin/python benches/torch_ops.py --case softmax|batch_norm|layer_norm|group_norm|
         sdpa|depthwise_1x32x112x112|depthwise_8x384x14x14|adamw|cross_entropy_256x1000|
-        cross_entropy_1024x10000|lstm|gru
+        cross_entropy_1024x10000|lstm|gru|linear_f32|linear_int8_dynamic
 
 Each case does what the matching criterion bench does on our side (benches/compare_torch.py
 --suite ops names them): forward (training mode) and `y.sum().backward()` on the same shapes, or
-one AdamW step over 25 M parameters (100 tensors of 500 x 500, `fused=True`). f32, two threads.
+one AdamW step over 25 M parameters (100 tensors of 500 x 500, `fused=True`), or a linear
+layer's inference forward (batch 64, 1024 -> 4096: f32 `F.linear`, or
+`torch.ao.nn.quantized.dynamic.Linear` on the x86 / fbgemm engine). f32, two threads.
 Prints the median over at least 2 s of runs as the last line, `ms=<value>`.
 """
 import argparse
@@ -55,6 +57,16 @@ def case_step(name):
         net = cls(256, 256, batch_first=True)
         x = leaf(32, 256, 256)
         return lambda: net(x)[0].sum().backward()
+    if name in ("linear_f32", "linear_int8_dynamic"):
+        torch.backends.quantized.engine = "x86"
+        w, b, x = torch.randn(4096, 1024) * 0.03, torch.randn(4096) * 0.1, torch.randn(64, 1024)
+        if name == "linear_f32":
+            return lambda: F.linear(x, w, b)
+        qw = torch.quantize_per_channel(w, w.abs().amax(1) / 127.5, torch.zeros(4096, dtype=torch.long),
+                                        0, torch.qint8)
+        layer = torch.ao.nn.quantized.dynamic.Linear(1024, 4096, dtype=torch.qint8)
+        layer.set_weight_bias(qw, b)
+        return lambda: layer(x)
     if name == "adamw":
         params = [torch.randn(500, 500).requires_grad_(True) for _ in range(100)]
         for p in params:

@@ -9,6 +9,7 @@
 
 pub(crate) mod element;
 pub(crate) mod gemm;
+pub(crate) mod int8_gemm;
 pub(crate) mod lanes;
 pub(crate) mod math;
 pub(crate) mod parallel;

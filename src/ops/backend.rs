@@ -112,11 +112,14 @@ pub enum Op {
     GruRecurrence,
     /// [`crate::ops::fake_quantize_per_tensor_affine()`] and its per-channel form.
     FakeQuantize,
+    /// The int8 product of [`crate::compress::quantize::QuantizedLinear`] and
+    /// [`crate::compress::quantize::QuantizedConv2d`] (inference only, no backward).
+    QuantizedMatmul,
 }
 
 impl Op {
     /// Every op, in the order of [`table`].
-    pub const ALL: [Op; 21] = [
+    pub const ALL: [Op; 22] = [
         Op::DepthwiseConv2d,
         Op::DepthwiseConv1d,
         Op::CausalConv1d,
@@ -138,6 +141,7 @@ impl Op {
         Op::LstmRecurrence,
         Op::GruRecurrence,
         Op::FakeQuantize,
+        Op::QuantizedMatmul,
     ];
 
     /// The op's name as `docs/FEATURES.md` writes it (the public function, or the block).
@@ -191,7 +195,7 @@ const fn row(op: Op, name: &'static str, cpu: bool, composition: &'static str) -
     }
 }
 
-static TABLE: [OpBackends; 21] = [
+static TABLE: [OpBackends; 22] = [
     row(
         Op::DepthwiseConv2d,
         "depthwise_conv2d",
@@ -316,6 +320,12 @@ static TABLE: [OpBackends; 21] = [
         "fake_quantize",
         true,
         "multiply by 1/scale, round half to even (add and subtract 1.5·2²³), clamp, comparison masks",
+    ),
+    row(
+        Op::QuantizedMatmul,
+        "quantized_matmul",
+        true,
+        "fake-quantized input times the dequantized weight, f32 `matmul` / `conv2d`",
     ),
 ];
 

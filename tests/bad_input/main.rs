@@ -364,6 +364,7 @@ mod sweep_attention;
 mod sweep_augment;
 mod sweep_blocks;
 mod sweep_conv;
+mod sweep_int8;
 mod sweep_loaders;
 mod sweep_lora;
 mod sweep_lora_vit;
@@ -404,6 +405,7 @@ fn sweep() {
     cases.extend(sweep_transfer::transfer_cases());
     cases.extend(sweep_prune::prune_cases());
     cases.extend(sweep_quantize::quantize_cases());
+    cases.extend(sweep_int8::int8_cases());
     run_all(cases, 150);
 }
 

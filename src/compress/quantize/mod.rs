@@ -11,6 +11,10 @@
 //!   [`crate::ops::fake_quantize_per_channel_affine()`], with the straight-through gradient.
 //! - [`QatLinear`], [`QatConv2d`] ([`QatConfig`], [`QatMode`]): layers that train (or
 //!   calibrate) for int8 and expose the parameters int8 inference needs.
+//! - [`QuantizedLinear`], [`QuantizedConv2d`]: int8 inference layers (int8 weights, the input
+//!   quantized [dynamically or from calibration](InputQuant), an int8 × int8 → i32 kernel with
+//!   the dequantization fused into its store); [`QuantizedLinear::from_qat`] and
+//!   [`QuantizedConv2d::from_qat`] convert a calibrated or QAT-trained layer.
 //! - [`write_gguf`], [`quantize_tensor`]: candle's `QTensor` / GGUF format (`Q8_0`, …).
 //!
 //! # Shapes
@@ -84,14 +88,20 @@
 //! - Krishnamoorthi, *Quantizing deep convolutional networks for efficient inference: A
 //!   whitepaper*, 2018. <https://arxiv.org/abs/1806.08342>
 
+mod conv;
 mod fake_quantize;
 mod gguf;
+mod int8;
+mod linear;
 mod observer;
 mod qat;
 mod qparams;
 
+pub use conv::QuantizedConv2d;
 pub use fake_quantize::FakeQuantize;
 pub use gguf::{quantize_tensor, write_gguf};
+pub use int8::InputQuant;
+pub use linear::QuantizedLinear;
 pub use observer::{Observer, ObserverConfig, ObserverKind};
 pub use qat::{qat_conv2d, qat_linear, QatConfig, QatConv2d, QatLinear, QatMode};
 pub use qparams::{quant_range, QDType, QParams, QScheme};

@@ -178,8 +178,8 @@ impl QParams {
     /// tie by one step, and a model calibrated in torch must quantize identically here.
     #[inline]
     pub fn quantize(&self, x: f32, c: usize) -> i32 {
-        let q = (x * (1.0 / self.scale[c])).round_ties_even() + self.zero_point[c] as f32;
-        (q as i32).clamp(self.quant_min, self.quant_max)
+        let range = (self.quant_min, self.quant_max);
+        quantize_value(x, 1.0 / self.scale[c], self.zero_point[c], range)
     }
 
     /// The real value of the integer `q` in channel `c`.
@@ -197,4 +197,15 @@ fn symmetric_zero_point(dtype: QDType, quant_min: i32, quant_max: i32) -> i32 {
         QDType::QUInt8 if (quant_min, quant_max) == (0, 255) => 128,
         QDType::QUInt8 => (quant_min + quant_max).div_euclid(2),
     }
+}
+
+/// `x` quantized with the reciprocal scale `inv_scale` and zero point `z`, clamped to
+/// `[lo, hi]`, rounded as torch and fbgemm round: $x \cdot (1/s)$, a multiplication by the f32
+/// reciprocal rather than a division (the two differ in the last bit, which moves values that
+/// land near a half to the other integer), half to even.
+#[inline(always)]
+pub(crate) fn quantize_value(x: f32, inv_scale: f32, z: i32, (lo, hi): (i32, i32)) -> i32 {
+    ((x * inv_scale).round_ties_even() as i32)
+        .saturating_add(z)
+        .clamp(lo, hi)
 }
