@@ -91,6 +91,10 @@
 //!   [`compress::quantize`]: observers, fake-quantization with a straight-through gradient
 //!   ([`compress::quantize::QatLinear`], [`compress::quantize::QatConv2d`]), per-channel
 //!   weights and per-tensor 7-bit activations (`reduce_range` for AVX2), GGUF export.
+//! - **Int8 for CPU inference** — [`compress::quantize::QuantizedLinear`] /
+//!   [`compress::quantize::QuantizedConv2d`]: 4× smaller weights and an int8 × int8 → i32
+//!   kernel about 2× faster than f32; the input is quantized on the fly and everything after the
+//!   layer stays float. In practice: `examples/compress.rs` (fold BN, PTQ, QAT, pruning).
 //! - **Prune gradually, then fine-tune** — [`compress::prune`]: magnitude, global and channel
 //!   pruning with masks that survive weight decay, on Zhu & Gupta's cubic schedule.
 //!

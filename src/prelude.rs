@@ -63,8 +63,8 @@ pub use crate::blocks::{
     ResBlockConfig, Residual, UpBlock, UpBlockConfig,
 };
 pub use crate::compress::quantize::{
-    qat_conv2d, qat_linear, FakeQuantize, Observer, ObserverConfig, ObserverKind, QatConfig,
-    QatConv2d, QatLinear, QatMode,
+    qat_conv2d, qat_linear, FakeQuantize, InputQuant, Observer, ObserverConfig, ObserverKind,
+    QatConfig, QatConv2d, QatLinear, QatMode, QuantizedConv2d, QuantizedLinear,
 };
 pub use crate::conv::{
     aspp, conv2d, conv2d_no_bias, conv3d, depthwise_conv2d, receptive_field, separable_conv2d,
