@@ -100,16 +100,20 @@
 //! - Duchi, Hazan, Singer, *Adaptive Subgradient Methods*, JMLR 2011 (Adagrad)
 
 pub mod accumulate;
+pub mod adadelta;
 pub mod adagrad;
 pub mod adam;
+pub mod adamax;
 mod checkpoint;
 pub mod clip;
 pub mod ema;
 pub(crate) mod fused;
 pub mod groups;
 pub mod lion;
+pub mod nadam;
 mod optimizer;
 pub mod path;
+pub mod radam;
 pub mod rmsprop;
 pub mod scaler;
 pub mod sgd;
@@ -118,14 +122,18 @@ pub mod state;
 mod tensor_ops;
 
 pub use accumulate::{GradAccumulator, GradAccumulatorConfig, GradReduction};
+pub use adadelta::{Adadelta, AdadeltaConfig};
 pub use adagrad::{Adagrad, AdagradConfig};
 pub use adam::{Adam, AdamConfig, AdamW, AdamWConfig};
+pub use adamax::{Adamax, AdamaxConfig};
 pub use clip::{agc, clip_grad_norm, clip_grad_norm_inf, clip_grad_value, grad_norm};
 pub use ema::{Ema, EmaConfig, EmaWarmup};
 pub use groups::{is_buffer_name, is_no_decay, ParamGroup, ParamGroups};
 pub use lion::{Lion, LionConfig};
+pub use nadam::{NAdam, NAdamConfig};
 pub use optimizer::{Algorithm, Optim};
 pub use path::{update_path, UpdatePath};
+pub use radam::{RAdam, RAdamConfig};
 pub use rmsprop::{RmsProp, RmsPropConfig};
 pub use scaler::{GradScaler, GradScalerConfig};
 pub use sgd::{Sgd, SgdConfig};
