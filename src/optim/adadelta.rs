@@ -128,8 +128,7 @@ impl Kernel for AdadeltaKernel {
         let (gs, wd, rho, w, eps, lr) = (self.gs, self.wd, self.rho, self.w, self.eps, self.lr);
         if let [sq, acc, ..] = s {
             let (sq, acc) = (&mut sq[off..off + n], &mut acc[off..off + n]);
-            for (((p, &g), sq), acc) in p.iter_mut().zip(g).zip(sq.iter_mut()).zip(acc.iter_mut())
-            {
+            for (((p, &g), sq), acc) in p.iter_mut().zip(g).zip(sq.iter_mut()).zip(acc.iter_mut()) {
                 let g = gs * g + wd * *p;
                 let ns = *sq * rho + w * (g * g);
                 let delta = (*acc + eps).sqrt() / (ns + eps).sqrt() * g;

@@ -142,8 +142,7 @@ impl RAdamConfig {
         let rho_inf = 2.0 / (1.0 - self.beta2) - 1.0;
         let rho_t = rho_inf - 2.0 * t * b2t / (1.0 - b2t);
         (rho_t > 5.0).then(|| {
-            ((rho_t - 4.0) * (rho_t - 2.0) * rho_inf
-                / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t))
+            ((rho_t - 4.0) * (rho_t - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t))
                 .sqrt()
         })
     }
@@ -276,9 +275,7 @@ impl AlgorithmImpl for RAdamConfig {
             bc1: (1.0 - self.beta1.powf(t as f64)) as f32,
             lr: lr as f32,
             eps: self.eps as f32,
-            rect: self
-                .rectification(t)
-                .map(|r| (r as f32, bc2.sqrt() as f32)),
+            rect: self.rectification(t).map(|r| (r as f32, bc2.sqrt() as f32)),
         }))
     }
 }
