@@ -20,7 +20,7 @@
 //! $$\rho_t \le 5: \quad \theta_t = \theta_{t-1} - \gamma \hat m_t$$
 //!
 //! $\rho_t$ is the length of the simple moving average the exponential one approximates; with
-//! $\beta_2 = 0.999$ it passes 5 at step 6, and $r_t$ climbs from about 0.04 towards 1 over the
+//! $\beta_2 = 0.999$ it passes 5 at step 6, and $r_t$ climbs from about 0.03 towards 1 over the
 //! first thousands of steps: a built-in warmup. State: `exp_avg` ($m$), `exp_avg_sq` ($v$), f32.
 //!
 //! # References

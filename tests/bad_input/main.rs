@@ -372,6 +372,7 @@ mod sweep_norm;
 mod sweep_ops_conv;
 mod sweep_ops_other;
 mod sweep_optim;
+mod sweep_optim_adaptive;
 mod sweep_pool;
 mod sweep_prune;
 mod sweep_rnn;
@@ -392,6 +393,7 @@ fn sweep() {
     cases.extend(sweep_ssm::ssm_cases());
     cases.extend(sweep_rnn::rnn_cases());
     cases.extend(sweep_optim::optim_cases());
+    cases.extend(sweep_optim_adaptive::optim_adaptive_cases());
     cases.extend(sweep_schedule::schedule_cases());
     cases.extend(sweep_loaders::loader_cases());
     cases.extend(sweep_loss::loss_cases());
