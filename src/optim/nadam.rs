@@ -17,8 +17,8 @@
 //!
 //! State per parameter: `exp_avg` ($m$) and `exp_avg_sq` ($v$), f32. PyTorch also stores the
 //! running product $\Pi_t$ (`mu_product`, an f32 scalar); here it is recomputed from the step
-//! count with the same f32 rounding (a short loop: the product reaches f32 zero after a few
-//! hundred steps, after which it stays zero), so the state dict and a resume need nothing more.
+//! count with the same f32 rounding (a short loop: once the product is below $10^{-20}$ it no
+//! longer changes the update), so the state dict and a resume need nothing more.
 //! For the same reason `beta1` is not exposed to momentum schedules ([`Momentum`] is not
 //! implemented): changing it would rewrite the past factors of $\Pi_t$.
 //!
@@ -44,6 +44,11 @@ use super::NonFinite;
 use crate::Result;
 
 const NAME: &str = "NAdam";
+
+/// Below this (and above 0) the running product no longer changes the update: $1 - x$ is 1 in
+/// f64 for $x < 2^{-54}$. With the default betas it is reached within about 60 steps, so the
+/// product costs a short loop per parameter and step.
+const NEGLIGIBLE: f32 = 1e-20;
 
 /// Configuration of [`NAdam`]; `Default` is PyTorch's (lr 2e-3, betas (0.9, 0.999), eps 1e-8,
 /// momentum decay 4e-3, weight decay 0, L2).
@@ -153,13 +158,14 @@ impl NAdamConfig {
         self.beta1 * (1.0 - 0.5 * 0.96f64.powf(t as f64 * self.momentum_decay))
     }
 
-    /// $\Pi_t$ as PyTorch accumulates it: an f32 scalar multiplied by each $\mu_i$ in turn.
+    /// $\Pi_t$ as PyTorch accumulates it: an f32 scalar multiplied by each $\mu_i$ in turn,
+    /// stopped once below `NEGLIGIBLE` (then $1 - \Pi$ and $1 - \Pi \mu$ round to 1 in f64,
+    /// as they do for the product of all the factors: the update is the same to the bit).
     fn mu_product(&self, t: u64) -> f32 {
         let mut prod = 1.0f32;
         for i in 1..=t {
             prod *= self.mu(i) as f32;
-            // Zero stays zero: the remaining factors cannot change it.
-            if prod == 0.0 {
+            if prod < NEGLIGIBLE {
                 break;
             }
         }
@@ -283,5 +289,29 @@ impl AlgorithmImpl for NAdamConfig {
             cg: (-lr * (1.0 - mu) / (1.0 - prod)) as f32,
             cm: (-lr * mu_next / (1.0 - prod_next)) as f32,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The truncated product gives the same update coefficients as the full one, for the
+    /// default betas and for a slow schedule where the product shrinks slowly.
+    #[test]
+    fn truncated_mu_product_changes_nothing() {
+        let slow = NAdamConfig::default()
+            .with_betas(0.99, 0.999)
+            .with_momentum_decay(0.5);
+        for cfg in [NAdamConfig::default(), slow] {
+            let mut full = 1.0f32;
+            for t in 1..3000u64 {
+                full *= cfg.mu(t) as f32;
+                let (a, b) = (f64::from(full), f64::from(cfg.mu_product(t)));
+                assert_eq!((1.0 - a).to_bits(), (1.0 - b).to_bits(), "step {t}");
+                let next = cfg.mu(t + 1);
+                assert_eq!((1.0 - a * next).to_bits(), (1.0 - b * next).to_bits());
+            }
+        }
     }
 }
