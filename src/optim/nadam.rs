@@ -12,8 +12,8 @@
 //!   \Pi_t = \prod_{i=1}^{t} \mu_i$$
 //! $$m_t = \beta_1 m_{t-1} + (1 - \beta_1) g_t, \qquad v_t = \beta_2 v_{t-1} + (1 - \beta_2) g_t^2,
 //!   \qquad d_t = \sqrt{v_t / (1 - \beta_2^t)} + \epsilon$$
-//! $$\theta_t = \theta_{t-1} - \frac{\gamma (1 - \mu_t)}{1 - \Pi_t} \frac{g_t}{d_t}
-//!   - \frac{\gamma \mu_{t+1}}{1 - \Pi_{t+1}} \frac{m_t}{d_t}$$
+//! $$\theta_t = \theta_{t-1} - \frac{\gamma (1 - \mu_t)}{1 - \Pi_t} \frac{g_t}{d_t} -
+//!   \frac{\gamma \mu_{t+1}}{1 - \Pi_{t+1}} \frac{m_t}{d_t}$$
 //!
 //! State per parameter: `exp_avg` ($m$) and `exp_avg_sq` ($v$), f32. PyTorch also stores the
 //! running product $\Pi_t$ (`mu_product`, an f32 scalar); here it is recomputed from the step
