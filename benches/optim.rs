@@ -1,5 +1,6 @@
 //! Optimizer step benches: one step over 25 M f32 parameters in 100 tensors, our fused in-place
-//! kernels against candle-nn's `AdamW` and `SGD` (tensor-op updates) in the same run.
+//! kernels (AdamW, Adam, NAdam, RAdam, Adamax, Adadelta, SGD) against candle-nn's `AdamW` and
+//! `SGD` (tensor-op updates) in the same run.
 #[path = "common/alloc.rs"]
 mod alloc;
 use std::time::Duration;
@@ -7,7 +8,10 @@ use std::time::Duration;
 use candle_core::backprop::GradStore;
 use candle_core::{Device, Tensor, Var};
 use candle_nn::Optimizer;
-use candle_tricks::optim::{Adam, AdamConfig, AdamW, AdamWConfig, Sgd, SgdConfig};
+use candle_tricks::optim::{
+    Adadelta, AdadeltaConfig, Adam, AdamConfig, AdamW, AdamWConfig, Adamax, AdamaxConfig, NAdam,
+    NAdamConfig, RAdam, RAdamConfig, Sgd, SgdConfig,
+};
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
 
 /// 100 tensors of 500 x 500 = 25 M parameters.
@@ -58,6 +62,30 @@ fn step(c: &mut Criterion) {
         b.iter(|| adam.step(&grads).expect("step"))
     });
     drop(adam);
+
+    // The adaptive variants: the same two-buffer pass as Adam, a few more flops per element.
+    let mut nadam = NAdam::new(vars.clone(), NAdamConfig::default().with_lr(1e-6)).expect("nadam");
+    g.bench_function(format!("nadam/ours/{name}"), |b| {
+        b.iter(|| nadam.step(&grads).expect("step"))
+    });
+    drop(nadam);
+    let mut radam = RAdam::new(vars.clone(), RAdamConfig::default().with_lr(1e-6)).expect("radam");
+    g.bench_function(format!("radam/ours/{name}"), |b| {
+        b.iter(|| radam.step(&grads).expect("step"))
+    });
+    drop(radam);
+    let cfg = AdamaxConfig::default().with_lr(1e-6);
+    let mut adamax = Adamax::new(vars.clone(), cfg).expect("adamax");
+    g.bench_function(format!("adamax/ours/{name}"), |b| {
+        b.iter(|| adamax.step(&grads).expect("step"))
+    });
+    drop(adamax);
+    let cfg = AdadeltaConfig::default().with_lr(1e-6);
+    let mut adadelta = Adadelta::new(vars.clone(), cfg).expect("adadelta");
+    g.bench_function(format!("adadelta/ours/{name}"), |b| {
+        b.iter(|| adadelta.step(&grads).expect("step"))
+    });
+    drop(adadelta);
 
     let cfg = SgdConfig::default().with_lr(1e-6).with_momentum(0.9);
     let mut sgdm = Sgd::new(vars.clone(), cfg).expect("sgd");

@@ -135,6 +135,10 @@
 //!   [`schedule::OneCycle`] (with its momentum cycle), [`schedule::CosineWarmRestarts`] (SGDR),
 //!   [`schedule::Wsd`] for long pre-training; every curve is plotted in `docs/schedules/`.
 //! - **Reduce on plateau when you cannot tune** — [`schedule::ReduceLrOnPlateau`].
+//! - **Adam variants for specific troubles** — [`optim::NAdam`] (Nesterov look-ahead
+//!   momentum), [`optim::RAdam`] (a rectified Adam that needs no warmup), [`optim::Adamax`]
+//!   (steps bounded by the learning rate under bursty gradients), [`optim::Adadelta`] (a step
+//!   in the units of the weights, no rate to tune).
 //! - **Cyclical rates** — [`schedule::CyclicLr`]: sweep the rate between bounds found by an LR
 //!   range test and stop at a cycle end; [`schedule::PhasedOneCycle`] reproduces optax's
 //!   one-cycles step for step.

@@ -80,10 +80,11 @@ pub use crate::norm::{
     LayerNorm2d, LayerNorm2dConfig, LayerNormConfig, Norm, RmsNorm, RmsNormConfig,
 };
 pub use crate::optim::{
-    agc, clip_grad_norm, clip_grad_value, Adagrad, AdagradConfig, Adam, AdamConfig, AdamW,
-    AdamWConfig, Ema, EmaConfig, GradAccumulator, GradAccumulatorConfig, GradScaler,
-    GradScalerConfig, Lion, LionConfig, Momentum, NonFinite, OptimizerState, ParamGroup,
-    ParamGroups, RmsProp, RmsPropConfig, Sgd, SgdConfig,
+    agc, clip_grad_norm, clip_grad_value, Adadelta, AdadeltaConfig, Adagrad, AdagradConfig, Adam,
+    AdamConfig, AdamW, AdamWConfig, Adamax, AdamaxConfig, Ema, EmaConfig, GradAccumulator,
+    GradAccumulatorConfig, GradScaler, GradScalerConfig, Lion, LionConfig, Momentum, NAdam,
+    NAdamConfig, NonFinite, OptimizerState, ParamGroup, ParamGroups, RAdam, RAdamConfig, RmsProp,
+    RmsPropConfig, Sgd, SgdConfig,
 };
 pub use crate::pool::{
     adaptive_avg_pool2d, adaptive_max_pool2d, sppf, AdaptivePool2d, SpatialPyramidPooling,

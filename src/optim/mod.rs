@@ -1,7 +1,8 @@
 //! Optimizers with fused in-place update kernels, parameter groups, NaN/Inf guards and exact
 //! save/resume, with PyTorch's `torch.optim` semantics.
 //!
-//! [`Sgd`], [`Adam`], [`AdamW`], [`RmsProp`], [`Adagrad`] and [`Lion`] implement
+//! [`Sgd`], [`Adam`], [`AdamW`], [`NAdam`], [`RAdam`], [`Adamax`], [`RmsProp`], [`Adagrad`],
+//! [`Adadelta`] and [`Lion`] implement
 //! [`candle_nn::Optimizer`] (so `backward_step` works), [`OptimizerState`] and, where there is a
 //! momentum coefficient, [`Momentum`]. Each step runs one fused in-place kernel per parameter:
 //! one pass over the weights, the gradient and the state buffers, no temporaries, on candle's
@@ -18,7 +19,8 @@
 //!
 //! # Shapes
 //! Any parameter shape; f32, f16 or bf16 parameters. State buffers are f32, of the parameter's
-//! size (host `Vec`s for CPU parameters, tensors on the device otherwise): SGD 0–1, Adam/AdamW 2 (3 with AMSGrad), RMSProp 1–3, Adagrad 1, Lion 1,
+//! size (host `Vec`s for CPU parameters, tensors on the device otherwise): SGD 0–1, Adam/AdamW 2 (3 with AMSGrad), NAdam/RAdam/Adamax 2,
+//! RMSProp 1–3, Adagrad 1, Adadelta 2, Lion 1,
 //! plus for f16/bf16 parameters an f32 master copy.
 //!
 //! # Tip
@@ -34,6 +36,29 @@
 //!   coordinates keep large steps while frequent ones slow down; its steps only shrink, so it is a
 //!   poor fit for long non-convex training. **RMSProp** fixes that shrinkage with a moving
 //!   average (RNNs, reinforcement learning).
+//! - **NAdam** when Adam's momentum overshoots: it takes the gradient step from where the
+//!   momentum is about to carry the weights (Nesterov's look-ahead), which damps oscillation and
+//!   often converges a little faster for the same learning rate; `decoupled_weight_decay` makes
+//!   it "NAdamW". Same memory as Adam.
+//! - **RAdam** as Adam without a warmup schedule: while the second-moment estimate rests on too
+//!   few gradients ($\rho_t \le 5$, the first 5 steps with $\beta_2 = 0.999$) it takes plain
+//!   momentum steps $\gamma \hat m_t$, then switches to Adam's step scaled by a rectification
+//!   factor that grows from about 0.03 to 1, a warmup derived from the variance instead of
+//!   tuned. Those first momentum steps are not normalized: with large raw gradients pick a
+//!   learning rate that suits SGD for five steps (or clip).
+//! - **Adamax** when gradients are sparse or come in rare large bursts (embeddings, noisy
+//!   reinforcement-learning returns): its denominator is a decaying maximum
+//!   $u = \max(\beta_2 u, |g|)$, so $|m| \le u$ and no step exceeds $\gamma / (1 - \beta_1^t)$.
+//!   Adam's $m / \sqrt{v}$ is not bounded that way: a coordinate whose gradient arrives after a
+//!   long silence gets $m / \sqrt{v} = (1 - \beta_1) / \sqrt{1 - \beta_2} \approx 3.2$ times
+//!   $\gamma$ (default betas), Adamax $0.1\thinspace\gamma$. PyTorch adds $\epsilon$ to $|g|$
+//!   inside the maximum, not to the denominator.
+//! - **Adadelta** when no learning rate is to be tuned: the step is
+//!   $\sqrt{a + \epsilon} / \sqrt{s + \epsilon}\thinspace g$, the RMS of past updates over the
+//!   RMS of past gradients, so it has the units of the weights and rescaling the loss leaves it
+//!   unchanged; $\gamma = 1$ by default. The price: steps start at about
+//!   $\sqrt{\epsilon / (1 - \rho)}$, and it stalls in curved valleys (on Rosenbrock it stops
+//!   about 0.1 short of the minimum where NAdam, RAdam and Adamax get within $10^{-2}$).
 //!
 //! **Decoupled weight decay is not L2.** Adam's `weight_decay` adds $\lambda\theta$ to the
 //! gradient, which then goes through the adaptive normalization $m / \sqrt{v}$: coordinates with
@@ -86,6 +111,57 @@
 //! # }
 //! ```
 //!
+//! The four adaptive variants side by side: RAdam's first step is a plain momentum step
+//! $\gamma g$ (Adam's would be $\gamma$ per coordinate), Adadelta's first step does not depend
+//! on the gradient's scale, and Adamax's step stays within $\gamma / (1 - \beta_1^t)$ after a
+//! gradient spike:
+//! ```
+//! use candle_core::{Device, Tensor, Var};
+//! use candle_nn::Optimizer;
+//! use candle_tricks::optim::{
+//!     Adadelta, AdadeltaConfig, Adamax, AdamaxConfig, NAdam, NAdamConfig, RAdam, RAdamConfig,
+//! };
+//! # fn main() -> candle_tricks::Result<()> {
+//! let dev = Device::Cpu;
+//! // loss = sum(c * w): the gradient is c.
+//! let linear = |w: &Var, c: &[f32]| -> candle_core::Result<Tensor> {
+//!     (w.as_tensor() * Tensor::new(c, &dev)?)?.sum_all()
+//! };
+//! let w = Var::new(&[0.0f32, 0.0], &dev)?;
+//! let mut radam = RAdam::new(vec![w.clone()], RAdamConfig::default().with_lr(0.1))?;
+//! radam.backward_step(&linear(&w, &[0.5, 3.0])?)?;
+//! let v = w.as_tensor().to_vec1::<f32>()?;
+//! assert!((v[0] + 0.05).abs() < 1e-6 && (v[1] + 0.3).abs() < 1e-6);
+//!
+//! // Adadelta: gradients 1 and 1000 give the same first step (the unit-free update).
+//! let w = Var::new(&[0.0f32, 0.0], &dev)?;
+//! let mut adadelta = Adadelta::new(vec![w.clone()], AdadeltaConfig::default())?;
+//! adadelta.backward_step(&linear(&w, &[1.0, 1000.0])?)?;
+//! let v = w.as_tensor().to_vec1::<f32>()?;
+//! assert!((v[0] / v[1] - 1.0).abs() < 1e-3, "{v:?}");
+//!
+//! // Adamax: 20 gradients of 1, then a spike of 10^4; the spike's step is at most lr / (1 - 0.9^21).
+//! let w = Var::new(&[0.0f32], &dev)?;
+//! let cfg = AdamaxConfig::default().with_lr(0.01);
+//! let mut adamax = Adamax::new(vec![w.clone()], cfg)?;
+//! for _ in 0..20 {
+//!     adamax.backward_step(&linear(&w, &[1.0])?)?;
+//! }
+//! let before = w.as_tensor().to_vec1::<f32>()?[0];
+//! adamax.backward_step(&linear(&w, &[1e4])?)?;
+//! let step = (w.as_tensor().to_vec1::<f32>()?[0] - before).abs();
+//! assert!(f64::from(step) <= 0.01 / (1.0 - 0.9f64.powi(21)) + 1e-6, "{step}");
+//!
+//! // NAdam runs on the same fused core, with the decoupled ("NAdamW") decay as an option.
+//! let w = Var::new(&[1.0f32], &dev)?;
+//! let cfg = NAdamConfig::default().with_weight_decay(0.1).with_decoupled_weight_decay(true);
+//! let mut nadam = NAdam::new(vec![w.clone()], cfg)?;
+//! nadam.backward_step(&linear(&w, &[0.0])?)?; // zero gradient: only the decay acts
+//! assert!((w.as_tensor().to_vec1::<f32>()?[0] - (1.0 - 2e-3 * 0.1)).abs() < 1e-7);
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # References
 //! - Loshchilov, Hutter, *Decoupled Weight Decay Regularization*, ICLR 2019,
 //!   <https://arxiv.org/abs/1711.05101>
@@ -98,18 +174,28 @@
 //! - Micikevicius et al., *Mixed Precision Training*, 2017, <https://arxiv.org/abs/1710.03740>
 //!   (f32 master weights)
 //! - Duchi, Hazan, Singer, *Adaptive Subgradient Methods*, JMLR 2011 (Adagrad)
+//! - Dozat, *Incorporating Nesterov Momentum into Adam*, ICLR 2016 workshop (NAdam),
+//!   <https://openreview.net/forum?id=OM0jvwB8jIp57ZJjtNEZ>
+//! - Liu et al., *On the Variance of the Adaptive Learning Rate and Beyond*, ICLR 2020 (RAdam),
+//!   <https://arxiv.org/abs/1908.03265>
+//! - Zeiler, *ADADELTA: An Adaptive Learning Rate Method*, 2012,
+//!   <https://arxiv.org/abs/1212.5701>
 
 pub mod accumulate;
+pub mod adadelta;
 pub mod adagrad;
 pub mod adam;
+pub mod adamax;
 mod checkpoint;
 pub mod clip;
 pub mod ema;
 pub(crate) mod fused;
 pub mod groups;
 pub mod lion;
+pub mod nadam;
 mod optimizer;
 pub mod path;
+pub mod radam;
 pub mod rmsprop;
 pub mod scaler;
 pub mod sgd;
@@ -118,14 +204,18 @@ pub mod state;
 mod tensor_ops;
 
 pub use accumulate::{GradAccumulator, GradAccumulatorConfig, GradReduction};
+pub use adadelta::{Adadelta, AdadeltaConfig};
 pub use adagrad::{Adagrad, AdagradConfig};
 pub use adam::{Adam, AdamConfig, AdamW, AdamWConfig};
+pub use adamax::{Adamax, AdamaxConfig};
 pub use clip::{agc, clip_grad_norm, clip_grad_norm_inf, clip_grad_value, grad_norm};
 pub use ema::{Ema, EmaConfig, EmaWarmup};
 pub use groups::{is_buffer_name, is_no_decay, ParamGroup, ParamGroups};
 pub use lion::{Lion, LionConfig};
+pub use nadam::{NAdam, NAdamConfig};
 pub use optimizer::{Algorithm, Optim};
 pub use path::{update_path, UpdatePath};
+pub use radam::{RAdam, RAdamConfig};
 pub use rmsprop::{RmsProp, RmsPropConfig};
 pub use scaler::{GradScaler, GradScalerConfig};
 pub use sgd::{Sgd, SgdConfig};

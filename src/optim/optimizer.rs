@@ -1,7 +1,9 @@
 //! [`Optim`], the one optimizer type: parameters and state ([`Core`]) driven by a typed
 //! configuration that is also the algorithm ([`Algorithm`]). [`Sgd`](super::Sgd),
-//! [`Adam`](super::Adam), [`AdamW`](super::AdamW), [`RmsProp`](super::RmsProp),
-//! [`Adagrad`](super::Adagrad) and [`Lion`](super::Lion) are `Optim` over their config types.
+//! [`Adam`](super::Adam), [`AdamW`](super::AdamW), [`NAdam`](super::NAdam),
+//! [`RAdam`](super::RAdam), [`Adamax`](super::Adamax), [`RmsProp`](super::RmsProp),
+//! [`Adagrad`](super::Adagrad), [`Adadelta`](super::Adadelta) and [`Lion`](super::Lion) are
+//! `Optim` over their config types.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -111,7 +113,9 @@ pub(crate) mod internal {
 
 /// An optimizer over parameter groups running algorithm `C` (the config type). Use it through
 /// its aliases [`Sgd`](super::Sgd), [`Adam`](super::Adam), [`AdamW`](super::AdamW),
-/// [`RmsProp`](super::RmsProp), [`Adagrad`](super::Adagrad) and [`Lion`](super::Lion).
+/// [`NAdam`](super::NAdam), [`RAdam`](super::RAdam), [`Adamax`](super::Adamax),
+/// [`RmsProp`](super::RmsProp), [`Adagrad`](super::Adagrad), [`Adadelta`](super::Adadelta) and
+/// [`Lion`](super::Lion).
 ///
 /// The configuration is the single copy of every hyper-parameter, the learning rate included
 /// (`set_learning_rate` writes `config().lr`). Each step dispatches per parameter through
