@@ -18,6 +18,11 @@
 //! faster inference on ordinary hardware, prune whole output channels or heads
 //! ([`prune::ln_structured`]) and rebuild the layer smaller, or quantize.
 //!
+//! **The deployment recipe** (`examples/compress.rs`): fold each BatchNorm into its conv
+//! ([`crate::transfer::fold_batch_norm`]), calibrate and convert to int8 (or fine-tune with
+//! fake-quantization first), and compare size, latency and accuracy against pruning on the same
+//! network before choosing.
+//!
 //! # References
 //! - Zhu & Gupta, *To prune, or not to prune: exploring the efficacy of pruning for model
 //!   compression*, 2017. <https://arxiv.org/abs/1710.01878>

@@ -21,6 +21,15 @@
 //! Grouped (and depthwise) convolutions are not supported: they have little arithmetic for
 //! int8 to speed up.
 //!
+//! **Size, not (yet) speed.** Each layer quantizes its f32 input, unfolds it and writes an f32
+//! output: three passes over the activations that this crate's f32 convolution does not
+//! make. On activation-heavy layers (many pixels, few channels) those passes cost more than
+//! the int8 product saves, and this layer runs 1.5–3× *slower* than [`crate::conv::Conv2d`]
+//! (measured on two AVX2 cores, e.g. `(256, 64, 16, 16)` → 64 channels 3×3: 48 ms f32 vs
+//! 101 ms int8; the `compress` example's table shows the same on a whole network). The gain
+//! is the 4× smaller model; for speed, keep activations int8 between layers (not done here)
+//! or quantize the weight-heavy linear layers, where [`super::QuantizedLinear`] wins.
+//!
 //! # Example
 //! ```
 //! use candle_core::{Device, Module, Tensor};
