@@ -87,8 +87,8 @@ pub use crate::optim::{
     RmsPropConfig, Sgd, SgdConfig,
 };
 pub use crate::pool::{
-    adaptive_avg_pool2d, adaptive_max_pool2d, sppf, AdaptivePool2d, SpatialPyramidPooling,
-    SppConfig, Sppf,
+    adaptive_avg_pool2d, adaptive_max_pool2d, gem, sppf, AdaptivePool2d, GeM, GeMConfig,
+    GlobalPool, SelectAdaptivePool2d, SpatialPyramidPooling, SppConfig, Sppf,
 };
 pub use crate::rnn::{gru, lstm, Gru, GruConfig, Lstm, LstmConfig, RnnConfig};
 pub use crate::schedule::{

@@ -4,6 +4,7 @@
 //! | --- | --- | --- |
 //! | [`adaptive_avg_pool2d`], [`adaptive_max_pool2d`], [`AdaptivePool2d`] | `(B, C, H, W)` → `(B, C, Ho, Wo)` | make a head independent of the input size |
 //! | [`adaptive_avg_pool1d`], [`adaptive_max_pool1d`] | `(B, C, L)` → `(B, C, Lo)` | the same for sequences |
+//! | [`SelectAdaptivePool2d`], [`GeM`] | `(B, C, H, W)` → `(B, m·C, 1, 1)` | a classifier or retrieval head: avg, max, both, or a learned generalized mean |
 //! | [`SpatialPyramidPooling`] | `(B, C, H, W)` → `(B, C·Σ l²)` | feed a dense head images of any size |
 //! | [`Sppf`], [`max_pool2d_same`] | `(B, c1, H, W)` → `(B, c2, H, W)` | widen the receptive field cheaply (YOLO neck) |
 //!
@@ -53,10 +54,12 @@
 //!   5/9/13 in a detector neck), <https://arxiv.org/abs/2004.10934>
 
 pub mod adaptive;
+pub mod global;
 pub use crate::ops::{
     adaptive_avg_pool1d, adaptive_avg_pool2d, adaptive_max_pool1d, adaptive_max_pool2d,
     adaptive_pool2d, max_pool2d_same, PoolMode,
 };
 pub use adaptive::AdaptivePool2d;
+pub use global::{gem, GeM, GeMConfig, GlobalPool, SelectAdaptivePool2d};
 pub mod spp;
 pub use spp::{sppf, SpatialPyramidPooling, SppConfig, Sppf};
