@@ -69,7 +69,8 @@ pub use crate::compress::quantize::{
 pub use crate::conv::{
     aspp, conv2d, conv2d_no_bias, conv3d, depthwise_conv2d, receptive_field, separable_conv2d,
     Aspp, AsppConfig, Conv2d, Conv2dConfig, Conv3d, Conv3dConfig, DepthwiseConv2d,
-    DepthwiseConv2dConfig, LayerGeometry, Padding, SeparableConv2d, SeparableConv2dConfig,
+    DepthwiseConv2dConfig, LayerGeometry, Padding, PixelShuffle, PixelUnshuffle, SeparableConv2d,
+    SeparableConv2dConfig,
 };
 pub use crate::loss::{
     BceConfig, CrossEntropyConfig, DistillationConfig, FocalConfig, Reduction, TripletConfig,

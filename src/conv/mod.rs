@@ -8,6 +8,7 @@
 //! | [`DepthwiseConv2d`] | `(B, C, H, W)` → `(B, C·m, Ho, Wo)` | filter each channel spatially at $k^2 C$ weights |
 //! | [`SeparableConv2d`] | `(B, Cin, H, W)` → `(B, Cout, Ho, Wo)` | replace a dense $k \times k$ conv at ~$1/k^2$ the cost |
 //! | [`Aspp`] | `(B, Cin, H, W)` → `(B, Cout, H, W)` | see several context sizes at full resolution |
+//! | [`pixel_shuffle()`], [`pixel_unshuffle()`] | `(B, C·r², H, W)` ↔ `(B, C, H·r, W·r)` | upsample after a low-resolution conv (sub-pixel conv), or go down losslessly |
 //! | [`Conv3d`] | `(B, Cin, D, H, W)` → `(B, Cout, Do, Ho, Wo)` | volumes and video (candle has no conv3d) |
 //!
 //! # Shapes
@@ -63,5 +64,7 @@ pub mod conv2d;
 pub use crate::ops::Conv2dConfig;
 pub use conv2d::{conv2d, conv2d_no_bias, Conv2d};
 pub mod conv3d;
+pub mod pixel_shuffle;
 pub use crate::ops::Conv3dConfig;
 pub use conv3d::{conv3d, conv3d_no_bias, Conv3d};
+pub use pixel_shuffle::{pixel_shuffle, pixel_unshuffle, PixelShuffle, PixelUnshuffle};
