@@ -2,6 +2,8 @@
 //! Rosenbrock convergence, f16/bf16 parameters with f32 state, NaN/Inf gradient policies,
 //! exact resume from a saved state, parallel chunking, parameter groups and bad configs.
 
+mod optim_shared;
+
 use std::collections::HashMap;
 
 use candle_core::backprop::GradStore;
@@ -11,42 +13,7 @@ use candle_tricks::optim::{
     Adagrad, AdagradConfig, Adam, AdamConfig, AdamW, AdamWConfig, Lion, LionConfig, Momentum,
     NonFinite, OptimizerState, ParamGroup, ParamGroups, RmsProp, RmsPropConfig, Sgd, SgdConfig,
 };
-
-/// The operations the tests need, over every optimizer type.
-trait Stepper {
-    fn step_grads(&mut self, g: &GradStore) -> candle_tricks::Result<()>;
-    fn state(&self) -> HashMap<String, Tensor>;
-    fn load(&mut self, sd: &HashMap<String, Tensor>) -> candle_tricks::Result<()>;
-    fn skipped(&self) -> u64;
-    fn save(&self, path: &std::path::Path) -> candle_tricks::Result<()>;
-    fn load_file(&mut self, path: &std::path::Path) -> candle_tricks::Result<()>;
-}
-
-macro_rules! stepper {
-    ($($T:ident),*) => {$(
-        impl Stepper for $T {
-            fn step_grads(&mut self, g: &GradStore) -> candle_tricks::Result<()> {
-                self.try_step(g)
-            }
-            fn state(&self) -> HashMap<String, Tensor> {
-                self.state_dict().expect("state_dict")
-            }
-            fn load(&mut self, sd: &HashMap<String, Tensor>) -> candle_tricks::Result<()> {
-                self.load_state_dict(sd)
-            }
-            fn skipped(&self) -> u64 {
-                self.skipped_steps()
-            }
-            fn save(&self, path: &std::path::Path) -> candle_tricks::Result<()> {
-                self.save_state(path)
-            }
-            fn load_file(&mut self, path: &std::path::Path) -> candle_tricks::Result<()> {
-                self.load_state(path)
-            }
-        }
-    )*};
-}
-stepper!(Sgd, Adam, AdamW, RmsProp, Adagrad, Lion);
+use optim_shared::{grads, to_f64, trajectory_error, vars, Stepper};
 
 fn fixtures() -> HashMap<String, Tensor> {
     let path = concat!(
@@ -165,57 +132,9 @@ const CASES: &[&str] = &[
     "lion_wd",
 ];
 
-/// The fixture gradients of step `t` for (w, b) in `dtype`; `b` left out on the no-grad steps
-/// of the `_nograd` cases.
-fn grads(f: &HashMap<String, Tensor>, case: &str, t: usize, w: &Var, b: &Var) -> GradStore {
-    let mut g = GradStore::default();
-    let dt = w.dtype();
-    let gw = f[&format!("grad.{t}.w")].to_dtype(dt).unwrap();
-    g.insert(w.as_tensor(), gw);
-    if !(case.ends_with("_nograd") && (5..8).contains(&t)) {
-        let gb = f[&format!("grad.{t}.b")].to_dtype(dt).unwrap();
-        g.insert(b.as_tensor(), gb);
-    }
-    g
-}
-
-fn vars(f: &HashMap<String, Tensor>, dtype: DType) -> (Var, Var) {
-    let w = Var::from_tensor(&f["init.w"].to_dtype(dtype).unwrap()).unwrap();
-    let b = Var::from_tensor(&f["init.b"].to_dtype(dtype).unwrap()).unwrap();
-    (w, b)
-}
-
-fn to_f64(t: &Tensor) -> Vec<f64> {
-    t.to_dtype(DType::F64)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap()
-}
-
-/// Max over elements of |a - b| / max(|b|, 1).
-fn max_rel(a: &Tensor, b: &Tensor) -> f64 {
-    to_f64(a)
-        .iter()
-        .zip(to_f64(b))
-        .map(|(x, y)| (x - y).abs() / y.abs().max(1.0))
-        .fold(0.0, f64::max)
-}
-
-/// Runs a fixture case in `dtype`; returns the worst relative error over the trajectory.
+/// The worst relative error of `case`'s 20-step trajectory in `dtype`.
 fn run_case(f: &HashMap<String, Tensor>, case: &str, dtype: DType) -> f64 {
-    let (w, b) = vars(f, dtype);
-    let mut opt = make(case, vec![w.clone(), b.clone()], NonFinite::Error);
-    let mut worst = 0f64;
-    for t in 0..20 {
-        opt.step_grads(&grads(f, case, t, &w, &b)).unwrap();
-        let ew = f[&format!("{case}.w")].get(t).unwrap();
-        let eb = f[&format!("{case}.b")].get(t).unwrap();
-        worst = worst.max(max_rel(w.as_tensor(), &ew));
-        worst = worst.max(max_rel(b.as_tensor(), &eb));
-    }
-    worst
+    trajectory_error(f, case, dtype, make)
 }
 
 #[test]

@@ -319,11 +319,7 @@ impl<const DECOUPLED: bool> AlgorithmImpl for AdamFamilyConfig<DECOUPLED> {
         let t = slot.step as f64;
         let bc1 = 1.0 - self.beta1.powf(t);
         let bc2 = 1.0 - self.beta2.powf(t);
-        let (l2, decay) = if DECOUPLED {
-            (0.0, 1.0 - lr * wd)
-        } else {
-            (wd, 1.0)
-        };
+        let (l2, decay) = weight_decay_terms(DECOUPLED, lr, wd);
         Ok(Box::new(AdamKernel {
             gs: grad_sign(self.maximize),
             l2: l2 as f32,
@@ -342,5 +338,16 @@ impl<const DECOUPLED: bool> AlgorithmImpl for AdamFamilyConfig<DECOUPLED> {
 impl<const DECOUPLED: bool> MomentumParam for AdamFamilyConfig<DECOUPLED> {
     fn momentum_mut(&mut self) -> &mut f64 {
         &mut self.beta1
+    }
+}
+
+/// The `(l2, decay)` factors of a step with weight decay `wd` at rate `lr`: L2 adds `wd · p` to
+/// the gradient (`(wd, 1)`), decoupled decay (AdamW, Loshchilov & Hutter) shrinks the weight by
+/// `1 − lr · wd` outside the adaptive step (`(0, 1 − lr · wd)`). Shared by the Adam variants.
+pub(super) fn weight_decay_terms(decoupled: bool, lr: f64, wd: f64) -> (f64, f64) {
+    if decoupled {
+        (0.0, 1.0 - lr * wd)
+    } else {
+        (wd, 1.0)
     }
 }

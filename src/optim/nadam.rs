@@ -34,6 +34,7 @@
 
 use candle_core::Tensor;
 
+use super::adam::weight_decay_terms;
 use super::checkpoint::{check_beta, check_lr, check_nonneg, grad_sign};
 use super::fused::Kernel;
 use super::optimizer::internal::{AlgorithmImpl, Hyper};
@@ -272,11 +273,7 @@ impl AlgorithmImpl for NAdamConfig {
         let prod = f64::from(self.mu_product(t));
         // PyTorch reads the f32 product back as a double before multiplying by mu_next.
         let prod_next = prod * mu_next;
-        let (l2, decay) = if self.decoupled_weight_decay {
-            (0.0, 1.0 - lr * wd)
-        } else {
-            (wd, 1.0)
-        };
+        let (l2, decay) = weight_decay_terms(self.decoupled_weight_decay, lr, wd);
         Ok(Box::new(NAdamKernel {
             gs: grad_sign(self.maximize),
             l2: l2 as f32,

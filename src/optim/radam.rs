@@ -31,6 +31,7 @@
 
 use candle_core::Tensor;
 
+use super::adam::weight_decay_terms;
 use super::checkpoint::{check_beta, check_lr, check_nonneg, grad_sign};
 use super::fused::Kernel;
 use super::optimizer::internal::{AlgorithmImpl, Hyper, MomentumParam};
@@ -260,11 +261,7 @@ impl AlgorithmImpl for RAdamConfig {
         slot.ensure(1, 0.0)?;
         let t = slot.step;
         let bc2 = 1.0 - self.beta2.powf(t as f64);
-        let (l2, decay) = if self.decoupled_weight_decay {
-            (0.0, 1.0 - lr * wd)
-        } else {
-            (wd, 1.0)
-        };
+        let (l2, decay) = weight_decay_terms(self.decoupled_weight_decay, lr, wd);
         Ok(Box::new(RAdamKernel {
             gs: grad_sign(self.maximize),
             l2: l2 as f32,
