@@ -51,11 +51,12 @@ const CLASSES: [&str; 3] = ["background", "circle", "rectangle"];
 const SIZE: usize = 64;
 const WIDTHS: [usize; 4] = [8, 16, 32, 64];
 const BATCH: usize = 8;
-const STEPS: usize = 350;
+const STEPS: usize = 250;
 const LR: f64 = 5e-3;
 const FG_WEIGHT: f64 = 4.0;
 const WARMUP: usize = 25;
 const VALID_IMAGES: usize = 64;
+const LOG_EVERY: usize = 50;
 const SAMPLES_DIR: &str = "target/unet_samples";
 
 /// A U-Net with one level per entry of `WIDTHS`: `(B, IN_CHANNELS, H, W)` → logits `(B, CLASSES, H, W)`, any `H, W`.
@@ -66,7 +67,9 @@ struct UNet {
 }
 
 impl UNet {
-    fn new(vb: VarBuilder) -> candle_tricks::Result<Self> {
+    /// With `skip = false` the decoder sees only the upsampled deep features (the same network
+    /// minus the concatenations, so its decoder convs are narrower).
+    fn new(vb: VarBuilder, skip: bool) -> candle_tricks::Result<Self> {
         let widths = WIDTHS;
         let mut down = Vec::new();
         let mut cin = IN_CHANNELS;
@@ -78,7 +81,7 @@ impl UNet {
         // Up stages from the deepest: 64 (+ skip 32) → 32, 32 (+ skip 16) → 16.
         let mut up = Vec::new();
         for i in (0..widths.len() - 1).rev() {
-            let cfg = UpBlockConfig::default();
+            let cfg = UpBlockConfig::default().with_skip(skip);
             let name = format!("up.{}", widths.len() - 2 - i);
             up.push(up_block(cin, widths[i], widths[i], cfg, vb.pp(name))?);
             cin = widths[i];
@@ -202,17 +205,126 @@ fn mean(v: &[f64]) -> f64 {
     v.iter().sum::<f64>() / v.len() as f64
 }
 
-/// Writes `input | truth | prediction` side by side as a colour PPM.
-fn write_ppm(path: &str, img: &[f32], truth: &[u32], pred: &[u32]) -> std::io::Result<()> {
+/// Pixels whose 4-neighbourhood holds another true label (the shapes' outlines), as a mask.
+fn boundary(truth: &[u32]) -> Vec<bool> {
+    let n = SIZE * SIZE;
+    (0..truth.len())
+        .map(|i| {
+            let (img, p) = (i / n * n, i % n);
+            let (y, x) = (p / SIZE, p % SIZE);
+            let at = |yy: usize, xx: usize| truth[img + yy * SIZE + xx];
+            let c = at(y, x);
+            (y > 0 && at(y - 1, x) != c)
+                || (y + 1 < SIZE && at(y + 1, x) != c)
+                || (x > 0 && at(y, x - 1) != c)
+                || (x + 1 < SIZE && at(y, x + 1) != c)
+        })
+        .collect()
+}
+
+/// Held-out scores of one trained model.
+struct Report {
+    params: usize,
+    pixel_acc: f64,
+    boundary_acc: f64,
+    iou: Vec<f64>,
+    seconds: f64,
+    preds: Vec<u32>,
+}
+
+/// Trains a U-Net (with or without skips) for `STEPS` steps on batches from the seed-7 stream
+/// and scores it on the held-out set.
+fn train_and_eval(
+    skip: bool,
+    valid: &(Tensor, Tensor),
+    dev: &Device,
+) -> candle_tricks::Result<Report> {
+    let mut rng = StdRng::seed_from_u64(7);
+    let varmap = VarMap::new();
+    let model = UNet::new(VarBuilder::from_varmap(&varmap, DType::F32, dev), skip)?;
+    let params: usize = varmap.all_vars().iter().map(|v| v.elem_count()).sum();
+    let label = if skip { "with skips" } else { "no skips" };
+    println!("{label}: U-Net with {params} parameters");
+
+    let mut opt = AdamW::new(
+        varmap.all_vars(),
+        ParamsAdamW {
+            lr: LR,
+            weight_decay: 1e-4,
+            ..Default::default()
+        },
+    )?;
+    let start = Instant::now();
+    let mut cm = [[0u64; CLASSES.len()]; CLASSES.len()];
+    let mut running = 0.0;
+    for step in 1..=STEPS {
+        // Linear warm-up over WARMUP steps, then cosine decay to 5% of LR.
+        let t = (step - 1) as f64 / STEPS as f64;
+        let cosine = 0.05 + 0.95 * 0.5 * (1.0 + (std::f64::consts::PI * t).cos());
+        opt.set_learning_rate(LR * cosine * (step as f64 / WARMUP as f64).min(1.0));
+        let (x, y) = make_batch(&mut rng, BATCH, dev)?;
+        let logits = model.forward_t(&x, true)?;
+        let l = loss(&logits, &y)?;
+        opt.backward_step(&l)?;
+        running += l.to_scalar::<f32>()? as f64;
+        let pred = logits.argmax(1)?.flatten_all()?.to_vec1::<u32>()?;
+        confusion(&pred, &y.flatten_all()?.to_vec1::<u32>()?, &mut cm);
+        if step % LOG_EVERY == 0 {
+            let (acc, iou) = scores(&cm);
+            println!(
+                "  step {step:4}  loss {:.4}  pixel acc {:.3}  mean IoU {:.3}  ({:.0} s)",
+                running / LOG_EVERY as f64,
+                acc,
+                mean(&iou),
+                start.elapsed().as_secs_f64()
+            );
+            running = 0.0;
+            cm = [[0; CLASSES.len()]; CLASSES.len()];
+        }
+    }
+
+    let (valid_x, valid_y) = valid;
+    let mut preds = Vec::new();
+    for i in (0..VALID_IMAGES).step_by(BATCH) {
+        let x = valid_x.narrow(0, i, BATCH)?;
+        let pred = model.forward_t(&x, false)?.argmax(1)?.flatten_all()?;
+        preds.extend(pred.to_vec1::<u32>()?);
+    }
+    let truth = valid_y.flatten_all()?.to_vec1::<u32>()?;
+    let mut cm = [[0u64; CLASSES.len()]; CLASSES.len()];
+    confusion(&preds, &truth, &mut cm);
+    let (pixel_acc, iou) = scores(&cm);
+    let edge = boundary(&truth);
+    let (hits, total) = preds
+        .iter()
+        .zip(&truth)
+        .zip(&edge)
+        .filter(|(_, &e)| e)
+        .fold((0usize, 0usize), |(h, n), ((p, t), _)| {
+            (h + usize::from(p == t), n + 1)
+        });
+    Ok(Report {
+        params,
+        pixel_acc,
+        boundary_acc: hits as f64 / total.max(1) as f64,
+        iou,
+        seconds: start.elapsed().as_secs_f64(),
+        preds,
+    })
+}
+
+/// Writes `input | truth | prediction …` side by side as a colour PPM.
+fn write_ppm(path: &str, img: &[f32], masks: &[&[u32]]) -> std::io::Result<()> {
     const COLORS: [[u8; 3]; 3] = [[0, 0, 0], [230, 60, 60], [60, 200, 60]];
     let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
-    write!(f, "P6\n{} {}\n255\n", 3 * SIZE + 4, SIZE)?;
+    let width = (masks.len() + 1) * SIZE + 2 * masks.len();
+    write!(f, "P6\n{width} {SIZE}\n255\n")?;
     for y in 0..SIZE {
         for x in 0..SIZE {
             let v = (img[y * SIZE + x].clamp(0.0, 1.0) * 255.0) as u8;
             f.write_all(&[v, v, v])?;
         }
-        for mask in [truth, pred] {
+        for mask in masks {
             f.write_all(&[255, 255, 255, 255, 255, 255])?; // 2-pixel separator
             for x in 0..SIZE {
                 f.write_all(&COLORS[mask[y * SIZE + x] as usize])?;
@@ -224,78 +336,49 @@ fn write_ppm(path: &str, img: &[f32], truth: &[u32], pred: &[u32]) -> std::io::R
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dev = Device::Cpu;
-    let mut rng = StdRng::seed_from_u64(7);
-    let varmap = VarMap::new();
-    let model = UNet::new(VarBuilder::from_varmap(&varmap, DType::F32, &dev))?;
-    let params: usize = varmap.all_vars().iter().map(|v| v.elem_count()).sum();
-    println!("U-Net with {params} parameters, {SIZE}x{SIZE} images, batch {BATCH}, {STEPS} steps");
+    println!("{SIZE}x{SIZE} images, batch {BATCH}, {STEPS} steps per model, same data stream");
+    let valid = make_batch(&mut StdRng::seed_from_u64(1234), VALID_IMAGES, &dev)?;
+    let with = train_and_eval(true, &valid, &dev)?;
+    let without = train_and_eval(false, &valid, &dev)?;
 
-    let mut opt = AdamW::new(
-        varmap.all_vars(),
-        ParamsAdamW {
-            lr: LR,
-            weight_decay: 1e-4,
-            ..Default::default()
-        },
-    )?;
-    let (valid_x, valid_y) = make_batch(&mut StdRng::seed_from_u64(1234), VALID_IMAGES, &dev)?;
-    let start = Instant::now();
-    let mut cm = [[0u64; CLASSES.len()]; CLASSES.len()];
-    let mut running = 0.0;
-    for step in 1..=STEPS {
-        // Linear warm-up over WARMUP steps, then cosine decay to 5% of LR.
-        let t = (step - 1) as f64 / STEPS as f64;
-        let cosine = 0.05 + 0.95 * 0.5 * (1.0 + (std::f64::consts::PI * t).cos());
-        opt.set_learning_rate(LR * cosine * (step as f64 / WARMUP as f64).min(1.0));
-        let (x, y) = make_batch(&mut rng, BATCH, &dev)?;
-        let logits = model.forward_t(&x, true)?;
-        let l = loss(&logits, &y)?;
-        opt.backward_step(&l)?;
-        running += l.to_scalar::<f32>()? as f64;
-        let pred = logits.argmax(1)?.flatten_all()?.to_vec1::<u32>()?;
-        confusion(&pred, &y.flatten_all()?.to_vec1::<u32>()?, &mut cm);
-        if step % 25 == 0 {
-            let (acc, iou) = scores(&cm);
-            println!(
-                "step {step:4}  loss {:.4}  pixel acc {:.3}  mean IoU {:.3}  ({:.0} s)",
-                running / 25.0,
-                acc,
-                mean(&iou),
-                start.elapsed().as_secs_f64()
-            );
-            running = 0.0;
-            cm = [[0; CLASSES.len()]; CLASSES.len()];
-        }
+    println!("\nheld-out ({VALID_IMAGES} images)     with skips   no skips");
+    let row = |name: &str, a: f64, b: f64| println!("  {name:<24} {a:>10.3} {b:>10.3}");
+    for (c, name) in CLASSES.iter().enumerate() {
+        row(&format!("IoU {name}"), with.iou[c], without.iou[c]);
     }
-
-    // Held-out evaluation.
-    let mut cm = [[0u64; CLASSES.len()]; CLASSES.len()];
-    let mut preds = Vec::new();
-    for i in (0..VALID_IMAGES).step_by(BATCH) {
-        let x = valid_x.narrow(0, i, BATCH)?;
-        let pred = model.forward_t(&x, false)?.argmax(1)?.flatten_all()?;
-        preds.extend(pred.to_vec1::<u32>()?);
-    }
-    let truth = valid_y.flatten_all()?.to_vec1::<u32>()?;
-    confusion(&preds, &truth, &mut cm);
-    let (acc, iou) = scores(&cm);
-    println!(
-        "held-out ({VALID_IMAGES} images): pixel acc {acc:.3}, mean IoU {:.3} after {:.0} s",
-        mean(&iou),
-        start.elapsed().as_secs_f64()
+    row("mean IoU", mean(&with.iou), mean(&without.iou));
+    row("pixel accuracy", with.pixel_acc, without.pixel_acc);
+    row(
+        "boundary-pixel accuracy",
+        with.boundary_acc,
+        without.boundary_acc,
     );
-    for (name, v) in CLASSES.iter().zip(&iou) {
-        println!("  IoU {name:<10} {v:.3}");
-    }
+    println!(
+        "  {:<24} {:>10} {:>10}",
+        "parameters", with.params, without.params
+    );
+    println!(
+        "  {:<24} {:>10.0} {:>10.0}",
+        "training time (s)", with.seconds, without.seconds
+    );
 
     std::fs::create_dir_all(SAMPLES_DIR)?;
+    let (valid_x, valid_y) = &valid;
     let pixels = valid_x.flatten_all()?.to_vec1::<f32>()?;
+    let truth = valid_y.flatten_all()?.to_vec1::<u32>()?;
     let n = SIZE * SIZE;
     for i in 0..4 {
         let r = i * n..(i + 1) * n;
         let path = format!("{SAMPLES_DIR}/sample_{i}.ppm");
-        write_ppm(&path, &pixels[r.clone()], &truth[r.clone()], &preds[r])?;
+        let masks = [
+            &truth[r.clone()],
+            &with.preds[r.clone()],
+            &without.preds[r.clone()],
+        ];
+        write_ppm(&path, &pixels[r], &masks)?;
     }
-    println!("samples (input | truth | prediction) written to {SAMPLES_DIR}/sample_*.ppm");
+    println!(
+        "samples (input | truth | with skips | no skips) written to {SAMPLES_DIR}/sample_*.ppm"
+    );
     Ok(())
 }

@@ -767,6 +767,7 @@ fn resnet_unet_and_mamba_blocks_paths_agree() -> R<()> {
         UpBlockConfig {
             mode: UpMode::Bilinear,
             norm: "batch".into(),
+            skip: true,
         },
         vb(&vm).pp("up"),
     )?;

@@ -13,6 +13,8 @@
 //! | [`MultiScalePathways`] | `(B, C, [D,] H, W)` → `(B, C1 + C2, …)` | add a cheap downsampled context pathway (DeepMedic) |
 //! | [`EarlyExit`] | `(B, …)` → `(B, K)` + exit per sample | stop easy samples at an early classifier (dynamic depth) |
 //! | [`BasicBlock`], [`Bottleneck`] | `(B, C, H, W)` → `(B, C', H/s, W/s)` | build ResNet / ResNeXt stages (torchvision v1.5 names) |
+//! | [`MbConv`] | `(B, C, H, W)` → `(B, C', H/s, W/s)` | build MobileNetV2 / EfficientNet stages (timm names) |
+//! | [`ConvNextBlock`] | `(B, C, H, W)` → same | build ConvNeXt stages (timm names) |
 //! | [`DownBlock`], [`UpBlock`] | `(B, C, H, W)` → `(B, C', H/2, W/2)`; + skip → skip's size | build U-Net encoders and decoders with skip concatenation |
 //!
 //! # Shapes
@@ -80,5 +82,9 @@ pub use early_exit::{
 };
 pub mod resnet;
 pub use resnet::{basic_block, bottleneck, BasicBlock, Bottleneck, ResBlockConfig};
+pub mod mbconv;
+pub use mbconv::{mb_conv, MbConv, MbConvConfig};
+pub mod convnext;
+pub use convnext::{convnext_block, ConvNextBlock, ConvNextBlockConfig};
 pub mod unet;
 pub use unet::{down_block, up_block, DownBlock, DownBlockConfig, UpBlock, UpBlockConfig, UpMode};

@@ -291,6 +291,10 @@ pub struct UpBlockConfig {
     pub mode: UpMode,
     /// Norm after each conv, a [`crate::norm::create`] spec. Default [`DEFAULT_NORM`].
     pub norm: String,
+    /// Concatenate the encoder's skip. Default `true`; `false` gives the decoder of a plain
+    /// encoder–decoder, for ablations: the skip then only sets the output size, and `conv1`
+    /// takes the `Cout` upsampled channels alone.
+    pub skip: bool,
 }
 
 impl Default for UpBlockConfig {
@@ -298,6 +302,7 @@ impl Default for UpBlockConfig {
         Self {
             mode: UpMode::Bilinear,
             norm: DEFAULT_NORM.to_string(),
+            skip: true,
         }
     }
 }
@@ -312,6 +317,12 @@ impl UpBlockConfig {
     /// Sets [`UpBlockConfig::norm`].
     pub fn with_norm(mut self, norm: impl Into<String>) -> Self {
         self.norm = norm.into();
+        self
+    }
+
+    /// Sets [`UpBlockConfig::skip`].
+    pub fn with_skip(mut self, skip: bool) -> Self {
+        self.skip = skip;
         self
     }
 }
@@ -334,6 +345,7 @@ pub struct UpBlock {
     in_channels: usize,
     skip_channels: usize,
     out_channels: usize,
+    use_skip: bool,
 }
 
 /// Creates (or loads) an [`UpBlock`] taking `in_channels` from below and a skip of
@@ -367,19 +379,21 @@ pub fn up_block(
             Up::Transposed(ConvTranspose2d::new(w, Some(b), cfg))
         }
     };
-    let convs = DoubleConv::new(
-        UP,
-        skip_channels + out_channels,
-        out_channels,
-        &cfg.norm,
-        &vb,
-    )?;
+    let concat = if cfg.skip {
+        skip_channels.checked_add(out_channels).ok_or_else(|| {
+            Error::config(UP, "skip_channels + out_channels overflows".to_string())
+        })?
+    } else {
+        out_channels
+    };
+    let convs = DoubleConv::new(UP, concat, out_channels, &cfg.norm, &vb)?;
     Ok(UpBlock {
         up,
         convs,
         in_channels,
         skip_channels,
         out_channels,
+        use_skip: cfg.skip,
     })
 }
 
@@ -400,7 +414,8 @@ impl UpBlock {
     }
 
     /// Upsamples `x` `(B, in_channels, h, w)` to the size of `skip` `(B, skip_channels, Hs, Ws)`,
-    /// concatenates `[skip, up(x)]` and applies the double conv (`train` reaches the norms):
+    /// concatenates `[skip, up(x)]` (only `up(x)` without [`UpBlockConfig::skip`]) and applies
+    /// the double conv (`train` reaches the norms):
     /// `(B, out_channels, Hs, Ws)`. Errors (naming `UpBlock`, expected vs actual) on a wrong rank,
     /// channel count, batch size, dtype or device of either input.
     pub fn forward_t(&self, x: &Tensor, skip: &Tensor, train: bool) -> Result<Tensor> {
@@ -421,7 +436,11 @@ impl UpBlock {
             Up::Bilinear(conv) => upsample_bilinear2d(&conv.forward(x)?, hs, ws, false)?,
             Up::Transposed(conv) => fit(&conv.forward(x)?, hs, ws)?,
         };
-        let h = Tensor::cat(&[skip, &up], 1)?;
+        let h = if self.use_skip {
+            Tensor::cat(&[skip, &up], 1)?
+        } else {
+            up
+        };
         Ok(self.convs.forward_t(&h, train)?)
     }
 }

@@ -363,6 +363,7 @@ fn scfg() -> SeparableConv2dConfig {
 mod sweep_attention;
 mod sweep_augment;
 mod sweep_blocks;
+mod sweep_blocks17;
 mod sweep_conv;
 mod sweep_int8;
 mod sweep_loaders;
@@ -392,6 +393,7 @@ fn sweep() {
     cases.extend(sweep_pool::pool_cases());
     cases.extend(sweep_norm::norm_cases());
     cases.extend(sweep_blocks::blocks_cases());
+    cases.extend(sweep_blocks17::blocks17_cases());
     cases.extend(sweep_attention::attention_cases());
     cases.extend(sweep_ssm::ssm_cases());
     cases.extend(sweep_rnn::rnn_cases());
