@@ -12,7 +12,8 @@
 //!   [`upsample_bilinear2d`] straight to `(Hs, Ws)`; with [`UpMode::TransposedConv`] the 2×2
 //!   stride-2 transposed conv `up` gives `(2h, 2w)`, zero-padded (the odd row/column after, as
 //!   milesial's Pytorch-UNet does) or centre-cropped to `(Hs, Ws)`. The concatenation is
-//!   `[skip, up(x)]` along the channels, so `conv1` sees `Cskip + Cout` channels.
+//!   `[skip, up(x)]` along the channels, so `conv1` sees `Cskip + Cout` channels (`Cout` alone
+//!   without [`UpBlockConfig::skip`], when the skip only sets the output size).
 //! - Tensor names under the block's `vb`: `conv1.weight` `(Cout, Cin, 3, 3)` (an [`UpBlock`]'s
 //!   `conv1` takes `Cskip + Cout` channels), `norm1.*`, `conv2.weight` `(Cout, Cout, 3, 3)`,
 //!   `norm2.*` (the names of [`crate::norm::create`]'s layer, e.g. `weight`, `bias`), and for an
@@ -27,6 +28,10 @@
 //!   can place boundaries no finer than the coarsest map. Concatenating the encoder's map of the
 //!   same resolution gives every decoder stage the exact positions of edges, so the output is
 //!   both context-aware and pixel-precise; that is what lets U-Net segment well from few images.
+//!   Measured in `examples/unet_segmentation.rs` (same data, seed and steps, 64×64 shapes,
+//!   three poolings): without the skips ([`UpBlockConfig::skip`] `false`) the held-out mean IoU
+//!   drops from 0.99 to 0.55 and the accuracy on boundary pixels from 0.98 to 0.55, while the
+//!   background-dominated pixel accuracy only drops from 0.999 to 0.956.
 //! - **Upsample with bilinear + conv, not a transposed conv, to avoid checkerboard artifacts.**
 //!   A transposed conv of kernel $k$ and stride $s$ writes overlapping kernel copies; when $s$
 //!   does not divide $k$ the overlap is uneven (kernel 3, stride 2: every other output pixel
