@@ -27,6 +27,11 @@ pub mod conv2d;
 pub use conv2d::{conv2d, conv2d_reference, Conv2dConfig};
 pub mod conv3d;
 pub use conv3d::{conv3d, conv3d_reference, Conv3dConfig, ConvConfig};
+pub mod conv_transpose;
+pub use conv_transpose::{
+    conv_transpose2d, conv_transpose2d_reference, conv_transpose3d, conv_transpose3d_reference,
+    conv_transpose_output_size, ConvTranspose2dConfig, ConvTranspose3dConfig, ConvTransposeConfig,
+};
 pub mod adaptive_pool;
 pub use adaptive_pool::{
     adaptive_avg_pool1d, adaptive_avg_pool2d, adaptive_avg_pool2d_reference, adaptive_max_pool1d,

@@ -1,0 +1,213 @@
+//! Transposed convolution, 2-D and 3-D: our op (forward, input, weight and bias gradients) against
+//! PyTorch fixtures (tests/fixtures/gen_conv_transpose.py), the plain-candle composition, finite
+//! differences, half precision, the layers under PyTorch names, and bad input.
+
+use candle_core::{DType, Device, Tensor};
+use candle_tricks::ops::{
+    conv_transpose2d, conv_transpose2d_reference, conv_transpose3d, conv_transpose3d_reference,
+    with_backend, Backend, ConvTransposeConfig,
+};
+
+mod common;
+use common::*;
+
+type Op =
+    fn(&Tensor, &Tensor, Option<&Tensor>, &ConvTransposeConfig) -> candle_tricks::Result<Tensor>;
+
+fn cfg(s: usize, p: usize, op: usize, d: usize, g: usize) -> ConvTransposeConfig {
+    ConvTransposeConfig::default()
+        .with_stride(s)
+        .with_padding(p)
+        .with_output_padding(op)
+        .with_dilation(d)
+        .with_groups(g)
+}
+
+/// Name, stride, padding, output_padding, dilation, groups: in sync with gen_conv_transpose.py.
+const CASES: &[(&str, usize, usize, usize, usize, usize)] = &[
+    ("k2_s2", 2, 0, 0, 1, 1),
+    ("k4_s2_p1", 2, 1, 0, 1, 1),
+    ("k3_s2_p1_op1", 2, 1, 1, 1, 1),
+    ("k3_s3_op2", 3, 0, 2, 1, 1),
+    ("d2_op1", 1, 1, 1, 2, 1),
+    ("g2_s2", 2, 1, 0, 1, 2),
+    ("depthwise_s2", 2, 1, 1, 1, 4),
+    ("p2_crop", 1, 2, 0, 1, 1),
+    ("k1", 1, 0, 0, 1, 1),
+    ("k32_s2_odd", 2, 1, 1, 1, 1),
+    ("tiles", 2, 1, 1, 1, 1),
+    ("3d_k2_s2", 2, 0, 0, 1, 1),
+    ("3d_k3_s2_op1_g2", 2, 1, 1, 1, 2),
+    ("3d_d2", 1, 1, 0, 2, 1),
+    ("3d_s3_k2", 3, 0, 1, 1, 1),
+];
+
+fn ops(x: &Tensor) -> (Op, Op) {
+    if x.rank() == 4 {
+        (conv_transpose2d, conv_transpose2d_reference)
+    } else {
+        (conv_transpose3d, conv_transpose3d_reference)
+    }
+}
+
+/// `(y, gx, gw, gb)` of `sum(op(x, w, b) * gy)`.
+fn run(
+    op: Op,
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    gy: &Tensor,
+    c: &ConvTransposeConfig,
+) -> R<Vec<Tensor>> {
+    let (y, g) = fwd_bwd_n(&[x, w, b], gy, |t| op(&t[0], &t[1], Some(&t[2]), c))?;
+    Ok([vec![y], g].concat())
+}
+
+fn check_case(f: &Fixtures, case: &str, label: &str, got: &[Tensor], tol: f64) {
+    for (t, what) in got.iter().zip(["y", "gx", "gw", "gb"]) {
+        assert_close(
+            &format!("{case} {label} {what}"),
+            t,
+            field(f, case, what),
+            tol,
+        );
+    }
+}
+
+#[test]
+fn matches_pytorch_forward_and_gradients() -> R<()> {
+    let f = fixtures("conv_transpose");
+    for &(case, s, p, op, d, g) in CASES {
+        let c = cfg(s, p, op, d, g);
+        let [x, w, b, gy] = ["x", "w", "b", "gy"].map(|k| field(&f, case, k));
+        let (ours, reference) = ops(x);
+        check_case(&f, case, "kernel", &run(ours, x, w, b, gy, &c)?, 1e-5);
+        // The composition (the path on other devices), in f64 and through candle autograd.
+        let up = |t: &Tensor| t.to_dtype(DType::F64);
+        let got = run(reference, &up(x)?, &up(w)?, &up(b)?, &up(gy)?, &c)?;
+        check_case(&f, case, "reference", &got, 1e-5);
+        // The public op on the composition backend.
+        let got = with_backend(Backend::Composition, || run(ours, x, w, b, gy, &c))?;
+        check_case(&f, case, "composition backend", &got, 1e-5);
+    }
+    Ok(())
+}
+
+/// Random shapes, several tiles and depth slabs, against the f64 composition.
+#[test]
+fn random_configs_match_reference() -> R<()> {
+    let dev = Device::Cpu;
+    // (x shape, Cout, kernel, config)
+    let configs: [(&[usize], usize, &[usize], ConvTransposeConfig); 6] = [
+        (&[2, 16, 17, 19], 8, &[4, 4], cfg(2, 1, 1, 1, 1)),
+        (&[1, 6, 9, 31], 9, &[3, 3], cfg(3, 1, 2, 1, 3)),
+        (&[2, 4, 8, 6], 4, &[2, 3], cfg(1, 0, 1, 2, 4)),
+        (&[1, 3, 30, 40], 5, &[5, 5], cfg(2, 2, 1, 1, 1)),
+        (&[1, 8, 7, 9, 11], 4, &[2, 2, 2], cfg(2, 0, 1, 1, 2)),
+        (&[2, 4, 4, 5, 6], 6, &[3, 3, 3], cfg(2, 1, 0, 2, 1)),
+    ];
+    for (xs, cout, k, c) in configs {
+        let (ours, reference) = ops(&Tensor::zeros(xs, DType::F32, &dev)?);
+        let x = Tensor::randn(0f32, 1., xs, &dev)?;
+        let ws = [&[xs[1], cout / c.groups], k].concat();
+        let w = Tensor::randn(0f32, 1., ws, &dev)?;
+        let b = Tensor::randn(0f32, 1., cout, &dev)?;
+        let gy = Tensor::randn(0f32, 1., ours(&x, &w, Some(&b), &c)?.dims(), &dev)?;
+        let got = run(ours, &x, &w, &b, &gy, &c)?;
+        let up = |t: &Tensor| t.to_dtype(DType::F64);
+        let want = run(reference, &up(&x)?, &up(&w)?, &up(&b)?, &up(&gy)?, &c)?;
+        for ((g, r), what) in got.iter().zip(&want).zip(["y", "gx", "gw", "gb"]) {
+            assert_close(&format!("{xs:?} {c:?} {what}"), g, r, 1e-5);
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn half_precision_matches_f32() -> R<()> {
+    let f = fixtures("conv_transpose");
+    for (dtype, tol) in [(DType::F16, 5e-3), (DType::BF16, 3e-2)] {
+        for &(case, s, p, op, d, g) in CASES {
+            let c = cfg(s, p, op, d, g);
+            let [x, w, gy] = ["x", "w", "gy"].map(|k| field(&f, case, k));
+            let (ours, _) = ops(x);
+            let op = |x: &Tensor, w: &Tensor| ours(x, w, None, &c);
+            let y = check_half_vs_f32(case, (x, w, gy), dtype, tol, op)?;
+            // Against PyTorch's f32 result (with its bias), the input rounding on top.
+            let b = field(&f, case, "b").to_dtype(dtype)?;
+            let shape: Vec<usize> = [1, b.dim(0)?]
+                .into_iter()
+                .chain([1; 3])
+                .take(x.rank())
+                .collect();
+            let y = y.broadcast_add(&b.reshape(shape)?)?;
+            assert_close(
+                &format!("{case} {dtype:?} y vs torch"),
+                &y,
+                field(&f, case, "y"),
+                4.0 * tol,
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Central finite differences of `L = sum(y * gy)` against our backward, element by element.
+#[test]
+fn backward_matches_finite_differences() -> R<()> {
+    let dev = Device::Cpu;
+    let cases: [(&[usize], usize, &[usize], ConvTransposeConfig); 5] = [
+        (&[1, 2, 3, 4], 3, &[3, 3], cfg(2, 1, 1, 1, 1)),
+        (&[2, 4, 3, 3], 2, &[2, 2], cfg(2, 0, 0, 1, 2)),
+        (&[1, 2, 4, 3], 2, &[3, 2], cfg(1, 1, 1, 2, 2)),
+        (&[1, 2, 2, 3, 2], 2, &[2, 2, 2], cfg(2, 0, 1, 1, 1)),
+        (&[1, 2, 2, 2, 3], 3, &[3, 3, 3], cfg(3, 1, 2, 1, 1)),
+    ];
+    for (xs, cout, k, c) in cases {
+        let (ours, _) = ops(&Tensor::zeros(xs, DType::F32, &dev)?);
+        let x = Tensor::randn(0f32, 1., xs, &dev)?;
+        let w = Tensor::randn(0f32, 1., [&[xs[1], cout / c.groups], k].concat(), &dev)?;
+        let gy = Tensor::randn(0f32, 1., ours(&x, &w, None, &c)?.dims(), &dev)?;
+        let op = |x: &Tensor, w: &Tensor| ours(x, w, None, &c);
+        check_fd2(&format!("{xs:?} {c:?}"), (&x, &w, &gy), 1e-2, 1e-2, op)?;
+    }
+    Ok(())
+}
+
+#[test]
+fn non_contiguous_inputs_are_accepted() -> R<()> {
+    let dev = Device::Cpu;
+    let x = Tensor::randn(0f32, 1., (2, 5, 6, 4), &dev)?.transpose(2, 3)?;
+    let w = Tensor::randn(0f32, 1., (3, 5, 4, 4), &dev)?.transpose(0, 1)?;
+    let c = cfg(2, 1, 0, 1, 1);
+    let y = conv_transpose2d(&x, &w, None, &c)?;
+    let r = conv_transpose2d_reference(&x.contiguous()?, &w.contiguous()?, None, &c)?;
+    assert_close("transposed", &y, &r, 1e-5);
+    Ok(())
+}
+
+/// Output size `(n - 1)s - 2p + d(k - 1) + output_padding + 1`, and the inverse of a
+/// convolution's size: conv(conv_transpose(x)) has the size of x.
+#[test]
+fn output_size_inverts_the_convolution() -> R<()> {
+    use candle_tricks::conv::Padding;
+    use candle_tricks::ops::{conv2d, Conv2dConfig};
+    let dev = Device::Cpu;
+    for n in [5usize, 6, 7] {
+        for (k, s, p) in [(2, 2, 0), (4, 2, 1), (3, 2, 1), (3, 3, 1)] {
+            let x = Tensor::randn(0f32, 1., (1, 2, n, n), &dev)?;
+            let w = Tensor::randn(0f32, 1., (2, 2, k, k), &dev)?;
+            let y = conv_transpose2d(&x, &w, None, &cfg(s, p, 0, 1, 1))?;
+            assert_eq!(y.dim(2)?, (n - 1) * s + k - 2 * p);
+            let back = conv2d(
+                &y,
+                &w,
+                Conv2dConfig::default()
+                    .with_stride(s)
+                    .with_padding(Padding::Explicit(p)),
+            )?;
+            assert_eq!(back.dim(2)?, n);
+        }
+    }
+    Ok(())
+}
