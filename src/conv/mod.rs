@@ -61,7 +61,7 @@ pub use separable::{separable_conv2d, SeparableConv2d, SeparableConv2dConfig};
 pub mod dilated;
 pub use dilated::{aspp, Aspp, AsppConfig};
 pub mod conv2d;
-pub use crate::ops::Conv2dConfig;
+pub use crate::ops::{Conv2dConfig, PadMode};
 pub use conv2d::{conv2d, conv2d_no_bias, Conv2d};
 pub mod conv3d;
 pub mod pixel_shuffle;

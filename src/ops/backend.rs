@@ -104,6 +104,8 @@ pub enum Op {
     Hardtanh,
     /// [`crate::ops::upsample_bilinear2d()`].
     UpsampleBilinear2d,
+    /// [`crate::ops::pad2d()`] and [`crate::ops::pad3d()`].
+    Pad,
     /// [`crate::ops::scaled_dot_product_attention()`] and its seeded form.
     ScaledDotProductAttention,
     /// [`crate::ops::selective_scan()`].
@@ -123,7 +125,7 @@ pub enum Op {
 
 impl Op {
     /// Every op, in the order of [`table`].
-    pub const ALL: [Op; 24] = [
+    pub const ALL: [Op; 25] = [
         Op::DepthwiseConv2d,
         Op::DepthwiseConv1d,
         Op::CausalConv1d,
@@ -141,6 +143,7 @@ impl Op {
         Op::GeluErf,
         Op::Hardtanh,
         Op::UpsampleBilinear2d,
+        Op::Pad,
         Op::ScaledDotProductAttention,
         Op::SelectiveScan,
         Op::CrossEntropy,
@@ -201,7 +204,7 @@ const fn row(op: Op, name: &'static str, cpu: bool, composition: &'static str) -
     }
 }
 
-static TABLE: [OpBackends; 24] = [
+static TABLE: [OpBackends; 25] = [
     row(
         Op::DepthwiseConv2d,
         "depthwise_conv2d",
@@ -303,6 +306,12 @@ static TABLE: [OpBackends; 24] = [
         "upsample_bilinear2d",
         false,
         "two matmuls with the interpolation matrices (the only implementation)",
+    ),
+    row(
+        Op::Pad,
+        "pad2d / pad3d",
+        true,
+        "`pad_with_zeros` / `pad_with_same`, or `index_select` of the reflected / wrapped indices",
     ),
     row(
         Op::ScaledDotProductAttention,
