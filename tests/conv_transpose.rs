@@ -211,3 +211,101 @@ fn output_size_inverts_the_convolution() -> R<()> {
     }
     Ok(())
 }
+
+#[test]
+fn layers_load_pytorch_weights() -> R<()> {
+    use candle_core::Module;
+    use candle_nn::{VarBuilder, VarMap};
+    use candle_tricks::conv::{
+        conv_transpose2d as layer2d, conv_transpose2d_no_bias, conv_transpose3d as layer3d,
+        ConvTranspose2d,
+    };
+    let f = fixtures("conv_transpose");
+    let vb = VarBuilder::from_tensors(
+        f.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        DType::F32,
+        &Device::Cpu,
+    );
+    let up2 = layer2d(4, 6, 4, cfg(2, 1, 0, 1, 2), vb.pp("block2d"))?;
+    assert_eq!(
+        (up2.in_channels(), up2.out_channels(), up2.kernel_size()),
+        (4, 6, (4, 4))
+    );
+    let y = up2.forward(field(&f, "block2d", "x"))?;
+    assert_close("block2d", &y, field(&f, "block2d", "y"), 1e-5);
+    let up3 = layer3d(4, 2, 2, cfg(2, 0, 0, 1, 1), vb.pp("block3d"))?;
+    assert_eq!(up3.kernel_size(), (2, 2, 2));
+    let y = up3.forward(field(&f, "block3d", "x"))?;
+    assert_close("block3d", &y, field(&f, "block3d", "y"), 1e-5);
+    // A checkpoint of another shape is refused.
+    assert!(layer2d(4, 6, 3, cfg(2, 1, 0, 1, 2), vb.pp("block2d")).is_err());
+
+    // Fresh layers: PyTorch's bounds 1/sqrt(Cout/groups * k^2), and gradients reach every var.
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    let up = layer2d(8, 6, 3, cfg(2, 1, 1, 1, 2), vb.pp("a"))?;
+    let bound = 1.0 / (3.0f32 * 9.0).sqrt();
+    for t in [up.weight(), up.bias().ok_or("bias")?] {
+        let max = t.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(max <= bound && max > 0.3 * bound, "{max}");
+    }
+    let x = Tensor::randn(0f32, 1., (2, 8, 5, 4), &Device::Cpu)?;
+    let y = up.forward(&x)?;
+    assert_eq!(y.dims(), &[2, 6, 10, 8]);
+    let grads = y.sqr()?.sum_all()?.backward()?;
+    for var in varmap.all_vars() {
+        let g = grads.get(var.as_tensor()).ok_or("missing gradient")?;
+        assert!(g.abs()?.sum_all()?.to_scalar::<f32>()? > 0.0);
+    }
+    let other = VarBuilder::from_varmap(&VarMap::new(), DType::F32, &Device::Cpu);
+    assert!(
+        conv_transpose2d_no_bias(8, 6, 3, cfg(2, 1, 1, 1, 2), other)?
+            .bias()
+            .is_none()
+    );
+
+    // Bad constructor arguments name the layer.
+    let z = |s: &[usize]| Tensor::zeros(s, DType::F32, &Device::Cpu);
+    let ok = cfg(2, 1, 0, 1, 1);
+    let bad: Vec<(&str, Tensor, Option<Tensor>, ConvTransposeConfig)> = vec![
+        ("weight rank", z(&[4, 4, 3])?, None, ok),
+        ("empty weight", z(&[4, 0, 3, 3])?, None, ok),
+        (
+            "Cin not divisible by groups",
+            z(&[3, 2, 3, 3])?,
+            None,
+            ok.with_groups(2),
+        ),
+        (
+            "bias shape",
+            z(&[4, 2, 3, 3])?,
+            Some(z(&[3])?),
+            ok.with_groups(2),
+        ),
+        (
+            "output_padding",
+            z(&[4, 2, 3, 3])?,
+            None,
+            ok.with_output_padding(2),
+        ),
+    ];
+    for (what, w, b, c) in bad {
+        assert_err(what, ConvTranspose2d::new(w, b, c), &["ConvTranspose2d"]);
+    }
+    let vb = VarBuilder::from_varmap(&VarMap::new(), DType::F32, &Device::Cpu);
+    for (cin, cout, k, groups) in [
+        (0, 4, 3, 1),
+        (4, 0, 3, 1),
+        (4, 4, 0, 1),
+        (4, 6, 3, 4),
+        (6, 4, 3, 4),
+    ] {
+        let r = layer2d(cin, cout, k, cfg(1, 0, 0, 1, groups), vb.clone());
+        assert_err(
+            &format!("({cin}, {cout}, {k}, {groups})"),
+            r,
+            &["ConvTranspose2d"],
+        );
+    }
+    Ok(())
+}
