@@ -264,7 +264,8 @@ fn geom(
     }
     let mut out_dims = dims[..lead].to_vec();
     out_dims.extend(&out[3 - spatial..]);
-    check::numel(op, "output", &out_dims, x.dtype())?;
+    // Refused before anything is allocated when it cannot exist (also on the reference path).
+    check::allocatable(op, "output", &out_dims, x.dtype())?;
     Ok(PadGeom {
         planes: dims[..lead].iter().product(),
         n,
