@@ -19,8 +19,15 @@ fn conv_transpose(c: &mut Criterion) {
             .with_stride(s)
             .with_padding(p)
     };
-    // (name, x shape, weight shape, stride, padding)
-    let cases: [(&str, &[usize], &[usize], usize, usize); 3] = [
+    /// Name, x shape, weight shape, stride, padding.
+    type Case = (
+        &'static str,
+        &'static [usize],
+        &'static [usize],
+        usize,
+        usize,
+    );
+    let cases: [Case; 3] = [
         (
             "16x64x32x32_to32_k2_s2",
             &[16, 64, 32, 32],
