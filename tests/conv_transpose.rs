@@ -309,3 +309,22 @@ fn layers_load_pytorch_weights() -> R<()> {
     }
     Ok(())
 }
+
+/// A huge dilation whose padding crops all but a few positions: the kernel takes the direct
+/// path (no padded copy of 200002² values per channel); only the centre tap reaches the output.
+#[test]
+fn huge_dilation_with_cropping_padding_is_exact() -> R<()> {
+    use candle_tricks::ops::{pad2d, PadMode};
+    let dev = Device::Cpu;
+    let x = Tensor::randn(0f32, 1., (1, 2, 2, 2), &dev)?;
+    let w = Tensor::randn(0f32, 1., (2, 3, 3, 3), &dev)?;
+    let c = cfg(1, 99_999, 0, 100_000, 1);
+    let y = conv_transpose2d(&x, &w, None, &c)?;
+    let centre = w.narrow(2, 1, 1)?.narrow(3, 1, 1)?;
+    let want = conv_transpose2d(&x, &centre, None, &cfg(1, 0, 0, 1, 1))?;
+    let want = pad2d(&want, [1, 1, 1, 1], PadMode::Zeros)?;
+    assert_close("huge dilation", &y, &want, 1e-6);
+    let gy = Tensor::randn(0f32, 1., y.dims(), &dev)?;
+    let op = |x: &Tensor, w: &Tensor| conv_transpose2d(x, w, None, &c);
+    check_fd2("huge dilation", (&x, &w, &gy), 1e-2, 1e-2, op)
+}
