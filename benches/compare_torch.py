@@ -7,7 +7,7 @@
 
 Suites: `train`, the whole-model training steps (`benches/train.rs` against
 `benches/torch_train.py`), and `ops`, the forward + backward cases (criterion groups of
-`benches/norm.rs`, `attention.rs`, `conv.rs`, `optim.rs`, `loss.rs`, `rnn.rs`, `int8.rs` against `benches/torch_ops.py`).
+`benches/norm.rs`, `attention.rs`, `conv.rs`, `conv_transpose.rs`, `optim.rs`, `loss.rs`, `rnn.rs`, `int8.rs` against `benches/torch_ops.py`).
 
 For every round and case it runs our criterion bench (`cargo bench --bench <bench> -- ^<id>$`,
 criterion's estimates written to a directory of their own per round, CRITERION_HOME) and then the
@@ -78,6 +78,15 @@ OPS = {
         "int8", "linear/candle_f32/64x1024x4096", "linear_f32"),
     "int8 dynamic linear (64, 1024 -> 4096)": op_case(
         "int8", "linear/int8/64x1024x4096", "linear_int8_dynamic"),
+    "conv_transpose2d k2 s2 (16, 64, 32, 32) -> 32": op_case(
+        "conv_transpose", "conv_transpose/fwd_bwd/ours/16x64x32x32_to32_k2_s2",
+        "conv_transpose_k2"),
+    "conv_transpose2d k4 s2 p1 (16, 64, 32, 32) -> 32": op_case(
+        "conv_transpose", "conv_transpose/fwd_bwd/ours/16x64x32x32_to32_k4_s2_p1",
+        "conv_transpose_k4"),
+    "conv_transpose3d k2 s2 (2, 32, 16, 32, 32) -> 16": op_case(
+        "conv_transpose", "conv_transpose/fwd_bwd/ours/2x32x16x32x32_to16_k2_s2",
+        "conv_transpose3d_k2"),
 }
 
 SUITES = {"train": TRAIN, "ops": OPS}

@@ -2,7 +2,8 @@
 
     /work/venv/bin/python benches/torch_ops.py --case softmax|batch_norm|layer_norm|group_norm|
         sdpa|depthwise_1x32x112x112|depthwise_8x384x14x14|adamw|cross_entropy_256x1000|
-        cross_entropy_1024x10000|lstm|gru|linear_f32|linear_int8_dynamic
+        cross_entropy_1024x10000|lstm|gru|linear_f32|linear_int8_dynamic|conv_transpose_k2|
+        conv_transpose_k4|conv_transpose3d_k2
 
 Each case does what the matching criterion bench does on our side (benches/compare_torch.py
 --suite ops names them): forward (training mode) and `y.sum().backward()` on the same shapes, or
@@ -46,6 +47,14 @@ def case_step(name):
         b, c, h, w = (int(s) for s in name.removeprefix("depthwise_").split("x"))
         x, k = leaf(b, c, h, w), leaf(c, 1, 3, 3)
         return lambda: F.conv2d(x, k, padding=1, groups=c).sum().backward()
+    if name.startswith("conv_transpose"):
+        # benches/conv_transpose.rs: decoder upsampling layers, no bias.
+        if name == "conv_transpose3d_k2":
+            x, w = leaf(2, 32, 16, 32, 32), leaf(32, 16, 2, 2, 2, std=0.1)
+            return lambda: F.conv_transpose3d(x, w, stride=2).sum().backward()
+        k, p = (2, 0) if name == "conv_transpose_k2" else (4, 1)
+        x, w = leaf(16, 64, 32, 32), leaf(64, 32, k, k, std=0.1)
+        return lambda: F.conv_transpose2d(x, w, stride=2, padding=p).sum().backward()
     if name.startswith("cross_entropy_"):
         n, c = (int(s) for s in name.removeprefix("cross_entropy_").split("x"))
         x = leaf(n, c, std=3.0)

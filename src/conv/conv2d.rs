@@ -8,6 +8,12 @@
 //!   `Explicit(p)`).
 //! - `weight` `(Cout, Cin/groups, k, k)`, `bias` `(Cout)`: the names and layouts of PyTorch's
 //!   state dict, so `nn.Conv2d` checkpoints load unchanged.
+//! - `Same` is TensorFlow's and timm's `Conv2dSame` rule: total padding
+//!   $\max((\lceil n/s \rceil - 1)s + d(k-1) + 1 - n, 0)$, the odd zero after (right, bottom),
+//!   so the output is exactly $\lceil n/s \rceil$ for any stride. PyTorch's `padding="same"`
+//!   allows stride 1 only, where it pads the same way (symmetric when the total is even).
+//! - [`Conv2d::with_padding_mode`] is `padding_mode` (`"reflect"`, `"replicate"`,
+//!   `"circular"`; see [`crate::ops::pad2d()`]).
 //!
 //! # Tip
 //! Drop the bias of a convolution that feeds a normalization layer. Batch norm subtracts each
@@ -48,8 +54,9 @@
 //! - He et al., *Deep Residual Learning for Image Recognition*, 2015,
 //!   <https://arxiv.org/abs/1512.03385>
 
-use crate::ops::{conv2d as conv2d_op, Conv2dConfig};
-use crate::Result;
+use crate::geometry::Padding;
+use crate::ops::{conv2d as conv2d_op, pad2d, Conv2dConfig, PadMode};
+use crate::{Error, Result};
 use candle_core::{Module, Tensor};
 
 const BLOCK: &str = "Conv2d";
@@ -60,6 +67,7 @@ pub struct Conv2d {
     weight: Tensor,
     bias: Option<Tensor>,
     cfg: Conv2dConfig,
+    padding_mode: PadMode,
 }
 
 impl Conv2d {
@@ -70,7 +78,33 @@ impl Conv2d {
     /// config. `Cin` is checked against the input at `forward`.
     pub fn new(weight: Tensor, bias: Option<Tensor>, cfg: Conv2dConfig) -> Result<Self> {
         super::init::check_layer(BLOCK, &weight, bias.as_ref(), cfg, 2)?;
-        Ok(Self { weight, bias, cfg })
+        Ok(Self {
+            weight,
+            bias,
+            cfg,
+            padding_mode: PadMode::Zeros,
+        })
+    }
+
+    /// The layer with PyTorch's `padding_mode`: the padding that `cfg.padding` resolves to
+    /// (`Same` included, asymmetric or not) is filled by [`pad2d`] with `mode` before a
+    /// `Valid` convolution. [`PadMode::Zeros`] (the default) pads inside the convolution kernel
+    /// instead, for free. Errors (naming `Conv2d`) on [`PadMode::Constant`], which
+    /// `nn.Conv2d` does not offer either.
+    pub fn with_padding_mode(mut self, mode: PadMode) -> Result<Self> {
+        if matches!(mode, PadMode::Constant(_)) {
+            return Err(Error::config(
+                BLOCK,
+                "padding_mode must be Zeros, Reflect, Replicate or Circular (as nn.Conv2d)",
+            ));
+        }
+        self.padding_mode = mode;
+        Ok(self)
+    }
+
+    /// How the border is filled (`padding_mode`).
+    pub fn padding_mode(&self) -> PadMode {
+        self.padding_mode
     }
 
     /// The `(Cout, Cin/groups, kh, kw)` weight.
@@ -107,7 +141,22 @@ impl Conv2d {
 
 impl Module for Conv2d {
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        let y = conv2d_op(xs, &self.weight, self.cfg)?;
+        let y = if self.padding_mode == PadMode::Zeros || xs.rank() != 4 {
+            // Zeros (and the rank error, which the op words best) go to the op directly.
+            conv2d_op(xs, &self.weight, self.cfg)?
+        } else {
+            let cfg = self.cfg;
+            let (kh, kw) = self.kernel_size();
+            let (_, _, h, w) = xs.dims4()?;
+            let resolve = |n, k| {
+                cfg.padding
+                    .checked_resolve(n, k, cfg.stride, cfg.dilation)
+                    .ok_or_else(|| Error::config(BLOCK, "padding overflows usize"))
+            };
+            let ((t, b), (l, r)) = (resolve(h, kh)?, resolve(w, kw)?);
+            let xp = pad2d(xs, [l, r, t, b], self.padding_mode)?;
+            conv2d_op(&xp, &self.weight, cfg.with_padding(Padding::Valid))?
+        };
         match &self.bias {
             Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?),
             None => Ok(y),

@@ -10,6 +10,7 @@
 //! | [`Aspp`] | `(B, Cin, H, W)` → `(B, Cout, H, W)` | see several context sizes at full resolution |
 //! | [`pixel_shuffle()`], [`pixel_unshuffle()`] | `(B, C·r², H, W)` ↔ `(B, C, H·r, W·r)` | upsample after a low-resolution conv (sub-pixel conv), or go down losslessly |
 //! | [`Conv3d`] | `(B, Cin, D, H, W)` → `(B, Cout, Do, Ho, Wo)` | volumes and video (candle has no conv3d) |
+//! | [`ConvTranspose2d`], [`ConvTranspose3d`] | `(B, Cin, n…)` → `(B, Cout, N…)` | learnable upsampling in decoders and generators |
 //!
 //! # Shapes
 //! PyTorch layouts throughout: activations channels-first (`NCHW`, `NCDHW`), weights
@@ -61,10 +62,15 @@ pub use separable::{separable_conv2d, SeparableConv2d, SeparableConv2dConfig};
 pub mod dilated;
 pub use dilated::{aspp, Aspp, AsppConfig};
 pub mod conv2d;
-pub use crate::ops::Conv2dConfig;
+pub use crate::ops::{Conv2dConfig, PadMode};
 pub use conv2d::{conv2d, conv2d_no_bias, Conv2d};
 pub mod conv3d;
 pub mod pixel_shuffle;
 pub use crate::ops::Conv3dConfig;
 pub use conv3d::{conv3d, conv3d_no_bias, Conv3d};
+pub mod conv_transpose;
+pub use conv_transpose::{
+    conv_transpose2d, conv_transpose2d_no_bias, conv_transpose3d, conv_transpose3d_no_bias,
+    ConvTranspose2d, ConvTranspose2dConfig, ConvTranspose3d, ConvTranspose3dConfig,
+};
 pub use pixel_shuffle::{pixel_shuffle, pixel_unshuffle, PixelShuffle, PixelUnshuffle};

@@ -80,6 +80,10 @@ pub enum Op {
     Conv2d,
     /// [`crate::ops::conv3d()`].
     Conv3d,
+    /// [`crate::ops::conv_transpose2d()`].
+    ConvTranspose2d,
+    /// [`crate::ops::conv_transpose3d()`].
+    ConvTranspose3d,
     /// [`crate::ops::adaptive_pool2d()`] and the adaptive average / max pools, 1-D and 2-D.
     AdaptivePool,
     /// [`crate::ops::max_pool2d_same()`].
@@ -100,6 +104,8 @@ pub enum Op {
     Hardtanh,
     /// [`crate::ops::upsample_bilinear2d()`].
     UpsampleBilinear2d,
+    /// [`crate::ops::pad2d()`] and [`crate::ops::pad3d()`].
+    Pad,
     /// [`crate::ops::scaled_dot_product_attention()`] and its seeded form.
     ScaledDotProductAttention,
     /// [`crate::ops::selective_scan()`].
@@ -119,12 +125,14 @@ pub enum Op {
 
 impl Op {
     /// Every op, in the order of [`table`].
-    pub const ALL: [Op; 22] = [
+    pub const ALL: [Op; 25] = [
         Op::DepthwiseConv2d,
         Op::DepthwiseConv1d,
         Op::CausalConv1d,
         Op::Conv2d,
         Op::Conv3d,
+        Op::ConvTranspose2d,
+        Op::ConvTranspose3d,
         Op::AdaptivePool,
         Op::MaxPool2dSame,
         Op::LayerNorm,
@@ -135,6 +143,7 @@ impl Op {
         Op::GeluErf,
         Op::Hardtanh,
         Op::UpsampleBilinear2d,
+        Op::Pad,
         Op::ScaledDotProductAttention,
         Op::SelectiveScan,
         Op::CrossEntropy,
@@ -195,7 +204,7 @@ const fn row(op: Op, name: &'static str, cpu: bool, composition: &'static str) -
     }
 }
 
-static TABLE: [OpBackends; 22] = [
+static TABLE: [OpBackends; 25] = [
     row(
         Op::DepthwiseConv2d,
         "depthwise_conv2d",
@@ -225,6 +234,18 @@ static TABLE: [OpBackends; 22] = [
         "conv3d",
         true,
         "one candle `conv2d` per depth tap on the depth slices folded into the batch",
+    ),
+    row(
+        Op::ConvTranspose2d,
+        "conv_transpose2d",
+        true,
+        "zeros inserted (stride), padded, flipped group-swapped weight, `conv2d_reference`",
+    ),
+    row(
+        Op::ConvTranspose3d,
+        "conv_transpose3d",
+        true,
+        "zeros inserted (stride), padded, flipped group-swapped weight, `conv3d_reference`",
     ),
     row(
         Op::AdaptivePool,
@@ -285,6 +306,12 @@ static TABLE: [OpBackends; 22] = [
         "upsample_bilinear2d",
         false,
         "two matmuls with the interpolation matrices (the only implementation)",
+    ),
+    row(
+        Op::Pad,
+        "pad2d / pad3d",
+        true,
+        "`pad_with_zeros` / `pad_with_same`, or `index_select` of the reflected / wrapped indices",
     ),
     row(
         Op::ScaledDotProductAttention,

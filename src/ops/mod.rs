@@ -27,6 +27,11 @@ pub mod conv2d;
 pub use conv2d::{conv2d, conv2d_reference, Conv2dConfig};
 pub mod conv3d;
 pub use conv3d::{conv3d, conv3d_reference, Conv3dConfig, ConvConfig};
+pub mod conv_transpose;
+pub use conv_transpose::{
+    conv_transpose2d, conv_transpose2d_reference, conv_transpose3d, conv_transpose3d_reference,
+    conv_transpose_output_size, ConvTranspose2dConfig, ConvTranspose3dConfig, ConvTransposeConfig,
+};
 pub mod adaptive_pool;
 pub use adaptive_pool::{
     adaptive_avg_pool1d, adaptive_avg_pool2d, adaptive_avg_pool2d_reference, adaptive_max_pool1d,
@@ -51,7 +56,9 @@ pub mod hardtanh;
 pub use hardtanh::{activation, hardtanh, hardtanh_reference, relu6};
 pub mod linear;
 pub use linear::linear;
+pub mod pad;
 mod pointwise;
+pub use pad::{pad2d, pad2d_reference, pad3d, pad3d_reference, PadMode};
 pub mod upsample;
 pub use upsample::{upsample_bilinear2d, upsample_bilinear2d_reference};
 pub mod flash_attention;

@@ -365,6 +365,7 @@ mod sweep_augment;
 mod sweep_blocks;
 mod sweep_blocks17;
 mod sweep_conv;
+mod sweep_conv_transpose;
 mod sweep_int8;
 mod sweep_loaders;
 mod sweep_lora;
@@ -390,6 +391,7 @@ fn sweep() {
     let mut cases = sweep_ops_conv::conv_ops_cases();
     cases.extend(sweep_ops_other::other_ops_cases());
     cases.extend(sweep_conv::conv_cases());
+    cases.extend(sweep_conv_transpose::conv_transpose_cases());
     cases.extend(sweep_pool::pool_cases());
     cases.extend(sweep_norm::norm_cases());
     cases.extend(sweep_blocks::blocks_cases());

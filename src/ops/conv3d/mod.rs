@@ -86,7 +86,7 @@ mod dense;
 mod depthwise;
 mod op;
 
-use op::{Conv3dOp, Role};
+pub(crate) use op::{Conv3dOp, Role};
 
 const OP: &str = "conv3d";
 const OP_REF: &str = "conv3d_reference";
@@ -160,9 +160,9 @@ impl ConvConfig {
 
 /// Every size the kernels need, fixed by the public function once the input is validated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Geom {
-    /// Spatial axes of the public op: 3, or 2 for [`crate::ops::conv2d()`] (run as depth 1).
-    spatial: usize,
+pub(crate) struct Geom {
+    /// The op names of the [`op::Role`]s (forward, input gradient, weight gradient), in errors.
+    names: [&'static str; 3],
     b: usize,
     cin: usize,
     cout: usize,
@@ -200,13 +200,56 @@ impl Geom {
             axes: [axis(0), axis(1), axis(2)],
         }
     }
+    /// The geometry of a convolution whose sizes are already validated and resolved: `n` the
+    /// input, `k` the kernel, `o` the output and `pad` the `(before, after)` zeros of each
+    /// spatial axis (a 2-D convolution has a unit depth axis). `o` may be smaller than what
+    /// the padded input allows (the transposed convolution's `output_padding` leaves input
+    /// values no output reads). `names` are the op names of the three roles, in errors.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn resolved(
+        names: [&'static str; 3],
+        (b, cin, cout, groups): (usize, usize, usize, usize),
+        n: [usize; 3],
+        k: [usize; 3],
+        o: [usize; 3],
+        pad: [(usize, usize); 3],
+        stride: usize,
+        dilation: usize,
+    ) -> Geom {
+        // The fast paths copy every input volume into its padded, phased layout ([`padded`]).
+        let padded_len = (0..3).try_fold(1usize, |acc, a| {
+            let len = n[a].checked_add(pad[a].0)?.checked_add(pad[a].1)?;
+            let len = if a == 2 {
+                len.div_ceil(stride).checked_mul(stride)?
+            } else {
+                len
+            };
+            acc.checked_mul(len)
+        });
+        let direct = !padded_copy_fits(
+            padded_len,
+            n.iter().product(),
+            cout / groups * o.iter().product::<usize>(),
+        );
+        Geom {
+            names,
+            b,
+            cin,
+            cout,
+            groups,
+            n,
+            k,
+            o,
+            pad,
+            stride,
+            dilation,
+            direct,
+        }
+    }
+
     /// The op names of [`op::Role`]s for this geometry's public op.
     fn names(&self) -> [&'static str; 3] {
-        if self.spatial == 2 {
-            NAMES_2D
-        } else {
-            NAMES_3D
-        }
+        self.names
     }
     /// A 1×1(×1) kernel at stride 1 without padding: the column matrix is the input itself.
     fn pointwise(&self) -> bool {
@@ -321,35 +364,17 @@ pub(super) fn geom(
         pad[a] = (before, after);
     }
     check::numel(op, "output", &[b, cout, o[0], o[1], o[2]], x.dtype())?;
-    // The fast paths copy every input volume into its padded, phased layout ([`padded`]).
-    let padded_len = (0..3).try_fold(1usize, |acc, a| {
-        let len = n[a].checked_add(pad[a].0)?.checked_add(pad[a].1)?;
-        let len = if a == 2 {
-            len.div_ceil(s).checked_mul(s)?
-        } else {
-            len
-        };
-        acc.checked_mul(len)
-    });
-    let direct = !padded_copy_fits(
-        padded_len,
-        n.iter().product(),
-        cout / groups * o.iter().product::<usize>(),
-    );
-    Ok(Geom {
-        spatial,
-        b,
-        cin,
-        cout,
-        groups,
+    let names = if spatial == 2 { NAMES_2D } else { NAMES_3D };
+    Ok(Geom::resolved(
+        names,
+        (b, cin, cout, groups),
         n,
         k,
         o,
         pad,
-        stride: s,
-        dilation: dl,
-        direct,
-    })
+        s,
+        dl,
+    ))
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ use candle_core::Tensor;
 
 /// What a [`Conv3dOp`] computes from its two operands.
 #[derive(Clone, Copy)]
-pub(super) enum Role {
+pub(crate) enum Role {
     /// `(x, w) -> y`.
     Forward,
     /// `(grad_y, w) -> grad_x`.
@@ -20,9 +20,9 @@ pub(super) enum Role {
 
 /// The convolution and its two gradients as one custom op. Only the forward has a backward;
 /// the gradient roles are applied without a graph from it (no second derivatives).
-pub(super) struct Conv3dOp {
-    pub(super) g: Geom,
-    pub(super) role: Role,
+pub(crate) struct Conv3dOp {
+    pub(crate) g: Geom,
+    pub(crate) role: Role,
 }
 
 impl FusedOp<2> for Conv3dOp {

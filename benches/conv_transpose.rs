@@ -1,0 +1,109 @@
+//! Transposed-convolution benches on decoder shapes: our GEMM + col2im op against candle's
+//! `Tensor::conv_transpose2d` (2-D) and the zero-insertion composition (3-D), forward and
+//! forward + backward, in the same criterion group.
+#[path = "common/alloc.rs"]
+mod alloc;
+use criterion::{criterion_group, criterion_main, Criterion};
+
+fn conv_transpose(c: &mut Criterion) {
+    use candle_core::{Device, Tensor, Var};
+    use candle_tricks::ops::{
+        conv_transpose2d, conv_transpose3d, conv_transpose3d_reference, ConvTransposeConfig,
+    };
+    use criterion::SamplingMode;
+    use std::time::Duration;
+
+    let dev = Device::Cpu;
+    let cfg = |s: usize, p: usize| {
+        ConvTransposeConfig::default()
+            .with_stride(s)
+            .with_padding(p)
+    };
+    /// Name, x shape, weight shape, stride, padding.
+    type Case = (
+        &'static str,
+        &'static [usize],
+        &'static [usize],
+        usize,
+        usize,
+    );
+    let cases: [Case; 3] = [
+        (
+            "16x64x32x32_to32_k2_s2",
+            &[16, 64, 32, 32],
+            &[64, 32, 2, 2],
+            2,
+            0,
+        ),
+        (
+            "16x64x32x32_to32_k4_s2_p1",
+            &[16, 64, 32, 32],
+            &[64, 32, 4, 4],
+            2,
+            1,
+        ),
+        (
+            "2x32x16x32x32_to16_k2_s2",
+            &[2, 32, 16, 32, 32],
+            &[32, 16, 2, 2, 2],
+            2,
+            0,
+        ),
+    ];
+    let mut g = c.benchmark_group("conv_transpose");
+    g.sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3));
+    for (name, xs, ws, s, p) in cases {
+        let x = Var::from_tensor(&Tensor::randn(0f32, 1., xs, &dev).expect("input")).expect("var");
+        let w =
+            Var::from_tensor(&Tensor::randn(0f32, 0.1, ws, &dev).expect("weight")).expect("var");
+        let c = cfg(s, p);
+        let three_d = xs.len() == 5;
+        let ours = |x: &Tensor, w: &Tensor| {
+            if three_d {
+                conv_transpose3d(x, w, None, &c).expect("ours")
+            } else {
+                conv_transpose2d(x, w, None, &c).expect("ours")
+            }
+        };
+        let baseline = |x: &Tensor, w: &Tensor| {
+            if three_d {
+                conv_transpose3d_reference(x, w, None, &c).expect("composition")
+            } else {
+                x.conv_transpose2d(w, p, 0, s, 1).expect("candle")
+            }
+        };
+        let base_name = if three_d {
+            "candle_composition"
+        } else {
+            "candle"
+        };
+        let (xt, wt) = (x.as_tensor().detach(), w.as_tensor().detach());
+        g.bench_function(format!("fwd/ours/{name}"), |b| b.iter(|| ours(&xt, &wt)));
+        g.bench_function(format!("fwd/{base_name}/{name}"), |b| {
+            b.iter(|| baseline(&xt, &wt))
+        });
+        g.bench_function(format!("fwd_bwd/ours/{name}"), |b| {
+            b.iter(|| {
+                ours(&x, &w)
+                    .sum_all()
+                    .and_then(|l| l.backward())
+                    .expect("bwd")
+            })
+        });
+        g.bench_function(format!("fwd_bwd/{base_name}/{name}"), |b| {
+            b.iter(|| {
+                baseline(&x, &w)
+                    .sum_all()
+                    .and_then(|l| l.backward())
+                    .expect("bwd")
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, conv_transpose);
+criterion_main!(benches);
