@@ -183,7 +183,10 @@ impl MuonConfig {
         if self.ns_coefficients.iter().any(|c| !c.is_finite()) {
             return Err(Error::config(
                 NAME,
-                format!("ns_coefficients must be finite, got {:?}", self.ns_coefficients),
+                format!(
+                    "ns_coefficients must be finite, got {:?}",
+                    self.ns_coefficients
+                ),
             ));
         }
         if self.ns_steps >= MAX_NS_STEPS {
@@ -333,7 +336,11 @@ impl Muon {
             slot.step += 1;
             slot.ensure(0, 0.0)?;
             // The iteration needs the whole matrix: the state lives as tensors on every device.
-            for b in slot.bufs.iter_mut().chain(std::iter::once(&mut slot.master)) {
+            for b in slot
+                .bufs
+                .iter_mut()
+                .chain(std::iter::once(&mut slot.master))
+            {
                 b.migrate(UpdatePath::Tensor, &slot.var)?;
             }
             let (rows, cols) = slot.var.dims2()?;

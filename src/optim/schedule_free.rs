@@ -323,7 +323,10 @@ impl ScheduleFreeAdamW {
 
     /// Builds the optimizer over parameter groups (each with its learning-rate multiplier and
     /// weight decay, and its own averaging weights), in training mode.
-    pub fn with_groups(groups: impl Into<ParamGroups>, cfg: ScheduleFreeAdamWConfig) -> Result<Self> {
+    pub fn with_groups(
+        groups: impl Into<ParamGroups>,
+        cfg: ScheduleFreeAdamWConfig,
+    ) -> Result<Self> {
         cfg.validate()?;
         let core = Core::new(NAME, &["z", "exp_avg_sq"], groups.into())?;
         let avg = vec![
@@ -528,7 +531,9 @@ impl candle_nn::Optimizer for ScheduleFreeAdamW {
 
 impl OptimizerState for ScheduleFreeAdamW {
     fn state_dict(&self) -> Result<HashMap<String, Tensor>> {
-        let mut m = self.core.state_dict(self.cfg.lr, self.cfg.non_finite, &[])?;
+        let mut m = self
+            .core
+            .state_dict(self.cfg.lr, self.cfg.non_finite, &[])?;
         for (k, v) in self.meta_entries() {
             m.insert(format!("__meta.{k}"), Tensor::new(v, &Device::Cpu)?);
         }
