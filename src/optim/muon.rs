@@ -8,10 +8,10 @@
 //!
 //! $$M_t = \mu M_{t-1} + (1 - \mu) G_t, \qquad
 //!   U_t = (1 - \mu) G_t + \mu M_t \text{ (Nesterov) or } M_t$$
-//! $$O_t = \mathrm{NS}_k(U_t), \qquad
+//! $$O_t = S_k(U_t), \qquad
 //!   \theta_t = (1 - \gamma\lambda)\thinspace\theta_{t-1} - s(A, B)\thinspace\gamma\thinspace O_t$$
 //!
-//! $\mathrm{NS}_k$: $X_0 = U / \max(\lVert U \rVert_F, \epsilon)$ (transposed first when
+//! $S_k$, the Newton–Schulz map: $X_0 = U / \max(\lVert U \rVert_F, \epsilon)$ (transposed first when
 //! $A > B$, so the Gram matrix is the smaller one), then $k$ times
 //! $X \leftarrow a X + (b\thinspace X X^T + c\thinspace (X X^T)^2) X$ with the quintic
 //! coefficients $(a, b, c) = (3.4445, -4.7750, 2.0315)$: every singular value of $U$ is pushed
@@ -269,7 +269,7 @@ impl MuonConfig {
     }
 }
 
-/// The orthogonalisation $\mathrm{NS}_k(U)$ of a 2-D f32 tensor (see the module docs), as
+/// The orthogonalisation $S_k(U)$ of a 2-D f32 tensor (see the module docs), as
 /// candle matrix products on its device.
 pub(crate) fn newton_schulz(u: &Tensor, cfg: &MuonConfig) -> candle_core::Result<Tensor> {
     let (rows, cols) = u.dims2()?;
