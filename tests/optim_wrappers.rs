@@ -369,6 +369,27 @@ fn schedule_free_step_in_eval_mode_is_refused() {
     assert!(max_rel(w.as_tensor(), &y) <= TOL);
 }
 
+/// bf16 / f16 parameters (f32 master copy and state) follow the f32 trajectory, and the mode
+/// switch keeps the master copy in step.
+#[test]
+fn schedule_free_half_params_track_f32() {
+    let f = fixtures();
+    for (dtype, tol) in [(DType::BF16, 2e-2), (DType::F16, 3e-3)] {
+        let (w, b) = vars(&f, dtype);
+        let mut opt = sf_new("sf", &w, &b);
+        for t in 0..20 {
+            opt.try_step(&grads(&f, "sf", t, &w, &b)).unwrap();
+            opt.eval().unwrap();
+            opt.train().unwrap();
+        }
+        let err = max_rel(w.as_tensor(), &f["sf.w"].get(19).unwrap());
+        assert!(err < tol, "{dtype:?}: {err:e}");
+        opt.eval().unwrap();
+        let err = max_rel(w.as_tensor(), &f["sf.eval.w"].get(19).unwrap());
+        assert!(err < tol, "{dtype:?} eval: {err:e}");
+    }
+}
+
 // ---------------------------------------------------------------- Lookahead
 
 fn lookahead_new(case: &str, w: &Var, b: &Var) -> Box<dyn LookaheadLike> {
