@@ -8,9 +8,11 @@
 //!
 //! $$\phi \leftarrow \phi + \alpha\thinspace(\theta - \phi), \qquad \theta \leftarrow \phi$$
 //!
-//! The slow weights are f32 tensors on the parameters' device; the state dict holds the inner
-//! optimizer's entries under `base.`, the slow weights as `lookahead.slow.{i}` and the step
-//! count as `__meta.lookahead.step` (with `k` and `alpha`), so a resume is exact.
+//! The slow weights are f32 state buffers on the crate's optimizer core (host `Vec`s updated by
+//! a fused in-place kernel for CPU parameters, tensors on the device otherwise). The state dict
+//! holds the inner optimizer's entries under `base.` and the wrapper's under `lookahead.`: the
+//! slow weights `lookahead.{i}.slow`, the step count `lookahead.__meta.step`, `k` and `alpha`,
+//! so a resume is exact.
 //!
 //! # Shapes
 //! Any parameter shape; f32, f16 or bf16 parameters (the slow copy is f32).
@@ -53,12 +55,13 @@
 use std::collections::HashMap;
 
 use candle_core::backprop::GradStore;
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{Device, Tensor, Var};
 
 use super::checkpoint::{meta, meta_count, prefixed, unprefixed};
-use super::fused::first_non_finite;
-use super::tensor_ops::{diff_mul, f32_copy};
-use super::OptimizerState;
+use super::fused::Kernel;
+use super::slots::Core;
+use super::tensor_ops::diff_mul;
+use super::{NonFinite, OptimizerState};
 use crate::{Error, Result};
 
 const NAME: &str = "Lookahead";
@@ -104,10 +107,43 @@ impl LookaheadConfig {
 #[derive(Debug)]
 pub struct Lookahead<O> {
     base: O,
-    vars: Vec<Var>,
-    slow: Vec<Tensor>,
+    /// The vars with their slow weights (buffer 0).
+    core: Core,
     step: u64,
     cfg: LookaheadConfig,
+}
+
+/// The synchronisation: `slow += alpha (fast - slow)`, then `fast = slow`; the gradient slot
+/// is unused.
+struct SyncKernel {
+    alpha: f32,
+}
+
+impl Kernel for SyncKernel {
+    fn run(&self, p: &mut [f32], _g: &[f32], s: &mut [&mut [f32]], off: usize) {
+        if let [slow, ..] = s {
+            let n = p.len();
+            for (fast, slow) in p.iter_mut().zip(&mut slow[off..off + n]) {
+                *slow += self.alpha * (*fast - *slow);
+                *fast = *slow;
+            }
+        }
+    }
+
+    fn run_tensor(
+        &self,
+        p: &Tensor,
+        _g: &Tensor,
+        s: &mut [Option<Tensor>],
+    ) -> candle_core::Result<Tensor> {
+        let [Some(slow), ..] = s else {
+            return Err(candle_core::Error::Msg(format!(
+                "{NAME}: slow weights missing"
+            )));
+        };
+        *slow = (&*slow + diff_mul(p, slow, self.alpha)?)?;
+        Ok(slow.clone())
+    }
 }
 
 impl<O: candle_nn::Optimizer> Lookahead<O> {
@@ -115,25 +151,13 @@ impl<O: candle_nn::Optimizer> Lookahead<O> {
     /// slow weights).
     pub fn new(base: O, vars: Vec<Var>, cfg: LookaheadConfig) -> Result<Self> {
         cfg.validate()?;
-        if vars.is_empty() {
-            return Err(Error::config(NAME, "no parameters to optimize"));
-        }
-        let mut slow = Vec::with_capacity(vars.len());
-        for (i, v) in vars.iter().enumerate() {
-            if !matches!(v.dtype(), DType::F32 | DType::F16 | DType::BF16) {
-                return Err(Error::unsupported_dtype(
-                    NAME,
-                    format!("parameter {i}"),
-                    "f32, f16 or bf16",
-                    v.dtype(),
-                ));
-            }
-            slow.push(f32_copy(v.as_tensor())?);
+        let mut core = Core::new(NAME, &["slow"], vars.into())?;
+        for slot in &mut core.slots {
+            slot.ensure_copy_of_param(0)?;
         }
         Ok(Self {
             base,
-            vars,
-            slow,
+            core,
             step: 0,
             cfg,
         })
@@ -146,11 +170,8 @@ impl<O: candle_nn::Optimizer> Lookahead<O> {
         self.step += 1;
         if self.step % self.cfg.k == 0 {
             let alpha = self.cfg.alpha as f32;
-            for (v, slow) in self.vars.iter().zip(self.slow.iter_mut()) {
-                let fast = v.as_tensor().to_dtype(DType::F32)?;
-                *slow = (&*slow + diff_mul(&fast, slow, alpha)?)?;
-                v.set(&slow.to_dtype(v.dtype())?)?;
-            }
+            self.core
+                .apply_without_grad(0, || Box::new(SyncKernel { alpha }))?;
         }
         Ok(())
     }
@@ -163,11 +184,6 @@ impl<O: candle_nn::Optimizer> Lookahead<O> {
     /// The inner optimizer, mutably (its learning rate, its own settings).
     pub fn base_mut(&mut self) -> &mut O {
         &mut self.base
-    }
-
-    /// The slow weights (f32), in the order of the vars.
-    pub fn slow_weights(&self) -> &[Tensor] {
-        &self.slow
     }
 
     /// Inner steps taken.
@@ -205,48 +221,38 @@ impl<O: candle_nn::Optimizer> candle_nn::Optimizer for Lookahead<O> {
 
 impl<O: candle_nn::Optimizer + OptimizerState> OptimizerState for Lookahead<O> {
     fn state_dict(&self) -> Result<HashMap<String, Tensor>> {
-        let mut m = prefixed("base", self.base.state_dict()?);
+        // The core's learning rate and policy are unused (the inner optimizer has its own).
+        let mut own = self.core.state_dict(0.0, NonFinite::Error, &[])?;
         let scalar = |v: f64| Tensor::new(v, &Device::Cpu);
-        m.insert("__meta.lookahead.step".into(), scalar(self.step as f64)?);
-        m.insert("__meta.lookahead.k".into(), scalar(self.cfg.k as f64)?);
-        m.insert("__meta.lookahead.alpha".into(), scalar(self.cfg.alpha)?);
-        for (i, s) in self.slow.iter().enumerate() {
-            m.insert(format!("lookahead.slow.{i}"), s.to_device(&Device::Cpu)?);
-        }
+        own.insert("__meta.step".into(), scalar(self.step as f64)?);
+        own.insert("__meta.k".into(), scalar(self.cfg.k as f64)?);
+        own.insert("__meta.alpha".into(), scalar(self.cfg.alpha)?);
+        let mut m = prefixed("base", self.base.state_dict()?);
+        m.extend(prefixed("lookahead", own));
         Ok(m)
     }
 
     /// Checks the wrapper's entries, then loads the inner optimizer's (which checks its own);
     /// on error nothing changed.
     fn load_state_dict(&mut self, state: &HashMap<String, Tensor>) -> Result<()> {
-        let step = meta_count(NAME, state, "__meta.lookahead.step")?;
+        let own = unprefixed("lookahead", state);
+        let step = meta_count(NAME, &own, "__meta.step")?;
         let cfg = LookaheadConfig {
-            k: meta_count(NAME, state, "__meta.lookahead.k")?,
-            alpha: meta(NAME, state, "__meta.lookahead.alpha")?,
+            k: meta_count(NAME, &own, "__meta.k")?,
+            alpha: meta(NAME, &own, "__meta.alpha")?,
         };
         cfg.validate()?;
-        let mut slow = Vec::with_capacity(self.vars.len());
-        for (i, v) in self.vars.iter().enumerate() {
-            let key = format!("lookahead.slow.{i}");
-            let t = state
-                .get(&key)
-                .ok_or_else(|| Error::config(NAME, format!("state dict: missing entry {key}")))?;
-            if t.shape() != v.shape() {
-                return Err(Error::shape(
-                    NAME,
-                    "slow weights",
-                    format!("{:?} ({key})", v.dims()),
-                    t.shape().clone(),
-                ));
-            }
-            let t = f32_copy(&t.to_device(v.device())?)?;
-            if first_non_finite(&[&t])?.is_some() {
-                return Err(Error::non_finite(NAME, format!("state entry {key}")));
-            }
-            slow.push(t);
+        let loaded = self.core.read_state(&own)?;
+        if let Some(i) =
+            (0..self.core.slots.len()).find(|i| !own.contains_key(&format!("{i}.slow")))
+        {
+            return Err(Error::config(
+                NAME,
+                format!("state dict: missing entry lookahead.{i}.slow"),
+            ));
         }
         self.base.load_state_dict(&unprefixed("base", state))?;
-        self.slow = slow;
+        self.core.commit(loaded);
         self.step = step;
         self.cfg = cfg;
         Ok(())

@@ -88,8 +88,8 @@ use candle_core::{Device, Tensor, Var};
 
 use super::checkpoint::{check_beta, check_lr, check_nonneg, flag, meta, meta_count, StateReader};
 use super::fused::Kernel;
-use super::slots::{Buf, Core, Slot};
-use super::tensor_ops::{add, div, f32_copy, lerp, mul};
+use super::slots::Core;
+use super::tensor_ops::{add, div, lerp, mul};
 use super::{NonFinite, OptimizerState, ParamGroups};
 use crate::{Error, Result};
 
@@ -389,7 +389,8 @@ impl ScheduleFreeAdamW {
             let wd = self.core.groups[slot.group]
                 .weight_decay
                 .unwrap_or(cfg.weight_decay);
-            init_z(slot)?;
+            // z starts at the parameter's value.
+            slot.ensure_copy_of_param(Z)?;
             slot.ensure(V, 0.0)?;
             slot.step += 1;
             let kernel = StepKernel {
@@ -439,17 +440,9 @@ impl ScheduleFreeAdamW {
     /// Every parameter with a `z` moved a fraction `w` of the way to it, through the same
     /// fused / tensor dispatch as a step (so f16/bf16 master copies follow).
     fn switch(&mut self, w: f64) -> Result<()> {
-        let mut work = Vec::new();
-        for (i, slot) in self.core.slots.iter_mut().enumerate() {
-            if slot.bufs[Z].is_empty() {
-                continue;
-            }
-            slot.sync_path()?;
-            let unused = slot.var.as_tensor().zeros_like()?;
-            let kernel = SwitchKernel { w: w as f32 };
-            work.push((i, unused, Box::new(kernel) as Box<dyn Kernel>));
-        }
-        self.core.apply_all(work)
+        let w = w as f32;
+        self.core
+            .apply_without_grad(Z, || Box::new(SwitchKernel { w }))
     }
 
     /// Steps taken.
@@ -495,17 +488,6 @@ impl ScheduleFreeAdamW {
         }
         v
     }
-}
-
-/// Starts `z` at the parameter's value (f32) on its first step.
-fn init_z(slot: &mut Slot) -> Result<()> {
-    if slot.bufs[Z].is_empty() {
-        let p = f32_copy(slot.var.as_tensor())?;
-        slot.bufs[Z] = Buf::Dev(p);
-        // The fused path keeps host buffers.
-        slot.bufs[Z].migrate(slot.path, &slot.var)?;
-    }
-    Ok(())
 }
 
 impl candle_nn::Optimizer for ScheduleFreeAdamW {

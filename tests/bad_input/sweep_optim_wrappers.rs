@@ -228,10 +228,10 @@ fn wrapper_cases(c: &mut Cases) {
         Ok(())
     });
     for (what, key) in [
-        ("slow weights of the wrong shape", "lookahead.slow.0"),
-        ("NaN slow weights", "lookahead.slow.0"),
-        ("step -1", "__meta.lookahead.step"),
-        ("k 0", "__meta.lookahead.k"),
+        ("slow weights of the wrong shape", "lookahead.0.slow"),
+        ("NaN slow weights", "lookahead.0.slow"),
+        ("step -1", "lookahead.__meta.step"),
+        ("k 0", "lookahead.__meta.k"),
     ] {
         c.err(
             &format!("Lookahead: load_state_dict with {what}"),
@@ -252,6 +252,19 @@ fn wrapper_cases(c: &mut Cases) {
             },
         );
     }
+    c.err(
+        "Lookahead: load_state_dict without slow weights",
+        "Lookahead",
+        || {
+            let (w, g) = var_and_grads();
+            let mut o = Lookahead::new(sgd_over(&w)?, vec![w], LookaheadConfig::default())?;
+            o.try_step(&g)?;
+            let mut sd = o.state_dict()?;
+            sd.remove("lookahead.0.slow");
+            o.load_state_dict(&sd)?;
+            Ok(())
+        },
+    );
     for rho in [-0.1, f64::NAN, f64::INFINITY] {
         c.err(&format!("Sam: rho {rho}"), "Sam", move || {
             let (w, _) = var_and_grads();
