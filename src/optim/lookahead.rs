@@ -168,7 +168,7 @@ impl<O: candle_nn::Optimizer> Lookahead<O> {
     pub fn try_step(&mut self, grads: &GradStore) -> Result<()> {
         self.base.step(grads)?;
         self.step += 1;
-        if self.step % self.cfg.k == 0 {
+        if self.step.is_multiple_of(self.cfg.k) {
             let alpha = self.cfg.alpha as f32;
             self.core
                 .apply_without_grad(0, || Box::new(SyncKernel { alpha }))?;
