@@ -44,23 +44,25 @@
 //! small batches it can dominate the step (see docs/PERFORMANCE.md).
 //!
 //! # Example
-//! The update is orthogonal: after one step from zero momentum with no weight decay, every
-//! singular value of the change is close to $\gamma$, whatever the gradient's scale.
+//! The update is (nearly) orthogonal: from a gradient whose two directions differ 100-fold in
+//! scale, one step moves both by about $0.7\thinspace\gamma$ (SGD would move them 100:1):
 //! ```
-//! use candle_core::{Device, Tensor, Var};
+//! use candle_core::{DType, Device, Tensor, Var};
 //! use candle_nn::Optimizer;
 //! use candle_tricks::optim::{Muon, MuonConfig};
 //! # fn main() -> candle_tricks::Result<()> {
 //! let dev = Device::Cpu;
-//! let w = Var::zeros((2, 2), candle_core::DType::F32, &dev)?;
-//! let mut opt = Muon::new(vec![w.clone()], MuonConfig::default().with_lr(0.1).with_weight_decay(0.0))?;
-//! // Gradient diag(100, 1): a badly scaled matrix.
+//! let w = Var::zeros((2, 2), DType::F32, &dev)?;
+//! let cfg = MuonConfig::default().with_lr(0.1).with_weight_decay(0.0);
+//! let mut opt = Muon::new(vec![w.clone()], cfg)?;
+//! // loss = sum(c * w): the gradient is diag(100, 1).
 //! let c = Tensor::new(&[[100.0f32, 0.0], [0.0, 1.0]], &dev)?;
 //! opt.backward_step(&(w.as_tensor() * c)?.sum_all()?)?;
 //! let d = w.as_tensor().to_vec2::<f32>()?;
-//! // Both directions moved by a comparable amount (SGD would move them 100:1).
-//! assert!(d[0][0] < -0.05 && d[1][1] < -0.05, "{d:?}");
-//! assert!((d[0][0] / d[1][1]) < 2.0, "{d:?}");
+//! for step in [d[0][0], d[1][1]] {
+//!     assert!((-0.075..-0.065).contains(&step), "{d:?}");
+//! }
+//! assert!((d[0][0] / d[1][1] - 1.0).abs() < 0.01, "{d:?}");
 //! # Ok(())
 //! # }
 //! ```
