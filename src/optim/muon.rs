@@ -38,7 +38,7 @@
 //! for embeddings, the output head, biases or norm gains: an embedding's rows are looked up,
 //! not multiplied, and the head is better trained with AdamW (the speed runs do so);
 //! [`MuonWithAdamW`](super::MuonWithAdamW) does the split. Cost: $k = 5$ iterations of
-//! three matrix products per matrix and step, about $15 m$ FLOPs per weight for an $m \times n$
+//! three matrix products per matrix and step, up to $30 m$ FLOPs per weight for an $m \times n$
 //! matrix ($m \le n$): small next to the $6 B$ per weight of a training step over a batch of
 //! $B$ tokens once $B \gg m$ (the Muon post puts it under 1 % for NanoGPT), but on a CPU with
 //! small batches it can dominate the step (see docs/PERFORMANCE.md).

@@ -22,6 +22,9 @@
 //! `__meta.k`, the mode `__meta.train_mode` and per group the running `weight_sum` and
 //! `lr_max`.
 //!
+//! Save the weights and the optimizer state in the same mode: loading a state restores its
+//! mode, and the weights must be the ones that go with it.
+//!
 //! Unlike the package, a new optimizer starts in training mode (stepping in evaluation mode is
 //! an error, as there); every parameter steps together (the step count and the averaging
 //! weights are the optimizer's, as the package's are per group).
