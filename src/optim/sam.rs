@@ -56,6 +56,7 @@
 
 use std::collections::HashMap;
 
+use candle_core::backprop::GradStore;
 use candle_core::{DType, Tensor, Var};
 
 use super::checkpoint::check_nonneg;
@@ -161,12 +162,7 @@ impl<O: candle_nn::Optimizer> Sam<O> {
         self.cfg.validate()?;
         let first = loss()?;
         let grads = first.backward()?;
-        let with_grad: Vec<(usize, Tensor)> = self
-            .vars
-            .iter()
-            .enumerate()
-            .filter_map(|(i, v)| grads.get(v).map(|g| (i, g.clone())))
-            .collect();
+        let with_grad = self.gradients(&grads);
         if !self.finite(&with_grad)? {
             return Ok(first);
         }
@@ -174,24 +170,26 @@ impl<O: candle_nn::Optimizer> Sam<O> {
             .iter()
             .map(|(i, _)| self.vars[*i].as_tensor().copy())
             .collect::<candle_core::Result<Vec<_>>>()?;
-        self.perturb(&with_grad)?;
-        let second = loss().and_then(|l| l.backward());
-        // The weights go back before anything else, whatever the second pass gave.
+        let second = self
+            .perturb(&with_grad)
+            .and_then(|()| Ok(loss()?.backward()?));
+        // The weights go back before anything else, whatever the perturbation or the second
+        // pass gave.
         for ((i, _), w) in with_grad.iter().zip(&originals) {
             self.vars[*i].set(w)?;
         }
         let grads = second?;
-        let at_perturbed: Vec<(usize, Tensor)> = self
-            .vars
-            .iter()
-            .enumerate()
-            .filter_map(|(i, v)| grads.get(v).map(|g| (i, g.clone())))
-            .collect();
-        if !self.finite(&at_perturbed)? {
+        if !self.finite(&self.gradients(&grads))? {
             return Ok(first);
         }
         self.base.step(&grads)?;
         Ok(first)
+    }
+
+    /// `(var index, gradient)` of the vars that have one in `grads`.
+    fn gradients(&self, grads: &GradStore) -> Vec<(usize, Tensor)> {
+        let with = |(i, v): (usize, &Var)| grads.get(v).map(|g| (i, g.clone()));
+        self.vars.iter().enumerate().filter_map(with).collect()
     }
 
     /// Applies the policy to the gradients `gs`: `Ok(true)` when all are finite, `Ok(false)`
