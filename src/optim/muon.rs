@@ -21,8 +21,9 @@
 //!
 //! The iteration runs as candle matrix products on the parameter's device (on the CPU the
 //! `gemm` crate through candle), in f32: PyTorch runs it in bf16, so this matches a PyTorch
-//! run whose iteration is kept in f32 (the fixture patches it) to about $10^{-6}$, and
-//! `torch.optim.Muon` itself to bf16 precision. State per parameter: `momentum_buffer`, f32.
+//! run whose iteration is kept in f32 (the fixture patches it) to about $10^{-6}$; against
+//! `torch.optim.Muon` itself the difference is the rounding of its bf16 iteration. State per
+//! parameter: `momentum_buffer`, f32.
 //!
 //! # Shapes
 //! 2-D parameters only, `(out, in)` as `Linear` weights; f32, f16 or bf16. Any other rank is
