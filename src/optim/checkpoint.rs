@@ -205,7 +205,7 @@ pub(crate) fn meta(opt: &'static str, m: &HashMap<String, Tensor>, key: &str) ->
 
 /// The 0-d entry `key` of a state dict as a count: a whole number in `[0, 2^53]` (exact in
 /// f64), never negative, fractional or non-finite.
-fn meta_count(opt: &'static str, m: &HashMap<String, Tensor>, key: &str) -> Result<u64> {
+pub(crate) fn meta_count(opt: &'static str, m: &HashMap<String, Tensor>, key: &str) -> Result<u64> {
     let v = meta(opt, m, key)?;
     if !(v.is_finite() && v >= 0.0 && v.fract() == 0.0 && v <= 9.007_199_254_740_992e15) {
         return Err(Error::config(
@@ -214,6 +214,22 @@ fn meta_count(opt: &'static str, m: &HashMap<String, Tensor>, key: &str) -> Resu
         ));
     }
     Ok(v as u64)
+}
+
+/// The entries of a wrapped optimizer's state dict under `{prefix}.` (the wrappers' state dicts
+/// hold their inner optimizers' this way).
+pub(crate) fn prefixed(prefix: &str, m: HashMap<String, Tensor>) -> HashMap<String, Tensor> {
+    m.into_iter()
+        .map(|(k, v)| (format!("{prefix}.{k}"), v))
+        .collect()
+}
+
+/// The entries of `m` under `{prefix}.`, the prefix removed (the inverse of [`prefixed`]).
+pub(crate) fn unprefixed(prefix: &str, m: &HashMap<String, Tensor>) -> HashMap<String, Tensor> {
+    let p = format!("{prefix}.");
+    m.iter()
+        .filter_map(|(k, v)| k.strip_prefix(&p).map(|k| (k.to_string(), v.clone())))
+        .collect()
 }
 
 /// Checks a learning rate: finite and >= 0.

@@ -176,7 +176,7 @@ pub fn is_buffer_name(name: &str) -> bool {
 }
 
 /// The trainable vars of `varmap` (float, not a buffer), sorted by name.
-fn sorted_vars(varmap: &VarMap) -> Vec<(String, Var)> {
+pub(crate) fn sorted_vars(varmap: &VarMap) -> Vec<(String, Var)> {
     let data = varmap.data().lock().unwrap_or_else(|e| e.into_inner());
     let mut v: Vec<(String, Var)> = data
         .iter()

@@ -4,7 +4,9 @@
 //! [`Sgd`], [`Adam`], [`AdamW`], [`NAdam`], [`RAdam`], [`Adamax`], [`RmsProp`], [`Adagrad`],
 //! [`Adadelta`] and [`Lion`] implement
 //! [`candle_nn::Optimizer`] (so `backward_step` works), [`OptimizerState`] and, where there is a
-//! momentum coefficient, [`Momentum`]. Each step runs one fused in-place kernel per parameter:
+//! momentum coefficient, [`Momentum`]. [`Muon`] (2-D matrices; [`MuonWithAdamW`] pairs it with
+//! AdamW for a whole model) and [`ScheduleFreeAdamW`] run on the same core; [`Lookahead`] and
+//! [`Sam`] wrap any of them. Each step runs one fused in-place kernel per parameter:
 //! one pass over the weights, the gradient and the state buffers, no temporaries, on candle's
 //! CPU worker pool (parameters of 1M elements or more split in 64K-element chunks, smaller ones
 //! spread whole over the threads in one parallel region per step). Before anything is touched, every
@@ -20,7 +22,8 @@
 //! # Shapes
 //! Any parameter shape; f32, f16 or bf16 parameters. State buffers are f32, of the parameter's
 //! size (host `Vec`s for CPU parameters, tensors on the device otherwise): SGD 0–1, Adam/AdamW 2 (3 with AMSGrad), NAdam/RAdam/Adamax 2,
-//! RMSProp 1–3, Adagrad 1, Adadelta 2, Lion 1,
+//! RMSProp 1–3, Adagrad 1, Adadelta 2, Lion 1, Muon 1, ScheduleFreeAdamW 2 (`z`, `exp_avg_sq`),
+//! Lookahead one slow copy on top of its inner optimizer's, SAM none of its own,
 //! plus for f16/bf16 parameters an f32 master copy.
 //!
 //! # Tip
@@ -32,6 +35,20 @@
 //!   learning rate and schedule.
 //! - **Lion** when optimizer memory matters: one state buffer instead of Adam's two (4 bytes per
 //!   parameter less); use a learning rate 3–10× smaller than AdamW's and a larger weight decay.
+//! - **Muon** for the hidden 2-D weight matrices of transformers (the NanoGPT speed-run record
+//!   holder): it orthogonalises the momentum so every direction of a matrix update gets the same
+//!   step size; never for embeddings, the output head, biases or norms — [`MuonWithAdamW`]
+//!   hands those to AdamW.
+//! - **Schedule-free AdamW** when the training length is unknown or the decay schedule is not
+//!   worth tuning: a constant rate plus an average of the iterates matches a tuned cosine
+//!   decay, and you can stop at any step. Call `eval()` before evaluating or saving (the
+//!   weights to use are the average), `train()` before stepping again.
+//! - **SAM** (wrapping any optimizer) when generalisation matters more than compute: it steps
+//!   with the gradient at the worst point of a small ball, steering towards flat minima, at
+//!   twice the cost per step (two forward/backward passes).
+//! - **Lookahead** (wrapping any optimizer) for lower variance: every `k` steps the weights are
+//!   pulled back towards a slow average, which makes the inner optimizer's settings less
+//!   critical, for one extra copy of the weights.
 //! - **Adagrad** for sparse features (embeddings, linear models on bag-of-words): rare
 //!   coordinates keep large steps while frequent ones slow down; its steps only shrink, so it is a
 //!   poor fit for long non-convex training. **RMSProp** fixes that shrinkage with a moving
@@ -180,6 +197,14 @@
 //!   <https://arxiv.org/abs/1908.03265>
 //! - Zeiler, *ADADELTA: An Adaptive Learning Rate Method*, 2012,
 //!   <https://arxiv.org/abs/1212.5701>
+//! - Jordan et al., *Muon: An optimizer for hidden layers in neural networks*, 2024,
+//!   <https://kellerjordan.github.io/posts/muon/>; Liu et al., *Muon is Scalable for LLM
+//!   Training*, 2025, <https://arxiv.org/abs/2502.16982>
+//! - Defazio et al., *The Road Less Scheduled*, 2024, <https://arxiv.org/abs/2405.15682>
+//! - Foret et al., *Sharpness-Aware Minimization for Efficiently Improving Generalization*,
+//!   2020, <https://arxiv.org/abs/2010.01412>
+//! - Zhang et al., *Lookahead Optimizer: k steps forward, 1 step back*, 2019,
+//!   <https://arxiv.org/abs/1907.08610>
 
 pub mod accumulate;
 pub mod adadelta;
@@ -192,12 +217,17 @@ pub mod ema;
 pub(crate) mod fused;
 pub mod groups;
 pub mod lion;
+pub mod lookahead;
+pub mod muon;
+pub mod muon_adamw;
 pub mod nadam;
 mod optimizer;
 pub mod path;
 pub mod radam;
 pub mod rmsprop;
+pub mod sam;
 pub mod scaler;
+pub mod schedule_free;
 pub mod sgd;
 mod slots;
 pub mod state;
@@ -212,12 +242,17 @@ pub use clip::{agc, clip_grad_norm, clip_grad_norm_inf, clip_grad_value, grad_no
 pub use ema::{Ema, EmaConfig, EmaWarmup};
 pub use groups::{is_buffer_name, is_no_decay, ParamGroup, ParamGroups};
 pub use lion::{Lion, LionConfig};
+pub use lookahead::{Lookahead, LookaheadConfig};
+pub use muon::{AdjustLr, Muon, MuonConfig};
+pub use muon_adamw::{is_muon_param, MuonWithAdamW};
 pub use nadam::{NAdam, NAdamConfig};
 pub use optimizer::{Algorithm, Optim};
 pub use path::{update_path, UpdatePath};
 pub use radam::{RAdam, RAdamConfig};
 pub use rmsprop::{RmsProp, RmsPropConfig};
+pub use sam::{Sam, SamConfig};
 pub use scaler::{GradScaler, GradScalerConfig};
+pub use schedule_free::{ScheduleFreeAdamW, ScheduleFreeAdamWConfig};
 pub use sgd::{Sgd, SgdConfig};
 pub use state::OptimizerState;
 

@@ -113,6 +113,16 @@ impl Slot {
         Ok(())
     }
 
+    /// Allocates buffer `j` as an f32 copy of the parameter, in the slot's path layout, if it
+    /// is still empty (schedule-free's `z`, Lookahead's slow weights).
+    pub fn ensure_copy_of_param(&mut self, j: usize) -> Result<()> {
+        if self.bufs[j].is_empty() {
+            self.bufs[j] = Buf::Dev(tensor_ops::f32_copy(self.var.as_tensor())?);
+            self.bufs[j].migrate(self.path, &self.var)?;
+        }
+        Ok(())
+    }
+
     /// Lays the state out for the path the parameter's device takes now.
     pub fn sync_path(&mut self) -> Result<()> {
         let path = update_path(self.var.device());
@@ -310,6 +320,27 @@ impl Core {
             }
         }
         Ok(Some(out))
+    }
+
+    /// Runs `kernel()` over every slot whose state buffer `j` exists, through the same fused /
+    /// tensor dispatch as a step, with no gradient (the kernel must not read it): updates that
+    /// move the parameters towards a state buffer (schedule-free's mode switch, Lookahead's
+    /// synchronisation). The f16/bf16 master copies follow.
+    pub fn apply_without_grad(
+        &mut self,
+        j: usize,
+        kernel: impl Fn() -> Box<dyn Kernel>,
+    ) -> Result<()> {
+        let mut work = Vec::with_capacity(self.slots.len());
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            if slot.bufs[j].is_empty() {
+                continue;
+            }
+            slot.sync_path()?;
+            // Zeros: a fresh allocation the kernel never touches.
+            work.push((i, slot.var.as_tensor().zeros_like()?, kernel()));
+        }
+        self.apply_all(work)
     }
 
     /// Runs each `(slot index, gradient, kernel)` of one step. Tensor-path slots: the kernel's

@@ -121,6 +121,17 @@ pub(crate) fn first_non_finite(ts: &[&Tensor]) -> Result<Option<usize>> {
 /// tensors; the result goes into the parameter (`Var::set`, a copy on its device) and the
 /// master copy.
 pub(crate) fn apply_slot(slot: &mut Slot, g: &Tensor, kernel: &dyn Kernel) -> Result<()> {
+    apply_slot_with(slot, g, |p, g, s| Ok(kernel.run_tensor(p, g, s)?))
+}
+
+/// [`apply_slot`] with the update given as a function of the f32 parameter, the f32 gradient
+/// and the state tensors (Muon's, whose Newton–Schulz iteration needs the whole matrix and so
+/// has no per-element kernel).
+pub(crate) fn apply_slot_with(
+    slot: &mut Slot,
+    g: &Tensor,
+    update: impl FnOnce(&Tensor, &Tensor, &mut [Option<Tensor>]) -> Result<Tensor>,
+) -> Result<()> {
     let x = slot.var.as_tensor();
     let half = x.dtype() != DType::F32;
     let (p, g) = if half {
@@ -134,7 +145,7 @@ pub(crate) fn apply_slot(slot: &mut Slot, g: &Tensor, kernel: &dyn Kernel) -> Re
         (x.clone(), g.clone())
     };
     let mut s: Vec<Option<Tensor>> = slot.bufs.iter().map(|b| b.dev().cloned()).collect();
-    let new = kernel.run_tensor(&p, &g, &mut s)?;
+    let new = update(&p, &g, &mut s)?;
     if half {
         slot.var.set(&new.to_dtype(x.dtype())?)?;
         slot.master = Buf::Dev(new);
