@@ -37,6 +37,14 @@ pub trait Kernel: Sync + Send {
         g: &Tensor,
         s: &mut [Option<Tensor>],
     ) -> candle_core::Result<Tensor>;
+
+    /// The next pass of an update that needs a whole-parameter reduction first (LAMB's trust
+    /// ratio): this pass reduced (and may have left the parameter unchanged), the returned
+    /// kernel is built from what it reduced and runs over the same parameter next. `None`
+    /// (the default): this pass was the update.
+    fn then(&self) -> Option<Box<dyn Kernel>> {
+        None
+    }
 }
 
 /// Runs `kernel` in place over `slot`'s CPU parameter, gradient `g`, host state buffers and

@@ -312,23 +312,36 @@ impl Core {
         Ok(Some(out))
     }
 
-    /// Runs each `(slot index, gradient, kernel)` of one step. Tensor-path slots: the kernel's
+    /// Runs each `(slot index, gradient, kernel)` of one step, pass after pass: a kernel whose
+    /// [`Kernel::then`] returns a next pass (a reduction before the update) runs again over the
+    /// same parameter once every kernel of the current pass is done.
+    pub fn apply_all(&mut self, mut work: Vec<(usize, Tensor, Box<dyn Kernel>)>) -> Result<()> {
+        while !work.is_empty() {
+            self.apply_pass(&work)?;
+            work = work
+                .into_iter()
+                .filter_map(|(i, g, k)| k.then().map(|next| (i, g, next)))
+                .collect();
+        }
+        Ok(())
+    }
+
+    /// One pass of [`Core::apply_all`]. Tensor-path slots: the kernel's
     /// candle ops on the parameter's device. Fused-path slots of at least [`BIG`] elements one
     /// after the other, each split in parallel chunks; the others in parallel across
     /// parameters, one parallel region for all of them (a step over a hundred mid-sized tensors
     /// then pays one pool wake-up, not a hundred).
-    pub fn apply_all(&mut self, work: Vec<(usize, Tensor, Box<dyn Kernel>)>) -> Result<()> {
+    fn apply_pass(&mut self, work: &[(usize, Tensor, Box<dyn Kernel>)]) -> Result<()> {
         let opt = self.opt;
-        let mut by_slot: Vec<Option<(Tensor, Box<dyn Kernel>)>> =
-            (0..self.slots.len()).map(|_| None).collect();
+        let mut by_slot: Vec<Option<(&Tensor, &dyn Kernel)>> = vec![None; self.slots.len()];
         for (i, g, k) in work {
-            by_slot[i] = Some((g, k));
+            by_slot[*i] = Some((g, &**k));
         }
         let mut small = Vec::new();
         for (slot, w) in self.slots.iter_mut().zip(by_slot) {
             let Some((g, k)) = w else { continue };
             if slot.path == UpdatePath::Tensor {
-                tensor_ops::apply_slot(slot, &g, &*k)?;
+                tensor_ops::apply_slot(slot, g, k)?;
                 continue;
             }
             if slot.var.dtype() != DType::F32 && slot.master.is_empty() {
@@ -337,19 +350,19 @@ impl Core {
                 slot.master = Buf::Host(p.to_vec1::<f32>()?);
             }
             if slot.numel() >= BIG {
-                fused::apply_slot(opt, slot, &g, &*k, true)?;
+                fused::apply_slot(opt, slot, g, k, true)?;
             } else {
                 small.push(Mutex::new((slot, g, k)));
             }
         }
         if small.len() == 1 {
             let (slot, g, k) = &mut *small[0].lock().unwrap_or_else(|e| e.into_inner());
-            return fused::apply_slot(opt, slot, g, &**k, true);
+            return fused::apply_slot(opt, slot, g, *k, true);
         }
         let errors = par_fold(small.len(), |j, err: &mut Option<Error>| {
             let (slot, g, k) = &mut *small[j].lock().unwrap_or_else(|e| e.into_inner());
             // Already on the pool: each parameter runs on one thread (no nested pool call).
-            if let Err(e) = fused::apply_slot(opt, slot, g, &**k, false) {
+            if let Err(e) = fused::apply_slot(opt, slot, g, *k, false) {
                 err.get_or_insert(e);
             }
         });
