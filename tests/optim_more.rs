@@ -10,7 +10,10 @@ use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::Optimizer;
 use candle_tricks::optim::path::force_tensor_path;
-use candle_tricks::optim::{Algorithm, Lamb, LambConfig, NonFinite, Optim, ParamGroup};
+use candle_tricks::optim::{
+    Algorithm, Lamb, LambConfig, Lbfgs, LbfgsConfig, NonFinite, Optim, OptimizerState, ParamGroup,
+    StrongWolfe,
+};
 use optim_shared::{grads, max_rel, to_f64, trajectory_error, vars, Stepper};
 
 fn load_fixture(name: &str) -> HashMap<String, Tensor> {
@@ -304,4 +307,359 @@ fn parallel_chunks_match_one_whole_pass() {
         let whole = run();
         assert!(max_rel(&fused, &whole) <= 1e-6, "optimizer {k}");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// L-BFGS
+
+/// The objective of an L-BFGS fixture case at the flat vector of (a, b).
+fn objective(f: &HashMap<String, Tensor>, kind: &str, a: &Var, b: &Var) -> Tensor {
+    let x = Tensor::cat(
+        &[a.as_tensor().flatten_all().unwrap(), b.as_tensor().clone()],
+        0,
+    )
+    .unwrap();
+    match kind {
+        "quad" => {
+            let ax = f["quad.A"]
+                .matmul(&x.unsqueeze(1).unwrap())
+                .unwrap()
+                .squeeze(1)
+                .unwrap();
+            let quad = ((&x * ax).unwrap().sum_all().unwrap() * 0.5).unwrap();
+            (quad - (&x * &f["quad.q"]).unwrap().sum_all().unwrap()).unwrap()
+        }
+        "rosen" => rosen(&x),
+        "neg_rosen" => rosen(&x).neg().unwrap(),
+        other => panic!("unknown objective {other}"),
+    }
+}
+
+/// $\sum_i 100 (x_{i+1} - x_i^2)^2 + (1 - x_i)^2$.
+fn rosen(x: &Tensor) -> Tensor {
+    let n = x.dim(0).unwrap();
+    let (head, tail) = (
+        x.narrow(0, 0, n - 1).unwrap(),
+        x.narrow(0, 1, n - 1).unwrap(),
+    );
+    let valley = (tail - head.sqr().unwrap()).unwrap().sqr().unwrap();
+    let slope = head.affine(-1.0, 1.0).unwrap().sqr().unwrap();
+    ((valley * 100.0).unwrap() + slope)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+}
+
+/// (objective, config) of each fixture case, as in gen_optim_more.py.
+fn lbfgs_case(case: &str) -> (&'static str, LbfgsConfig) {
+    let c = LbfgsConfig::default();
+    match case {
+        "lbfgs_rosen" => ("rosen", c.with_max_iter(2)),
+        "lbfgs_rosen_wolfe" => ("rosen", c.with_max_iter(3).with_strong_wolfe()),
+        "lbfgs_rosen_hist" => (
+            "rosen",
+            c.with_max_iter(4)
+                .with_max_eval(7)
+                .with_history_size(2)
+                .with_strong_wolfe(),
+        ),
+        "lbfgs_rosen_tol" => (
+            "rosen",
+            c.with_lr(0.5)
+                .with_tolerance_grad(1e-1)
+                .with_tolerance_change(1e-3)
+                .with_strong_wolfe(),
+        ),
+        "lbfgs_max" => (
+            "neg_rosen",
+            c.with_max_iter(3).with_maximize(true).with_strong_wolfe(),
+        ),
+        "lbfgs_quad" => ("quad", c.with_lr(0.5).with_max_iter(2)),
+        "lbfgs_quad_wolfe" => (
+            "quad",
+            c.with_max_iter(1).with_max_eval(10).with_strong_wolfe(),
+        ),
+        other => panic!("unknown case {other}"),
+    }
+}
+
+const LBFGS_CASES: &[&str] = &[
+    "lbfgs_rosen",
+    "lbfgs_rosen_wolfe",
+    "lbfgs_rosen_hist",
+    "lbfgs_rosen_tol",
+    "lbfgs_max",
+    "lbfgs_quad",
+    "lbfgs_quad_wolfe",
+];
+
+/// The two parameters (2, 2) and (2,) from a flat 6-vector.
+fn split_vars(x0: &Tensor, dtype: DType) -> (Var, Var) {
+    let x0 = x0.to_dtype(dtype).unwrap();
+    let a = Var::from_tensor(&x0.narrow(0, 0, 4).unwrap().reshape((2, 2)).unwrap()).unwrap();
+    let b = Var::from_tensor(&x0.narrow(0, 4, 2).unwrap().contiguous().unwrap()).unwrap();
+    (a, b)
+}
+
+fn flat(a: &Var, b: &Var) -> Tensor {
+    Tensor::cat(
+        &[a.as_tensor().flatten_all().unwrap(), b.as_tensor().clone()],
+        0,
+    )
+    .unwrap()
+}
+
+#[test]
+fn lbfgs_iterates_match_torch() {
+    let f = fixtures();
+    let mut report = Vec::new();
+    for case in LBFGS_CASES {
+        let (kind, cfg) = lbfgs_case(case);
+        let x0 = if kind == "quad" {
+            &f["quad.x0"]
+        } else {
+            &f["rosen.x0"]
+        };
+        let (a, b) = split_vars(x0, DType::F64);
+        let mut opt = Lbfgs::new(vec![a.clone(), b.clone()], cfg).unwrap();
+        let mut worst = 0f64;
+        for t in 0..20 {
+            let loss = opt.step(|| Ok(objective(&f, kind, &a, &b))).unwrap();
+            let want = f[&format!("{case}.loss")]
+                .get(t)
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap();
+            worst = worst.max((loss - want).abs() / want.abs().max(1.0));
+            worst = worst.max(max_rel(
+                &flat(&a, &b),
+                &f[&format!("{case}.x")].get(t).unwrap(),
+            ));
+            let count = |k: &str| {
+                f[&format!("{case}.{k}")]
+                    .get(t)
+                    .unwrap()
+                    .to_scalar::<f64>()
+                    .unwrap()
+            };
+            assert_eq!(
+                opt.func_evals() as f64,
+                count("evals"),
+                "{case} step {t}: func_evals"
+            );
+            assert_eq!(
+                opt.n_iter() as f64,
+                count("iters"),
+                "{case} step {t}: n_iter"
+            );
+        }
+        report.push(format!("{case}: {worst:.2e}"));
+        assert!(worst <= 1e-6, "{case}: max relative error {worst:e}");
+    }
+    println!("{}", report.join("\n"));
+}
+
+/// ½ xᵀAx − qᵀx with the fixture's A (6 × 6, positive definite): the iterations until x is
+/// within `tol` of A⁻¹q, one iteration per step.
+fn quadratic_iterations(f: &HashMap<String, Tensor>, wolfe: StrongWolfe, tol: f64) -> usize {
+    let (a, b) = split_vars(&f["quad.x0"], DType::F64);
+    let cfg = LbfgsConfig::default()
+        .with_max_iter(1)
+        .with_max_eval(30)
+        .with_tolerance_grad(0.0)
+        .with_tolerance_change(0.0)
+        .with_line_search(Some(wolfe));
+    let mut opt = Lbfgs::new(vec![a.clone(), b.clone()], cfg).unwrap();
+    let xs = solve(&f["quad.A"], &f["quad.q"]);
+    for it in 1..=20 {
+        opt.step(|| Ok(objective(f, "quad", &a, &b))).unwrap();
+        let x = to_f64(&flat(&a, &b));
+        let err = x
+            .iter()
+            .zip(&xs)
+            .map(|(u, v)| (u - v).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        if err < tol {
+            return it;
+        }
+    }
+    usize::MAX
+}
+
+/// A⁻¹q by Gaussian elimination with partial pivoting (f64).
+fn solve(a: &Tensor, q: &Tensor) -> Vec<f64> {
+    let n = q.dim(0).unwrap();
+    let mut m: Vec<Vec<f64>> = a.to_vec2::<f64>().unwrap();
+    let mut r = q.to_vec1::<f64>().unwrap();
+    for c in 0..n {
+        let p = (c..n)
+            .max_by(|&i, &j| m[i][c].abs().total_cmp(&m[j][c].abs()))
+            .unwrap();
+        m.swap(c, p);
+        r.swap(c, p);
+        for i in c + 1..n {
+            let k = m[i][c] / m[c][c];
+            for j in c..n {
+                m[i][j] -= k * m[c][j];
+            }
+            r[i] -= k * r[c];
+        }
+    }
+    let mut x = vec![0.0; n];
+    for i in (0..n).rev() {
+        let s: f64 = (i + 1..n).map(|j| m[i][j] * x[j]).sum();
+        x[i] = (r[i] - s) / m[i][i];
+    }
+    x
+}
+
+#[test]
+fn lbfgs_solves_a_quadratic_in_n_iterations() {
+    let f = fixtures();
+    // A tight curvature condition makes the line search (nearly) exact: L-BFGS then takes
+    // conjugate-gradient steps and lands on the minimum of the 6-D quadratic in <= n + 1
+    // iterations.
+    let exact = StrongWolfe { c1: 1e-4, c2: 1e-3 };
+    let its = quadratic_iterations(&f, exact, 1e-8);
+    println!("exact line search: {its} iterations");
+    assert!(its <= 7, "exact-ish line search: {its} iterations");
+    // torch's c2 = 0.9 accepts the unit step once it decreases enough: no finite termination,
+    // but still a fast approach.
+    let torch = quadratic_iterations(&f, StrongWolfe::default(), 1e-8);
+    println!("torch's line search: {torch} iterations");
+    assert!(
+        torch > its && torch <= 20,
+        "torch's line search: {torch} iterations"
+    );
+}
+
+#[test]
+fn lbfgs_converges_on_rosenbrock() {
+    let f = fixtures();
+    for dtype in [DType::F64, DType::F32] {
+        let (a, b) = split_vars(&f["rosen.x0"], dtype);
+        let cfg = LbfgsConfig::default().with_strong_wolfe();
+        let mut opt = Lbfgs::new(vec![a.clone(), b.clone()], cfg).unwrap();
+        for _ in 0..10 {
+            opt.step(|| Ok(objective(&f, "rosen", &a, &b))).unwrap();
+        }
+        let x = to_f64(&flat(&a, &b));
+        let d = x.iter().map(|v| (v - 1.0).powi(2)).sum::<f64>().sqrt();
+        println!(
+            "lbfgs {dtype:?}: distance {d:.2e} after {} evaluations",
+            opt.func_evals()
+        );
+        assert!(d < 1e-3, "{dtype:?}: distance to the minimum {d}");
+    }
+}
+
+fn lbfgs_state_bits(o: &Lbfgs) -> Vec<(String, Vec<u64>)> {
+    bits(&o.state_dict().unwrap())
+}
+
+#[test]
+fn lbfgs_resume_is_bit_identical() {
+    let f = fixtures();
+    for case in ["lbfgs_rosen_hist", "lbfgs_rosen", "lbfgs_max"] {
+        let (kind, cfg) = lbfgs_case(case);
+        let run = |steps: std::ops::Range<usize>, o: &mut Lbfgs, a: &Var, b: &Var| {
+            for _ in steps {
+                o.step(|| Ok(objective(&f, kind, a, b))).unwrap();
+            }
+        };
+        let (a, b) = split_vars(&f["rosen.x0"], DType::F32);
+        let mut full = Lbfgs::new(vec![a.clone(), b.clone()], cfg).unwrap();
+        run(0..12, &mut full, &a, &b);
+        let (a2, b2) = split_vars(&f["rosen.x0"], DType::F32);
+        let mut first = Lbfgs::new(vec![a2.clone(), b2.clone()], cfg).unwrap();
+        run(0..5, &mut first, &a2, &b2);
+        let path = std::env::temp_dir().join(format!(
+            "candle_tricks_lbfgs_resume_{case}_{}.safetensors",
+            std::process::id()
+        ));
+        first.save_state(&path).unwrap();
+        let (a3, b3) = (
+            Var::from_tensor(&a2.as_tensor().copy().unwrap()).unwrap(),
+            Var::from_tensor(&b2.as_tensor().copy().unwrap()).unwrap(),
+        );
+        drop(first);
+        let other = LbfgsConfig::default().with_lr(0.3).with_history_size(50);
+        let mut resumed = Lbfgs::new(vec![a3.clone(), b3.clone()], other).unwrap();
+        let loaded = resumed.load_state(&path);
+        std::fs::remove_file(&path).ok();
+        loaded.unwrap();
+        assert_eq!(resumed.config(), &cfg, "{case}: config restored");
+        run(5..12, &mut resumed, &a3, &b3);
+        assert_eq!(param_bits(&a), param_bits(&a3), "{case}: a");
+        assert_eq!(param_bits(&b), param_bits(&b3), "{case}: b");
+        assert_eq!(
+            lbfgs_state_bits(&full),
+            lbfgs_state_bits(&resumed),
+            "{case}: state"
+        );
+    }
+}
+
+#[test]
+fn lbfgs_non_finite_loss_restores_everything() {
+    let f = fixtures();
+    for policy in [NonFinite::Error, NonFinite::Skip] {
+        let (kind, cfg) = lbfgs_case("lbfgs_rosen_wolfe");
+        let (a, b) = split_vars(&f["rosen.x0"], DType::F64);
+        let mut opt = Lbfgs::new(vec![a.clone(), b.clone()], cfg.with_non_finite(policy)).unwrap();
+        for _ in 0..3 {
+            opt.step(|| Ok(objective(&f, kind, &a, &b))).unwrap();
+        }
+        let before = (lbfgs_state_bits(&opt), param_bits(&a), param_bits(&b));
+        // The third evaluation of the step (inside the line search) blows up.
+        let mut calls = 0;
+        let r = opt.step(|| {
+            calls += 1;
+            let l = objective(&f, kind, &a, &b);
+            Ok(if calls == 3 {
+                (l * f64::NAN).unwrap()
+            } else {
+                l
+            })
+        });
+        match policy {
+            NonFinite::Error => {
+                let msg = r.expect_err("NaN loss must fail").to_string();
+                assert!(msg.contains("Lbfgs") && msg.contains("loss"), "{msg}");
+            }
+            NonFinite::Skip => {
+                r.unwrap();
+                assert_eq!(opt.skipped_steps(), 1);
+            }
+        }
+        let strip = |s: Vec<(String, Vec<u64>)>| {
+            s.into_iter()
+                .filter(|(k, _)| k != "__meta.skipped_steps")
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            strip(before.0),
+            strip(lbfgs_state_bits(&opt)),
+            "{policy:?}: state"
+        );
+        assert_eq!(before.1, param_bits(&a), "{policy:?}: a");
+        assert_eq!(before.2, param_bits(&b), "{policy:?}: b");
+        // An infinite gradient with a finite loss (sqrt at 0) is refused the same way.
+        let c = Var::new(&[0.0f64], &Device::Cpu).unwrap();
+        let mut o = Lbfgs::new(vec![c.clone()], LbfgsConfig::default()).unwrap();
+        let e = o.step(|| Ok(c.as_tensor().sqrt()?.sum_all()?)).unwrap_err();
+        assert!(e.to_string().contains("gradient of parameter 0"), "{e}");
+        assert_eq!(to_f64(c.as_tensor()), [0.0]);
+    }
+}
+
+#[test]
+fn lbfgs_parameter_without_gradient_stays_put() {
+    let p = Var::new(&[3.0f32, -1.0], &Device::Cpu).unwrap();
+    let unused = Var::new(&[5.0f32], &Device::Cpu).unwrap();
+    let mut opt = Lbfgs::new(vec![p.clone(), unused.clone()], LbfgsConfig::default()).unwrap();
+    opt.step(|| Ok(p.as_tensor().sqr()?.sum_all()?)).unwrap();
+    assert_eq!(to_f64(unused.as_tensor()), [5.0]);
+    assert!(to_f64(p.as_tensor()).iter().all(|v| v.abs() < 1e-6));
 }

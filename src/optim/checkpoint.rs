@@ -205,7 +205,7 @@ pub(crate) fn meta(opt: &'static str, m: &HashMap<String, Tensor>, key: &str) ->
 
 /// The 0-d entry `key` of a state dict as a count: a whole number in `[0, 2^53]` (exact in
 /// f64), never negative, fractional or non-finite.
-fn meta_count(opt: &'static str, m: &HashMap<String, Tensor>, key: &str) -> Result<u64> {
+pub(crate) fn meta_count(opt: &'static str, m: &HashMap<String, Tensor>, key: &str) -> Result<u64> {
     let v = meta(opt, m, key)?;
     if !(v.is_finite() && v >= 0.0 && v.fract() == 0.0 && v <= 9.007_199_254_740_992e15) {
         return Err(Error::config(

@@ -192,6 +192,7 @@ pub mod ema;
 pub(crate) mod fused;
 pub mod groups;
 pub mod lamb;
+pub mod lbfgs;
 pub mod lion;
 pub mod nadam;
 mod optimizer;
@@ -213,6 +214,7 @@ pub use clip::{agc, clip_grad_norm, clip_grad_norm_inf, clip_grad_value, grad_no
 pub use ema::{Ema, EmaConfig, EmaWarmup};
 pub use groups::{is_buffer_name, is_no_decay, ParamGroup, ParamGroups};
 pub use lamb::{Lamb, LambConfig};
+pub use lbfgs::{Lbfgs, LbfgsConfig, StrongWolfe};
 pub use lion::{Lion, LionConfig};
 pub use nadam::{NAdam, NAdamConfig};
 pub use optimizer::{Algorithm, Optim};
