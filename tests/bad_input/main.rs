@@ -374,6 +374,7 @@ mod sweep_ops_conv;
 mod sweep_ops_other;
 mod sweep_optim;
 mod sweep_optim_adaptive;
+mod sweep_optim_more;
 mod sweep_pool;
 mod sweep_prune;
 mod sweep_quantize;
@@ -397,6 +398,7 @@ fn sweep() {
     cases.extend(sweep_rnn::rnn_cases());
     cases.extend(sweep_optim::optim_cases());
     cases.extend(sweep_optim_adaptive::optim_adaptive_cases());
+    cases.extend(sweep_optim_more::optim_more_cases());
     cases.extend(sweep_schedule::schedule_cases());
     cases.extend(sweep_schedule_cycles::schedule_cycles_cases());
     cases.extend(sweep_loaders::loader_cases());
