@@ -60,8 +60,9 @@
 //!     opt.step(loss)?; // up to 20 iterations each
 //! }
 //! let v = p.as_tensor().to_vec1::<f64>()?;
-//! assert!((v[0] - 1.0).abs() < 1e-6 && (v[1] - 1.0).abs() < 1e-6, "{v:?}");
-//! assert!(opt.func_evals() < 100);
+//! // Within 1e-5 (where `tolerance_change` stops it) after 55 evaluations of the loss.
+//! assert!((v[0] - 1.0).abs() < 1e-5 && (v[1] - 1.0).abs() < 1e-5, "{v:?}");
+//! assert_eq!(opt.func_evals(), 55); // torch's count on this problem
 //! # Ok(())
 //! # }
 //! ```

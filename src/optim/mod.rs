@@ -2,7 +2,7 @@
 //! save/resume, with PyTorch's `torch.optim` semantics.
 //!
 //! [`Sgd`], [`Adam`], [`AdamW`], [`NAdam`], [`RAdam`], [`Adamax`], [`RmsProp`], [`Adagrad`],
-//! [`Adadelta`] and [`Lion`] implement
+//! [`Adadelta`], [`Lion`] and [`Lamb`] implement
 //! [`candle_nn::Optimizer`] (so `backward_step` works), [`OptimizerState`] and, where there is a
 //! momentum coefficient, [`Momentum`]. Each step runs one fused in-place kernel per parameter:
 //! one pass over the weights, the gradient and the state buffers, no temporaries, on candle's
@@ -12,7 +12,11 @@
 //! skip the whole step and count it). Parameters without a gradient are skipped and their step
 //! count does not advance, as in PyTorch. On CUDA/Metal the same update runs as candle tensor
 //! ops on the parameters' device, with the state kept there ([`path`]: the one decision between
-//! the two, and how to force the tensor path on the CPU).
+//! the two, and how to force the tensor path on the CPU). [`Lamb`]'s update needs the norms of
+//! the whole parameter first: its kernel runs in two passes (reduce, then update).
+//!
+//! [`Lbfgs`] is apart: it re-evaluates the objective within a step, so it takes a closure
+//! instead of gradients and is not a `candle_nn::Optimizer`; it implements [`OptimizerState`].
 //!
 //! Every optimizer is [`Optim`] over its configuration type (`Sgd = Optim<SgdConfig>`, …): the
 //! config is the [`Algorithm`] and the only copy of the hyper-parameters, learning rate included.
@@ -20,8 +24,9 @@
 //! # Shapes
 //! Any parameter shape; f32, f16 or bf16 parameters. State buffers are f32, of the parameter's
 //! size (host `Vec`s for CPU parameters, tensors on the device otherwise): SGD 0–1, Adam/AdamW 2 (3 with AMSGrad), NAdam/RAdam/Adamax 2,
-//! RMSProp 1–3, Adagrad 1, Adadelta 2, Lion 1,
-//! plus for f16/bf16 parameters an f32 master copy.
+//! RMSProp 1–3, Adagrad 1, Adadelta 2, Lion 1, LAMB 2,
+//! plus for f16/bf16 parameters an f32 master copy. L-BFGS: $2 \cdot$ `history_size` $+ 3$ f64
+//! vectors of the total parameter count, on the host.
 //!
 //! # Tip
 //! **Which optimizer when.**
@@ -59,6 +64,14 @@
 //!   unchanged; $\gamma = 1$ by default. The price: steps start at about
 //!   $\sqrt{\epsilon / (1 - \rho)}$, and it stalls in curved valleys (on Rosenbrock it stops
 //!   about 0.1 short of the minimum where NAdam, RAdam and Adamax get within $10^{-2}$).
+//! - **LAMB** for very large batches (BERT with 32K–64K sequences per batch in 76 minutes):
+//!   Adam's step rescaled per tensor by the trust ratio $\lVert\theta\rVert / \lVert u\rVert$,
+//!   so every layer moves by the same fraction of its norm and one learning rate fits all
+//!   layers; at ordinary batch sizes AdamW is as good and one pass cheaper.
+//! - **L-BFGS** for small, deterministic, full-batch problems (a few physical parameters, style
+//!   transfer, a small regression): curvature from the last steps, a line search instead of a
+//!   tuned learning rate, tens of iterations where Adam needs thousands. Not for noisy
+//!   minibatches: the curvature pairs then measure noise.
 //!
 //! **Decoupled weight decay is not L2.** Adam's `weight_decay` adds $\lambda\theta$ to the
 //! gradient, which then goes through the adaptive normalization $m / \sqrt{v}$: coordinates with
@@ -180,6 +193,11 @@
 //!   <https://arxiv.org/abs/1908.03265>
 //! - Zeiler, *ADADELTA: An Adaptive Learning Rate Method*, 2012,
 //!   <https://arxiv.org/abs/1212.5701>
+//! - You et al., *Large Batch Optimization for Deep Learning: Training BERT in 76 minutes*,
+//!   ICLR 2020 (LAMB), <https://arxiv.org/abs/1904.00962>
+//! - Liu, Nocedal, *On the limited memory BFGS method for large scale optimization*,
+//!   Mathematical Programming 45, 1989; Nocedal, Wright, *Numerical Optimization*, 2006, ch. 3
+//!   and 7 (L-BFGS)
 
 pub mod accumulate;
 pub mod adadelta;

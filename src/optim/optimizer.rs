@@ -2,8 +2,8 @@
 //! configuration that is also the algorithm ([`Algorithm`]). [`Sgd`](super::Sgd),
 //! [`Adam`](super::Adam), [`AdamW`](super::AdamW), [`NAdam`](super::NAdam),
 //! [`RAdam`](super::RAdam), [`Adamax`](super::Adamax), [`RmsProp`](super::RmsProp),
-//! [`Adagrad`](super::Adagrad), [`Adadelta`](super::Adadelta) and [`Lion`](super::Lion) are
-//! `Optim` over their config types.
+//! [`Adagrad`](super::Adagrad), [`Adadelta`](super::Adadelta), [`Lion`](super::Lion) and
+//! [`Lamb`](super::Lamb) are `Optim` over their config types.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -114,8 +114,8 @@ pub(crate) mod internal {
 /// An optimizer over parameter groups running algorithm `C` (the config type). Use it through
 /// its aliases [`Sgd`](super::Sgd), [`Adam`](super::Adam), [`AdamW`](super::AdamW),
 /// [`NAdam`](super::NAdam), [`RAdam`](super::RAdam), [`Adamax`](super::Adamax),
-/// [`RmsProp`](super::RmsProp), [`Adagrad`](super::Adagrad), [`Adadelta`](super::Adadelta) and
-/// [`Lion`](super::Lion).
+/// [`RmsProp`](super::RmsProp), [`Adagrad`](super::Adagrad), [`Adadelta`](super::Adadelta),
+/// [`Lion`](super::Lion) and [`Lamb`](super::Lamb).
 ///
 /// The configuration is the single copy of every hyper-parameter, the learning rate included
 /// (`set_learning_rate` writes `config().lr`). Each step dispatches per parameter through
