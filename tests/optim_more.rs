@@ -1,6 +1,8 @@
-//! LAMB against optax trajectories (fixtures from `tests/fixtures/gen_optim_more.py` on the
-//! gradients of `gen_optim.py`), f16/bf16 parameters, the tensor path against the fused
-//! kernels, Rosenbrock, exact resume, the NaN/Inf guard and parallel chunks.
+//! Adafactor against torch.optim and LAMB against optax trajectories (fixtures from
+//! `tests/fixtures/gen_optim_more.py` on the gradients of `gen_optim.py`), f16/bf16 parameters,
+//! the tensor path against the fused kernels, Rosenbrock, exact resume, the NaN/Inf guard and
+//! parallel chunks; L-BFGS iterates against torch's LBFGS (float64) on Rosenbrock and a
+//! quadratic, finite termination on a quadratic, resume and the NaN/Inf guard.
 
 mod optim_shared;
 
@@ -11,8 +13,8 @@ use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::Optimizer;
 use candle_tricks::optim::path::force_tensor_path;
 use candle_tricks::optim::{
-    Algorithm, Lamb, LambConfig, Lbfgs, LbfgsConfig, NonFinite, Optim, OptimizerState, ParamGroup,
-    StrongWolfe,
+    Adafactor, AdafactorConfig, Algorithm, Lamb, LambConfig, Lbfgs, LbfgsConfig, NonFinite, Optim,
+    OptimizerState, ParamGroup, StrongWolfe,
 };
 use optim_shared::{grads, max_rel, to_f64, trajectory_error, vars, Stepper};
 
@@ -36,7 +38,31 @@ fn boxed<C: Algorithm + 'static>(opt: candle_tricks::Result<Optim<C>>) -> Box<dy
 /// The optimizer of a fixture case (hyper-parameters as in gen_optim_more.py).
 fn make(case: &str, vars: Vec<Var>, nf: NonFinite) -> Box<dyn Stepper> {
     let lamb = LambConfig::default().with_lr(0.01).with_non_finite(nf);
+    let ada = AdafactorConfig::default().with_non_finite(nf);
+    let two_groups = |vars: &[Var]| {
+        vec![
+            ParamGroup::new(vec![vars[0].clone()]).with_weight_decay(0.1),
+            ParamGroup::new(vec![vars[1].clone()])
+                .with_weight_decay(0.0)
+                .with_lr_mult(0.5),
+        ]
+    };
     match case {
+        "adafactor" => boxed(Adafactor::with_groups(vars, ada)),
+        "adafactor_wd" => boxed(Adafactor::with_groups(
+            vars,
+            ada.with_lr(0.05).with_weight_decay(0.1),
+        )),
+        "adafactor_all" => boxed(Adafactor::with_groups(
+            vars,
+            ada.with_lr(0.05)
+                .with_beta2_decay(-0.5)
+                .with_eps(Some(1e-3), 1e-2)
+                .with_d(2.0)
+                .with_maximize(true),
+        )),
+        "adafactor_nograd" => boxed(Adafactor::with_groups(vars, ada.with_lr(0.02))),
+        "adafactor_groups" => boxed(Adafactor::with_groups(two_groups(&vars), ada.with_lr(0.02))),
         "lamb" => boxed(Lamb::with_groups(vars, lamb)),
         "lamb_wd" => boxed(Lamb::with_groups(vars, lamb.with_weight_decay(0.1))),
         "lamb_all" => boxed(Lamb::with_groups(
@@ -47,20 +73,22 @@ fn make(case: &str, vars: Vec<Var>, nf: NonFinite) -> Box<dyn Stepper> {
                 .with_eps_root(1e-4)
                 .with_weight_decay(0.05),
         )),
-        "lamb_groups" => boxed(Lamb::with_groups(
-            vec![
-                ParamGroup::new(vec![vars[0].clone()]).with_weight_decay(0.1),
-                ParamGroup::new(vec![vars[1].clone()])
-                    .with_weight_decay(0.0)
-                    .with_lr_mult(0.5),
-            ],
-            lamb,
-        )),
+        "lamb_groups" => boxed(Lamb::with_groups(two_groups(&vars), lamb)),
         other => panic!("unknown case {other}"),
     }
 }
 
-const CASES: &[&str] = &["lamb", "lamb_wd", "lamb_all", "lamb_groups"];
+const CASES: &[&str] = &[
+    "adafactor",
+    "adafactor_wd",
+    "adafactor_all",
+    "adafactor_nograd",
+    "adafactor_groups",
+    "lamb",
+    "lamb_wd",
+    "lamb_all",
+    "lamb_groups",
+];
 
 #[test]
 fn trajectories_match_the_references() {
@@ -151,6 +179,55 @@ fn lamb_converges_on_rosenbrock() {
     assert!(d < 1e-2, "lamb: distance to the minimum {d}");
 }
 
+#[test]
+fn adafactor_converges_on_rosenbrock() {
+    // The relative step is lr times the weights' RMS: slow but steady (torch: 0.011 after
+    // these 10000 steps).
+    let p = Var::new(&[-1.5f32, 2.0], &Device::Cpu).unwrap();
+    let cfg = AdafactorConfig::default().with_lr(0.005);
+    let mut opt = Adafactor::new(vec![p.clone()], cfg).unwrap();
+    for _ in 0..10_000 {
+        opt.backward_step(&rosenbrock_loss(&p)).unwrap();
+    }
+    let d = distance_to_minimum(&p);
+    println!("adafactor: {d:.3e}");
+    assert!(d < 3e-2, "adafactor: distance to the minimum {d}");
+}
+
+#[test]
+fn adafactor_state_is_factored() {
+    let w = Var::new(&[[[1.0f32; 5]; 3]; 2], &Device::Cpu).unwrap();
+    let b = Var::new(&[1.0f32; 5], &Device::Cpu).unwrap();
+    let s = Var::new(2.0f32, &Device::Cpu).unwrap();
+    let mut opt = Adafactor::new(
+        vec![w.clone(), b.clone(), s.clone()],
+        AdafactorConfig::default(),
+    )
+    .unwrap();
+    let loss = (w.as_tensor().sqr().unwrap().sum_all().unwrap()
+        + b.as_tensor().sqr().unwrap().sum_all().unwrap()
+        + s.as_tensor().sqr().unwrap())
+    .unwrap();
+    opt.backward_step(&loss).unwrap();
+    let sd = opt.state_dict().unwrap();
+    assert_eq!(sd["0.row_var"].dims(), &[2, 3, 1]);
+    assert_eq!(sd["0.col_var"].dims(), &[2, 1, 5]);
+    assert_eq!(sd["1.variance"].dims(), &[5]);
+    assert_eq!(sd["2.variance"].dims(), &[] as &[usize]);
+    for k in ["0.variance", "1.row_var", "1.col_var"] {
+        assert!(!sd.contains_key(k), "{k}");
+    }
+    // A row statistic of the wrong shape is refused, naming the key.
+    let mut bad = sd.clone();
+    bad.insert(
+        "0.row_var".into(),
+        Tensor::zeros((2, 3), DType::F32, &Device::Cpu).unwrap(),
+    );
+    let e = opt.load_state_dict(&bad).unwrap_err().to_string();
+    assert!(e.contains("0.row_var"), "{e}");
+    opt.load_state_dict(&sd).unwrap();
+}
+
 /// A state dict's tensors as bit patterns, to compare exactly.
 fn bits(sd: &HashMap<String, Tensor>) -> Vec<(String, Vec<u64>)> {
     let mut v: Vec<_> = sd
@@ -177,14 +254,20 @@ fn synth(shape: &[usize], t: usize, salt: f32) -> Tensor {
 /// A fresh optimizer of kind `k` with every option that changes the state in use.
 fn make_full(k: usize, vars: Vec<Var>, lr: f64) -> Box<dyn Stepper> {
     match k {
-        _ => boxed(Lamb::with_groups(
+        0 => boxed(Lamb::with_groups(
             vars,
             LambConfig::default().with_lr(lr).with_weight_decay(0.01),
+        )),
+        _ => boxed(Adafactor::with_groups(
+            vars,
+            AdafactorConfig::default()
+                .with_lr(lr)
+                .with_weight_decay(0.01),
         )),
     }
 }
 
-const KINDS: usize = 1;
+const KINDS: usize = 2;
 
 fn fresh_vars(init: &[Tensor], dtype: DType) -> Vec<Var> {
     init.iter()
@@ -203,8 +286,9 @@ fn step_synth(opt: &mut dyn Stepper, vs: &[Var], t: usize) {
 
 #[test]
 fn resume_from_saved_state_is_bit_identical() {
-    // 1100 x 1000 takes the parallel-chunk path (a reduction across threads).
-    let shapes: [&[usize]; 3] = [&[1100, 1000], &[7], &[3, 5]];
+    // 1100 x 1000 takes the parallel-chunk path (a reduction across threads); 2 x 3 x 5 is a
+    // batch of two factored matrices for Adafactor.
+    let shapes: [&[usize]; 4] = [&[1100, 1000], &[7], &[3, 5], &[2, 3, 5]];
     let init: Vec<Tensor> = shapes.iter().map(|s| synth(s, 99, 0.5)).collect();
     for dtype in [DType::F32, DType::BF16] {
         for k in 0..KINDS {
@@ -252,7 +336,7 @@ fn resume_from_saved_state_is_bit_identical() {
 #[test]
 fn non_finite_gradients_never_touch_weights_or_state() {
     let f = fixtures();
-    for case in ["lamb_all"] {
+    for case in ["lamb_all", "adafactor_all"] {
         for policy in [NonFinite::Error, NonFinite::Skip] {
             let (w, b) = vars(&f, DType::F32);
             let mut opt = make(case, vec![w.clone(), b.clone()], policy);
@@ -290,10 +374,14 @@ fn non_finite_gradients_never_touch_weights_or_state() {
 #[test]
 fn parallel_chunks_match_one_whole_pass() {
     // A 2M-element parameter runs in parallel 64K chunks; the same values under the tensor
-    // path reduce in one go. The per-tensor norms make the two agree to rounding only.
-    let n = 2_000_000;
-    let init = synth(&[n], 7, 0.1);
-    for k in 0..KINDS {
+    // path reduce in one go. The per-tensor norms make the two agree to rounding only. For
+    // Adafactor the 3-D shape puts chunk borders inside rows and across matrices.
+    for (k, shape) in [
+        (0, &[2_000_000][..]),
+        (1, &[2_000_000][..]),
+        (1, &[4, 700, 800][..]),
+    ] {
+        let init = synth(shape, 7, 0.1);
         let run = || {
             let v = fresh_vars(std::slice::from_ref(&init), DType::F32);
             let mut o = make_full(k, v.clone(), 1e-2);

@@ -201,6 +201,7 @@
 
 pub mod accumulate;
 pub mod adadelta;
+pub mod adafactor;
 pub mod adagrad;
 pub mod adam;
 pub mod adamax;
@@ -225,6 +226,7 @@ mod tensor_ops;
 
 pub use accumulate::{GradAccumulator, GradAccumulatorConfig, GradReduction};
 pub use adadelta::{Adadelta, AdadeltaConfig};
+pub use adafactor::{Adafactor, AdafactorConfig};
 pub use adagrad::{Adagrad, AdagradConfig};
 pub use adam::{Adam, AdamConfig, AdamW, AdamWConfig};
 pub use adamax::{Adamax, AdamaxConfig};

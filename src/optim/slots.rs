@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use candle_core::backprop::GradStore;
-use candle_core::{DType, Tensor, Var};
+use candle_core::{DType, Device, Shape, Tensor, Var};
 
 use super::fused::{self, Kernel, BIG};
 use super::groups::ParamGroups;
@@ -54,10 +54,13 @@ impl Buf {
     /// ([`force_tensor_path`](super::path::force_tensor_path)); a parameter off the CPU always
     /// takes the tensor path, so its state never moves.
     pub fn migrate(&mut self, path: UpdatePath, var: &Var) -> Result<()> {
+        self.migrate_as(path, var.shape(), var.device())
+    }
+
+    /// [`Buf::migrate`] for a buffer of `shape` (not the parameter's) on `device`.
+    pub fn migrate_as(&mut self, path: UpdatePath, shape: &Shape, device: &Device) -> Result<()> {
         *self = match (std::mem::take(self), path) {
-            (Buf::Host(v), UpdatePath::Tensor) => {
-                Buf::Dev(Tensor::from_slice(&v, var.shape(), var.device())?)
-            }
+            (Buf::Host(v), UpdatePath::Tensor) => Buf::Dev(Tensor::from_slice(&v, shape, device)?),
             (Buf::Dev(t), UpdatePath::Fused) => Buf::Host(t.flatten_all()?.to_vec1::<f32>()?),
             (b, _) => b,
         };
@@ -81,6 +84,9 @@ pub struct Slot {
     pub path: UpdatePath,
     /// State buffers, in the optimizer's buffer-name order; empty until first used.
     pub bufs: Vec<Buf>,
+    /// The shape of each state buffer (the parameter's, except for factored statistics such
+    /// as Adafactor's row and column averages).
+    pub shapes: Vec<Shape>,
     /// f32 master copy of an f16/bf16 parameter (empty for f32 parameters and before the
     /// first step).
     pub master: Buf,
@@ -101,13 +107,12 @@ impl Slot {
     /// empty.
     pub fn ensure(&mut self, j: usize, value: f32) -> Result<()> {
         if self.bufs[j].is_empty() {
+            let shape = &self.shapes[j];
             self.bufs[j] = match self.path {
-                UpdatePath::Fused => Buf::Host(vec![value; self.numel()]),
-                UpdatePath::Tensor => Buf::Dev(tensor_ops::filled(
-                    value,
-                    self.var.shape(),
-                    self.var.device(),
-                )?),
+                UpdatePath::Fused => Buf::Host(vec![value; shape.elem_count()]),
+                UpdatePath::Tensor => {
+                    Buf::Dev(tensor_ops::filled(value, shape, self.var.device())?)
+                }
             };
         }
         Ok(())
@@ -117,12 +122,10 @@ impl Slot {
     pub fn sync_path(&mut self) -> Result<()> {
         let path = update_path(self.var.device());
         if path != self.path {
-            for b in self
-                .bufs
-                .iter_mut()
-                .chain(std::iter::once(&mut self.master))
-            {
-                b.migrate(path, &self.var)?;
+            let (var, dev) = (self.var.shape(), self.var.device());
+            let bufs = self.bufs.iter_mut().zip(&self.shapes);
+            for (b, shape) in bufs.chain(std::iter::once((&mut self.master, var))) {
+                b.migrate_as(path, shape, dev)?;
             }
             self.path = path;
         }
@@ -163,6 +166,7 @@ impl Core {
     pub fn new(
         opt: &'static str,
         buf_names: &'static [&'static str],
+        buf_shape: fn(usize, &Shape) -> Shape,
         groups: ParamGroups,
     ) -> Result<Self> {
         let mut slots: Vec<Slot> = Vec::new();
@@ -217,7 +221,11 @@ impl Core {
                 }
                 seen.insert(var.as_tensor().id(), (slots.len(), gi));
                 let path = update_path(var.device());
+                let shapes = (0..buf_names.len())
+                    .map(|j| buf_shape(j, var.shape()))
+                    .collect();
                 slots.push(Slot {
+                    shapes,
                     var,
                     name,
                     group: gi,
