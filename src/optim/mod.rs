@@ -2,7 +2,7 @@
 //! save/resume, with PyTorch's `torch.optim` semantics.
 //!
 //! [`Sgd`], [`Adam`], [`AdamW`], [`NAdam`], [`RAdam`], [`Adamax`], [`RmsProp`], [`Adagrad`],
-//! [`Adadelta`], [`Lion`] and [`Lamb`] implement
+//! [`Adadelta`], [`Lion`], [`Lamb`] and [`Adafactor`] implement
 //! [`candle_nn::Optimizer`] (so `backward_step` works), [`OptimizerState`] and, where there is a
 //! momentum coefficient, [`Momentum`]. Each step runs one fused in-place kernel per parameter:
 //! one pass over the weights, the gradient and the state buffers, no temporaries, on candle's
@@ -12,8 +12,9 @@
 //! skip the whole step and count it). Parameters without a gradient are skipped and their step
 //! count does not advance, as in PyTorch. On CUDA/Metal the same update runs as candle tensor
 //! ops on the parameters' device, with the state kept there ([`path`]: the one decision between
-//! the two, and how to force the tensor path on the CPU). [`Lamb`]'s update needs the norms of
-//! the whole parameter first: its kernel runs in two passes (reduce, then update).
+//! the two, and how to force the tensor path on the CPU). [`Lamb`]'s and [`Adafactor`]'s
+//! updates need norms of the whole parameter first: their kernels run in two passes (reduce,
+//! then update), Adafactor's row and column averages are reduced with candle ops before.
 //!
 //! [`Lbfgs`] is apart: it re-evaluates the objective within a step, so it takes a closure
 //! instead of gradients and is not a `candle_nn::Optimizer`; it implements [`OptimizerState`].
@@ -22,9 +23,10 @@
 //! config is the [`Algorithm`] and the only copy of the hyper-parameters, learning rate included.
 //!
 //! # Shapes
-//! Any parameter shape; f32, f16 or bf16 parameters. State buffers are f32, of the parameter's
+//! Any parameter shape; f32, f16 or bf16 parameters (L-BFGS also f64). State buffers are f32, of the parameter's
 //! size (host `Vec`s for CPU parameters, tensors on the device otherwise): SGD 0–1, Adam/AdamW 2 (3 with AMSGrad), NAdam/RAdam/Adamax 2,
-//! RMSProp 1–3, Adagrad 1, Adadelta 2, Lion 1, LAMB 2,
+//! RMSProp 1–3, Adagrad 1, Adadelta 2, Lion 1, LAMB 2; Adafactor 1 for 0-d and 1-D
+//! parameters, otherwise two small ones (`[..., n, 1]` and `[..., 1, m]`),
 //! plus for f16/bf16 parameters an f32 master copy. L-BFGS: $2 \cdot$ `history_size` $+ 3$ f64
 //! vectors of the total parameter count, on the host.
 //!
@@ -64,6 +66,10 @@
 //!   unchanged; $\gamma = 1$ by default. The price: steps start at about
 //!   $\sqrt{\epsilon / (1 - \rho)}$, and it stalls in curved valleys (on Rosenbrock it stops
 //!   about 0.1 short of the minimum where NAdam, RAdam and Adamax get within $10^{-2}$).
+//! - **Adafactor** when optimizer memory is the limit (the T5 / PaLM choice): an $n \times m$
+//!   matrix keeps $n + m$ second-moment values instead of Adam's $2nm$, and the step is relative
+//!   to the weights' RMS and clipped, so it needs little tuning; no momentum, and a coarser
+//!   estimate than Adam's.
 //! - **LAMB** for very large batches (BERT with 32K–64K sequences per batch in 76 minutes):
 //!   Adam's step rescaled per tensor by the trust ratio $\lVert\theta\rVert / \lVert u\rVert$,
 //!   so every layer moves by the same fraction of its norm and one learning rate fits all
@@ -193,6 +199,8 @@
 //!   <https://arxiv.org/abs/1908.03265>
 //! - Zeiler, *ADADELTA: An Adaptive Learning Rate Method*, 2012,
 //!   <https://arxiv.org/abs/1212.5701>
+//! - Shazeer, Stern, *Adafactor: Adaptive Learning Rates with Sublinear Memory Cost*, ICML
+//!   2018, <https://arxiv.org/abs/1804.04235>
 //! - You et al., *Large Batch Optimization for Deep Learning: Training BERT in 76 minutes*,
 //!   ICLR 2020 (LAMB), <https://arxiv.org/abs/1904.00962>
 //! - Liu, Nocedal, *On the limited memory BFGS method for large scale optimization*,

@@ -2,8 +2,9 @@
 //! configuration that is also the algorithm ([`Algorithm`]). [`Sgd`](super::Sgd),
 //! [`Adam`](super::Adam), [`AdamW`](super::AdamW), [`NAdam`](super::NAdam),
 //! [`RAdam`](super::RAdam), [`Adamax`](super::Adamax), [`RmsProp`](super::RmsProp),
-//! [`Adagrad`](super::Adagrad), [`Adadelta`](super::Adadelta), [`Lion`](super::Lion) and
-//! [`Lamb`](super::Lamb) are `Optim` over their config types.
+//! [`Adagrad`](super::Adagrad), [`Adadelta`](super::Adadelta), [`Lion`](super::Lion),
+//! [`Lamb`](super::Lamb) and [`Adafactor`](super::Adafactor) are `Optim` over their config
+//! types.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -136,7 +137,7 @@ pub(crate) mod internal {
 /// its aliases [`Sgd`](super::Sgd), [`Adam`](super::Adam), [`AdamW`](super::AdamW),
 /// [`NAdam`](super::NAdam), [`RAdam`](super::RAdam), [`Adamax`](super::Adamax),
 /// [`RmsProp`](super::RmsProp), [`Adagrad`](super::Adagrad), [`Adadelta`](super::Adadelta),
-/// [`Lion`](super::Lion) and [`Lamb`](super::Lamb).
+/// [`Lion`](super::Lion), [`Lamb`](super::Lamb) and [`Adafactor`](super::Adafactor).
 ///
 /// The configuration is the single copy of every hyper-parameter, the learning rate included
 /// (`set_learning_rate` writes `config().lr`). Each step dispatches per parameter through

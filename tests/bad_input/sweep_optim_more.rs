@@ -1,14 +1,88 @@
-//! Bad input for LAMB and L-BFGS: out-of-range hyper-parameters at construction, through the
+//! Bad input for Adafactor, LAMB and L-BFGS: out-of-range hyper-parameters at construction, through the
 //! setters and in a loaded state dict, non-finite gradients and losses, a non-scalar loss and
 //! broken parameter lists.
 
-use candle_tricks::optim::{Lamb, LambConfig, Lbfgs, LbfgsConfig, StrongWolfe};
+use candle_tricks::optim::{
+    Adafactor, AdafactorConfig, Lamb, LambConfig, Lbfgs, LbfgsConfig, StrongWolfe,
+};
 
 use super::*;
 
 /// A small L-BFGS problem: the parameter and the closure's loss.
 fn lbfgs_problem() -> Var {
     Var::new(&[1.0f32, -2.0], &cpu()).unwrap()
+}
+
+fn adafactor_cases(c: &mut Cases) {
+    let ada = AdafactorConfig::default();
+    for (what, cfg) in [
+        ("lr NaN", ada.with_lr(f64::NAN)),
+        ("lr -1", ada.with_lr(-1.0)),
+        ("beta2_decay 0.5", ada.with_beta2_decay(0.5)),
+        ("beta2_decay -Inf", ada.with_beta2_decay(f64::NEG_INFINITY)),
+        ("eps1 0", ada.with_eps(Some(0.0), 1e-3)),
+        ("eps2 -1", ada.with_eps(None, -1.0)),
+        ("d 0.5", ada.with_d(0.5)),
+        ("weight_decay -1", ada.with_weight_decay(-1.0)),
+    ] {
+        c.err(
+            &format!("Adafactor: config {what}"),
+            "Adafactor",
+            move || {
+                let (w, _) = var_and_grads();
+                Adafactor::with_groups(vec![w], cfg)?;
+                Ok(())
+            },
+        );
+    }
+    for (key, value) in [
+        ("__meta.beta2_decay", 1.0),
+        ("__meta.d", 0.0),
+        ("__meta.eps1", -1.0),
+        ("0.row_var", f64::NAN),
+    ] {
+        c.err(
+            &format!("Adafactor: load_state_dict with {key} = {value}"),
+            "Adafactor",
+            move || {
+                let (w, g) = var_and_grads();
+                let mut o = Adafactor::new(vec![w], AdafactorConfig::default())?;
+                o.step(&g)?;
+                let mut sd = o.state_dict()?;
+                let t = if key.starts_with("__") {
+                    Tensor::new(value, &cpu())?
+                } else {
+                    Tensor::full(value as f32, sd[key].shape().clone(), &cpu())?
+                };
+                sd.insert(key.to_string(), t);
+                o.load_state_dict(&sd)?;
+                Ok(())
+            },
+        );
+    }
+    c.err(
+        "Adafactor: column statistic of the parameter's shape",
+        "Adafactor",
+        || {
+            let (w, g) = var_and_grads();
+            let mut o = Adafactor::new(vec![w.clone()], AdafactorConfig::default())?;
+            o.step(&g)?;
+            let mut sd = o.state_dict()?;
+            sd.insert(
+                "0.col_var".into(),
+                Tensor::zeros(w.shape(), DType::F32, &cpu())?,
+            );
+            o.load_state_dict(&sd)?;
+            Ok(())
+        },
+    );
+    c.err("Adafactor: NaN gradient", "Adafactor", || {
+        let (w, _) = var_and_grads();
+        let g = (w.as_tensor() * f64::NAN)?.sum_all()?.backward()?;
+        let mut o = Adafactor::new(vec![w], AdafactorConfig::default())?;
+        o.step(&g)?;
+        Ok(())
+    });
 }
 
 fn lamb_cases(c: &mut Cases) {
@@ -172,6 +246,7 @@ fn lbfgs_cases(c: &mut Cases) {
 
 pub(super) fn optim_more_cases() -> Vec<Case> {
     let mut c = Cases::new("optim_more");
+    adafactor_cases(&mut c);
     lamb_cases(&mut c);
     lbfgs_cases(&mut c);
     c.list
