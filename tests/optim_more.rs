@@ -586,12 +586,13 @@ fn solve(a: &Tensor, q: &Tensor) -> Vec<f64> {
             .unwrap();
         m.swap(c, p);
         r.swap(c, p);
-        for i in c + 1..n {
-            let k = m[i][c] / m[c][c];
-            for j in c..n {
-                m[i][j] -= k * m[c][j];
+        let (pivot, rc) = (m[c].clone(), r[c]);
+        for (row, ri) in m.iter_mut().zip(r.iter_mut()).skip(c + 1) {
+            let k = row[c] / pivot[c];
+            for (x, p) in row.iter_mut().zip(&pivot).skip(c) {
+                *x -= k * p;
             }
-            r[i] -= k * r[c];
+            *ri -= k * rc;
         }
     }
     let mut x = vec![0.0; n];

@@ -9,8 +9,8 @@
 //! $\lambda$:
 //!
 //! $$m_t = \beta_1 m_{t-1} + (1 - \beta_1) g_t, \qquad v_t = \beta_2 v_{t-1} + (1 - \beta_2) g_t^2$$
-//! $$u_t = \frac{m_t / (1 - \beta_1^t)}{\sqrt{v_t / (1 - \beta_2^t) + \epsilon_{root}} + \epsilon}
-//!   + \lambda\theta_{t-1}$$
+//! $$u_t = \frac{m_t / (1 - \beta_1^t)}{\sqrt{v_t / (1 - \beta_2^t) + \epsilon_{root}} + \epsilon} +
+//!   \lambda\theta_{t-1}$$
 //! $$r_t = \frac{\lVert\theta_{t-1}\rVert_2}{\lVert u_t\rVert_2}
 //!   \text{ (1 when either norm is 0)}, \qquad \theta_t = \theta_{t-1} - \gamma\thinspace r_t u_t$$
 //!

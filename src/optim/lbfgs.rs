@@ -639,9 +639,10 @@ impl Lbfgs {
             q = axpy(&q, -al[i], &h.old_dirs[i]);
         }
         let mut r: Vec<f64> = q.iter().map(|v| v * h_diag).collect();
-        for i in 0..k {
-            let be_i = dot(&h.old_dirs[i], &r) * h.ro[i];
-            r = axpy(&r, al[i] - be_i, &h.old_stps[i]);
+        let pairs = h.old_dirs.iter().zip(&h.old_stps).zip(&h.ro);
+        for (((y, s), ro), al) in pairs.zip(al) {
+            let be = dot(y, &r) * ro;
+            r = axpy(&r, al - be, s);
         }
         (r, h_diag)
     }
