@@ -9,9 +9,9 @@
 //!
 //! $$\rho_t = \min(\gamma, 1 / \sqrt{t}), \qquad
 //!   \alpha_t = \max(\epsilon_2, \mathrm{RMS}(\theta_{t-1}))\thinspace\rho_t$$
-//! $$R_t = R_{t-1} + \hat\beta_t\thinspace(\mathrm{mean}_j\thinspace G_t^2 - R_{t-1}), \qquad
-//!   C_t = C_{t-1} + \hat\beta_t\thinspace(\mathrm{mean}_i\thinspace G_t^2 - C_{t-1})$$
-//! $$V_t = \frac{R_t C_t}{\max(\mathrm{mean}_i R_t, \epsilon_1)}, \qquad
+//! $$R_t = R_{t-1} + \hat\beta_t\thinspace(\tfrac{1}{m}\textstyle\sum_j G_t^2 - R_{t-1}), \qquad
+//!   C_t = C_{t-1} + \hat\beta_t\thinspace(\tfrac{1}{n}\textstyle\sum_i G_t^2 - C_{t-1})$$
+//! $$V_t = \frac{R_t C_t}{\max(\frac{1}{n}\sum_i R_t, \epsilon_1)}, \qquad
 //!   U_t = \frac{G_t}{\sqrt{\max(V_t, \epsilon_1^2)}}$$
 //! $$\theta_t = (1 - \gamma\lambda)\thinspace\theta_{t-1} -
 //!   \frac{\alpha_t}{\max(1, \mathrm{RMS}(U_t) / d)}\thinspace U_t$$
