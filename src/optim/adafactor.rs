@@ -230,21 +230,15 @@ struct Terms {
 }
 
 impl Terms {
-    /// $U$ of element `at` with gradient `g` and, unfactored, its average `v`.
+    /// $U$ of an element with gradient `g` and second-moment estimate `v`.
     #[inline]
-    fn update(&self, at: usize, g: f32, v: f32) -> f32 {
-        let v = match &self.factors {
-            Some(f) => {
-                let b = at / (f.n * f.m);
-                (f.row[at / f.m] * f.col[b * f.m + at % f.m]) / f.row_mean[b]
-            }
-            None => v,
-        };
+    fn scale(&self, g: f32, v: f32) -> f32 {
         (1.0 / v.max(self.floor).sqrt()) * (self.gs * g)
     }
 
-    /// One block: the new parameter values through `f(p, u)`, the average read from `s` when
-    /// unfactored.
+    /// One block starting at element `at` of the parameter: `f(p, u)` for each element, the
+    /// estimate from the row and column factors (walked row segment by row segment, so the
+    /// indices cost no per-element division) or from the full average in `s`.
     fn each(
         &self,
         p: &mut [f32],
@@ -254,14 +248,28 @@ impl Terms {
         at: usize,
         mut f: impl FnMut(&mut f32, f32),
     ) {
-        let n = p.len();
-        let full: &[f32] = match s.get(FULL) {
-            Some(v) if self.factors.is_none() && v.len() >= off + n => &v[off..off + n],
-            _ => &[],
+        let n = p.len().min(g.len());
+        let Some(fa) = &self.factors else {
+            let Some(full) = s.get(FULL).and_then(|v| v.get(off..off + n)) else {
+                return;
+            };
+            for ((p, &g), &v) in p.iter_mut().zip(g).zip(full) {
+                f(p, self.scale(g, v));
+            }
+            return;
         };
-        for (i, (p, &g)) in p.iter_mut().zip(g).enumerate() {
-            let u = self.update(at + i, g, full.get(i).copied().unwrap_or(0.0));
-            f(p, u);
+        let mut i = 0;
+        while i < n {
+            let idx = at + i;
+            let (row, c0, b) = (idx / fa.m, idx % fa.m, idx / (fa.n * fa.m));
+            let len = (fa.m - c0).min(n - i);
+            let (r, mean) = (fa.row[row], fa.row_mean[b]);
+            let cols = &fa.col[b * fa.m + c0..b * fa.m + c0 + len];
+            let seg = p[i..i + len].iter_mut().zip(&g[i..i + len]).zip(cols);
+            for ((p, &g), &c) in seg {
+                f(p, self.scale(g, (r * c) / mean));
+            }
+            i += len;
         }
     }
 
@@ -308,12 +316,14 @@ impl Kernel for AdafactorNorms {
     }
 
     fn run_at(&self, p: &mut [f32], g: &[f32], s: &mut [&mut [f32]], off: usize, at: usize) {
-        let (mut pp, mut uu) = (0f64, 0f64);
+        // Four independent f64 sums: no single dependency chain through the block.
+        let (mut pp, mut uu, mut k) = ([0f64; 4], [0f64; 4], 0);
         self.t.each(p, g, s, off, at, |p, u| {
-            pp += f64::from(*p * *p);
-            uu += f64::from(u * u);
+            pp[k & 3] += f64::from(*p * *p);
+            uu[k & 3] += f64::from(u * u);
+            k += 1;
         });
-        self.push((pp, uu));
+        self.push((pp.iter().sum(), uu.iter().sum()));
     }
 
     fn run_tensor(

@@ -79,27 +79,12 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use candle_core::{DType, Device, Tensor, Var};
 
 use super::checkpoint::{check_lr, check_nonneg, flag, meta_count, StateReader};
+pub use super::line_search::StrongWolfe;
+use super::line_search::{strong_wolfe, Point};
 use super::{NonFinite, OptimizerState};
 use crate::{Error, Result};
 
 const NAME: &str = "Lbfgs";
-
-/// The strong-Wolfe line search of [`Lbfgs`] (torch's `line_search_fn="strong_wolfe"`);
-/// `Default` is torch's constants, `c1 = 1e-4`, `c2 = 0.9`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct StrongWolfe {
-    /// Sufficient decrease: $f(x + t d) \le f(x) + c_1 t\thinspace g^\top d$ (default 1e-4).
-    pub c1: f64,
-    /// Curvature: $\lvert g(x + t d)^\top d\rvert \le c_2 \lvert g^\top d\rvert$ (default 0.9;
-    /// smaller is a more exact search).
-    pub c2: f64,
-}
-
-impl Default for StrongWolfe {
-    fn default() -> Self {
-        Self { c1: 1e-4, c2: 0.9 }
-    }
-}
 
 /// Configuration of [`Lbfgs`]; `Default` is torch's: lr 1, max_iter 20, max_eval
 /// `max_iter * 5 / 4`, tolerance_grad 1e-7, tolerance_change 1e-9, history_size 100, no line
@@ -296,39 +281,6 @@ fn max_abs(a: &[f64]) -> f64 {
 /// `a + s · b`.
 fn axpy(a: &[f64], s: f64, b: &[f64]) -> Vec<f64> {
     a.iter().zip(b).map(|(x, y)| x + s * y).collect()
-}
-
-/// The minimizer of the cubic through $(x_1, f_1)$, $(x_2, f_2)$ with slopes $g_1$, $g_2$,
-/// kept within `bounds` (default: between the two points); the middle when it has none.
-fn cubic_interpolate(
-    (x1, f1, g1): (f64, f64, f64),
-    (x2, f2, g2): (f64, f64, f64),
-    bounds: Option<(f64, f64)>,
-) -> f64 {
-    let (lo, hi) = bounds.unwrap_or(if x1 <= x2 { (x1, x2) } else { (x2, x1) });
-    let d1 = g1 + g2 - 3.0 * (f1 - f2) / (x1 - x2);
-    let d2_square = d1 * d1 - g1 * g2;
-    if d2_square >= 0.0 {
-        let d2 = d2_square.sqrt();
-        let min_pos = if x1 <= x2 {
-            x2 - (x2 - x1) * ((g2 + d2 - d1) / (g2 - g1 + 2.0 * d2))
-        } else {
-            x1 - (x1 - x2) * ((g1 + d2 - d1) / (g1 - g2 + 2.0 * d2))
-        };
-        // Not `clamp`: the bounds may cross (torch then returns the upper one).
-        min_pos.max(lo).min(hi)
-    } else {
-        (lo + hi) / 2.0
-    }
-}
-
-/// One end of a line-search bracket: step, loss, gradient, slope along the direction.
-#[derive(Clone)]
-struct Point {
-    t: f64,
-    f: f64,
-    g: Vec<f64>,
-    gtd: f64,
 }
 
 impl Lbfgs {
@@ -567,7 +519,15 @@ impl Lbfgs {
                         gtd,
                     };
                     let max_ls = max_eval as i64 - current_evals as i64;
-                    let (p, evals) = self.strong_wolfe(closure, &x, t0, &d, start, w, max_ls)?;
+                    let mut eval = |t: f64| {
+                        self.evaluate_at(closure, &x, t, &d).map(|(f, g)| {
+                            let gtd = dot(&g, &d);
+                            Point { t, f, g, gtd }
+                        })
+                    };
+                    let tol = cfg.tolerance_change;
+                    let (p, evals) =
+                        strong_wolfe(&mut eval, t0, max_abs(&d), start, w, tol, max_ls)?;
                     (loss, flat_grad) = (p.f, p.g);
                     ls_func_evals = evals;
                     self.write_flat(&axpy(&x, p.t, &d))?;
@@ -645,118 +605,6 @@ impl Lbfgs {
             r = axpy(&r, al - be, s);
         }
         (r, h_diag)
-    }
-
-    /// torch's `_strong_wolfe`: a step along `d` from `x` (loss, gradient and slope in
-    /// `start`) satisfying the strong Wolfe conditions, by bracketing then zooming with cubic
-    /// interpolation, within `max_ls` evaluations. Returns the point and the evaluations used.
-    #[allow(clippy::too_many_arguments)]
-    fn strong_wolfe(
-        &self,
-        closure: &mut dyn FnMut() -> Result<Tensor>,
-        x: &[f64],
-        mut t: f64,
-        d: &[f64],
-        start: Point,
-        w: StrongWolfe,
-        max_ls: i64,
-    ) -> std::result::Result<(Point, usize), NonFiniteEval> {
-        let (f, gtd) = (start.f, start.gtd);
-        let tolerance_change = self.cfg.tolerance_change;
-        let d_norm = max_abs(d);
-        let eval = |t: f64, c: &mut dyn FnMut() -> Result<Tensor>| {
-            self.evaluate_at(c, x, t, d).map(|(f, g)| {
-                let gtd = dot(&g, d);
-                Point { t, f, g, gtd }
-            })
-        };
-        let mut new = eval(t, closure)?;
-        let mut evals = 1;
-        let mut prev = Point {
-            t: 0.0,
-            ..start.clone()
-        };
-        let mut done = false;
-        let mut ls_iter = 0i64;
-        let mut bracket: Vec<Point> = Vec::new();
-        while ls_iter < max_ls {
-            if new.f > f + w.c1 * t * gtd || (ls_iter > 1 && new.f >= prev.f) {
-                bracket = vec![prev, new.clone()];
-                break;
-            }
-            if new.gtd.abs() <= -w.c2 * gtd {
-                bracket = vec![new.clone()];
-                done = true;
-                break;
-            }
-            if new.gtd >= 0.0 {
-                bracket = vec![prev, new.clone()];
-                break;
-            }
-            // Extrapolate: the cubic's minimizer within [t + 0.01 (t - t_prev), 10 t].
-            let bounds = (t + 0.01 * (t - prev.t), t * 10.0);
-            t = cubic_interpolate(
-                (prev.t, prev.f, prev.gtd),
-                (new.t, new.f, new.gtd),
-                Some(bounds),
-            );
-            prev = new;
-            new = eval(t, closure)?;
-            evals += 1;
-            ls_iter += 1;
-        }
-        if ls_iter == max_ls {
-            bracket = vec![Point { t: 0.0, ..start }, new];
-        }
-        // Zoom: shrink the bracket until a point satisfies both conditions.
-        let order = |b: &[Point]| {
-            if b[0].f <= b[b.len() - 1].f {
-                (0, 1)
-            } else {
-                (1, 0)
-            }
-        };
-        let (mut low, mut high) = order(&bracket);
-        let mut insuf_progress = false;
-        while !done && ls_iter < max_ls {
-            let (b0, b1) = (&bracket[0], &bracket[1]);
-            if (b1.t - b0.t).abs() * d_norm < tolerance_change {
-                break;
-            }
-            t = cubic_interpolate((b0.t, b0.f, b0.gtd), (b1.t, b1.f, b1.gtd), None);
-            let (bmin, bmax) = (b0.t.min(b1.t), b0.t.max(b1.t));
-            // Too close to an end: move to 10 % inside, unless progress was fine last time.
-            let eps = 0.1 * (bmax - bmin);
-            if (bmax - t).min(t - bmin) < eps {
-                if insuf_progress || t >= bmax || t <= bmin {
-                    t = if (t - bmax).abs() < (t - bmin).abs() {
-                        bmax - eps
-                    } else {
-                        bmin + eps
-                    };
-                    insuf_progress = false;
-                } else {
-                    insuf_progress = true;
-                }
-            } else {
-                insuf_progress = false;
-            }
-            let p = eval(t, closure)?;
-            evals += 1;
-            ls_iter += 1;
-            if p.f > f + w.c1 * t * gtd || p.f >= bracket[low].f {
-                bracket[high] = p;
-                (low, high) = order(&bracket);
-            } else {
-                if p.gtd.abs() <= -w.c2 * gtd {
-                    done = true;
-                } else if p.gtd * (bracket[high].t - bracket[low].t) >= 0.0 {
-                    bracket[high] = bracket[low].clone();
-                }
-                bracket[low] = p;
-            }
-        }
-        Ok((bracket.swap_remove(low), evals))
     }
 }
 

@@ -220,6 +220,7 @@ pub(crate) mod fused;
 pub mod groups;
 pub mod lamb;
 pub mod lbfgs;
+mod line_search;
 pub mod lion;
 pub mod nadam;
 mod optimizer;
