@@ -1,5 +1,5 @@
 //! Optimizer step benches: one step over 25 M f32 parameters in 100 tensors, our fused in-place
-//! kernels (AdamW, Adam, NAdam, RAdam, Adamax, Adadelta, SGD) against candle-nn's `AdamW` and
+//! kernels (AdamW, Adam, NAdam, RAdam, Adamax, Adadelta, LAMB, Adafactor, SGD) against candle-nn's `AdamW` and
 //! `SGD` (tensor-op updates) in the same run.
 #[path = "common/alloc.rs"]
 mod alloc;
@@ -9,8 +9,8 @@ use candle_core::backprop::GradStore;
 use candle_core::{Device, Tensor, Var};
 use candle_nn::Optimizer;
 use candle_tricks::optim::{
-    Adadelta, AdadeltaConfig, Adam, AdamConfig, AdamW, AdamWConfig, Adamax, AdamaxConfig, NAdam,
-    NAdamConfig, RAdam, RAdamConfig, Sgd, SgdConfig,
+    Adadelta, AdadeltaConfig, Adafactor, AdafactorConfig, Adam, AdamConfig, AdamW, AdamWConfig,
+    Adamax, AdamaxConfig, Lamb, LambConfig, NAdam, NAdamConfig, RAdam, RAdamConfig, Sgd, SgdConfig,
 };
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
 
@@ -86,6 +86,19 @@ fn step(c: &mut Criterion) {
         b.iter(|| adadelta.step(&grads).expect("step"))
     });
     drop(adadelta);
+    // LAMB: Adam's pass plus the norm reduction, then a second pass for the update.
+    let mut lamb = Lamb::new(vars.clone(), LambConfig::default().with_lr(1e-6)).expect("lamb");
+    g.bench_function(format!("lamb/ours/{name}"), |b| {
+        b.iter(|| lamb.step(&grads).expect("step"))
+    });
+    drop(lamb);
+    // Adafactor: row/column reductions with candle ops, then two fused passes.
+    let cfg = AdafactorConfig::default().with_lr(1e-6);
+    let mut adafactor = Adafactor::new(vars.clone(), cfg).expect("adafactor");
+    g.bench_function(format!("adafactor/ours/{name}"), |b| {
+        b.iter(|| adafactor.step(&grads).expect("step"))
+    });
+    drop(adafactor);
 
     let cfg = SgdConfig::default().with_lr(1e-6).with_momentum(0.9);
     let mut sgdm = Sgd::new(vars.clone(), cfg).expect("sgd");

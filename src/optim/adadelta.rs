@@ -174,6 +174,7 @@ impl AlgorithmImpl for AdadeltaConfig {
             lr: &mut self.lr,
             weight_decay: &mut self.weight_decay,
             non_finite: &mut self.non_finite,
+            options: vec![],
             values: vec![("rho", &mut self.rho), ("eps", &mut self.eps)],
             flags: vec![("maximize", &mut self.maximize)],
         }

@@ -180,6 +180,7 @@ impl AlgorithmImpl for AdagradConfig {
             lr: &mut self.lr,
             weight_decay: &mut self.weight_decay,
             non_finite: &mut self.non_finite,
+            options: vec![],
             values: vec![
                 ("lr_decay", &mut self.lr_decay),
                 (

@@ -298,6 +298,7 @@ impl<const DECOUPLED: bool> AlgorithmImpl for AdamFamilyConfig<DECOUPLED> {
             lr: &mut self.lr,
             weight_decay: &mut self.weight_decay,
             non_finite: &mut self.non_finite,
+            options: vec![],
             values: vec![
                 ("beta1", &mut self.beta1),
                 ("beta2", &mut self.beta2),

@@ -85,11 +85,16 @@ impl Core {
         }
         for (i, s) in self.slots.iter().enumerate() {
             m.insert(format!("{i}.step"), scalar(s.step as f64)?);
-            let named = s.bufs.iter().zip(self.buf_names.iter().copied());
-            for (b, name) in named.chain(std::iter::once((&s.master, "master"))) {
+            let named = s
+                .bufs
+                .iter()
+                .zip(self.buf_names.iter().copied())
+                .zip(&s.shapes);
+            let master = ((&s.master, "master"), s.var.shape());
+            for ((b, name), shape) in named.chain(std::iter::once(master)) {
                 let t = match b {
                     Buf::Empty => continue,
-                    Buf::Host(v) => Tensor::from_slice(v, s.var.shape(), &Device::Cpu)?,
+                    Buf::Host(v) => Tensor::from_slice(v, shape, &Device::Cpu)?,
                     // A checkpoint: the one place device state comes to the host.
                     Buf::Dev(t) => t.to_device(&Device::Cpu)?,
                 };
@@ -144,17 +149,18 @@ impl Core {
             let step = count(&format!("{i}.step"))?;
             let path = update_path(s.var.device());
             let mut bufs = Vec::with_capacity(self.buf_names.len() + 1);
-            for name in self.buf_names.iter().chain(&["master"]) {
+            let shapes = s.shapes.iter().chain(std::iter::once(s.var.shape()));
+            for (name, shape) in self.buf_names.iter().chain(&["master"]).zip(shapes) {
                 let key = format!("{i}.{name}");
                 let Some(t) = m.get(&key) else {
                     bufs.push(Buf::Empty);
                     continue;
                 };
-                if t.shape() != s.var.shape() {
+                if t.shape() != shape {
                     return Err(Error::shape(
                         opt,
                         "state buffer",
-                        format!("{:?} ({key}, parameter {})", s.var.dims(), s.name),
+                        format!("{:?} ({key}, parameter {})", shape.dims(), s.name),
                         t.shape().clone(),
                     ));
                 }

@@ -28,6 +28,12 @@ pub trait Kernel: Sync + Send {
     /// same length (`p.len()`); state buffer `j` is `s[j][off..off + p.len()]`.
     fn run(&self, p: &mut [f32], g: &[f32], s: &mut [&mut [f32]], off: usize);
 
+    /// [`Kernel::run`] told where the block starts in the whole parameter (element `at`), for
+    /// updates that depend on an element's position (Adafactor's row and column factors).
+    fn run_at(&self, p: &mut [f32], g: &[f32], s: &mut [&mut [f32]], off: usize, _at: usize) {
+        self.run(p, g, s, off);
+    }
+
     /// Tensor path: the new parameter from the f32 parameter `p` and gradient `g` (same
     /// shape, on one device); every used state buffer `s[j]` is `Some` and is replaced by its
     /// new value. Same operations, in the same order, as [`Kernel::run`].
@@ -37,6 +43,14 @@ pub trait Kernel: Sync + Send {
         g: &Tensor,
         s: &mut [Option<Tensor>],
     ) -> candle_core::Result<Tensor>;
+
+    /// The next pass of an update that needs a whole-parameter reduction first (LAMB's trust
+    /// ratio): this pass reduced (and may have left the parameter unchanged), the returned
+    /// kernel is built from what it reduced and runs over the same parameter next. `None`
+    /// (the default): this pass was the update.
+    fn then(&self) -> Option<Box<dyn Kernel>> {
+        None
+    }
 }
 
 /// Runs `kernel` in place over `slot`'s CPU parameter, gradient `g`, host state buffers and
@@ -214,6 +228,7 @@ impl FusedStep<'_> {
         );
         let n = p.len().min(g.len());
         let mut whole = Task {
+            at: 0,
             p: &mut p[..n],
             g: &g[..n],
             master: &mut master,
@@ -231,6 +246,8 @@ impl FusedStep<'_> {
 /// The update's work on one range of a parameter: the parameter, gradient, master copy (empty
 /// for f32 parameters) and each state buffer (empty when unused).
 struct Task<'a, T> {
+    /// Index of `p[0]` in the whole parameter.
+    at: usize,
     p: &'a mut [T],
     g: &'a [T],
     master: &'a mut [f32],
@@ -243,7 +260,9 @@ impl<'a, T: Element> Task<'a, T> {
         let mut bufs: Vec<_> = self.s.into_iter().map(|b| b.chunks_mut(CHUNK)).collect();
         let mut masters = self.master.chunks_mut(CHUNK);
         let parts = self.p.chunks_mut(CHUNK).zip(self.g.chunks(CHUNK));
-        let task = |(p, g)| Task {
+        let at = self.at;
+        let task = |(k, (p, g))| Task {
+            at: at + k * CHUNK,
             p,
             g,
             master: masters.next().unwrap_or(&mut []),
@@ -252,7 +271,7 @@ impl<'a, T: Element> Task<'a, T> {
                 .map(|it| it.next().unwrap_or(&mut []))
                 .collect(),
         };
-        parts.map(task).collect()
+        parts.enumerate().map(task).collect()
     }
 
     /// The kernel over this range: directly on f32 parameters; for f16/bf16 through f32 stack
@@ -260,10 +279,16 @@ impl<'a, T: Element> Task<'a, T> {
     /// longer rounds to it, i.e. the parameter was changed from outside), written back to the
     /// master copy and rounded into the parameter.
     fn run(&mut self, k: &dyn Kernel) {
-        let Task { p, g, master, s } = self;
+        let Task {
+            at,
+            p,
+            g,
+            master,
+            s,
+        } = self;
         if let Some(g32) = T::as_f32(g) {
             if let Some(p32) = T::as_f32_mut(p) {
-                k.run(p32, g32, s, 0);
+                k.run_at(p32, g32, s, 0, *at);
                 return;
             }
         }
@@ -283,7 +308,7 @@ impl<'a, T: Element> Task<'a, T> {
             for (d, x) in gb.iter_mut().zip(gc) {
                 *d = x.to_f32();
             }
-            k.run(&mut pb[..m], &gb[..m], s, o);
+            k.run_at(&mut pb[..m], &gb[..m], s, o, *at + o);
             for ((d, x), mv) in pc.iter_mut().zip(pb.iter()).zip(mc.iter_mut()) {
                 *mv = *x;
                 *d = T::from_f32(*x);

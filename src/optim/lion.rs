@@ -167,6 +167,7 @@ impl AlgorithmImpl for LionConfig {
             lr: &mut self.lr,
             weight_decay: &mut self.weight_decay,
             non_finite: &mut self.non_finite,
+            options: vec![],
             values: vec![("beta1", &mut self.beta1), ("beta2", &mut self.beta2)],
             flags: vec![("maximize", &mut self.maximize)],
         }

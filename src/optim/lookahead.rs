@@ -151,7 +151,7 @@ impl<O: candle_nn::Optimizer> Lookahead<O> {
     /// slow weights).
     pub fn new(base: O, vars: Vec<Var>, cfg: LookaheadConfig) -> Result<Self> {
         cfg.validate()?;
-        let mut core = Core::new(NAME, &["slow"], vars.into())?;
+        let mut core = Core::new(NAME, &["slow"], |_, s| s.clone(), vars.into())?;
         for slot in &mut core.slots {
             slot.ensure_copy_of_param(0)?;
         }

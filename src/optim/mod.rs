@@ -2,7 +2,7 @@
 //! save/resume, with PyTorch's `torch.optim` semantics.
 //!
 //! [`Sgd`], [`Adam`], [`AdamW`], [`NAdam`], [`RAdam`], [`Adamax`], [`RmsProp`], [`Adagrad`],
-//! [`Adadelta`] and [`Lion`] implement
+//! [`Adadelta`], [`Lion`], [`Lamb`] and [`Adafactor`] implement
 //! [`candle_nn::Optimizer`] (so `backward_step` works), [`OptimizerState`] and, where there is a
 //! momentum coefficient, [`Momentum`]. [`Muon`] (2-D matrices; [`MuonWithAdamW`] pairs it with
 //! AdamW for a whole model) and [`ScheduleFreeAdamW`] run on the same core; [`Lookahead`] and
@@ -14,17 +14,24 @@
 //! skip the whole step and count it). Parameters without a gradient are skipped and their step
 //! count does not advance, as in PyTorch. On CUDA/Metal the same update runs as candle tensor
 //! ops on the parameters' device, with the state kept there ([`path`]: the one decision between
-//! the two, and how to force the tensor path on the CPU).
+//! the two, and how to force the tensor path on the CPU). [`Lamb`]'s and [`Adafactor`]'s
+//! updates need norms of the whole parameter first: their kernels run in two passes (reduce,
+//! then update), Adafactor's row and column averages are reduced with candle ops before.
+//!
+//! [`Lbfgs`] is apart: it re-evaluates the objective within a step, so it takes a closure
+//! instead of gradients and is not a `candle_nn::Optimizer`; it implements [`OptimizerState`].
 //!
 //! Every optimizer is [`Optim`] over its configuration type (`Sgd = Optim<SgdConfig>`, …): the
 //! config is the [`Algorithm`] and the only copy of the hyper-parameters, learning rate included.
 //!
 //! # Shapes
-//! Any parameter shape; f32, f16 or bf16 parameters. State buffers are f32, of the parameter's
+//! Any parameter shape; f32, f16 or bf16 parameters (L-BFGS also f64). State buffers are f32, of the parameter's
 //! size (host `Vec`s for CPU parameters, tensors on the device otherwise): SGD 0–1, Adam/AdamW 2 (3 with AMSGrad), NAdam/RAdam/Adamax 2,
-//! RMSProp 1–3, Adagrad 1, Adadelta 2, Lion 1, Muon 1, ScheduleFreeAdamW 2 (`z`, `exp_avg_sq`),
-//! Lookahead one slow copy on top of its inner optimizer's, SAM none of its own,
-//! plus for f16/bf16 parameters an f32 master copy.
+//! RMSProp 1–3, Adagrad 1, Adadelta 2, Lion 1, LAMB 2, Muon 1, ScheduleFreeAdamW 2 (`z`,
+//! `exp_avg_sq`); Adafactor 1 for 0-d and 1-D parameters, otherwise two small ones
+//! (`[..., n, 1]` and `[..., 1, m]`); Lookahead one slow copy on top of its inner optimizer's,
+//! SAM none of its own; plus for f16/bf16 parameters an f32 master copy. L-BFGS:
+//! $2 \cdot$ `history_size` $+ 3$ f64 vectors of the total parameter count, on the host.
 //!
 //! # Tip
 //! **Which optimizer when.**
@@ -76,6 +83,18 @@
 //!   unchanged; $\gamma = 1$ by default. The price: steps start at about
 //!   $\sqrt{\epsilon / (1 - \rho)}$, and it stalls in curved valleys (on Rosenbrock it stops
 //!   about 0.1 short of the minimum where NAdam, RAdam and Adamax get within $10^{-2}$).
+//! - **Adafactor** when optimizer memory is the limit (the T5 / PaLM choice): an $n \times m$
+//!   matrix keeps $n + m$ second-moment values instead of Adam's $2nm$, and the step is relative
+//!   to the weights' RMS and clipped, so it needs little tuning; no momentum, and a coarser
+//!   estimate than Adam's.
+//! - **LAMB** for very large batches (BERT with 32K–64K sequences per batch in 76 minutes):
+//!   Adam's step rescaled per tensor by the trust ratio $\lVert\theta\rVert / \lVert u\rVert$,
+//!   so every layer moves by the same fraction of its norm and one learning rate fits all
+//!   layers; at ordinary batch sizes AdamW is as good and one pass cheaper.
+//! - **L-BFGS** for small, deterministic, full-batch problems (a few physical parameters, style
+//!   transfer, a small regression): curvature from the last steps, a line search instead of a
+//!   tuned learning rate, tens of iterations where Adam needs thousands. Not for noisy
+//!   minibatches: the curvature pairs then measure noise.
 //!
 //! **Decoupled weight decay is not L2.** Adam's `weight_decay` adds $\lambda\theta$ to the
 //! gradient, which then goes through the adaptive normalization $m / \sqrt{v}$: coordinates with
@@ -205,9 +224,17 @@
 //!   2020, <https://arxiv.org/abs/2010.01412>
 //! - Zhang et al., *Lookahead Optimizer: k steps forward, 1 step back*, 2019,
 //!   <https://arxiv.org/abs/1907.08610>
+//! - Shazeer, Stern, *Adafactor: Adaptive Learning Rates with Sublinear Memory Cost*, ICML
+//!   2018, <https://arxiv.org/abs/1804.04235>
+//! - You et al., *Large Batch Optimization for Deep Learning: Training BERT in 76 minutes*,
+//!   ICLR 2020 (LAMB), <https://arxiv.org/abs/1904.00962>
+//! - Liu, Nocedal, *On the limited memory BFGS method for large scale optimization*,
+//!   Mathematical Programming 45, 1989; Nocedal, Wright, *Numerical Optimization*, 2006, ch. 3
+//!   and 7 (L-BFGS)
 
 pub mod accumulate;
 pub mod adadelta;
+pub mod adafactor;
 pub mod adagrad;
 pub mod adam;
 pub mod adamax;
@@ -216,6 +243,9 @@ pub mod clip;
 pub mod ema;
 pub(crate) mod fused;
 pub mod groups;
+pub mod lamb;
+pub mod lbfgs;
+mod line_search;
 pub mod lion;
 pub mod lookahead;
 pub mod muon;
@@ -235,12 +265,15 @@ mod tensor_ops;
 
 pub use accumulate::{GradAccumulator, GradAccumulatorConfig, GradReduction};
 pub use adadelta::{Adadelta, AdadeltaConfig};
+pub use adafactor::{Adafactor, AdafactorConfig};
 pub use adagrad::{Adagrad, AdagradConfig};
 pub use adam::{Adam, AdamConfig, AdamW, AdamWConfig};
 pub use adamax::{Adamax, AdamaxConfig};
 pub use clip::{agc, clip_grad_norm, clip_grad_norm_inf, clip_grad_value, grad_norm};
 pub use ema::{Ema, EmaConfig, EmaWarmup};
 pub use groups::{is_buffer_name, is_no_decay, ParamGroup, ParamGroups};
+pub use lamb::{Lamb, LambConfig};
+pub use lbfgs::{Lbfgs, LbfgsConfig, StrongWolfe};
 pub use lion::{Lion, LionConfig};
 pub use lookahead::{Lookahead, LookaheadConfig};
 pub use muon::{AdjustLr, Muon, MuonConfig};

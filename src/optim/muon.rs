@@ -313,7 +313,7 @@ impl Muon {
     /// per group); every var must be 2-D.
     pub fn with_groups(groups: impl Into<ParamGroups>, cfg: MuonConfig) -> Result<Self> {
         cfg.validate()?;
-        let core = Core::new(NAME, &["momentum_buffer"], groups.into())?;
+        let core = Core::new(NAME, &["momentum_buffer"], |_, s| s.clone(), groups.into())?;
         if let Some(s) = core.slots.iter().find(|s| s.var.rank() != 2) {
             return Err(Error::shape(
                 NAME,

@@ -2,14 +2,15 @@
 //! configuration that is also the algorithm ([`Algorithm`]). [`Sgd`](super::Sgd),
 //! [`Adam`](super::Adam), [`AdamW`](super::AdamW), [`NAdam`](super::NAdam),
 //! [`RAdam`](super::RAdam), [`Adamax`](super::Adamax), [`RmsProp`](super::RmsProp),
-//! [`Adagrad`](super::Adagrad), [`Adadelta`](super::Adadelta) and [`Lion`](super::Lion) are
-//! `Optim` over their config types.
+//! [`Adagrad`](super::Adagrad), [`Adadelta`](super::Adadelta), [`Lion`](super::Lion),
+//! [`Lamb`](super::Lamb) and [`Adafactor`](super::Adafactor) are `Optim` over their config
+//! types.
 
 use std::collections::HashMap;
 use std::fmt;
 
 use candle_core::backprop::GradStore;
-use candle_core::{Tensor, Var};
+use candle_core::{Shape, Tensor, Var};
 
 use super::checkpoint::{check_lr, flag, meta, StateReader};
 use super::fused::Kernel;
@@ -58,6 +59,8 @@ pub(crate) mod internal {
         pub values: Vec<(&'static str, &'a mut f64)>,
         /// The flags, written as 0 / 1.
         pub flags: Vec<(&'static str, &'a mut bool)>,
+        /// The optional values, written as NaN when unset.
+        pub options: Vec<(&'static str, &'a mut Option<f64>)>,
     }
 
     impl Hyper<'_> {
@@ -65,9 +68,14 @@ pub(crate) mod internal {
         pub fn to_state(&self) -> Vec<(&'static str, f64)> {
             let values = self.values.iter().map(|(k, v)| (*k, **v));
             let flags = self.flags.iter().map(|(k, b)| (*k, flag(**b)));
+            let options = self
+                .options
+                .iter()
+                .map(|(k, v)| (*k, v.unwrap_or(f64::NAN)));
             std::iter::once(("weight_decay", *self.weight_decay))
                 .chain(values)
                 .chain(flags)
+                .chain(options)
                 .collect()
         }
 
@@ -79,6 +87,10 @@ pub(crate) mod internal {
             }
             for (k, b) in &mut self.flags {
                 **b = st.flag(k)?;
+            }
+            for (k, v) in &mut self.options {
+                let x = st.value(k)?;
+                **v = (!x.is_nan()).then_some(x);
             }
             Ok(())
         }
@@ -99,6 +111,16 @@ pub(crate) mod internal {
         fn init_slot(&self, _slot: &mut Slot) -> Result<()> {
             Ok(())
         }
+        /// The shape of state buffer `j` of a parameter of shape `param` (default: the
+        /// parameter's).
+        fn buffer_shape(_j: usize, param: &Shape) -> Shape {
+            param.clone()
+        }
+        /// Called before [`AlgorithmImpl::kernel`] with the step's gradient, for state that is
+        /// not updated element by element (Adafactor's row and column statistics).
+        fn prepare(&self, _slot: &mut Slot, _g: &Tensor) -> Result<()> {
+            Ok(())
+        }
         /// The update of `slot` for this step (its step count already advanced), allocating
         /// the buffers it needs; `lr` and `wd` are the slot's group values.
         fn kernel(&self, slot: &mut Slot, lr: f64, wd: f64) -> Result<Box<dyn Kernel>>;
@@ -114,8 +136,8 @@ pub(crate) mod internal {
 /// An optimizer over parameter groups running algorithm `C` (the config type). Use it through
 /// its aliases [`Sgd`](super::Sgd), [`Adam`](super::Adam), [`AdamW`](super::AdamW),
 /// [`NAdam`](super::NAdam), [`RAdam`](super::RAdam), [`Adamax`](super::Adamax),
-/// [`RmsProp`](super::RmsProp), [`Adagrad`](super::Adagrad), [`Adadelta`](super::Adadelta) and
-/// [`Lion`](super::Lion).
+/// [`RmsProp`](super::RmsProp), [`Adagrad`](super::Adagrad), [`Adadelta`](super::Adadelta),
+/// [`Lion`](super::Lion), [`Lamb`](super::Lamb) and [`Adafactor`](super::Adafactor).
 ///
 /// The configuration is the single copy of every hyper-parameter, the learning rate included
 /// (`set_learning_rate` writes `config().lr`). Each step dispatches per parameter through
@@ -132,7 +154,7 @@ impl<C: Algorithm> Optim<C> {
     /// weight decay); `Optimizer::new(vars, cfg)` is one group.
     pub fn with_groups(groups: impl Into<ParamGroups>, cfg: C) -> Result<Self> {
         cfg.validate()?;
-        let mut core = Core::new(C::NAME, C::BUFFERS, groups.into())?;
+        let mut core = Core::new(C::NAME, C::BUFFERS, C::buffer_shape, groups.into())?;
         for slot in &mut core.slots {
             cfg.init_slot(slot)?;
         }
@@ -207,6 +229,7 @@ impl<C: Algorithm> Optim<C> {
             let (lr, wd) = self.core.lr_wd(i, base_lr, base_wd);
             let slot = &mut self.core.slots[i];
             slot.step += 1;
+            cfg.prepare(slot, &g)?;
             work.push((i, g, cfg.kernel(slot, lr, wd)?));
         }
         self.core.apply_all(work)

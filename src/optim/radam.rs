@@ -244,6 +244,7 @@ impl AlgorithmImpl for RAdamConfig {
             lr: &mut self.lr,
             weight_decay: &mut self.weight_decay,
             non_finite: &mut self.non_finite,
+            options: vec![],
             values: vec![
                 ("beta1", &mut self.beta1),
                 ("beta2", &mut self.beta2),

@@ -254,6 +254,7 @@ impl AlgorithmImpl for RmsPropConfig {
             lr: &mut self.lr,
             weight_decay: &mut self.weight_decay,
             non_finite: &mut self.non_finite,
+            options: vec![],
             values: vec![
                 ("alpha", &mut self.alpha),
                 ("eps", &mut self.eps),

@@ -331,7 +331,7 @@ impl ScheduleFreeAdamW {
         cfg: ScheduleFreeAdamWConfig,
     ) -> Result<Self> {
         cfg.validate()?;
-        let core = Core::new(NAME, &["z", "exp_avg_sq"], groups.into())?;
+        let core = Core::new(NAME, &["z", "exp_avg_sq"], |_, s| s.clone(), groups.into())?;
         let avg = vec![
             Averaging {
                 weight_sum: 0.0,

@@ -208,6 +208,7 @@ impl AlgorithmImpl for SgdConfig {
             lr: &mut self.lr,
             weight_decay: &mut self.weight_decay,
             non_finite: &mut self.non_finite,
+            options: vec![],
             values: vec![
                 ("momentum", &mut self.momentum),
                 ("dampening", &mut self.dampening),

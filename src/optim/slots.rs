@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use candle_core::backprop::GradStore;
-use candle_core::{DType, Tensor, Var};
+use candle_core::{DType, Device, Shape, Tensor, Var};
 
 use super::fused::{self, Kernel, BIG};
 use super::groups::ParamGroups;
@@ -54,10 +54,13 @@ impl Buf {
     /// ([`force_tensor_path`](super::path::force_tensor_path)); a parameter off the CPU always
     /// takes the tensor path, so its state never moves.
     pub fn migrate(&mut self, path: UpdatePath, var: &Var) -> Result<()> {
+        self.migrate_as(path, var.shape(), var.device())
+    }
+
+    /// [`Buf::migrate`] for a buffer of `shape` (not the parameter's) on `device`.
+    pub fn migrate_as(&mut self, path: UpdatePath, shape: &Shape, device: &Device) -> Result<()> {
         *self = match (std::mem::take(self), path) {
-            (Buf::Host(v), UpdatePath::Tensor) => {
-                Buf::Dev(Tensor::from_slice(&v, var.shape(), var.device())?)
-            }
+            (Buf::Host(v), UpdatePath::Tensor) => Buf::Dev(Tensor::from_slice(&v, shape, device)?),
             (Buf::Dev(t), UpdatePath::Fused) => Buf::Host(t.flatten_all()?.to_vec1::<f32>()?),
             (b, _) => b,
         };
@@ -81,6 +84,9 @@ pub struct Slot {
     pub path: UpdatePath,
     /// State buffers, in the optimizer's buffer-name order; empty until first used.
     pub bufs: Vec<Buf>,
+    /// The shape of each state buffer (the parameter's, except for factored statistics such
+    /// as Adafactor's row and column averages).
+    pub shapes: Vec<Shape>,
     /// f32 master copy of an f16/bf16 parameter (empty for f32 parameters and before the
     /// first step).
     pub master: Buf,
@@ -101,13 +107,12 @@ impl Slot {
     /// empty.
     pub fn ensure(&mut self, j: usize, value: f32) -> Result<()> {
         if self.bufs[j].is_empty() {
+            let shape = &self.shapes[j];
             self.bufs[j] = match self.path {
-                UpdatePath::Fused => Buf::Host(vec![value; self.numel()]),
-                UpdatePath::Tensor => Buf::Dev(tensor_ops::filled(
-                    value,
-                    self.var.shape(),
-                    self.var.device(),
-                )?),
+                UpdatePath::Fused => Buf::Host(vec![value; shape.elem_count()]),
+                UpdatePath::Tensor => {
+                    Buf::Dev(tensor_ops::filled(value, shape, self.var.device())?)
+                }
             };
         }
         Ok(())
@@ -127,12 +132,10 @@ impl Slot {
     pub fn sync_path(&mut self) -> Result<()> {
         let path = update_path(self.var.device());
         if path != self.path {
-            for b in self
-                .bufs
-                .iter_mut()
-                .chain(std::iter::once(&mut self.master))
-            {
-                b.migrate(path, &self.var)?;
+            let (var, dev) = (self.var.shape(), self.var.device());
+            let bufs = self.bufs.iter_mut().zip(&self.shapes);
+            for (b, shape) in bufs.chain(std::iter::once((&mut self.master, var))) {
+                b.migrate_as(path, shape, dev)?;
             }
             self.path = path;
         }
@@ -173,6 +176,7 @@ impl Core {
     pub fn new(
         opt: &'static str,
         buf_names: &'static [&'static str],
+        buf_shape: fn(usize, &Shape) -> Shape,
         groups: ParamGroups,
     ) -> Result<Self> {
         let mut slots: Vec<Slot> = Vec::new();
@@ -227,7 +231,11 @@ impl Core {
                 }
                 seen.insert(var.as_tensor().id(), (slots.len(), gi));
                 let path = update_path(var.device());
+                let shapes = (0..buf_names.len())
+                    .map(|j| buf_shape(j, var.shape()))
+                    .collect();
                 slots.push(Slot {
+                    shapes,
                     var,
                     name,
                     group: gi,
@@ -343,23 +351,36 @@ impl Core {
         self.apply_all(work)
     }
 
-    /// Runs each `(slot index, gradient, kernel)` of one step. Tensor-path slots: the kernel's
+    /// Runs each `(slot index, gradient, kernel)` of one step, pass after pass: a kernel whose
+    /// [`Kernel::then`] returns a next pass (a reduction before the update) runs again over the
+    /// same parameter once every kernel of the current pass is done.
+    pub fn apply_all(&mut self, mut work: Vec<(usize, Tensor, Box<dyn Kernel>)>) -> Result<()> {
+        while !work.is_empty() {
+            self.apply_pass(&work)?;
+            work = work
+                .into_iter()
+                .filter_map(|(i, g, k)| k.then().map(|next| (i, g, next)))
+                .collect();
+        }
+        Ok(())
+    }
+
+    /// One pass of [`Core::apply_all`]. Tensor-path slots: the kernel's
     /// candle ops on the parameter's device. Fused-path slots of at least [`BIG`] elements one
     /// after the other, each split in parallel chunks; the others in parallel across
     /// parameters, one parallel region for all of them (a step over a hundred mid-sized tensors
     /// then pays one pool wake-up, not a hundred).
-    pub fn apply_all(&mut self, work: Vec<(usize, Tensor, Box<dyn Kernel>)>) -> Result<()> {
+    fn apply_pass(&mut self, work: &[(usize, Tensor, Box<dyn Kernel>)]) -> Result<()> {
         let opt = self.opt;
-        let mut by_slot: Vec<Option<(Tensor, Box<dyn Kernel>)>> =
-            (0..self.slots.len()).map(|_| None).collect();
+        let mut by_slot: Vec<Option<(&Tensor, &dyn Kernel)>> = vec![None; self.slots.len()];
         for (i, g, k) in work {
-            by_slot[i] = Some((g, k));
+            by_slot[*i] = Some((g, &**k));
         }
         let mut small = Vec::new();
         for (slot, w) in self.slots.iter_mut().zip(by_slot) {
             let Some((g, k)) = w else { continue };
             if slot.path == UpdatePath::Tensor {
-                tensor_ops::apply_slot(slot, &g, &*k)?;
+                tensor_ops::apply_slot(slot, g, k)?;
                 continue;
             }
             if slot.var.dtype() != DType::F32 && slot.master.is_empty() {
@@ -368,19 +389,19 @@ impl Core {
                 slot.master = Buf::Host(p.to_vec1::<f32>()?);
             }
             if slot.numel() >= BIG {
-                fused::apply_slot(opt, slot, &g, &*k, true)?;
+                fused::apply_slot(opt, slot, g, k, true)?;
             } else {
                 small.push(Mutex::new((slot, g, k)));
             }
         }
         if small.len() == 1 {
             let (slot, g, k) = &mut *small[0].lock().unwrap_or_else(|e| e.into_inner());
-            return fused::apply_slot(opt, slot, g, &**k, true);
+            return fused::apply_slot(opt, slot, g, *k, true);
         }
         let errors = par_fold(small.len(), |j, err: &mut Option<Error>| {
             let (slot, g, k) = &mut *small[j].lock().unwrap_or_else(|e| e.into_inner());
             // Already on the pool: each parameter runs on one thread (no nested pool call).
-            if let Err(e) = fused::apply_slot(opt, slot, g, &**k, false) {
+            if let Err(e) = fused::apply_slot(opt, slot, g, *k, false) {
                 err.get_or_insert(e);
             }
         });

@@ -3,8 +3,9 @@
 //! The state dict of an optimizer holds, for parameter number `i` (in the order the optimizer
 //! was built with: group by group, var by var):
 //! - `{i}.step`: the steps this parameter has taken (0-d f64),
-//! - `{i}.{buffer}`: each state buffer that exists (f32, the parameter's shape), e.g.
-//!   `{i}.exp_avg`, `{i}.exp_avg_sq` for Adam,
+//! - `{i}.{buffer}`: each state buffer that exists (f32, the parameter's shape; Adafactor's
+//!   `row_var` / `col_var` have the last or second-to-last dimension 1), e.g. `{i}.exp_avg`,
+//!   `{i}.exp_avg_sq` for Adam,
 //!
 //! and the hyper-parameters as 0-d f64 tensors: `__meta.lr` (base learning rate),
 //! `__meta.skipped_steps`, `__meta.num_params`, `__meta.group{j}.lr_mult`,

@@ -146,10 +146,14 @@ pub(crate) fn apply_slot_with(
     };
     let mut s: Vec<Option<Tensor>> = slot.bufs.iter().map(|b| b.dev().cloned()).collect();
     let new = update(&p, &g, &mut s)?;
+    // A reduction pass ([`Kernel::then`]) hands the parameter back untouched.
+    let changed = new.id() != p.id();
     if half {
-        slot.var.set(&new.to_dtype(x.dtype())?)?;
+        if changed {
+            slot.var.set(&new.to_dtype(x.dtype())?)?;
+        }
         slot.master = Buf::Dev(new);
-    } else {
+    } else if changed {
         slot.var.set(&new)?;
     }
     for (b, t) in slot.bufs.iter_mut().zip(s) {

@@ -377,6 +377,7 @@ mod sweep_ops_other;
 mod sweep_optim;
 mod sweep_optim_adaptive;
 mod sweep_optim_wrappers;
+mod sweep_optim_more;
 mod sweep_pool;
 mod sweep_prune;
 mod sweep_quantize;
@@ -403,6 +404,7 @@ fn sweep() {
     cases.extend(sweep_optim::optim_cases());
     cases.extend(sweep_optim_adaptive::optim_adaptive_cases());
     cases.extend(sweep_optim_wrappers::optim_wrappers_cases());
+    cases.extend(sweep_optim_more::optim_more_cases());
     cases.extend(sweep_schedule::schedule_cases());
     cases.extend(sweep_schedule_cycles::schedule_cycles_cases());
     cases.extend(sweep_loaders::loader_cases());
