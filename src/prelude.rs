@@ -57,20 +57,22 @@ pub use crate::augment::{
     RandomResizedCrop, RandomRotation, RandomVerticalFlip, Transform,
 };
 pub use crate::blocks::{
-    basic_block, bottleneck, down_block, layer_scale, multi_scale_pathways, up_block, BasicBlock,
-    Bottleneck, DownBlock, DownBlockConfig, DropPath, DropPathConfig, Dropout2d, EarlyExit,
-    EarlyExitConfig, LayerScale, LayerScaleConfig, MultiScaleConfig, MultiScalePathways, PreNorm,
-    ResBlockConfig, Residual, UpBlock, UpBlockConfig,
+    basic_block, bottleneck, convnext_block, down_block, layer_scale, mb_conv,
+    multi_scale_pathways, up_block, BasicBlock, Bottleneck, ConvNextBlock, ConvNextBlockConfig,
+    DownBlock, DownBlockConfig, DropPath, DropPathConfig, Dropout2d, EarlyExit, EarlyExitConfig,
+    LayerScale, LayerScaleConfig, MbConv, MbConvConfig, MultiScaleConfig, MultiScalePathways,
+    PreNorm, ResBlockConfig, Residual, UpBlock, UpBlockConfig,
 };
 pub use crate::compress::quantize::{
     qat_conv2d, qat_linear, FakeQuantize, InputQuant, Observer, ObserverConfig, ObserverKind,
     QatConfig, QatConv2d, QatLinear, QatMode, QuantizedConv2d, QuantizedLinear,
 };
 pub use crate::conv::{
-    aspp, conv2d, conv2d_no_bias, conv3d, depthwise_conv2d, receptive_field, separable_conv2d,
-    Aspp, AsppConfig, Conv2d, Conv2dConfig, Conv3d, Conv3dConfig, DepthwiseConv2d,
-    DepthwiseConv2dConfig, LayerGeometry, Padding, PixelShuffle, PixelUnshuffle, SeparableConv2d,
-    SeparableConv2dConfig,
+    aspp, conv2d, conv2d_no_bias, conv3d, conv_transpose2d, conv_transpose3d, depthwise_conv2d,
+    receptive_field, separable_conv2d, Aspp, AsppConfig, Conv2d, Conv2dConfig, Conv3d,
+    Conv3dConfig, ConvTranspose2d, ConvTranspose2dConfig, ConvTranspose3d, ConvTranspose3dConfig,
+    DepthwiseConv2d, DepthwiseConv2dConfig, LayerGeometry, PadMode, Padding, PixelShuffle,
+    PixelUnshuffle, SeparableConv2d, SeparableConv2dConfig,
 };
 pub use crate::loss::{
     BceConfig, CrossEntropyConfig, DistillationConfig, FocalConfig, Reduction, TripletConfig,
@@ -82,10 +84,11 @@ pub use crate::norm::{
 };
 pub use crate::optim::{
     agc, clip_grad_norm, clip_grad_value, Adadelta, AdadeltaConfig, Adagrad, AdagradConfig, Adam,
-    AdamConfig, AdamW, AdamWConfig, Adamax, AdamaxConfig, Ema, EmaConfig, GradAccumulator,
-    GradAccumulatorConfig, GradScaler, GradScalerConfig, Lion, LionConfig, Momentum, NAdam,
-    NAdamConfig, NonFinite, OptimizerState, ParamGroup, ParamGroups, RAdam, RAdamConfig, RmsProp,
-    RmsPropConfig, Sgd, SgdConfig,
+    AdamConfig, AdamW, AdamWConfig, Adamax, AdamaxConfig, AdjustLr, Ema, EmaConfig,
+    GradAccumulator, GradAccumulatorConfig, GradScaler, GradScalerConfig, Lion, LionConfig,
+    Lookahead, LookaheadConfig, Momentum, Muon, MuonConfig, MuonWithAdamW, NAdam, NAdamConfig,
+    NonFinite, OptimizerState, ParamGroup, ParamGroups, RAdam, RAdamConfig, RmsProp, RmsPropConfig,
+    Sam, SamConfig, ScheduleFreeAdamW, ScheduleFreeAdamWConfig, Sgd, SgdConfig,
 };
 pub use crate::pool::{
     adaptive_avg_pool2d, adaptive_max_pool2d, gem, sppf, AdaptivePool2d, GeM, GeMConfig,
