@@ -313,13 +313,12 @@ impl Geom {
     }
 }
 
-/// Checks the input's rank, emptiness and dtype (f64 for the references) and the output's
-/// size; returns the spatial sizes.
+/// Checks the input's rank, emptiness and dtype (f32, f16, bf16 or f64) and the output's
+/// size; returns the spatial and the output sizes.
 fn validate_input<const N: usize>(
     op: &'static str,
     x: &Tensor,
     out_spatial: impl FnOnce([usize; N]) -> Result<[usize; N]>,
-    allow_f64: bool,
 ) -> Result<([usize; N], [usize; N])> {
     let pattern = if N == 2 {
         "(B, C, H, W)"
@@ -328,7 +327,7 @@ fn validate_input<const N: usize>(
     };
     check::rank(op, "input", x, N + 2, pattern)?;
     check::non_empty(op, "input", x)?;
-    if !(allow_f64 && x.dtype() == DType::F64) {
+    if x.dtype() != DType::F64 {
         check::float_dtype(op, "input", x)?;
     }
     let mut spatial = [0; N];
@@ -389,8 +388,9 @@ fn windowed<const N: usize>(
     op: &'static str,
 ) -> Result<Tensor> {
     cfg.validate(op, mode)?;
-    let (input, out) = validate_input::<N>(op, x, |s| cfg.output_size(op, s), false)?;
-    if !backend(Op::Pool, x.device()).is_kernel() {
+    let (input, out) = validate_input::<N>(op, x, |s| cfg.output_size(op, s))?;
+    // f64 (gradient checks) has no kernel of ours; the composition computes it exactly.
+    if x.dtype() == DType::F64 || !backend(Op::Pool, x.device()).is_kernel() {
         let y = reference::windowed(&upcast(x)?, cfg, mode, op)?;
         return Ok(y.to_dtype(x.dtype())?);
     }
@@ -410,11 +410,12 @@ const AMAX3: &str = "adaptive_max_pool3d";
 const AAVG3: &str = "adaptive_avg_pool3d";
 
 /// Max pooling of `(B, C, H, W)` with PyTorch's `F.max_pool2d` options; differentiable (the
-/// gradient goes to the first maximum of each window, or its last NaN).
+/// gradient goes to the first maximum of each window, or its last NaN). f64 runs
+/// [`max_pool2d_reference`].
 ///
 /// Errors (naming `max_pool2d`) on a kernel, stride or dilation of 0, padding above half the
 /// kernel, an output size below 1, a rank other than 4, a zero-sized dimension, a dtype other
-/// than f32/f16/bf16 or an output too large to exist.
+/// than f32/f16/bf16/f64 or an output too large to exist.
 pub fn max_pool2d(x: &Tensor, cfg: &Pool2dConfig) -> Result<Tensor> {
     windowed(x, cfg, PoolMode::Max, MAX2)
 }
@@ -445,8 +446,8 @@ fn adaptive3d(x: &Tensor, output_size: [usize; 3], mode: PoolMode) -> Result<Ten
         PoolMode::Max => AMAX3,
         PoolMode::Avg => AAVG3,
     };
-    let (input, out) = validate_input::<3>(op, x, |_| adaptive_out(op, output_size), false)?;
-    if !backend(Op::AdaptivePool, x.device()).is_kernel() {
+    let (input, out) = validate_input::<3>(op, x, |_| adaptive_out(op, output_size))?;
+    if x.dtype() == DType::F64 || !backend(Op::AdaptivePool, x.device()).is_kernel() {
         let y = reference::adaptive3d(&upcast(x)?, out, mode)?;
         return Ok(y.to_dtype(x.dtype())?);
     }
@@ -466,7 +467,8 @@ fn adaptive_out(op: &'static str, out: [usize; 3]) -> Result<[usize; 3]> {
 /// PyTorch's bins (`F.adaptive_avg_pool3d`); differentiable.
 ///
 /// Errors (naming `adaptive_avg_pool3d`) on a rank other than 5, a zero-sized dimension, an
-/// output size of 0 or a dtype other than f32/f16/bf16. Outputs larger than the input are
+/// output size of 0 or a dtype other than f32/f16/bf16/f64 (f64 runs
+/// [`adaptive_pool3d_reference`]). Outputs larger than the input are
 /// allowed (inputs repeat).
 pub fn adaptive_avg_pool3d(x: &Tensor, output_size: [usize; 3]) -> Result<Tensor> {
     adaptive3d(x, output_size, PoolMode::Avg)

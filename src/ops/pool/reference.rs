@@ -143,7 +143,7 @@ fn checked<const N: usize>(
     op: &'static str,
 ) -> Result<Tensor> {
     cfg.validate(op, mode)?;
-    validate_input::<N>(op, x, |s| cfg.output_size(op, s), true)?;
+    validate_input::<N>(op, x, |s| cfg.output_size(op, s))?;
     windowed(x, cfg, mode, op)
 }
 
@@ -181,6 +181,6 @@ pub fn adaptive_pool3d_reference(
         PoolMode::Max => AMAX3,
         PoolMode::Avg => AAVG3,
     };
-    let (_, out) = validate_input::<3>(op, x, |_| super::adaptive_out(op, output_size), true)?;
+    let (_, out) = validate_input::<3>(op, x, |_| super::adaptive_out(op, output_size))?;
     adaptive3d(x, out, mode)
 }
