@@ -375,6 +375,7 @@ mod sweep_ops_other;
 mod sweep_optim;
 mod sweep_optim_adaptive;
 mod sweep_pool;
+mod sweep_pool2d;
 mod sweep_prune;
 mod sweep_quantize;
 mod sweep_rnn;
@@ -390,6 +391,7 @@ fn sweep() {
     cases.extend(sweep_ops_other::other_ops_cases());
     cases.extend(sweep_conv::conv_cases());
     cases.extend(sweep_pool::pool_cases());
+    cases.extend(sweep_pool2d::pool2d_cases());
     cases.extend(sweep_norm::norm_cases());
     cases.extend(sweep_blocks::blocks_cases());
     cases.extend(sweep_attention::attention_cases());

@@ -85,8 +85,8 @@ fn forward_volume<T: Element>(g: &Geom, x: &[T], y: &mut [T], acc: &mut Vec<f32>
                         .indices()
                         .fold(f32::NEG_INFINITY, |m, i| nan_max(m, acc[i])),
                     PoolMode::Avg => match g.divisor([td, th, tw]) {
-                        0 => 0.0,
-                        div => tw.indices().map(|i| acc[i]).sum::<f32>() / div as f32,
+                        0.0 => 0.0,
+                        div => tw.indices().map(|i| acc[i]).sum::<f32>() / div,
                     },
                 };
                 *out = T::from_f32(v);
@@ -189,10 +189,10 @@ fn backward_volume<T: Element>(
                     acc.resize(w, 0.0);
                     for (tw, gv) in aw.iter().zip(grow) {
                         let div = g.divisor([td, th, tw]);
-                        if div == 0 {
+                        if div == 0.0 {
                             continue;
                         }
-                        let share = gv.to_f32() / div as f32;
+                        let share = gv.to_f32() / div;
                         for c in tw.indices() {
                             acc[c] += share;
                         }

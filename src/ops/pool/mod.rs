@@ -303,12 +303,13 @@ impl Geom {
         Shape::from((self.b, self.c, d, h, w))
     }
     /// The divisor of the average window made of `taps` (one per axis); 0 for an empty one.
+    /// In f32: a product of spans near `usize::MAX` must not wrap.
     #[inline(always)]
-    fn divisor(&self, taps: [&Taps; 3]) -> usize {
+    fn divisor(&self, taps: [&Taps; 3]) -> f32 {
         match self.divisor {
-            Divisor::Count => taps.iter().map(|t| t.count).product(),
-            Divisor::Span => taps.iter().map(|t| t.span).product(),
-            Divisor::Fixed(d) => d,
+            Divisor::Count => taps.iter().map(|t| t.count as f32).product(),
+            Divisor::Span => taps.iter().map(|t| t.span as f32).product(),
+            Divisor::Fixed(d) => d as f32,
         }
     }
 }

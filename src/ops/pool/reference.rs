@@ -8,12 +8,18 @@ use super::geometry::{adaptive_taps, Window};
 use super::{validate_input, Pool2dConfig, Pool3dConfig, PoolConfig, AAVG3, AMAX3};
 use super::{AVG2, AVG3, MAX2, MAX3};
 use crate::ops::adaptive_pool::PoolMode;
-use crate::Result;
+use crate::{check, Error, Result};
 use candle_core::{Tensor, D};
 
 /// `k` strided slices of `x` padded on `axis` (the taps of every window), reduced to the
 /// pooled axis of length `out`.
-fn window_axis(x: &Tensor, axis: usize, win: Window, out: usize, mode: PoolMode) -> Result<Tensor> {
+fn window_axis(
+    x: &Tensor,
+    axis: usize,
+    win: Window,
+    out: usize,
+    (mode, op): (PoolMode, &'static str),
+) -> Result<Tensor> {
     let Window {
         kernel: k,
         stride: s,
@@ -25,7 +31,15 @@ fn window_axis(x: &Tensor, axis: usize, win: Window, out: usize, mode: PoolMode)
     }
     let n = x.dim(axis)?;
     // Tap j of output o reads padded index o·s + j·d: slice j is [j·d, j·d + out·s).
-    let right = ((k - 1) * d + out * s).saturating_sub(n + p);
+    let needed = (k - 1)
+        .checked_mul(d)
+        .and_then(|e| e.checked_add(out.checked_mul(s)?));
+    let too_large = || Error::config(op, "the padded input of the composition overflows usize");
+    let needed = needed.ok_or_else(too_large)?;
+    let right = needed.saturating_sub(n + p);
+    let mut padded = x.dims().to_vec();
+    padded[axis] = n.checked_add(p).ok_or_else(too_large)?.max(needed);
+    check::allocatable(op, "padded input", &padded, x.dtype())?;
     let fill = match mode {
         PoolMode::Max => f64::NEG_INFINITY,
         PoolMode::Avg => 0.0,
@@ -81,7 +95,7 @@ pub(super) fn windowed<const N: usize>(
     let out = cfg.output_size(op, spatial)?;
     let mut y = x.clone();
     for i in 0..N {
-        y = window_axis(&y, 2 + i, cfg.window(i), out[i], mode)?;
+        y = window_axis(&y, 2 + i, cfg.window(i), out[i], (mode, op))?;
     }
     if mode == PoolMode::Max {
         return Ok(y);
