@@ -37,13 +37,13 @@ fn group<'a>(
     g.sample_size(10)
         .sampling_mode(SamplingMode::Flat)
         .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(4));
+        .measurement_time(Duration::from_secs(3));
     g
 }
 
 fn pool2d(c: &mut Criterion) {
-    // ResNet's stem pool, 3x3 / 2 with padding 1 on (32, 64, 112, 112): candle pads with -inf
-    // by concatenation, then `max_pool2d_with_stride`.
+    // ResNet's stem pool, 3x3 / 2 with padding 1 on (32, 64, 112, 112): candle's `max_pool2d`
+    // has no padding and no backward for stride != kernel, so the baseline is the composition.
     let x = var(&[32, 64, 112, 112]);
     let x = x.as_tensor();
     let stem = Pool2dConfig::new([3, 3])
@@ -67,7 +67,8 @@ fn pool2d(c: &mut Criterion) {
         b.iter(|| ops::max_pool2d(x, &stem).expect("ours"))
     });
 
-    // 2x2 / 2 on (32, 128, 56, 56): candle's pools as they are.
+    // 2x2 / 2 on (32, 128, 56, 56): candle's own pools (native kernels, and for max a backward
+    // that scales the gradient) and the composition.
     let x = var(&[32, 128, 56, 56]);
     let x = x.as_tensor();
     let half = Pool2dConfig::new([2, 2]);
@@ -78,6 +79,9 @@ fn pool2d(c: &mut Criterion) {
     g.bench_function(format!("candle_fwd_bwd/{shape}"), |b| {
         b.iter(|| backward(x.max_pool2d(2).expect("candle")))
     });
+    g.bench_function(format!("composition_fwd_bwd/{shape}"), |b| {
+        b.iter(|| backward(ops::max_pool2d_reference(x, &half).expect("composition")))
+    });
     g.finish();
     let mut g = group(c, "avg_pool2d");
     g.bench_function(format!("ours_fwd_bwd/{shape}"), |b| {
@@ -85,6 +89,9 @@ fn pool2d(c: &mut Criterion) {
     });
     g.bench_function(format!("candle_fwd_bwd/{shape}"), |b| {
         b.iter(|| backward(x.avg_pool2d(2).expect("candle")))
+    });
+    g.bench_function(format!("composition_fwd_bwd/{shape}"), |b| {
+        b.iter(|| backward(ops::avg_pool2d_reference(x, &half).expect("composition")))
     });
     g.finish();
 }

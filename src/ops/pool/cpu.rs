@@ -156,7 +156,7 @@ fn argmax<T: Element>(g: &Geom, x: &[T], [td, th, tw]: [&Taps; 3], m: f32) -> Op
     None
 }
 
-/// Gradient of one volume, accumulated in f32 into `gx` (zeroed here).
+/// Gradient of one volume, accumulated in f32 into `gx` (zeros on entry).
 #[inline(always)]
 fn backward_volume<T: Element>(
     g: &Geom,
@@ -167,7 +167,6 @@ fn backward_volume<T: Element>(
     let [ad, ah, aw] = &g.axes;
     let [_, h, w] = g.input;
     let wo = aw.len();
-    gx.fill(0.0);
     let mut rows = gy.chunks_exact(wo).zip(y.chunks_exact(wo));
     for td in ad {
         for th in ah {
