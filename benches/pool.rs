@@ -54,13 +54,14 @@ fn pool2d(c: &mut Criterion) {
     g.bench_function(format!("ours_fwd_bwd/{shape}"), |b| {
         b.iter(|| backward(ops::max_pool2d(x, &stem).expect("ours")))
     });
-    g.bench_function(format!("candle_fwd_bwd/{shape}"), |b| {
+    g.bench_function(format!("composition_fwd_bwd/{shape}"), |b| {
+        b.iter(|| backward(ops::max_pool2d_reference(x, &stem).expect("composition")))
+    });
+    g.bench_function(format!("candle_fwd/{shape}"), |b| {
         b.iter(|| {
-            backward(
-                pad_neg_inf(x, 1)
-                    .max_pool2d_with_stride(3, 2)
-                    .expect("candle"),
-            )
+            pad_neg_inf(x, 1)
+                .max_pool2d_with_stride(3, 2)
+                .expect("candle")
         })
     });
     g.bench_function(format!("ours_fwd/{shape}"), |b| {
