@@ -197,10 +197,9 @@ impl<const N: usize> PoolConfig<N> {
     /// padding at most half the kernel, dilation 1 and a divisor override > 0 for average
     /// pooling.
     pub fn validate(&self, block: &'static str, mode: PoolMode) -> Result<()> {
-        let strides = self.strides();
-        for i in 0..N {
+        for (i, &stride) in self.strides().iter().enumerate() {
             check::positive(block, &format!("kernel_size[{i}]"), self.kernel_size[i])?;
-            check::positive(block, &format!("stride[{i}]"), strides[i])?;
+            check::positive(block, &format!("stride[{i}]"), stride)?;
             check::positive(block, &format!("dilation[{i}]"), self.dilation[i])?;
             if self.padding[i] > self.kernel_size[i] / 2 {
                 return Err(Error::config(

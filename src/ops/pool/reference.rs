@@ -94,8 +94,8 @@ pub(super) fn windowed<const N: usize>(
     spatial.copy_from_slice(&x.dims()[2..]);
     let out = cfg.output_size(op, spatial)?;
     let mut y = x.clone();
-    for i in 0..N {
-        y = window_axis(&y, 2 + i, cfg.window(i), out[i], (mode, op))?;
+    for (i, &o) in out.iter().enumerate() {
+        y = window_axis(&y, 2 + i, cfg.window(i), o, (mode, op))?;
     }
     if mode == PoolMode::Max {
         return Ok(y);
