@@ -505,7 +505,7 @@ mod tests {
         }
         // Max pooling takes a dilation.
         let y = max_pool2d(&x, &Pool2dConfig::new([3, 3]).with_dilation([1, 2]));
-        assert_eq!(y.expect("max").dims(), &[1, 1, 2, 1]);
+        assert_eq!(y.expect("max").dims(), &[1, 1, 2, 2]);
     }
 
     #[test]
