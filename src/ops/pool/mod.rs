@@ -21,8 +21,8 @@
 //!   before a classifier head or when the signal is dense. Scherer et al. found max pooling
 //!   ahead on object recognition.
 //! - **Strided convolution or pooling** (tip 5). A $3 \times 3$ stride-2 convolution learns
-//!   its downsampling but costs $9 C_{in} C_{out}$ multiply-adds per output; a pool costs
-//!   $k^2$ comparisons per output and no parameters, but throws away the detail it does not
+//!   its downsampling but costs $9 C_{in} C_{out}$ multiply-adds per output position; a pool
+//!   costs $k^2 C$ comparisons there and no parameters, but throws away the detail it does not
 //!   select. Springenberg et al. replaced every pool of a CNN by a strided convolution
 //!   without losing accuracy; ResNet keeps one max pool in its stem, where the maps are large
 //!   and cheap downsampling pays the most.
@@ -65,7 +65,7 @@
 //! let g = y.sum_all()?.backward()?;
 //! let gx = g.get(&x).expect("gradient").sum_all()?.to_scalar::<f32>()?;
 //! assert_eq!(gx, 16.0);
-//! // Average pooling spreads it: the gradient sums to the windows (here all of x once).
+//! // Average pooling spreads it: each of the 9 outputs shares its 1 over its window.
 //! let y = avg_pool2d(&x, &cfg)?;
 //! let g = y.sum_all()?.backward()?;
 //! let gx = g.get(&x).expect("gradient").sum_all()?.to_scalar::<f32>()?;
