@@ -4,10 +4,12 @@
     cargo bench --bench train --no-run    # and --bench norm / attention / conv / optim for ops
     python3 benches/compare_torch.py --suite train --python /work/venv/bin/python --rounds 5
     python3 benches/compare_torch.py --suite ops --python /work/venv/bin/python --rounds 5
+    python3 benches/compare_torch.py --suite pool --python /work/venv/bin/python --rounds 3
 
 Suites: `train`, the whole-model training steps (`benches/train.rs` against
 `benches/torch_train.py`), and `ops`, the forward + backward cases (criterion groups of
-`benches/norm.rs`, `attention.rs`, `conv.rs`, `conv_transpose.rs`, `optim.rs`, `loss.rs`, `rnn.rs`, `int8.rs` against `benches/torch_ops.py`).
+`benches/norm.rs`, `attention.rs`, `conv.rs`, `conv_transpose.rs`, `optim.rs`, `loss.rs`, `rnn.rs`, `int8.rs` against
+`benches/torch_ops.py`), and `pool`, the pools of `benches/pool.rs` against `benches/torch_pool.py`.
 
 For every round and case it runs our criterion bench (`cargo bench --bench <bench> -- ^<id>$`,
 criterion's estimates written to a directory of their own per round, CRITERION_HOME) and then the
@@ -89,7 +91,25 @@ OPS = {
         "conv_transpose3d_k2"),
 }
 
-SUITES = {"train": TRAIN, "ops": OPS}
+
+def pool_case(our_id, torch_case):
+    return ("pool", our_id, [("PyTorch", "torch_pool.py", ["--case", torch_case])])
+
+
+POOL = {
+    "max_pool2d 3x3/2 pad 1 (32, 64, 112, 112)": pool_case(
+        "max_pool2d/ours_fwd_bwd/stem_k3s2p1_32x64x112x112", "max_stem"),
+    "max_pool2d 2x2/2 (32, 128, 56, 56)": pool_case(
+        "max_pool2d/ours_fwd_bwd/k2s2_32x128x56x56", "max_k2"),
+    "avg_pool2d 2x2/2 (32, 128, 56, 56)": pool_case(
+        "avg_pool2d/ours_fwd_bwd/k2s2_32x128x56x56", "avg_k2"),
+    "max_pool3d 2x2x2/2 (4, 32, 32, 64, 64)": pool_case(
+        "max_pool3d/ours_fwd_bwd/k2s2_4x32x32x64x64", "max3d"),
+    "avg_pool3d 2x2x2/2 (4, 32, 32, 64, 64)": pool_case(
+        "avg_pool3d/ours_fwd_bwd/k2s2_4x32x32x64x64", "avg3d"),
+}
+
+SUITES = {"train": TRAIN, "ops": OPS, "pool": POOL}
 
 
 def ours(bench, want, home):

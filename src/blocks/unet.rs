@@ -259,7 +259,9 @@ impl DownBlock {
                     x.shape().clone(),
                 ));
             }
-            max_pool2x2(x)?
+            // 2x2 / 2 max pool (an odd last row or column dropped, as PyTorch): our op, whose
+            // backward routes the gradient to each window's maximum (candle's scales it).
+            crate::ops::max_pool2d(x, &crate::ops::Pool2dConfig::new([2, 2]))?
         } else {
             x.clone()
         };
@@ -448,20 +450,6 @@ impl UpBlock {
         };
         Ok(self.convs.forward_t(&h, train)?)
     }
-}
-
-/// 2×2 max-pool with stride 2 (an odd last row or column is dropped, as PyTorch does), written
-/// as two reductions so that the backward is candle's reduce-max one: candle's own
-/// `max_pool2d` backward scales the gradient by $1/4$ (it multiplies by the share of maxima in
-/// the window instead of dividing by their count) and misplaces it on odd sizes.
-fn max_pool2x2(x: &Tensor) -> candle_core::Result<Tensor> {
-    let (b, c, h, w) = x.dims4()?;
-    let (ho, wo) = (h / 2, w / 2);
-    x.narrow(2, 0, 2 * ho)?
-        .narrow(3, 0, 2 * wo)?
-        .reshape((b, c, ho, 2, wo, 2))?
-        .max(5)?
-        .max(3)
 }
 
 /// Zero-pads (the odd pixel after) or centre-crops the last two axes of `t` to `(h, w)`.

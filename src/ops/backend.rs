@@ -84,10 +84,12 @@ pub enum Op {
     ConvTranspose2d,
     /// [`crate::ops::conv_transpose3d()`].
     ConvTranspose3d,
-    /// [`crate::ops::adaptive_pool2d()`] and the adaptive average / max pools, 1-D and 2-D.
+    /// [`crate::ops::adaptive_pool2d()`] and the adaptive average / max pools, 1-D, 2-D and 3-D.
     AdaptivePool,
     /// [`crate::ops::max_pool2d_same()`].
     MaxPool2dSame,
+    /// [`crate::ops::max_pool2d()`], [`crate::ops::avg_pool2d()`] and their 3-D forms.
+    Pool,
     /// [`crate::ops::layer_norm()`].
     LayerNorm,
     /// [`crate::ops::rms_norm()`].
@@ -125,7 +127,7 @@ pub enum Op {
 
 impl Op {
     /// Every op, in the order of [`table`].
-    pub const ALL: [Op; 25] = [
+    pub const ALL: [Op; 26] = [
         Op::DepthwiseConv2d,
         Op::DepthwiseConv1d,
         Op::CausalConv1d,
@@ -135,6 +137,7 @@ impl Op {
         Op::ConvTranspose3d,
         Op::AdaptivePool,
         Op::MaxPool2dSame,
+        Op::Pool,
         Op::LayerNorm,
         Op::RmsNorm,
         Op::GroupNorm,
@@ -204,7 +207,7 @@ const fn row(op: Op, name: &'static str, cpu: bool, composition: &'static str) -
     }
 }
 
-static TABLE: [OpBackends; 25] = [
+static TABLE: [OpBackends; 26] = [
     row(
         Op::DepthwiseConv2d,
         "depthwise_conv2d",
@@ -258,6 +261,12 @@ static TABLE: [OpBackends; 25] = [
         "max_pool2d_same",
         true,
         "separable: `argmax` over k shifted slices, `gather`, per axis",
+    ),
+    row(
+        Op::Pool,
+        "max_pool / avg_pool (2-D, 3-D)",
+        true,
+        "separable: k strided slices of the padded input per axis, `argmax` + `gather` or sum, divisor",
     ),
     row(
         Op::LayerNorm,

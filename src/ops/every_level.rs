@@ -130,4 +130,27 @@ fn pools() {
     same_at_every_level("max_pool2d_same", &[&[2, 3, 23, 19]], &|t| {
         max_pool2d_same(&t[0], 5)
     });
+    let c2 = Pool2dConfig::new([3, 3])
+        .with_stride([2, 2])
+        .with_padding([1, 1])
+        .with_ceil_mode(true);
+    same_at_every_level("max_pool2d", &[&[2, 3, 23, 19]], &|t| {
+        max_pool2d(&t[0], &c2)
+    });
+    same_at_every_level("avg_pool2d", &[&[2, 3, 23, 19]], &|t| {
+        avg_pool2d(&t[0], &c2)
+    });
+    let c3 = Pool3dConfig::new([2, 3, 2]).with_count_include_pad(false);
+    same_at_every_level("max_pool3d", &[&[2, 3, 7, 9, 8]], &|t| {
+        max_pool3d(&t[0], &c3)
+    });
+    same_at_every_level("avg_pool3d", &[&[2, 3, 7, 9, 8]], &|t| {
+        avg_pool3d(&t[0], &c3)
+    });
+    for mode in [PoolMode::Avg, PoolMode::Max] {
+        same_at_every_level("adaptive_pool3d", &[&[2, 3, 7, 9, 8]], &|t| match mode {
+            PoolMode::Avg => adaptive_avg_pool3d(&t[0], [3, 4, 5]),
+            PoolMode::Max => adaptive_max_pool3d(&t[0], [3, 4, 5]),
+        });
+    }
 }

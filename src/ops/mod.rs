@@ -38,6 +38,12 @@ pub use adaptive_pool::{
     adaptive_max_pool2d, adaptive_max_pool2d_reference, adaptive_pool1d_reference, adaptive_pool2d,
     adaptive_pool2d_reference, max_pool2d_same, max_pool2d_same_reference, PoolMode,
 };
+pub mod pool;
+pub use pool::{
+    adaptive_avg_pool3d, adaptive_max_pool3d, adaptive_pool3d_reference, avg_pool2d,
+    avg_pool2d_reference, avg_pool3d, avg_pool3d_reference, max_pool2d, max_pool2d_reference,
+    max_pool3d, max_pool3d_reference, Pool2dConfig, Pool3dConfig, PoolConfig,
+};
 pub mod norm;
 pub use norm::{
     group_norm, group_norm_reference, layer_norm, layer_norm_reference, rms_norm,

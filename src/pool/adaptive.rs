@@ -47,7 +47,7 @@
 //! - He et al., *Spatial Pyramid Pooling in Deep Convolutional Networks for Visual Recognition*,
 //!   2014, <https://arxiv.org/abs/1406.4729>
 
-use crate::ops::{adaptive_pool2d, PoolMode};
+use crate::ops::{adaptive_avg_pool3d, adaptive_max_pool3d, adaptive_pool2d, PoolMode};
 use crate::{check, Result};
 use candle_core::{Module, Tensor};
 
@@ -86,3 +86,49 @@ impl Module for AdaptivePool2d {
         Ok(adaptive_pool2d(xs, self.output_size, self.mode)?)
     }
 }
+
+/// Adaptive 3-D pooling of `(B, C, D, H, W)` to a fixed `(Do, Ho, Wo)` grid as a layer, with the
+/// reduction its name says (`nn.AdaptiveAvgPool3d`, `nn.AdaptiveMaxPool3d`).
+macro_rules! adaptive3d_layer {
+    ($(#[$doc:meta])* $name:ident, $op:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub struct $name {
+            output_size: [usize; 3],
+        }
+
+        impl $name {
+            /// A layer pooling to `output_size = (Do, Ho, Wo)`; errors (naming the layer) when a
+            /// size is 0.
+            pub fn new(output_size: [usize; 3]) -> Result<Self> {
+                for (i, &o) in output_size.iter().enumerate() {
+                    check::positive(stringify!($name), &format!("output_size[{i}]"), o)?;
+                }
+                Ok(Self { output_size })
+            }
+
+            /// The `(Do, Ho, Wo)` output grid.
+            pub fn output_size(&self) -> [usize; 3] {
+                self.output_size
+            }
+        }
+
+        impl Module for $name {
+            fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+                Ok($op(xs, self.output_size)?)
+            }
+        }
+    };
+}
+
+adaptive3d_layer!(
+    /// Adaptive 3-D average pooling (`nn.AdaptiveAvgPool3d`): a volumetric classifier's global
+    /// pool with `[1, 1, 1]`.
+    AdaptiveAvgPool3d,
+    adaptive_avg_pool3d
+);
+adaptive3d_layer!(
+    /// Adaptive 3-D max pooling (`nn.AdaptiveMaxPool3d`).
+    AdaptiveMaxPool3d,
+    adaptive_max_pool3d
+);

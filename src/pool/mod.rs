@@ -4,6 +4,8 @@
 //! | --- | --- | --- |
 //! | [`adaptive_avg_pool2d`], [`adaptive_max_pool2d`], [`AdaptivePool2d`] | `(B, C, H, W)` → `(B, C, Ho, Wo)` | make a head independent of the input size |
 //! | [`adaptive_avg_pool1d`], [`adaptive_max_pool1d`] | `(B, C, L)` → `(B, C, Lo)` | the same for sequences |
+//! | [`MaxPool2d`], [`AvgPool2d`], [`max_pool2d`], [`avg_pool2d`] | `(B, C, H, W)` → `(B, C, Ho, Wo)` | downsample with PyTorch's options (padding, dilation, `ceil_mode`, `count_include_pad`) |
+//! | [`MaxPool3d`], [`AvgPool3d`], [`AdaptiveAvgPool3d`], [`AdaptiveMaxPool3d`] | `(B, C, D, H, W)` → `(B, C, Do, Ho, Wo)` | the same for volumes (CT, MRI, video) |
 //! | [`SelectAdaptivePool2d`], [`GeM`] | `(B, C, H, W)` → `(B, m·C, 1, 1)` | a classifier or retrieval head: avg, max, both, or a learned generalized mean |
 //! | [`SpatialPyramidPooling`] | `(B, C, H, W)` → `(B, C·Σ l²)` | feed a dense head images of any size |
 //! | [`Sppf`], [`max_pool2d_same`] | `(B, c1, H, W)` → `(B, c2, H, W)` | widen the receptive field cheaply (YOLO neck) |
@@ -56,10 +58,13 @@
 pub mod adaptive;
 pub mod global;
 pub use crate::ops::{
-    adaptive_avg_pool1d, adaptive_avg_pool2d, adaptive_max_pool1d, adaptive_max_pool2d,
-    adaptive_pool2d, max_pool2d_same, PoolMode,
+    adaptive_avg_pool1d, adaptive_avg_pool2d, adaptive_avg_pool3d, adaptive_max_pool1d,
+    adaptive_max_pool2d, adaptive_max_pool3d, adaptive_pool2d, avg_pool2d, avg_pool3d, max_pool2d,
+    max_pool2d_same, max_pool3d, Pool2dConfig, Pool3dConfig, PoolConfig, PoolMode,
 };
-pub use adaptive::AdaptivePool2d;
+pub use adaptive::{AdaptiveAvgPool3d, AdaptiveMaxPool3d, AdaptivePool2d};
+pub mod windowed;
 pub use global::{gem, GeM, GeMConfig, GlobalPool, SelectAdaptivePool2d};
+pub use windowed::{AvgPool2d, AvgPool3d, MaxPool2d, MaxPool3d};
 pub mod spp;
 pub use spp::{sppf, SpatialPyramidPooling, SppConfig, Sppf};

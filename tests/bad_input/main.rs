@@ -379,6 +379,7 @@ mod sweep_optim_adaptive;
 mod sweep_optim_more;
 mod sweep_optim_wrappers;
 mod sweep_pool;
+mod sweep_pool2d;
 mod sweep_prune;
 mod sweep_quantize;
 mod sweep_rnn;
@@ -395,6 +396,7 @@ fn sweep() {
     cases.extend(sweep_conv::conv_cases());
     cases.extend(sweep_conv_transpose::conv_transpose_cases());
     cases.extend(sweep_pool::pool_cases());
+    cases.extend(sweep_pool2d::pool2d_cases());
     cases.extend(sweep_norm::norm_cases());
     cases.extend(sweep_blocks::blocks_cases());
     cases.extend(sweep_blocks17::blocks17_cases());

@@ -1,0 +1,87 @@
+//! The fused ops: the forward `x -> y` and its gradient `(x, y, grad_y) -> grad_x`.
+
+use super::cpu::{backward, forward};
+use super::Geom;
+use crate::cpu::{contiguous, dispatch_float, expect_shape, store};
+use crate::ops::fused::{Fused, FusedOp, Grads, Operand, Output};
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, Tensor, WithDType};
+use half::{bf16, f16};
+
+const OP_GRAD: &str = "pool_grad";
+
+/// Forward: `x -> y` on `(B, C, D, H, W)` volumes.
+pub(super) struct PoolFwd {
+    pub(super) g: Geom,
+    pub(super) op: &'static str,
+}
+
+/// Gradient wrt the input: `(x, y, grad_y) -> grad_x`. Max pooling finds each window's arg-max
+/// in `x` as the first element equal to `y` (the last NaN when `y` is NaN), average pooling
+/// reads only `grad_y`. No backward of its own; applied only from [`PoolFwd`]'s gradients.
+struct PoolGrad {
+    g: Geom,
+}
+
+impl FusedOp<1> for PoolFwd {
+    fn name(&self) -> &'static str {
+        self.op
+    }
+
+    fn cpu(&self, [(s, l)]: [Operand<'_>; 1]) -> Output {
+        expect_shape(self.op, l, &self.g.x_shape())?;
+        let out = dispatch_float!(s, self.op, |x: T| {
+            let x = contiguous(x, l, self.op)?;
+            Ok::<_, candle_core::Error>(T::to_cpu_storage_owned(forward::<T>(&self.g, x)?))
+        })?;
+        Ok((out, self.g.y_shape()))
+    }
+
+    fn grads(&self, [x]: [&Tensor; 1], y: &Tensor, grad: &Tensor) -> Grads<1> {
+        let op = PoolGrad { g: self.g.clone() };
+        let [x, y, grad] = [x, y, grad].map(|t| t.contiguous());
+        Ok([Some(x?.apply_op3_no_bwd(&y?, &grad?, &Fused(op))?)])
+    }
+}
+
+impl FusedOp<3> for PoolGrad {
+    fn name(&self) -> &'static str {
+        OP_GRAD
+    }
+
+    fn cpu(&self, [(s1, l1), (s2, l2), (s3, l3)]: [Operand<'_>; 3]) -> Output {
+        let g = &self.g;
+        expect_shape(OP_GRAD, l1, &g.x_shape())?;
+        expect_shape(OP_GRAD, l2, &g.y_shape())?;
+        expect_shape(OP_GRAD, l3, &g.y_shape())?;
+        macro_rules! run {
+            ($x:expr, $y:expr, $gy:expr, $T:ty) => {{
+                let x = contiguous($x, l1, OP_GRAD)?;
+                let y = contiguous($y, l2, OP_GRAD)?;
+                let gy = contiguous($gy, l3, OP_GRAD)?;
+                let gx = backward::<$T>(g, x, y, gy)?;
+                store(<$T as WithDType>::DTYPE, gx, OP_GRAD)?
+            }};
+        }
+        use CpuStorage::{BF16, F16, F32};
+        let out = match (s1, s2, s3) {
+            (F32(x), F32(y), F32(gy)) => run!(x, y, gy, f32),
+            (F16(x), F16(y), F16(gy)) => run!(x, y, gy, f16),
+            (BF16(x), BF16(y), BF16(gy)) => run!(x, y, gy, bf16),
+            (a, _, b) if a.dtype() != b.dtype() => {
+                return Err(candle_core::Error::DTypeMismatchBinaryOp {
+                    lhs: a.dtype(),
+                    rhs: b.dtype(),
+                    op: OP_GRAD,
+                })
+            }
+            (a, _, _) => {
+                return Err(candle_core::Error::UnsupportedDTypeForOp(
+                    a.dtype(),
+                    OP_GRAD,
+                ))
+            }
+        };
+        Ok((out, g.x_shape()))
+    }
+}
