@@ -37,6 +37,13 @@
 //!   [`pool::adaptive_max_pool2d`] with PyTorch's bins.
 //! - **Fixed-length features from any image size** — [`pool::SpatialPyramidPooling`] and its
 //!   cheaper sequential form [`pool::Sppf`] (YOLOv5/8).
+//! - **Max keeps the strongest response, average keeps every position** — [`pool::MaxPool2d`],
+//!   [`pool::AvgPool2d`] with PyTorch's options and a correct backward (candle's sends a scaled
+//!   gradient); a strided convolution learns its downsampling, a pool costs no weights but drops
+//!   what it does not select. `ceil_mode`, padding and `count_include_pad` decide what happens at
+//!   odd borders.
+//! - **Pool anisotropic volumes in-plane first** — [`pool::MaxPool3d`], [`pool::AvgPool3d`] with a
+//!   (1, 2, 2) kernel until CT/MRI voxels are about isotropic, then (2, 2, 2).
 //!
 //! ### Normalization
 //! - **Normalise per sample for sequences and small batches** — [`norm::LayerNorm`],

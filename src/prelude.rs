@@ -91,8 +91,10 @@ pub use crate::optim::{
     Sam, SamConfig, ScheduleFreeAdamW, ScheduleFreeAdamWConfig, Sgd, SgdConfig,
 };
 pub use crate::pool::{
-    adaptive_avg_pool2d, adaptive_max_pool2d, gem, sppf, AdaptivePool2d, GeM, GeMConfig,
-    GlobalPool, SelectAdaptivePool2d, SpatialPyramidPooling, SppConfig, Sppf,
+    adaptive_avg_pool2d, adaptive_max_pool2d, avg_pool2d, gem, max_pool2d, sppf, AdaptiveAvgPool3d,
+    AdaptiveMaxPool3d, AdaptivePool2d, AvgPool2d, AvgPool3d, GeM, GeMConfig, GlobalPool, MaxPool2d,
+    MaxPool3d, Pool2dConfig, Pool3dConfig, SelectAdaptivePool2d, SpatialPyramidPooling, SppConfig,
+    Sppf,
 };
 pub use crate::rnn::{gru, lstm, Gru, GruConfig, Lstm, LstmConfig, RnnConfig};
 pub use crate::schedule::{
