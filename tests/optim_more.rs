@@ -8,20 +8,17 @@ mod optim_shared;
 
 use std::collections::HashMap;
 
-use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::Optimizer;
 use candle_tricks::optim::path::force_tensor_path;
 use candle_tricks::optim::{
-    Adafactor, AdafactorConfig, Algorithm, Lamb, LambConfig, Lbfgs, LbfgsConfig, NonFinite, Optim,
-    OptimizerState, ParamGroup, StrongWolfe,
+    Adafactor, AdafactorConfig, Lamb, LambConfig, Lbfgs, LbfgsConfig, NonFinite, OptimizerState,
+    ParamGroup, StrongWolfe,
 };
-use optim_shared::{grads, max_rel, to_f64, trajectory_error, vars, Stepper};
-
-fn load_fixture(name: &str) -> HashMap<String, Tensor> {
-    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
-    candle_core::safetensors::load(path, &Device::Cpu).expect("fixture file")
-}
+use optim_shared::{
+    assert_non_finite_leaves_everything, bits, boxed, fresh_vars, grads, load_fixture, max_rel,
+    param_bits, step_synth, synth, to_f64, trajectory_error, vars, Stepper,
+};
 
 /// The shared gradients and initial values (optim.safetensors) with the trajectories of this
 /// file's cases (optim_more.safetensors).
@@ -29,10 +26,6 @@ fn fixtures() -> HashMap<String, Tensor> {
     let mut f = load_fixture("optim.safetensors");
     f.extend(load_fixture("optim_more.safetensors"));
     f
-}
-
-fn boxed<C: Algorithm + 'static>(opt: candle_tricks::Result<Optim<C>>) -> Box<dyn Stepper> {
-    Box::new(opt.expect("optimizer"))
 }
 
 /// The optimizer of a fixture case (hyper-parameters as in gen_optim_more.py).
@@ -228,29 +221,6 @@ fn adafactor_state_is_factored() {
     opt.load_state_dict(&sd).unwrap();
 }
 
-/// A state dict's tensors as bit patterns, to compare exactly.
-fn bits(sd: &HashMap<String, Tensor>) -> Vec<(String, Vec<u64>)> {
-    let mut v: Vec<_> = sd
-        .iter()
-        .map(|(k, t)| (k.clone(), to_f64(t).iter().map(|x| x.to_bits()).collect()))
-        .collect();
-    v.sort();
-    v
-}
-
-fn param_bits(v: &Var) -> Vec<u64> {
-    to_f64(v.as_tensor()).iter().map(|x| x.to_bits()).collect()
-}
-
-/// Deterministic gradients for step `t` (any values do).
-fn synth(shape: &[usize], t: usize, salt: f32) -> Tensor {
-    let n: usize = shape.iter().product();
-    let v: Vec<f32> = (0..n)
-        .map(|i| (i as f32 * 0.37 + t as f32 * 1.3 + salt).sin() * (1.0 + (i % 7) as f32))
-        .collect();
-    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-}
-
 /// A fresh optimizer of kind `k` with every option that changes the state in use.
 fn make_full(k: usize, vars: Vec<Var>, lr: f64) -> Box<dyn Stepper> {
     match k {
@@ -268,21 +238,6 @@ fn make_full(k: usize, vars: Vec<Var>, lr: f64) -> Box<dyn Stepper> {
 }
 
 const KINDS: usize = 2;
-
-fn fresh_vars(init: &[Tensor], dtype: DType) -> Vec<Var> {
-    init.iter()
-        .map(|t| Var::from_tensor(&t.to_dtype(dtype).unwrap().copy().unwrap()).unwrap())
-        .collect()
-}
-
-fn step_synth(opt: &mut dyn Stepper, vs: &[Var], t: usize) {
-    let mut g = GradStore::default();
-    for (j, v) in vs.iter().enumerate() {
-        let d = synth(v.dims(), t, j as f32).to_dtype(v.dtype()).unwrap();
-        g.insert(v.as_tensor(), d);
-    }
-    opt.step_grads(&g).unwrap();
-}
 
 #[test]
 fn resume_from_saved_state_is_bit_identical() {
@@ -335,40 +290,8 @@ fn resume_from_saved_state_is_bit_identical() {
 
 #[test]
 fn non_finite_gradients_never_touch_weights_or_state() {
-    let f = fixtures();
-    for case in ["lamb_all", "adafactor_all"] {
-        for policy in [NonFinite::Error, NonFinite::Skip] {
-            let (w, b) = vars(&f, DType::F32);
-            let mut opt = make(case, vec![w.clone(), b.clone()], policy);
-            for t in 0..3 {
-                opt.step_grads(&grads(&f, case, t, &w, &b)).unwrap();
-            }
-            let before = (bits(&opt.state()), param_bits(&w), param_bits(&b));
-            let mut g = grads(&f, case, 3, &w, &b);
-            let mut gb = f["grad.3.b"].to_vec1::<f32>().unwrap();
-            gb[2] = f32::INFINITY;
-            g.insert(b.as_tensor(), Tensor::new(gb, &Device::Cpu).unwrap());
-            let r = opt.step_grads(&g);
-            match policy {
-                NonFinite::Error => {
-                    let msg = r.expect_err("non-finite gradient must fail").to_string();
-                    assert!(msg.contains("param1"), "{case}: {msg}");
-                }
-                NonFinite::Skip => {
-                    r.unwrap();
-                    assert_eq!(opt.skipped(), 1, "{case}");
-                }
-            }
-            let strip = |s: Vec<(String, Vec<u64>)>| {
-                s.into_iter()
-                    .filter(|(k, _)| k != "__meta.skipped_steps")
-                    .collect::<Vec<_>>()
-            };
-            assert_eq!(strip(before.0), strip(bits(&opt.state())), "{case}: state");
-            assert_eq!(before.1, param_bits(&w), "{case}: w");
-            assert_eq!(before.2, param_bits(&b), "{case}: b");
-        }
-    }
+    let cases = ["lamb_all", "adafactor_all"];
+    assert_non_finite_leaves_everything(&fixtures(), &cases, &make, f32::INFINITY);
 }
 
 #[test]
