@@ -78,6 +78,16 @@ pub(crate) fn exp2<V: Lanes>(x: V) -> V {
     x.select_lt(-126.0, x.splat_as(0.0), y)
 }
 
+/// Max that keeps NaN, as PyTorch's `val > max || isnan(val)`.
+#[inline(always)]
+pub(crate) fn nan_max(m: f32, v: f32) -> f32 {
+    if v > m || v.is_nan() {
+        v
+    } else {
+        m
+    }
+}
+
 /// $1 / (1 + e^{-v})$.
 #[inline(always)]
 pub(crate) fn sigmoid(v: f32) -> f32 {

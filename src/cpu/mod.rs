@@ -19,5 +19,7 @@ pub(crate) use element::{
     contiguous, dispatch_float, dispatch_float_pair, expect_shape, f32_pair, f32_row, f32_view,
     round_into, store, try_zeros, widen, Element,
 };
-pub(crate) use parallel::{num_threads, par_each, par_fold, par_parts, par_tasks, SharedMut};
+pub(crate) use parallel::{
+    items_per_task, num_threads, par_each, par_fold, par_parts, par_tasks, SharedMut,
+};
 pub(crate) use simd::{Isa, Kernel, Level};

@@ -13,6 +13,12 @@ pub(crate) fn num_threads() -> usize {
     candle_core::utils::barrier_pool().n_workers() + 1
 }
 
+/// Items of `item_len` values one task takes: enough for 16 K values, so tiny items (global
+/// pooling of 7×7 planes) do not pay one task each.
+pub(crate) fn items_per_task(item_len: usize) -> usize {
+    (16 * 1024 / item_len.max(1)).max(1)
+}
+
 /// Runs `f(i, state)` for every `i` in `0..n` in parallel on candle's own CPU worker pool
 /// (`candle_core::utils::barrier_pool`, sized by `CANDLE_NUM_THREADS` / `RAYON_NUM_THREADS` like
 /// the rest of candle) and returns, once all are done, the `S::default()` state of every worker

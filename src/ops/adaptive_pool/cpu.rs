@@ -2,24 +2,9 @@
 //! level.
 
 use super::{Geom, PoolMode};
-use crate::cpu::{par_tasks, try_zeros, Element, Isa, Kernel, Level};
+use crate::cpu::math::nan_max;
+use crate::cpu::{items_per_task, par_tasks, try_zeros, Element, Isa, Kernel, Level};
 use crate::Result;
-
-/// Planes handled by one task, so tiny planes (global pooling of 7×7 maps) do not
-/// pay one task each.
-fn min_planes(plane_len: usize) -> usize {
-    (16 * 1024 / plane_len.max(1)).max(1)
-}
-
-/// Max that keeps NaN, as PyTorch's `val > max || isnan(val)`.
-#[inline(always)]
-fn nan_max(m: f32, v: f32) -> f32 {
-    if v > m || v.is_nan() {
-        v
-    } else {
-        m
-    }
-}
 
 /// Independent accumulators of the lane reductions, so the loops vectorise.
 const LANES: usize = 8;
@@ -128,7 +113,7 @@ fn forward_plane<T: Element>(g: &Geom, mode: PoolMode, x: &[T], y: &mut [T], acc
 pub(super) fn forward<T: Element>(g: &Geom, mode: PoolMode, x: &[T]) -> Result<Vec<T>> {
     let (inp, outp) = (g.in_plane(), g.out_plane());
     let mut y = try_zeros::<T>("adaptive_pool", g.planes() * outp)?;
-    let k = min_planes(inp);
+    let k = items_per_task(inp);
     let level = Level::detect();
     par_tasks(&mut y, k * outp, |i, y, acc: &mut Vec<f32>| {
         let x = &x[i * k * inp..];
@@ -261,7 +246,7 @@ pub(super) fn backward<T: Element>(
 ) -> Vec<f32> {
     let (inp, outp) = (g.in_plane(), g.out_plane());
     let mut gx = vec![0f32; g.planes() * inp];
-    let k = min_planes(inp);
+    let k = items_per_task(inp);
     let level = Level::detect();
     par_tasks(&mut gx, k * inp, |i, gx, acc: &mut Vec<f32>| {
         let (x, y, gy) = (&x[i * k * inp..], &y[i * k * outp..], &gy[i * k * outp..]);

@@ -4,24 +4,10 @@
 
 use super::geometry::Taps;
 use super::Geom;
-use crate::cpu::{par_tasks, try_zeros, Element, Isa, Kernel, Level};
+use crate::cpu::math::nan_max;
+use crate::cpu::{items_per_task, par_tasks, try_zeros, Element, Isa, Kernel, Level};
 use crate::ops::adaptive_pool::PoolMode;
 use crate::Result;
-
-/// Volumes handled by one task, so small maps do not pay one task each.
-fn min_planes(plane_len: usize) -> usize {
-    (16 * 1024 / plane_len.max(1)).max(1)
-}
-
-/// Max that keeps NaN, as PyTorch's `val > max || isnan(val)`.
-#[inline(always)]
-fn nan_max(m: f32, v: f32) -> f32 {
-    if v > m || v.is_nan() {
-        v
-    } else {
-        m
-    }
-}
 
 /// Folds the input rows of the window `(td, th)` into `acc` (max or sum, in f32); false when
 /// the window holds no input row.
@@ -99,7 +85,7 @@ fn forward_volume<T: Element>(g: &Geom, x: &[T], y: &mut [T], acc: &mut Vec<f32>
 pub(super) fn forward<T: Element>(g: &Geom, x: &[T]) -> Result<Vec<T>> {
     let (inp, outp) = (g.in_plane(), g.out_plane());
     let mut y = try_zeros::<T>("pool", g.planes() * outp)?;
-    let k = min_planes(inp);
+    let k = items_per_task(inp);
     let level = Level::detect();
     par_tasks(&mut y, k * outp, |i, y, acc: &mut Vec<f32>| {
         let x = &x[i * k * inp..];
@@ -214,7 +200,7 @@ fn backward_volume<T: Element>(
 pub(super) fn backward<T: Element>(g: &Geom, x: &[T], y: &[T], gy: &[T]) -> Result<Vec<f32>> {
     let (inp, outp) = (g.in_plane(), g.out_plane());
     let mut gx = try_zeros::<f32>("pool_grad", g.planes() * inp)?;
-    let k = min_planes(inp);
+    let k = items_per_task(inp);
     let level = Level::detect();
     par_tasks(&mut gx, k * inp, |i, gx, acc: &mut Vec<f32>| {
         let x = &x[i * k * inp..];
