@@ -1,6 +1,7 @@
 //! Transposed-convolution benches on decoder shapes: our GEMM + col2im op against candle's
 //! `Tensor::conv_transpose2d` (2-D) and the zero-insertion composition (3-D), forward and
-//! forward + backward, in the same criterion group.
+//! forward + backward, in the same criterion group; and the padding modes of the convolutions
+//! (`ops::pad2d` against its candle composition `pad2d_reference`).
 #[path = "common/alloc.rs"]
 mod alloc;
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -105,5 +106,40 @@ fn conv_transpose(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, conv_transpose);
+fn pad(c: &mut Criterion) {
+    use candle_core::{Device, Tensor, Var};
+    use candle_tricks::ops::{pad2d, pad2d_reference, PadMode};
+    use std::time::Duration;
+
+    // A 3×3 convolution's border on a U-Net / image-to-image feature map.
+    let x = Var::from_tensor(&Tensor::randn(0f32, 1., (16, 64, 64, 64), &Device::Cpu).expect("x"))
+        .expect("var");
+    let mut g = c.benchmark_group("pad2d");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3));
+    for (mode_name, mode) in [
+        ("reflect", PadMode::Reflect),
+        ("replicate", PadMode::Replicate),
+        ("circular", PadMode::Circular),
+    ] {
+        let run = |f: &dyn Fn(&Tensor) -> candle_tricks::Result<Tensor>| {
+            f(x.as_tensor())
+                .expect("pad")
+                .sum_all()
+                .and_then(|l| l.backward())
+                .expect("bwd")
+        };
+        g.bench_function(format!("fwd_bwd/ours/{mode_name}_16x64x64x64_p1"), |b| {
+            b.iter(|| run(&|t| pad2d(t, [1; 4], mode)))
+        });
+        g.bench_function(
+            format!("fwd_bwd/composition/{mode_name}_16x64x64x64_p1"),
+            |b| b.iter(|| run(&|t| pad2d_reference(t, [1; 4], mode))),
+        );
+    }
+    g.finish();
+}
+
+criterion_group!(benches, conv_transpose, pad);
 criterion_main!(benches);
