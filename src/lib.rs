@@ -259,3 +259,4 @@ pub mod schedule;
 pub mod ssm;
 pub mod train;
 pub mod transfer;
+pub mod tune;
