@@ -193,6 +193,54 @@ macro_rules! dispatch_float_pair {
 }
 pub(crate) use dispatch_float_pair;
 
+/// [`dispatch_float_pair`] over three storages `$s1`, `$s2`, `$s3` of one element type
+/// (the `(x, y, grad_y)` of a gradient op).
+macro_rules! dispatch_float_triple {
+    ($s1:expr, $s2:expr, $s3:expr, $op:expr, |$a:ident, $b:ident, $c:ident : $T:ident| $body:expr) => {
+        match ($s1, $s2, $s3) {
+            (
+                candle_core::CpuStorage::F32($a),
+                candle_core::CpuStorage::F32($b),
+                candle_core::CpuStorage::F32($c),
+            ) => {
+                type $T = f32;
+                $body
+            }
+            (
+                candle_core::CpuStorage::F16($a),
+                candle_core::CpuStorage::F16($b),
+                candle_core::CpuStorage::F16($c),
+            ) => {
+                type $T = half::f16;
+                $body
+            }
+            (
+                candle_core::CpuStorage::BF16($a),
+                candle_core::CpuStorage::BF16($b),
+                candle_core::CpuStorage::BF16($c),
+            ) => {
+                type $T = half::bf16;
+                $body
+            }
+            (s1, s2, s3) => {
+                use candle_core::backend::BackendStorage;
+                let odd = [s2.dtype(), s3.dtype()]
+                    .into_iter()
+                    .find(|&d| d != s1.dtype());
+                match odd {
+                    Some(rhs) => Err(candle_core::Error::DTypeMismatchBinaryOp {
+                        lhs: s1.dtype(),
+                        rhs,
+                        op: $op,
+                    }),
+                    None => Err(candle_core::Error::UnsupportedDTypeForOp(s1.dtype(), $op)),
+                }
+            }
+        }
+    };
+}
+pub(crate) use dispatch_float_triple;
+
 /// Checks that an op argument has the shape the op's geometry promises (the public functions
 /// guarantee it; this keeps a misuse from indexing out of bounds).
 pub(crate) fn expect_shape(op: &'static str, l: &Layout, shape: &Shape) -> Result<()> {

@@ -16,8 +16,8 @@ pub(crate) mod parallel;
 pub(crate) mod simd;
 
 pub(crate) use element::{
-    contiguous, dispatch_float, dispatch_float_pair, expect_shape, f32_pair, f32_row, f32_view,
-    round_into, store, try_zeros, widen, Element,
+    contiguous, dispatch_float, dispatch_float_pair, dispatch_float_triple, expect_shape, f32_pair,
+    f32_row, f32_view, round_into, store, try_zeros, widen, Element,
 };
 pub(crate) use parallel::{
     items_per_task, num_threads, par_each, par_fold, par_parts, par_tasks, SharedMut,

@@ -2,11 +2,9 @@
 
 use super::cpu::{backward, forward};
 use super::{Geom, PoolMode, OP_GRAD};
-use crate::cpu::{contiguous, dispatch_float, expect_shape, store};
+use crate::cpu::{contiguous, dispatch_float, dispatch_float_triple, expect_shape, store};
 use crate::ops::fused::{Fused, FusedOp, Grads, Operand, Output};
-use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, Tensor, WithDType};
-use half::{bf16, f16};
+use candle_core::{Tensor, WithDType};
 
 /// Forward: `x -> y`.
 pub(super) struct PoolFwd {
@@ -60,34 +58,13 @@ impl FusedOp<3> for PoolGrad {
         expect_shape(OP_GRAD, l1, &g.x_shape())?;
         expect_shape(OP_GRAD, l2, &g.y_shape())?;
         expect_shape(OP_GRAD, l3, &g.y_shape())?;
-        macro_rules! run {
-            ($x:expr, $y:expr, $gy:expr, $T:ty) => {{
-                let x = contiguous($x, l1, OP_GRAD)?;
-                let y = contiguous($y, l2, OP_GRAD)?;
-                let gy = contiguous($gy, l3, OP_GRAD)?;
-                let gx = backward::<$T>(g, self.mode, x, y, gy);
-                store(<$T as WithDType>::DTYPE, gx, OP_GRAD)?
-            }};
-        }
-        use CpuStorage::{BF16, F16, F32};
-        let out = match (s1, s2, s3) {
-            (F32(x), F32(y), F32(gy)) => run!(x, y, gy, f32),
-            (F16(x), F16(y), F16(gy)) => run!(x, y, gy, f16),
-            (BF16(x), BF16(y), BF16(gy)) => run!(x, y, gy, bf16),
-            (a, _, b) if a.dtype() != b.dtype() => {
-                return Err(candle_core::Error::DTypeMismatchBinaryOp {
-                    lhs: a.dtype(),
-                    rhs: b.dtype(),
-                    op: OP_GRAD,
-                })
-            }
-            (a, _, _) => {
-                return Err(candle_core::Error::UnsupportedDTypeForOp(
-                    a.dtype(),
-                    OP_GRAD,
-                ))
-            }
-        };
+        let out = dispatch_float_triple!(s1, s2, s3, OP_GRAD, |x, y, gy: T| {
+            let x = contiguous(x, l1, OP_GRAD)?;
+            let y = contiguous(y, l2, OP_GRAD)?;
+            let gy = contiguous(gy, l3, OP_GRAD)?;
+            let gx = backward::<T>(g, self.mode, x, y, gy);
+            store(<T as WithDType>::DTYPE, gx, OP_GRAD)
+        })?;
         Ok((out, g.x_shape()))
     }
 }
