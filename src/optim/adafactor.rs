@@ -61,7 +61,9 @@
 
 use std::sync::Mutex;
 
-use candle_core::{DType, Device, Shape, Tensor};
+use candle_core::{DType, Device, Shape, Storage, Tensor};
+
+use crate::cpu::Element;
 
 use super::checkpoint::{check_lr, check_nonneg, grad_sign};
 use super::fused::Kernel;
@@ -396,6 +398,50 @@ fn stat(slot: &Slot, j: usize) -> Result<Tensor> {
     })
 }
 
+/// Row and column means of $g^2$ of each `n × m` matrix of the contiguous gradient `g`, in one
+/// pass (the tensor path's two candle reductions, the column one strided, cost 4 passes and an
+/// input-sized temporary).
+fn row_col_means<T: Element>(g: &[T], n: usize, m: usize) -> (Vec<f32>, Vec<f32>) {
+    let mats = g.len() / (n * m).max(1);
+    let (mut rows, mut cols) = (vec![0f32; mats * n], vec![0f32; mats * m]);
+    for ((mat, rs), cs) in g
+        .chunks_exact((n * m).max(1))
+        .zip(rows.chunks_exact_mut(n.max(1)))
+        .zip(cols.chunks_exact_mut(m.max(1)))
+    {
+        for (row, r) in mat.chunks_exact(m.max(1)).zip(rs.iter_mut()) {
+            let mut sum = 0f32;
+            for (&v, c) in row.iter().zip(cs.iter_mut()) {
+                let v = v.to_f32();
+                sum += v * v;
+                *c += v * v;
+            }
+            *r = sum / m as f32;
+        }
+        for c in cs.iter_mut() {
+            *c /= n as f32;
+        }
+    }
+    (rows, cols)
+}
+
+/// [`average`] of a host statistic on the fused path, with the same lerp.
+fn average_host(slot: &mut Slot, j: usize, mean: &[f32], w: f32) -> Result<()> {
+    slot.ensure(j, 0.0)?;
+    let avg = slot.bufs[j].host_mut();
+    if avg.len() != mean.len() {
+        return Err(Error::config(NAME, "statistic of the wrong size"));
+    }
+    for (a, &x) in avg.iter_mut().zip(mean) {
+        *a = if w < 0.5 {
+            *a + (x - *a) * w
+        } else {
+            x - (x - *a) * (1.0 - w)
+        };
+    }
+    Ok(())
+}
+
 /// Moves statistic `j` towards `mean` by weight `w` (torch's `lerp_`), zero-initialized.
 fn average(slot: &mut Slot, j: usize, mean: &Tensor, w: f32) -> Result<()> {
     slot.ensure(j, 0.0)?;
@@ -445,8 +491,29 @@ impl AlgorithmImpl for AdafactorConfig {
 
     fn prepare(&self, slot: &mut Slot, g: &Tensor) -> Result<()> {
         let w = (slot.step as f64).powf(self.beta2_decay) as f32;
-        let sq = mul(&widen(g)?, grad_sign(self.maximize))?.sqr()?;
         let dims = g.dims().to_vec();
+        if factored(&dims) && slot.path == UpdatePath::Fused {
+            let r = dims.len();
+            let (n, m) = (dims[r - 2], dims[r - 1]);
+            let g = g.contiguous()?;
+            let (s, l) = g.storage_and_layout();
+            let Storage::Cpu(c) = &*s else {
+                return Err(Error::config(
+                    NAME,
+                    "a fused-path gradient must be on the CPU",
+                ));
+            };
+            let (rows, cols) = crate::cpu::dispatch_float!(c, NAME, |v: T| {
+                Ok::<_, candle_core::Error>(row_col_means::<T>(
+                    crate::cpu::contiguous(v, l, NAME)?,
+                    n,
+                    m,
+                ))
+            })?;
+            average_host(slot, ROW, &rows, w)?;
+            return average_host(slot, COL, &cols, w);
+        }
+        let sq = mul(&widen(g)?, grad_sign(self.maximize))?.sqr()?;
         if factored(&dims) {
             let r = dims.len();
             let rows = div(&sq.sum_keepdim(r - 1)?, dims[r - 1] as f32)?;
