@@ -299,7 +299,7 @@ fn mc_dropout_is_more_uncertain_out_of_distribution() -> R<()> {
         .collect();
     let h_in = mean_entropy(&model, &points)?;
     let h_out = mean_entropy(&model, &ood)?;
-    println!("MC dropout predictive entropy: in-distribution {h_in:.4}, out {h_out:.4}");
+    println!("MC dropout predictive entropy: in-distribution {h_in:.2e}, out {h_out:.4}");
     assert!(h_out >= 2.0 * h_in, "out {h_out} < 2 × in {h_in}");
     Ok(())
 }

@@ -16,7 +16,7 @@
 //! initialisations) samples distinct modes and is usually the better, if $M$ times costlier,
 //! estimate (Lakshminarayanan et al. 2017). With $S$ sampled distributions $p_s$ and their mean
 //! $\bar{p}$:
-//! - the predictive entropy $H[\bar{p}] = -\sum_c \bar{p}_c \log \bar{p}_c$ is the total
+//! - the predictive entropy $H[\bar{p}] = -\sum_c \bar p_c \log \bar p_c$ is the total
 //!   uncertainty: high near a decision boundary (aleatoric: the classes overlap) as well as far
 //!   from the data (epistemic);
 //! - the mutual information $I = H[\bar{p}] - \frac{1}{S} \sum_s H[p_s]$ (BALD) keeps only the
