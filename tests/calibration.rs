@@ -200,7 +200,7 @@ fn ensemble_is_the_statistics_of_the_members_softmaxes() -> R<()> {
     let got = ensemble_predict(&members)?;
     let probs = members
         .iter()
-        .map(|z| candle_nn::ops::softmax_last_dim(z))
+        .map(candle_nn::ops::softmax_last_dim)
         .collect::<candle_core::Result<Vec<_>>>()?;
     let want = predictive_uncertainty(&Tensor::stack(&probs, 0)?)?;
     let pairs = |u: &PredictiveUncertainty| {
