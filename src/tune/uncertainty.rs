@@ -16,10 +16,10 @@
 //! initialisations) samples distinct modes and is usually the better, if $M$ times costlier,
 //! estimate (Lakshminarayanan et al. 2017). With $S$ sampled distributions $p_s$ and their mean
 //! $\bar{p}$:
-//! - the predictive entropy $H[\bar{p}] = -\sum_c \bar p_c \log \bar p_c$ is the total
+//! - the predictive entropy $H(\bar{p}) = -\sum_c \bar p_c \log \bar p_c$ is the total
 //!   uncertainty: high near a decision boundary (aleatoric: the classes overlap) as well as far
 //!   from the data (epistemic);
-//! - the mutual information $I = H[\bar{p}] - \frac{1}{S} \sum_s H[p_s]$ (BALD) keeps only the
+//! - the mutual information $I = H(\bar{p}) - \frac{1}{S} \sum_s H(p_s)$ (BALD) keeps only the
 //!   epistemic part: it is large when the samples disagree with each other while each is
 //!   confident, which happens away from the training data, and it shrinks with more data. Use it
 //!   to pick inputs to label (active learning) or to flag out-of-distribution inputs; use the
@@ -75,11 +75,11 @@ pub struct PredictiveUncertainty {
     pub mean: Tensor,
     /// The variance of the samples per class (divided by $S$), `(N, C)`.
     pub variance: Tensor,
-    /// The predictive entropy $H[\bar{p}]$ in nats, `(N,)`: total uncertainty.
+    /// The predictive entropy $H(\bar{p})$ in nats, `(N,)`: total uncertainty.
     pub entropy: Tensor,
-    /// The mean entropy of the samples, $\frac{1}{S} \sum_s H[p_s]$, `(N,)`: the aleatoric part.
+    /// The mean entropy of the samples, $\frac{1}{S} \sum_s H(p_s)$, `(N,)`: the aleatoric part.
     pub expected_entropy: Tensor,
-    /// The mutual information (BALD) $H[\bar{p}] - \frac{1}{S} \sum_s H[p_s] \ge 0$, `(N,)`:
+    /// The mutual information (BALD) $H(\bar{p}) - \frac{1}{S} \sum_s H(p_s) \ge 0$, `(N,)`:
     /// the epistemic part.
     pub mutual_information: Tensor,
 }
