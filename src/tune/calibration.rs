@@ -286,12 +286,7 @@ fn check_probabilities(p: &[f64], c: usize) -> Result<()> {
 }
 
 /// The labels `(N,)` (u8, u32 or i64) as indices, each checked to lie in `0..c`.
-pub(crate) fn class_labels(
-    block: &'static str,
-    labels: &Tensor,
-    n: usize,
-    c: usize,
-) -> Result<Vec<usize>> {
+fn class_labels(block: &'static str, labels: &Tensor, n: usize, c: usize) -> Result<Vec<usize>> {
     if !matches!(labels.dtype(), DType::U8 | DType::U32 | DType::I64) {
         return Err(Error::unsupported_dtype(
             block,

@@ -207,7 +207,7 @@ fn stats(p: &Tensor) -> Result<PredictiveUncertainty> {
     })
 }
 
-/// $-\sum_c p_c \log p_c$ over the last axis, with $0 \log 0 = 0$.
+/// The entropy `-sum(p log p)` over the last axis, taking `0 log 0` as 0.
 fn entropy_last(p: &Tensor) -> Result<Tensor> {
     let log = p.maximum(f64::from(f32::MIN_POSITIVE))?.log()?;
     Ok((p * log)?.sum(p.rank() - 1)?.neg()?)
