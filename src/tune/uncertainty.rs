@@ -86,6 +86,22 @@ pub struct PredictiveUncertainty {
 
 /// MC dropout (Gal & Ghahramani 2016): runs `model.forward_t(x, true)` `n_samples` times, each
 /// giving logits `(N, C)`, and summarises their softmaxes.
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// use candle_nn::Dropout;
+/// use candle_tricks::tune::uncertainty::mc_predict;
+/// # fn main() -> candle_tricks::Result<()> {
+/// let x = Tensor::new(&[[2f32, 0.0, -1.0]], &Device::Cpu)?; // stands in for a model's logits
+/// // Dropout kept on makes the samples disagree: some epistemic uncertainty.
+/// let u = mc_predict(&Dropout::new(0.5), &x, 50)?;
+/// assert!(u.mutual_information.to_vec1::<f32>()?[0] > 0.0);
+/// // Without dropout every sample is the same softmax: none.
+/// let u = mc_predict(&Dropout::new(0.0), &x, 50)?;
+/// assert!(u.mutual_information.to_vec1::<f32>()?[0] < 1e-6);
+/// # Ok(())
+/// # }
+/// ```
 pub fn mc_predict<M: ModuleT>(
     model: &M,
     x: &Tensor,
