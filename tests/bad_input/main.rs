@@ -364,6 +364,7 @@ mod sweep_attention;
 mod sweep_augment;
 mod sweep_blocks;
 mod sweep_blocks17;
+mod sweep_calibration;
 mod sweep_conv;
 mod sweep_conv_transpose;
 mod sweep_int8;
@@ -418,6 +419,7 @@ fn sweep() {
     cases.extend(sweep_prune::prune_cases());
     cases.extend(sweep_quantize::quantize_cases());
     cases.extend(sweep_int8::int8_cases());
+    cases.extend(sweep_calibration::calibration_cases());
     run_all(cases, 150);
 }
 
