@@ -274,15 +274,15 @@ impl GaussianProcess {
                 actual: (n, d).into(),
             });
         }
-        let (y, ny, _) = host_matrix(y, "y")?;
-        if y.len() != n || ny != n {
+        if y.dims() != [n] {
             return Err(Error::ShapeMismatch {
                 block: BLOCK,
                 what: "y",
                 expected: format!("({n})"),
-                actual: y.len().into(),
+                actual: y.shape().clone(),
             });
         }
+        let (y, _, _) = host_matrix(y, "y")?;
         let n_ls = self.cfg.length_scale.len();
         if n_ls != 1 && n_ls != d {
             return Err(invalid(format!(
