@@ -68,6 +68,14 @@ use rand::{Rng, SeedableRng};
 
 use crate::{Error, Result};
 
+mod cholesky;
+mod minimize;
+
+use cholesky::{
+    add_diagonal, cho_solve, cholesky_in_place, cholesky_jittered, solve_lower, JITTER_TRIES,
+};
+use minimize::minimize_in_box;
+
 const BLOCK: &str = "GaussianProcess";
 
 /// The stationary kernel, scaled by the signal variance `constant_value`.
@@ -312,7 +320,7 @@ impl GaussianProcess {
         }
         let mut k = data.kernel_matrix(&self.theta)?;
         add_diagonal(&mut k, n, self.cfg.alpha);
-        let chol = cholesky_jittered(k, n)?;
+        let chol = cholesky_jittered(k, n).ok_or_else(|| not_positive_definite(n))?;
         let weights = cho_solve(&chol, n, &y);
         self.fitted = Some(Fitted {
             x,
@@ -372,7 +380,7 @@ impl GaussianProcess {
     pub fn sample_y(&self, x: &Tensor, n_samples: usize, seed: u64) -> Result<Tensor> {
         let (mean, _, cov) = self.posterior(x, true)?;
         let m = mean.len();
-        let chol = cholesky_jittered(cov, m)?;
+        let chol = cholesky_jittered(cov, m).ok_or_else(|| not_positive_definite(m))?;
         let mut rng = StdRng::seed_from_u64(seed);
         let len = checked_len(m, n_samples)?;
         let mut out = zeroed(len)?;
@@ -617,216 +625,6 @@ fn kernel_value_grad(
 }
 
 // ---------------------------------------------------------------------------------------------
-// Dense linear algebra on row-major `n × n` buffers (n is at most a few thousand).
-// ---------------------------------------------------------------------------------------------
-
-fn add_diagonal(a: &mut [f64], n: usize, v: f64) {
-    for i in 0..n {
-        a[i * n + i] += v;
-    }
-}
-
-/// Overwrites the lower triangle of `a` with its Cholesky factor (the upper one with zeros);
-/// `false` when `a` is not (numerically) positive definite.
-fn cholesky_in_place(a: &mut [f64], n: usize) -> bool {
-    for j in 0..n {
-        let row_j = &mut a[j * n..(j + 1) * n];
-        let pivot = row_j[j] - row_j[..j].iter().map(|v| v * v).sum::<f64>();
-        if !(pivot.is_finite() && pivot > 0.0) {
-            return false;
-        }
-        let ljj = pivot.sqrt();
-        row_j[j] = ljj;
-        row_j[j + 1..].iter_mut().for_each(|v| *v = 0.0);
-        // Column j of the rows below, from the finished row j.
-        for i in j + 1..n {
-            let (head, tail) = a.split_at_mut(i * n);
-            let row_j = &head[j * n..j * n + j];
-            let row_i = &mut tail[..n];
-            let dot: f64 = row_i[..j].iter().zip(row_j).map(|(p, q)| p * q).sum();
-            row_i[j] = (row_i[j] - dot) / ljj;
-        }
-    }
-    true
-}
-
-/// How many times the diagonal jitter grows (tenfold each) before giving up.
-const JITTER_TRIES: i32 = 6;
-
-/// The Cholesky factor of `a`, retried with a jitter of `1e-10`, `1e-9`, … times the mean
-/// diagonal when the matrix is only semi-definite, then a clear error.
-fn cholesky_jittered(a: Vec<f64>, n: usize) -> Result<Vec<f64>> {
-    let mut l = a.clone();
-    if cholesky_in_place(&mut l, n) {
-        return Ok(l);
-    }
-    let mean_diag = (0..n).map(|i| a[i * n + i].abs()).sum::<f64>() / n.max(1) as f64;
-    let base = mean_diag.max(f64::MIN_POSITIVE);
-    for t in 0..JITTER_TRIES {
-        l.copy_from_slice(&a);
-        add_diagonal(&mut l, n, base * 1e-10 * 10f64.powi(t));
-        if cholesky_in_place(&mut l, n) {
-            return Ok(l);
-        }
-    }
-    Err(not_positive_definite(n))
-}
-
-/// Solves `L z = b` for the lower factor `L`.
-fn solve_lower(l: &[f64], n: usize, b: &[f64]) -> Vec<f64> {
-    let mut z = b.to_vec();
-    for i in 0..n {
-        let dot: f64 = l[i * n..i * n + i]
-            .iter()
-            .zip(&z[..i])
-            .map(|(p, q)| p * q)
-            .sum();
-        z[i] = (z[i] - dot) / l[i * n + i];
-    }
-    z
-}
-
-/// Solves `L L^T z = b`.
-fn cho_solve(l: &[f64], n: usize, b: &[f64]) -> Vec<f64> {
-    let mut z = solve_lower(l, n, b);
-    for i in (0..n).rev() {
-        let dot: f64 = (i + 1..n).map(|k| l[k * n + i] * z[k]).sum();
-        z[i] = (z[i] - dot) / l[i * n + i];
-    }
-    z
-}
-
-// ---------------------------------------------------------------------------------------------
-// Bounded minimisation: L-BFGS on the free variables, projected onto the box.
-// ---------------------------------------------------------------------------------------------
-
-/// L-BFGS memory.
-const HISTORY: usize = 10;
-const MAX_ITERS: usize = 500;
-
-/// Minimises `f` over the box `[lo, hi]` from `x0` (clamped into it); `None` when `f` is
-/// undefined (`Ok(None)`) at the start.
-fn minimize_in_box(
-    f: &impl Fn(&[f64]) -> Result<Option<(f64, Vec<f64>)>>,
-    x0: Vec<f64>,
-    lo: &[f64],
-    hi: &[f64],
-) -> Result<Option<(f64, Vec<f64>)>> {
-    let clamp = |x: &mut [f64]| {
-        for ((v, l), h) in x.iter_mut().zip(lo).zip(hi) {
-            *v = v.clamp(*l, *h);
-        }
-    };
-    let mut x = x0;
-    clamp(&mut x);
-    let Some((mut fx, mut g)) = f(&x)? else {
-        return Ok(None);
-    };
-    // Gradient components that would leave the box at an active bound are frozen.
-    let project = |x: &[f64], g: &[f64]| -> Vec<f64> {
-        (0..x.len())
-            .map(|i| {
-                let blocked = (x[i] <= lo[i] && g[i] > 0.0) || (x[i] >= hi[i] && g[i] < 0.0);
-                if blocked {
-                    0.0
-                } else {
-                    g[i]
-                }
-            })
-            .collect()
-    };
-    let mut history: Vec<(Vec<f64>, Vec<f64>, f64)> = Vec::new();
-    for _ in 0..MAX_ITERS {
-        let pg = project(&x, &g);
-        if pg.iter().all(|v| v.abs() < 1e-9) {
-            break;
-        }
-        let mut dir = lbfgs_direction(&pg, &history);
-        for i in 0..dir.len() {
-            if pg[i] == 0.0 {
-                dir[i] = 0.0;
-            }
-        }
-        let slope: f64 = dir.iter().zip(&pg).map(|(a, b)| a * b).sum();
-        if slope >= 0.0 {
-            history.clear();
-            dir = pg.iter().map(|v| -v).collect();
-        }
-        // The first steepest step moves at most one log unit.
-        let max_abs = dir.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-        let mut step = if history.is_empty() {
-            1.0f64.min(1.0 / max_abs)
-        } else {
-            1.0
-        };
-        let mut accepted = None;
-        for _ in 0..60 {
-            let mut xn: Vec<f64> = x.iter().zip(&dir).map(|(a, b)| a + step * b).collect();
-            clamp(&mut xn);
-            let moved: f64 = xn
-                .iter()
-                .zip(&x)
-                .zip(&g)
-                .map(|((a, b), g)| (a - b) * g)
-                .sum();
-            if let Some((fnew, gnew)) = f(&xn)? {
-                if fnew <= fx + 1e-4 * moved.min(0.0) && moved < 0.0 {
-                    accepted = Some((xn, fnew, gnew));
-                    break;
-                }
-            }
-            step *= 0.5;
-        }
-        let Some((xn, fnew, gnew)) = accepted else {
-            if history.is_empty() {
-                break;
-            }
-            history.clear();
-            continue;
-        };
-        let s: Vec<f64> = xn.iter().zip(&x).map(|(a, b)| a - b).collect();
-        let yv: Vec<f64> = gnew.iter().zip(&g).map(|(a, b)| a - b).collect();
-        let sy: f64 = s.iter().zip(&yv).map(|(a, b)| a * b).sum();
-        if sy > 1e-12 {
-            if history.len() == HISTORY {
-                history.remove(0);
-            }
-            history.push((s, yv, 1.0 / sy));
-        }
-        let converged = (fx - fnew).abs() <= 1e-13 * fx.abs().max(fnew.abs()).max(1.0);
-        x = xn;
-        fx = fnew;
-        g = gnew;
-        if converged {
-            break;
-        }
-    }
-    Ok(Some((fx, x)))
-}
-
-/// The L-BFGS two-loop recursion: `-H g` from the stored `(s, y, 1 / s·y)` pairs.
-fn lbfgs_direction(g: &[f64], history: &[(Vec<f64>, Vec<f64>, f64)]) -> Vec<f64> {
-    let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(p, q)| p * q).sum::<f64>();
-    let mut q = g.to_vec();
-    let mut alphas = Vec::with_capacity(history.len());
-    for (s, y, rho) in history.iter().rev() {
-        let a = rho * dot(s, &q);
-        q.iter_mut().zip(y).for_each(|(q, y)| *q -= a * y);
-        alphas.push(a);
-    }
-    if let Some((s, y, _)) = history.last() {
-        let gamma = dot(s, y) / dot(y, y);
-        q.iter_mut().for_each(|v| *v *= gamma);
-    }
-    for ((s, y, rho), a) in history.iter().zip(alphas.iter().rev()) {
-        let b = rho * dot(y, &q);
-        q.iter_mut().zip(s).for_each(|(q, s)| *q += (a - b) * s);
-    }
-    q.iter_mut().for_each(|v| *v = -*v);
-    q
-}
-
-// ---------------------------------------------------------------------------------------------
 // Input, sizes and errors.
 // ---------------------------------------------------------------------------------------------
 
@@ -899,6 +697,7 @@ fn too_large(n: usize) -> Error {
 fn not_positive_definite(n: usize) -> Error {
     invalid(format!(
         "the {n} x {n} kernel matrix is not positive definite even with a diagonal jitter of \
-         1e-5 x its mean diagonal; increase alpha or remove duplicate points"
+         1e{} x its mean diagonal; increase alpha or remove duplicate points",
+        JITTER_TRIES - 11
     ))
 }
