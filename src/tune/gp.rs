@@ -343,6 +343,7 @@ impl GaussianProcess {
 
     /// The log marginal likelihood and its gradient with respect to the log hyper-parameters
     /// `[ln c, ln l_1, …]` (sklearn's `log_marginal_likelihood(theta, eval_gradient=True)`).
+    /// It is evaluated without jitter: when `fit` needed one, this is an error (sklearn: `-inf`).
     pub fn log_marginal_likelihood_with_gradient(&self) -> Result<(f64, Vec<f64>)> {
         let f = self.fitted()?;
         let data = Data {
@@ -357,7 +358,7 @@ impl GaussianProcess {
             .ok_or_else(|| not_positive_definite(f.n))
     }
 
-    /// The posterior mean and variance at `x` `(m, d)` or `(m)`, both `(m)` in f64. The
+    /// The posterior mean and variance at `x` `(m, d)` or `(m)`, both `(m)` in f64 on the CPU. The
     /// variance is that of the latent function (without `alpha`), clipped at 0 as sklearn does.
     pub fn predict(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
         let (mean, var, _) = self.posterior(x, false)?;
@@ -415,8 +416,12 @@ impl GaussianProcess {
             });
         }
         let kern = |a: &[f64], b: &[f64]| kernel_value(self.cfg.kernel, &self.theta, a, b);
-        // v_j = L^-1 k(X, x_j), one query point at a time.
-        let mut v = zeroed(checked_len(m, f.n)?)?;
+        // v_j = L^-1 k(X, x_j), one query point at a time; kept only for the full covariance.
+        let mut v = if full_cov {
+            zeroed(checked_len(m, f.n)?)?
+        } else {
+            Vec::new()
+        };
         let mut mean = Vec::with_capacity(m);
         let mut var = Vec::with_capacity(m);
         let prior = self.constant_value();
@@ -430,7 +435,9 @@ impl GaussianProcess {
             let explained: f64 = vj.iter().map(|v| v * v).sum();
             mean.push(mu * f.y_std + f.y_mean);
             var.push((prior - explained).max(0.0) * f.y_std * f.y_std);
-            v[j * f.n..(j + 1) * f.n].copy_from_slice(&vj);
+            if full_cov {
+                v[j * f.n..(j + 1) * f.n].copy_from_slice(&vj);
+            }
         }
         let mut cov = Vec::new();
         if full_cov {
