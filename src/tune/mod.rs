@@ -2,17 +2,23 @@
 //! uncertainty, calibration and predictive uncertainty (issue 16; search spaces, ASHA, Bayesian
 //! optimisation and NAS land here next).
 //!
+//! - [`gp`]: an exact Gaussian process (RBF or Matérn-5/2 with ARD length scales) with posterior
+//!   mean and variance, the log marginal likelihood and its gradient, hyper-parameters fitted by
+//!   bounded L-BFGS with seeded restarts, and posterior samples — the surrogate of Bayesian
+//!   optimisation.
 //! - [`calibration`]: expected calibration error with reliability-diagram data, and temperature
 //!   scaling fitted on validation logits.
 //! - [`uncertainty`]: MC dropout and deep-ensemble predictions summarised by the predictive mean,
 //!   variance, entropy and mutual information.
 
 pub mod calibration;
+pub mod gp;
 pub mod uncertainty;
 
 pub use calibration::{
     expected_calibration_error, Calibration, ReliabilityBin, Scores, TemperatureScaling,
 };
+pub use gp::{gaussian_process, GaussianProcess, GaussianProcessConfig, GpKernel};
 pub use uncertainty::{
     ensemble_predict, mc_predict, predictive_uncertainty, PredictiveUncertainty,
 };

@@ -367,6 +367,7 @@ mod sweep_blocks17;
 mod sweep_calibration;
 mod sweep_conv;
 mod sweep_conv_transpose;
+mod sweep_gp;
 mod sweep_int8;
 mod sweep_loaders;
 mod sweep_lora;
@@ -420,6 +421,7 @@ fn sweep() {
     cases.extend(sweep_quantize::quantize_cases());
     cases.extend(sweep_int8::int8_cases());
     cases.extend(sweep_calibration::calibration_cases());
+    cases.extend(sweep_gp::gp_cases());
     run_all(cases, 150);
 }
 
