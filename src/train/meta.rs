@@ -40,6 +40,7 @@
 //! # Example
 //! ```
 //! use candle_core::{Device, Var};
+//! use candle_nn::Optimizer;
 //! use candle_tricks::train::{fomaml_step, reptile_step};
 //! # fn main() -> candle_tricks::Result<()> {
 //! let w = Var::new(&[0f32], &Device::Cpu)?;
