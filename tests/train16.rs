@@ -390,7 +390,7 @@ fn adapted_mse(model: &Mlp, tasks: &[(Sine, (Tensor, Tensor))]) -> R<f64> {
 
 #[test]
 fn reptile_beats_joint_training_on_few_shot_sine_regression() -> R<()> {
-    const META_STEPS: usize = 1000;
+    const META_STEPS: usize = 600;
     const INNER_STEPS: usize = 10;
     let mut rng = StdRng::seed_from_u64(31);
     let reptile = Mlp::new(&mut rng)?;

@@ -387,6 +387,7 @@ mod sweep_schedule;
 mod sweep_schedule_cycles;
 mod sweep_sizes;
 mod sweep_ssm;
+mod sweep_train16;
 mod sweep_transfer;
 
 #[test]
@@ -418,6 +419,7 @@ fn sweep() {
     cases.extend(sweep_prune::prune_cases());
     cases.extend(sweep_quantize::quantize_cases());
     cases.extend(sweep_int8::int8_cases());
+    cases.extend(sweep_train16::train16_cases());
     run_all(cases, 150);
 }
 
