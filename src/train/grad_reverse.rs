@@ -28,7 +28,8 @@
 //! *exactly* $x$: $x - \bar{x}$ is an exact zero for every finite $x$, scaling a zero gives a
 //! zero, and adding a zero to $x$ rounds nothing (a $-0$ may come back as $+0$, equal in value).
 //! The gradient reaches $x$ only through the second term: it is the incoming gradient times
-//! $-\lambda$, one rounding of one product. A ±Inf input gives NaN ($\infty - \infty$), which
+//! $-\lambda$, one rounding of one product (at $\lambda = 0$ candle drops that path, so the
+//! input gets no gradient from it, a zero). A ±Inf input gives NaN ($\infty - \infty$), which
 //! only exposes activations that were already broken.
 //!
 //! # Example

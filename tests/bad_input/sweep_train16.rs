@@ -77,14 +77,20 @@ pub(super) fn train16_cases() -> Vec<Case> {
     });
     c.err("reptile_step(inner_steps 0)", "reptile_step", || {
         let w = one();
-        reptile_step(&[w.clone()], |_| square(&w), 0, 0.1, 0.1)?;
+        reptile_step(std::slice::from_ref(&w), |_| square(&w), 0, 0.1, 0.1)?;
         Ok(())
     });
     for (inner_lr, outer_lr) in [(0.0, 0.1), (-0.1, 0.1), (f64::NAN, 0.1), (0.1, 0.0)] {
         let name = format!("reptile_step(inner_lr {inner_lr}, outer_lr {outer_lr})");
         c.err(&name, "reptile_step", move || {
             let w = one();
-            reptile_step(&[w.clone()], |_| square(&w), 1, inner_lr, outer_lr)?;
+            reptile_step(
+                std::slice::from_ref(&w),
+                |_| square(&w),
+                1,
+                inner_lr,
+                outer_lr,
+            )?;
             Ok(())
         });
     }
@@ -100,7 +106,7 @@ pub(super) fn train16_cases() -> Vec<Case> {
         || {
             let w = one();
             let r = reptile_step(
-                &[w.clone()],
+                std::slice::from_ref(&w),
                 |_| square(&w)?.affine(f64::NAN, 0.),
                 2,
                 0.1,
@@ -117,7 +123,7 @@ pub(super) fn train16_cases() -> Vec<Case> {
         let w = one();
         let mut sgd = candle_nn::SGD::new(vec![w.clone()], 0.1)?;
         fomaml_step(
-            &[w.clone()],
+            std::slice::from_ref(&w),
             |_| square(&w),
             || square(&w),
             0,
@@ -130,7 +136,7 @@ pub(super) fn train16_cases() -> Vec<Case> {
         let w = one();
         let mut sgd = candle_nn::SGD::new(vec![w.clone()], 0.1)?;
         fomaml_step(
-            &[w.clone()],
+            std::slice::from_ref(&w),
             |_| square(&w),
             || square(&w),
             1,
@@ -146,7 +152,14 @@ pub(super) fn train16_cases() -> Vec<Case> {
             let w = one();
             let mut sgd = candle_nn::SGD::new(vec![w.clone()], 0.1)?;
             let query = || square(&w)?.affine(f64::INFINITY, 0.);
-            let r = fomaml_step(&[w.clone()], |_| square(&w), query, 1, 0.1, &mut sgd);
+            let r = fomaml_step(
+                std::slice::from_ref(&w),
+                |_| square(&w),
+                query,
+                1,
+                0.1,
+                &mut sgd,
+            );
             if w.to_vec1::<f32>()? != [1.0] {
                 return Err(Got::Wrong("weights changed".into()));
             }
