@@ -1,8 +1,17 @@
 //! Training recipes that are more than a layer: learning classes from their descriptions
-//! (zero-shot).
+//! (zero-shot), adapting to a shifted domain, and learning to learn from a few examples.
 //!
 //! - [`zero_shot::SemanticEmbedding`] — recognise classes never seen in training from attribute
 //!   vectors or other side information (tip 17).
+//! - [`grad_reverse::grad_reverse`] — the gradient-reversal layer of domain-adversarial training
+//!   (DANN) with its λ ramp [`grad_reverse::dann_lambda`]: features a domain classifier cannot
+//!   tell apart (tip 26).
+//! - [`meta::reptile_step`], [`meta::fomaml_step`] — Reptile and first-order MAML: learn an
+//!   initialisation that fits a new task in a few SGD steps (tip 31).
 
+pub mod grad_reverse;
+pub mod meta;
 pub mod zero_shot;
+pub use grad_reverse::{dann_lambda, grad_reverse, GradReverse, DANN_GAMMA};
+pub use meta::{fomaml_step, reptile_step, MetaLosses};
 pub use zero_shot::{semantic_embedding, SemanticEmbedding, SemanticEmbeddingConfig};

@@ -389,6 +389,7 @@ mod sweep_schedule;
 mod sweep_schedule_cycles;
 mod sweep_sizes;
 mod sweep_ssm;
+mod sweep_train16;
 mod sweep_transfer;
 
 #[test]
@@ -422,6 +423,7 @@ fn sweep() {
     cases.extend(sweep_int8::int8_cases());
     cases.extend(sweep_calibration::calibration_cases());
     cases.extend(sweep_gp::gp_cases());
+    cases.extend(sweep_train16::train16_cases());
     run_all(cases, 150);
 }
 
