@@ -88,6 +88,21 @@
 //!   as a soft-label regulariser. Augmentations encode the invariances you want: flips for mirror
 //!   symmetry, crops for translation, no flips for digits or text.
 //!
+//! ### Uncertainty, shifted domains, few-shot tasks
+//! - **Calibrated uncertainty from little data** — [`tune::gp`]: an exact Gaussian process whose
+//!   variance grows away from the data, the surrogate of Bayesian optimisation ($O(n^3)$); prefer
+//!   Matérn-5/2 to RBF for real objectives, and read ARD length scales to see which inputs matter.
+//! - **Calibrate confidence before trusting it** — [`tune::calibration`]: measure the ECE, fit one
+//!   temperature on held-out logits (the argmax does not move).
+//! - **Know what the model does not know** — [`tune::uncertainty`]: MC dropout or deep ensembles;
+//!   predictive entropy (total) vs mutual information (epistemic: out-of-distribution, active
+//!   learning).
+//! - **Make features domain-invariant** — [`train::grad_reverse()`] puts a domain classifier behind
+//!   a reversed gradient (DANN); ramp $\lambda$ with [`train::dann_lambda`] so early noisy domain
+//!   gradients do not wreck the features.
+//! - **Learn an initialisation that adapts in a few steps** — [`train::reptile_step`],
+//!   [`train::fomaml_step`] (first-order only: candle has no double backward).
+//!
 //! ### Transfer learning and compression
 //! - **Fine-tune rather than train from scratch** — [`transfer::load_state_dict`] (a report of
 //!   missing, unexpected and mismatched keys: only the new head should be listed),

@@ -105,10 +105,17 @@ pub use crate::schedule::{
 pub use crate::ssm::{
     mamba_block, mamba_model, MambaBlock, MambaConfig, MambaModel, MambaModelConfig,
 };
-pub use crate::train::{semantic_embedding, SemanticEmbedding, SemanticEmbeddingConfig};
+pub use crate::train::{
+    dann_lambda, fomaml_step, grad_reverse, reptile_step, semantic_embedding, GradReverse,
+    SemanticEmbedding, SemanticEmbeddingConfig,
+};
 pub use crate::transfer::{
     bottleneck_adapter, frozen_batch_norm2d, lora_conv2d, lora_linear, lora_multi_head_attention,
     resample_pos_embed, BottleneckAdapter, BottleneckAdapterConfig, FrozenBatchNorm2d,
     FrozenBatchNorm2dConfig, LoraConfig, LoraConv2d, LoraLinear, LoraMultiHeadAttention,
     ResamplePosEmbedConfig,
+};
+pub use crate::tune::{
+    ensemble_predict, expected_calibration_error, gaussian_process, mc_predict, GaussianProcess,
+    GaussianProcessConfig, GpKernel, TemperatureScaling,
 };
