@@ -10,15 +10,18 @@
 //!   scaling fitted on validation logits.
 //! - [`uncertainty`]: MC dropout and deep-ensemble predictions summarised by the predictive mean,
 //!   variance, entropy and mutual information.
+//! - [`sampler`]: the unit-hypercube contract every search strategy implements.
 
 pub mod calibration;
 pub mod gp;
+pub mod sampler;
 pub mod uncertainty;
 
 pub use calibration::{
     expected_calibration_error, Calibration, ReliabilityBin, Scores, TemperatureScaling,
 };
 pub use gp::{gaussian_process, GaussianProcess, GaussianProcessConfig, GpKernel};
+pub use sampler::{Observation, Sampler};
 pub use uncertainty::{
     ensemble_predict, mc_predict, predictive_uncertainty, PredictiveUncertainty,
 };
