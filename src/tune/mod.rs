@@ -11,9 +11,12 @@
 //! - [`uncertainty`]: MC dropout and deep-ensemble predictions summarised by the predictive mean,
 //!   variance, entropy and mutual information.
 //! - [`sampler`]: the unit-hypercube contract every search strategy implements.
+//! - [`nas`]: neural architecture search by regularized (aging) evolution over a discrete space,
+//!   with the random-search baseline at equal budget.
 
 pub mod calibration;
 pub mod gp;
+pub mod nas;
 pub mod sampler;
 pub mod uncertainty;
 
@@ -21,6 +24,10 @@ pub use calibration::{
     expected_calibration_error, Calibration, ReliabilityBin, Scores, TemperatureScaling,
 };
 pub use gp::{gaussian_process, GaussianProcess, GaussianProcessConfig, GpKernel};
+pub use nas::{
+    random_search, regularized_evolution, ArchSpace, Dimension, EvolutionConfig, Genome,
+    NasHistory, Origin, Outcome, Trial,
+};
 pub use sampler::{Observation, Sampler};
 pub use uncertainty::{
     ensemble_predict, mc_predict, predictive_uncertainty, PredictiveUncertainty,
