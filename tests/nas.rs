@@ -164,9 +164,15 @@ fn tournament_and_aging_invariants() {
             } => {
                 assert!(i >= p);
                 assert_eq!(tournament.len(), s);
-                assert!(tournament.iter().all(|&m| m + p >= i && m < i), "dead member");
+                assert!(
+                    tournament.iter().all(|&m| m + p >= i && m < i),
+                    "dead member"
+                );
                 let score = |m: usize| trials[m].outcome.score().unwrap();
-                let top = tournament.iter().map(|&m| score(m)).fold(f64::MIN, f64::max);
+                let top = tournament
+                    .iter()
+                    .map(|&m| score(m))
+                    .fold(f64::MIN, f64::max);
                 let first_top = *tournament.iter().find(|&&m| score(m) == top).unwrap();
                 assert_eq!(*parent, first_top);
                 assert_ne!(*dim, 2, "the single-choice dimension was mutated");
@@ -224,7 +230,10 @@ fn failed_evaluations_are_recorded_and_the_search_goes_on() {
             assert_eq!(h.trials()[*parent].outcome.score().is_some(), any_scored);
         }
     }
-    let msg = format!("{:?}", h.trials().iter().find(|t| t.genome.choices()[0] == 0));
+    let msg = format!(
+        "{:?}",
+        h.trials().iter().find(|t| t.genome.choices()[0] == 0)
+    );
     assert!(msg.contains("out of memory"), "{msg}");
     let r = random_search(&space, 20, 0, |_| Ok(f64::INFINITY)).unwrap();
     assert_eq!((r.failures(), r.best()), (20, None));

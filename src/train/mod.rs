@@ -8,10 +8,14 @@
 //!   tell apart (tip 26).
 //! - [`meta::reptile_step`], [`meta::fomaml_step`] — Reptile and first-order MAML: learn an
 //!   initialisation that fits a new task in a few SGD steps (tip 31).
+//! - [`lr_finder::lr_range_test`] — the learning-rate range test: the loss against a growing
+//!   rate in one short run, with a suggested rate (steepest descent of the smoothed loss).
 
 pub mod grad_reverse;
+pub mod lr_finder;
 pub mod meta;
 pub mod zero_shot;
 pub use grad_reverse::{dann_lambda, grad_reverse, GradReverse, DANN_GAMMA};
+pub use lr_finder::{lr_range_test, LrRamp, LrRangeCurve, LrRangeTestConfig, LrStop};
 pub use meta::{fomaml_step, reptile_step, MetaLosses};
 pub use zero_shot::{semantic_embedding, SemanticEmbedding, SemanticEmbeddingConfig};
