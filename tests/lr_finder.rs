@@ -259,11 +259,11 @@ fn steepest_is_numpy_gradient_argmin() {
     let curve = LrRangeCurve {
         lrs: vec![1.0, 2.0, 3.0, 4.0, 5.0],
         losses: vec![0.0; 5],
-        smoothed: vec![5.0, 4.9, 3.0, 2.9, 2.8],
+        smoothed: vec![5.0, 4.5, 3.0, 2.5, 2.0],
         stop: LrStop::Completed,
         suggested_lr: None,
     };
-    // np.gradient: [-0.1, -1.0, -1.0, -0.1, -0.1]; argmin takes the first.
+    // np.gradient: [-0.5, -1.0, -1.0, -0.5, -0.5]; argmin takes the first.
     assert_eq!(curve.steepest(0, 0), Some(2.0));
     assert_eq!(curve.steepest(2, 0), Some(3.0));
     assert_eq!(curve.steepest(3, 1), None); // one point left

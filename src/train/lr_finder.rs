@@ -41,6 +41,7 @@
 //! # Example
 //! ```
 //! use candle_core::{Device, Var};
+//! use candle_nn::Optimizer;
 //! use candle_tricks::train::lr_finder::{lr_range_test, LrRangeTestConfig, LrStop};
 //! # fn main() -> candle_tricks::Result<()> {
 //! // Loss (w - 3)²: SGD converges for lr < 1 and diverges above.
@@ -51,6 +52,7 @@
 //! let curve = lr_range_test(&[w.clone()], &mut sgd, loss, &cfg)?;
 //! assert!(matches!(curve.stop, LrStop::Diverged { .. }));
 //! let lr = curve.suggested_lr.expect("enough points");
+//! println!("{:?} after {} points, suggested {lr:.3e}", curve.stop, curve.lrs.len());
 //! assert!(lr > 1e-2 && lr < 1.0); // a fast rate, below the stability limit
 //! assert_eq!(w.to_scalar::<f32>()?, 0.0); // weights restored
 //! # Ok(())
