@@ -341,16 +341,16 @@ where
     O: Optimizer,
     F: FnMut(usize) -> candle_core::Result<Tensor>,
 {
-    let n = cfg.num_iters;
+    // Nothing reserved from `num_iters`: a huge value must not abort on the allocation.
     let mut curve = LrRangeCurve {
-        lrs: Vec::with_capacity(n),
-        losses: Vec::with_capacity(n),
-        smoothed: Vec::with_capacity(n),
+        lrs: Vec::new(),
+        losses: Vec::new(),
+        smoothed: Vec::new(),
         stop: LrStop::Completed,
         suggested_lr: None,
     };
     let (mut average, mut best) = (0.0, f64::INFINITY);
-    for i in 0..n {
+    for i in 0..cfg.num_iters {
         let lr = cfg.lr_at(i);
         optimizer.set_learning_rate(lr);
         let l = loss(i)?;

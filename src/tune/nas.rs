@@ -454,9 +454,11 @@ where
         ));
     }
     let mut rng = StdRng::seed_from_u64(cfg.seed);
-    let mut trials: Vec<Trial> = Vec::with_capacity(cfg.budget);
+    // Nothing is reserved from `budget` or `population`: a huge value must not abort on the
+    // allocation before the first evaluation.
+    let mut trials: Vec<Trial> = Vec::new();
     // History indices of the live members, oldest at the front.
-    let mut population: VecDeque<usize> = VecDeque::with_capacity(cfg.population + 1);
+    let mut population: VecDeque<usize> = VecDeque::new();
     while trials.len() < cfg.population {
         let genome = space.sample(&mut rng);
         let outcome = evaluate(&mut evaluate_fn, &genome);
@@ -507,16 +509,16 @@ where
 {
     crate::check::positive("random_search", "budget", budget)?;
     let mut rng = StdRng::seed_from_u64(seed);
-    let trials = (0..budget)
-        .map(|_| {
-            let genome = space.sample(&mut rng);
-            let outcome = evaluate(&mut evaluate_fn, &genome);
-            Trial {
-                genome,
-                outcome,
-                origin: Origin::Random,
-            }
-        })
-        .collect();
+    // A loop, not `collect`: collecting `0..budget` would reserve `budget` trials up front.
+    let mut trials = Vec::new();
+    for _ in 0..budget {
+        let genome = space.sample(&mut rng);
+        let outcome = evaluate(&mut evaluate_fn, &genome);
+        trials.push(Trial {
+            genome,
+            outcome,
+            origin: Origin::Random,
+        });
+    }
     Ok(NasHistory { trials })
 }

@@ -373,6 +373,7 @@ mod sweep_loaders;
 mod sweep_lora;
 mod sweep_lora_vit;
 mod sweep_loss;
+mod sweep_nas;
 mod sweep_norm;
 mod sweep_ops_conv;
 mod sweep_ops_other;
@@ -424,6 +425,8 @@ fn sweep() {
     cases.extend(sweep_calibration::calibration_cases());
     cases.extend(sweep_gp::gp_cases());
     cases.extend(sweep_train16::train16_cases());
+    cases.extend(sweep_nas::nas_cases());
+    cases.extend(sweep_nas::lr_finder_cases());
     run_all(cases, 150);
 }
 
