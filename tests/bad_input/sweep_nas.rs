@@ -133,7 +133,7 @@ pub(super) fn lr_finder_cases() -> Vec<Case> {
         let w = Var::new(&[1f32], &cpu())?;
         let mut sgd = candle_nn::SGD::new(vec![w.clone()], 0.1)?;
         lr_range_test(
-            &[w.clone()],
+            std::slice::from_ref(&w),
             &mut sgd,
             |_| w.as_tensor().sqr()?.sum_all(),
             &cfg,
@@ -170,7 +170,12 @@ pub(super) fn lr_finder_cases() -> Vec<Case> {
     c.err("lr_range_test(vector loss)", "lr_range_test", move || {
         let w = Var::new(&[1f32, 2.0], &cpu())?;
         let mut sgd = candle_nn::SGD::new(vec![w.clone()], 0.1)?;
-        lr_range_test(&[w.clone()], &mut sgd, |_| w.as_tensor().sqr(), &base)?;
+        lr_range_test(
+            std::slice::from_ref(&w),
+            &mut sgd,
+            |_| w.as_tensor().sqr(),
+            &base,
+        )?;
         Ok(())
     });
     c.val(
@@ -187,7 +192,7 @@ pub(super) fn lr_finder_cases() -> Vec<Case> {
                 }
             };
             let curve = lr_range_test(
-                &[w.clone()],
+                std::slice::from_ref(&w),
                 &mut sgd,
                 loss,
                 &base.with_num_iters(usize::MAX),
