@@ -11,17 +11,37 @@
 //! - [`uncertainty`]: MC dropout and deep-ensemble predictions summarised by the predictive mean,
 //!   variance, entropy and mutual information.
 //! - [`sampler`]: the unit-hypercube contract every search strategy implements.
+//! - [`space`]: search spaces (uniform, log-uniform, integer, categorical, conditional
+//!   dimensions) mapped to and from the unit hypercube, and the sampled [`Config`].
+//! - [`random`]: seeded random search, the baseline that beats grid search.
+//! - [`sobol`]: Sobol points (Joe–Kuo directions, optional random digital shift) that cover a
+//!   small budget more evenly than random.
+//! - [`study`]: the [`Study`] running an objective trial after trial, recording failures,
+//!   the best trial and the best-so-far curve; [`study_file`] saves and resumes it.
+//! - [`asha`]: asynchronous successive halving, stopping the trials whose learning curves fall
+//!   behind.
 
+pub mod asha;
 pub mod calibration;
 pub mod gp;
+pub mod random;
 pub mod sampler;
+pub mod sobol;
+pub mod space;
+pub mod study;
+pub mod study_file;
 pub mod uncertainty;
 
+pub use asha::{Asha, AshaConfig, Decision, Reporter};
 pub use calibration::{
     expected_calibration_error, Calibration, ReliabilityBin, Scores, TemperatureScaling,
 };
 pub use gp::{gaussian_process, GaussianProcess, GaussianProcessConfig, GpKernel};
+pub use random::RandomSampler;
 pub use sampler::{Observation, Sampler};
+pub use sobol::{Sobol, SobolSampler, SOBOL_MAX_DIMS};
+pub use space::{Condition, Config, Dimension, Domain, Space, SpaceBuilder, Value};
+pub use study::{Direction, Outcome, Study, Trial, TrialState};
 pub use uncertainty::{
     ensemble_predict, mc_predict, predictive_uncertainty, PredictiveUncertainty,
 };
