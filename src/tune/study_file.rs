@@ -197,7 +197,10 @@ impl Study {
     /// [`Study::load`] from the text of a file.
     pub fn from_text(text: &str, space: Space, sampler: Box<dyn Sampler>) -> Result<Self> {
         let corrupt = |n: usize, msg: String| {
-            Error::config(BLOCK, format!("corrupt study file, line {}: {msg}", n + 1))
+            Error::config(
+                BLOCK,
+                format!("cannot load the study (line {}): {msg}", n + 1),
+            )
         };
         let mut lines = text.lines().enumerate();
         match lines.next() {

@@ -391,6 +391,7 @@ mod sweep_sizes;
 mod sweep_ssm;
 mod sweep_train16;
 mod sweep_transfer;
+mod sweep_tune;
 
 #[test]
 fn sweep() {
@@ -424,6 +425,7 @@ fn sweep() {
     cases.extend(sweep_calibration::calibration_cases());
     cases.extend(sweep_gp::gp_cases());
     cases.extend(sweep_train16::train16_cases());
+    cases.extend(sweep_tune::tune_cases());
     run_all(cases, 150);
 }
 
