@@ -26,11 +26,14 @@
 //! let mut study = Study::new(space, Direction::Minimize, Box::new(SobolSampler::new()));
 //! study.optimize(32, |cfg| {
 //!     let (x, lr) = (cfg.f64("x")?, cfg.f64("lr")?);
-//!     Ok((x - 0.5).powi(2) + (lr.log10() + 2.0).powi(2)) // best at x = 0.5, lr = 0.01
+//!     Ok((x - 0.3).powi(2) + (lr.log10() + 2.5).powi(2)) // best at x = 0.3, lr = 0.003
 //! })?;
 //! let best = study.best().expect("a completed trial");
 //! assert!(best.value().unwrap() < 0.1);
-//! assert!((best.config.f64("lr")?.log10() + 2.0).abs() < 0.3);
+//! assert!((best.config.f64("lr")?.log10() + 2.5).abs() < 0.3);
+//! // The best-so-far curve never goes up.
+//! let curve: Vec<f64> = study.best_so_far().into_iter().flatten().collect();
+//! assert!(curve.windows(2).all(|w| w[1] <= w[0]));
 //! // A diverging trial is recorded as failed, never handed to the sampler.
 //! study.optimize(1, |_| Ok(f64::NAN))?;
 //! assert_eq!(study.trials()[32].state(), TrialState::Failed);
