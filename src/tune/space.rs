@@ -224,7 +224,8 @@ impl fmt::Display for Config {
     }
 }
 
-/// Builds a [`Space`]; every check runs in [`SpaceBuilder::build`].
+/// Builds a [`Space`]; every check runs in [`SpaceBuilder::build`]. Names must be unique and
+/// non-empty, without control characters, `=` or `,` (they appear in a config's `Display`).
 #[derive(Debug, Clone, Default)]
 pub struct SpaceBuilder {
     dims: Vec<Dimension>,

@@ -203,11 +203,12 @@ impl Study {
         let sign = self.direction.sign();
         self.trials
             .iter()
-            .filter(|t| t.state() == TrialState::Complete)
-            .fold(None, |best: Option<&Trial>, t| match (best, t.value()) {
-                (Some(b), Some(v)) if sign * v >= sign * b.value().unwrap_or(v) => Some(b),
-                _ => Some(t),
+            .filter_map(|t| match t.outcome {
+                Outcome::Complete { value } => Some((t, sign * value)),
+                _ => None,
             })
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(t, _)| t)
     }
 
     /// After each trial, the best complete score so far (`None` before the first).
