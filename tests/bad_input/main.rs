@@ -392,6 +392,7 @@ mod sweep_sizes;
 mod sweep_ssm;
 mod sweep_train16;
 mod sweep_transfer;
+mod sweep_tune;
 
 #[test]
 fn sweep() {
@@ -427,6 +428,7 @@ fn sweep() {
     cases.extend(sweep_train16::train16_cases());
     cases.extend(sweep_nas::nas_cases());
     cases.extend(sweep_nas::lr_finder_cases());
+    cases.extend(sweep_tune::tune_cases());
     run_all(cases, 150);
 }
 
