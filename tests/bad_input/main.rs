@@ -387,6 +387,7 @@ mod sweep_quantize;
 mod sweep_rnn;
 mod sweep_schedule;
 mod sweep_schedule_cycles;
+mod sweep_semi_supervised;
 mod sweep_sizes;
 mod sweep_ssm;
 mod sweep_train16;
@@ -424,6 +425,7 @@ fn sweep() {
     cases.extend(sweep_calibration::calibration_cases());
     cases.extend(sweep_gp::gp_cases());
     cases.extend(sweep_train16::train16_cases());
+    cases.extend(sweep_semi_supervised::semi_supervised_cases());
     run_all(cases, 150);
 }
 
