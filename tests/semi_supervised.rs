@@ -38,14 +38,32 @@ fn pseudo_labels_match_pytorch() -> R<()> {
         let out = pseudo_label_loss(x.as_tensor(), 0.6)?;
         assert_eq!(out.loss.dtype(), dtype);
         let what = format!("pseudo {dtype:?}");
-        assert_close(&format!("{what} loss"), &out.loss, get(&f, "pseudo.loss"), TOL);
-        assert_close(&format!("{what} mask"), &out.mask, get(&f, "pseudo.mask"), 0.0);
+        assert_close(
+            &format!("{what} loss"),
+            &out.loss,
+            get(&f, "pseudo.loss"),
+            TOL,
+        );
+        assert_close(
+            &format!("{what} mask"),
+            &out.mask,
+            get(&f, "pseudo.mask"),
+            0.0,
+        );
         let labels = out.pseudo_labels.to_dtype(DType::I64)?;
-        assert_close(&format!("{what} labels"), &labels, get(&f, "pseudo.labels"), 0.0);
+        assert_close(
+            &format!("{what} labels"),
+            &labels,
+            get(&f, "pseudo.labels"),
+            0.0,
+        );
         let mask = get(&f, "pseudo.mask").to_vec1::<f64>()?;
         let rate = mask.iter().sum::<f64>() / mask.len() as f64;
         assert_eq!(out.mask_rate, rate, "{what}");
-        assert!(rate > 0.0 && rate < 1.0, "the fixture masks some rows, not all");
+        assert!(
+            rate > 0.0 && rate < 1.0,
+            "the fixture masks some rows, not all"
+        );
         let gx = grad_of(&out.loss, &x)?;
         assert_close(&format!("{what} gx"), &gx, get(&f, "pseudo.gx"), TOL);
     }
@@ -60,14 +78,36 @@ fn fixmatch_matches_pytorch_and_leaves_the_weak_view_without_gradient() -> R<()>
         let strong = Var::from_tensor(&input(&f, "fixmatch", "strong", dtype)?)?;
         let out = fixmatch_loss(weak.as_tensor(), strong.as_tensor(), 0.8)?;
         let what = format!("fixmatch {dtype:?}");
-        assert_close(&format!("{what} loss"), &out.loss, get(&f, "fixmatch.loss"), TOL);
-        assert_close(&format!("{what} mask"), &out.mask, get(&f, "fixmatch.mask"), 0.0);
+        assert_close(
+            &format!("{what} loss"),
+            &out.loss,
+            get(&f, "fixmatch.loss"),
+            TOL,
+        );
+        assert_close(
+            &format!("{what} mask"),
+            &out.mask,
+            get(&f, "fixmatch.mask"),
+            0.0,
+        );
         let labels = out.pseudo_labels.to_dtype(DType::I64)?;
-        assert_close(&format!("{what} labels"), &labels, get(&f, "fixmatch.labels"), 0.0);
+        assert_close(
+            &format!("{what} labels"),
+            &labels,
+            get(&f, "fixmatch.labels"),
+            0.0,
+        );
         let grads = out.loss.backward()?;
         assert!(grads.get(weak.as_tensor()).is_none(), "{what}: weak view");
-        let gs = grads.get(strong.as_tensor()).ok_or("no gradient for the strong view")?;
-        assert_close(&format!("{what} gstrong"), gs, get(&f, "fixmatch.gstrong"), TOL);
+        let gs = grads
+            .get(strong.as_tensor())
+            .ok_or("no gradient for the strong view")?;
+        assert_close(
+            &format!("{what} gstrong"),
+            gs,
+            get(&f, "fixmatch.gstrong"),
+            TOL,
+        );
     }
     Ok(())
 }
@@ -84,8 +124,15 @@ fn mean_teacher_matches_pytorch_and_leaves_the_teacher_without_gradient() -> R<(
         assert_close(&format!("{what} cost"), &cost, get(&f, "teacher.cost"), TOL);
         let grads = cost.backward()?;
         assert!(grads.get(teacher.as_tensor()).is_none(), "{what}: teacher");
-        let gs = grads.get(student.as_tensor()).ok_or("no gradient for the student")?;
-        assert_close(&format!("{what} gstudent"), gs, get(&f, "teacher.gstudent"), TOL);
+        let gs = grads
+            .get(student.as_tensor())
+            .ok_or("no gradient for the student")?;
+        assert_close(
+            &format!("{what} gstudent"),
+            gs,
+            get(&f, "teacher.gstudent"),
+            TOL,
+        );
     }
     Ok(())
 }
@@ -141,7 +188,16 @@ fn non_finite_label_logits_are_an_error_not_a_silent_mask() -> R<()> {
     let weak = Tensor::from_vec(rows, (4, 3), &Device::Cpu)?;
     let strong = Tensor::zeros((4, 3), DType::F32, &Device::Cpu)?;
     let e = fixmatch_loss(&weak, &strong, 0.9).unwrap_err();
-    assert!(matches!(e, Error::NonFinite { block: "fixmatch_loss", .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            Error::NonFinite {
+                block: "fixmatch_loss",
+                ..
+            }
+        ),
+        "{e}"
+    );
     Ok(())
 }
 

@@ -193,7 +193,10 @@ pub fn fixmatch_loss(
 ///
 /// Errors (naming `mean_teacher_consistency`) on logits that are not `(N, C)` with
 /// $N, C \ge 1$, a non-float dtype, and when the two differ in shape, dtype or device.
-pub fn mean_teacher_consistency(student_logits: &Tensor, teacher_logits: &Tensor) -> Result<Tensor> {
+pub fn mean_teacher_consistency(
+    student_logits: &Tensor,
+    teacher_logits: &Tensor,
+) -> Result<Tensor> {
     const BLOCK: &str = "mean_teacher_consistency";
     check_logits(BLOCK, "student_logits", student_logits)?;
     check_pair(BLOCK, "teacher_logits", student_logits, teacher_logits)?;
@@ -300,7 +303,10 @@ fn masked_cross_entropy(
         .to_dtype(DType::F64)?
         .to_vec1::<f64>()?;
     if !stats[1].is_finite() {
-        return Err(Error::non_finite(block, "the logits the pseudo-labels come from"));
+        return Err(Error::non_finite(
+            block,
+            "the logits the pseudo-labels come from",
+        ));
     }
     let logp = candle_nn::ops::log_softmax(&upcast(logits)?, 1)?;
     let nll = logp.gather(&labels, 1)?.neg()?;

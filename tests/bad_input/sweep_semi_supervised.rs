@@ -21,20 +21,32 @@ fn with_nan() -> Tensor {
 pub(super) fn semi_supervised_cases() -> Vec<Case> {
     let mut c = Cases::new("semi_supervised");
     for threshold in [f64::NAN, -0.1, 1.5, f64::INFINITY] {
-        c.err(&format!("pseudo_label_loss(threshold {threshold})"), PL, move || {
-            pseudo_label_loss(&t((4, 3)), threshold)?;
-            Ok(())
-        });
-        c.err(&format!("fixmatch_loss(threshold {threshold})"), FM, move || {
-            fixmatch_loss(&t((4, 3)), &t((4, 3)), threshold)?;
-            Ok(())
-        });
+        c.err(
+            &format!("pseudo_label_loss(threshold {threshold})"),
+            PL,
+            move || {
+                pseudo_label_loss(&t((4, 3)), threshold)?;
+                Ok(())
+            },
+        );
+        c.err(
+            &format!("fixmatch_loss(threshold {threshold})"),
+            FM,
+            move || {
+                fixmatch_loss(&t((4, 3)), &t((4, 3)), threshold)?;
+                Ok(())
+            },
+        );
     }
     for (name, shape) in [("rank 1", vec![12]), ("rank 3", vec![2, 2, 3])] {
-        c.err(&format!("pseudo_label_loss({name} logits)"), PL, move || {
-            pseudo_label_loss(&t(shape), 0.9)?;
-            Ok(())
-        });
+        c.err(
+            &format!("pseudo_label_loss({name} logits)"),
+            PL,
+            move || {
+                pseudo_label_loss(&t(shape), 0.9)?;
+                Ok(())
+            },
+        );
     }
     c.err("pseudo_label_loss(empty batch)", PL, || {
         pseudo_label_loss(&t((0, 3)), 0.9)?;
@@ -98,7 +110,12 @@ pub(super) fn semi_supervised_cases() -> Vec<Case> {
         mean_teacher_consistency(&t((0, 3)), &t((0, 3)))?;
         Ok(())
     });
-    for (current, length) in [(f64::NAN, 10.0), (1.0, -1.0), (1.0, f64::NAN), (f64::INFINITY, 5.0)] {
+    for (current, length) in [
+        (f64::NAN, 10.0),
+        (1.0, -1.0),
+        (1.0, f64::NAN),
+        (f64::INFINITY, 5.0),
+    ] {
         c.err(
             &format!("sigmoid_rampup({current}, {length})"),
             "sigmoid_rampup",
