@@ -18,20 +18,28 @@
 //!    contrast jitter, cutout, uniform noise);
 //! 4. **all labels**: cross-entropy on all 1258 training images, the ceiling.
 //!
-//! Results (test accuracy on 539 images per seed, mean of 3 label splits; RUNTIME):
+//! Results (test accuracy on 539 images per seed, mean of 3 label splits;
+//! 135 s of CPU time, 9.7 min wall on a 2-core machine shared with other builds):
 //!
-//! TABLE
+//! | method | test accuracy | per seed | last mask rate |
+//! |---|---|---|---|
+//! | supervised only (5 % labels) | 86.8 % | 88.3 / 84.4 / 87.8 | – |
+//! | pseudo-labels (5 % labels + unlabeled) | 91.2 % (+4.4) | 93.1 / 87.6 / 92.8 | 99 % |
+//! | **FixMatch (5 % labels + unlabeled)** | **91.5 % (+4.7)** | 92.6 / 87.9 / 94.1 | 91 % |
+//! | all labels (100 %) | 97.7 % | 96.7 / 98.0 / 98.5 | – |
 //!
-//! What it shows, and what it does not: the unlabeled images add GAINS points over the
-//! labelled ones alone and close most of the gap to the fully labelled run. Issue 16 asks
-//! for a gain of 10 points; on these digits that is out of reach for any method, because
-//! 60 labels already give SUP % and all 1258 only FULL %: the whole gap is GAP points. A
-//! convolutional network narrows it further (in our runs 93 % with 5 % of the labels against
-//! 97 % with all). FixMatch trails plain pseudo-labelling here: an MLP has no built-in
-//! translation invariance, and the strong view asks it to learn one from 128 images a step;
-//! FixMatch's advantage shows with convolutional networks and long schedules (its paper
-//! trains for 2^20 steps). The mask rate (fraction of unlabeled images above the threshold at
-//! the last step) shows how much of the unlabeled batch was in use.
+//! What it shows, and what it does not: the unlabeled images add 4.4 to 4.7 points over the
+//! labelled ones alone (3 to 6 on each split) and close 40 % of the gap to the fully labelled
+//! run.
+//! Issue 16 asks for a gain of 10 points and to land within 5 points of all labels; neither
+//! holds here (FixMatch ends 6.2 points short). On these digits a 10-point gain would leave
+//! hardly any room: 60 labels already give 86.8 % and all 1258 give 97.7 %, so the whole gap is
+//! 10.9 points. A convolutional network leaves even less (in one run, 93 % with 5 % of the
+//! labels against 97 % with all). FixMatch and plain pseudo-labelling end close here: an MLP has
+//! no built-in translation invariance, and the strong view asks it to learn one from 128 images
+//! a step; FixMatch pays off with convolutional networks and long schedules (its paper trains
+//! for 2^20 steps). The mask rate (the fraction of the unlabeled batch above the threshold at
+//! the last step) shows how much of the unlabeled data was in use at the end.
 //!
 //! To adapt it: put your network in `Net` and your augmentation in `StrongView` (it must keep
 //! the label: no flips for digits or text); keep the threshold high (0.8 to 0.95) and give the

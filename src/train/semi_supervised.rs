@@ -33,8 +33,8 @@
 //! (watch [`PseudoLabelLoss::mask_rate`] grow), and those that do are mostly right. The loss
 //! is still divided by the whole unlabeled batch, so the unlabeled term grows in weight as the
 //! model gains confidence, a built-in warm-up:
-//! $\ell_u = \frac{1}{N} \sum_n \mathbb{1}(\max_c p_{nc} \ge \tau) \thinspace H(\hat{y}_n, q_n)$
-//! with $p$ the detached softmax of the weak view, $\hat{y}_n = \arg\max_c p_{nc}$ and $q_n$ the
+//! $\ell_u = \frac{1}{N} \sum_n \mathbb{1}(\max_c p_{nc} \ge \tau) \thinspace H(\hat y_n, q_n)$
+//! with $p$ the detached softmax of the weak view, $\hat y_n = \arg\max_c p_{nc}$ and $q_n$ the
 //! softmax of the strong view.
 //!
 //! **Consistency between a weak and a strong view is what makes FixMatch work.** Labels from a
@@ -150,10 +150,11 @@ pub struct PseudoLabelLoss {
     pub mask_rate: f64,
 }
 
-/// Pseudo-labelling (Lee 2013) with FixMatch's confidence mask: $\frac{1}{N} \sum_n m_n
-/// \thinspace (-\log q_{n \hat{y}_n})$ with $q$ the softmax of `logits_unlabeled` `(N, C)`,
-/// $\hat{y}$ the arg-max of its *detached* copy and $m_n = 1$ when that copy top probability
-/// is $\ge$ `threshold` (see the module docs). Gradients flow only through the cross-entropy.
+/// Pseudo-labelling (Lee 2013) with FixMatch's confidence mask:
+/// $\frac{1}{N} \sum_n m_n \thinspace (-\log q_{n \hat y_n})$ with $q$ the softmax of
+/// `logits_unlabeled` `(N, C)`, $\hat y$ the arg-max of its *detached* copy and $m_n = 1$ when
+/// the detached copy's top probability is $\ge$ `threshold` (see the module docs). Gradients
+/// flow only through the cross-entropy.
 ///
 /// Errors (naming `pseudo_label_loss`) on a `threshold` outside $[0, 1]$ or NaN, logits that are
 /// not `(N, C)` with $N, C \ge 1$, a non-float dtype, and non-finite logits (a NaN row would
@@ -168,7 +169,7 @@ pub fn pseudo_label_loss(logits_unlabeled: &Tensor, threshold: f64) -> Result<Ps
 /// FixMatch's unlabeled loss (Sohn et al. 2020): pseudo-labels and the confidence mask from the
 /// detached softmax of `weak_logits` `(N, C)` (the weakly augmented view), cross-entropy on
 /// `strong_logits` `(N, C)` (the strongly augmented view of the same images), divided by $N$:
-/// $\frac{1}{N} \sum_n \mathbb{1}(\max_c p_{nc} \ge \tau) \thinspace (-\log q_{n \hat{y}_n})$.
+/// $\frac{1}{N} \sum_n \mathbb{1}(\max_c p_{nc} \ge \tau) \thinspace (-\log q_{n \hat y_n})$.
 /// No gradient reaches `weak_logits`.
 ///
 /// Errors (naming `fixmatch_loss`) as [`pseudo_label_loss`], and when the two views differ in
