@@ -10,12 +10,20 @@
 //!   initialisation that fits a new task in a few SGD steps (tip 31).
 //! - [`lr_finder::lr_range_test`] — the learning-rate range test: the loss against a growing
 //!   rate in one short run, with a suggested rate (steepest descent of the smoothed loss).
+//! - [`semi_supervised::fixmatch_loss`], [`semi_supervised::pseudo_label_loss`],
+//!   [`semi_supervised::mean_teacher_consistency`] — learn from a few labels and many unlabeled
+//!   images: confident pseudo-labels, weak-to-strong consistency, a weight-averaged teacher
+//!   (tip 27).
 
 pub mod grad_reverse;
 pub mod lr_finder;
 pub mod meta;
+pub mod semi_supervised;
 pub mod zero_shot;
 pub use grad_reverse::{dann_lambda, grad_reverse, GradReverse, DANN_GAMMA};
 pub use lr_finder::{lr_range_test, LrRamp, LrRangeCurve, LrRangeTestConfig, LrStop};
 pub use meta::{fomaml_step, reptile_step, MetaLosses};
+pub use semi_supervised::{
+    fixmatch_loss, mean_teacher_consistency, pseudo_label_loss, sigmoid_rampup, PseudoLabelLoss,
+};
 pub use zero_shot::{semantic_embedding, SemanticEmbedding, SemanticEmbeddingConfig};

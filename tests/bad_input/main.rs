@@ -388,6 +388,7 @@ mod sweep_quantize;
 mod sweep_rnn;
 mod sweep_schedule;
 mod sweep_schedule_cycles;
+mod sweep_semi_supervised;
 mod sweep_sizes;
 mod sweep_ssm;
 mod sweep_train16;
@@ -429,6 +430,7 @@ fn sweep() {
     cases.extend(sweep_nas::nas_cases());
     cases.extend(sweep_nas::lr_finder_cases());
     cases.extend(sweep_tune::tune_cases());
+    cases.extend(sweep_semi_supervised::semi_supervised_cases());
     run_all(cases, 150);
 }
 
