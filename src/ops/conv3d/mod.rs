@@ -85,6 +85,7 @@ mod cpu;
 mod dense;
 mod depthwise;
 mod op;
+mod patches;
 
 pub(crate) use op::{Conv3dOp, Role};
 
