@@ -92,6 +92,17 @@ fn gather_body(a: Gather<'_>, kw: usize) {
                 let tap = tap_row(g, kz, ky);
                 for_runs(g, p0, n, |i, len, at| {
                     let src = &xc[at + tap..at + tap + len * kw];
+                    if kw == 2 {
+                        // Both taps from one pass over the pairs: an interleaved load the
+                        // compiler vectorises (one tap at a time stays scalar).
+                        let (r0, r1) = rows.split_at_mut(n);
+                        let pairs = r0[i..i + len].iter_mut().zip(&mut r1[i..i + len]);
+                        for ((a, b), pair) in pairs.zip(src.chunks_exact(2)) {
+                            *a = pair[0];
+                            *b = pair[1];
+                        }
+                        return;
+                    }
                     for (kx, row) in rows.chunks_exact_mut(n).enumerate() {
                         for (d, patch) in row[i..i + len].iter_mut().zip(src.chunks_exact(kw)) {
                             *d = patch[kx];
