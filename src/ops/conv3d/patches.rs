@@ -26,20 +26,53 @@ impl Geom {
     }
 }
 
-/// Calls `f(i, len, at)` for the runs of output positions `p0 + i .. p0 + i + len` that lie on
-/// one output row; `at` is the input offset of the run's first patch at tap `(0, 0, 0)`.
-#[inline(always)]
-fn for_runs(g: &Geom, p0: usize, n: usize, mut f: impl FnMut(usize, usize, usize)) {
-    let [_, oh, ow] = g.o;
-    let [kd, kh, kw] = g.k;
-    let [_, h, w] = g.n;
-    let mut i = 0;
-    while i < n {
-        let p = p0 + i;
+/// The runs of output positions `p0 + i .. p0 + i + len` that lie on one output row, as
+/// `(i, len, at)`: `at` is the input offset of the run's first patch at tap `(0, 0, 0)`. An
+/// iterator rather than a callback, so that the loops inline into the SIMD-level copies.
+struct PatchRuns<'a> {
+    g: &'a Geom,
+    p0: usize,
+    i: usize,
+    n: usize,
+}
+
+impl Iterator for PatchRuns<'_> {
+    type Item = (usize, usize, usize);
+
+    #[inline(always)]
+    fn next(&mut self) -> Option<Self::Item> {
+        let (g, i) = (self.g, self.i);
+        if i >= self.n {
+            return None;
+        }
+        let ([_, oh, ow], [kd, kh, kw], [_, h, w]) = (g.o, g.k, g.n);
+        let p = self.p0 + i;
         let (oz, oy, ox) = (p / (oh * ow), p / ow % oh, p % ow);
-        let len = (ow - ox).min(n - i);
-        f(i, len, (oz * kd * h + oy * kh) * w + ox * kw);
-        i += len;
+        let len = (ow - ox).min(self.n - i);
+        self.i += len;
+        Some((i, len, (oz * kd * h + oy * kh) * w + ox * kw))
+    }
+}
+
+#[inline(always)]
+fn runs(g: &Geom, p0: usize, n: usize) -> PatchRuns<'_> {
+    PatchRuns { g, p0, i: 0, n }
+}
+
+/// `a[j] = pairs[2j]`, `b[j] = pairs[2j + 1]`: in blocks of 8, which vectorise to shuffles.
+#[inline(always)]
+fn split_pairs(pairs: &[f32], a: &mut [f32], b: &mut [f32]) {
+    let blocks = a.chunks_exact_mut(8).zip(b.chunks_exact_mut(8));
+    for ((a, b), p) in blocks.zip(pairs.chunks_exact(16)) {
+        for j in 0..8 {
+            a[j] = p[2 * j];
+            b[j] = p[2 * j + 1];
+        }
+    }
+    let done = a.len() / 8 * 8;
+    for j in done..a.len().min(b.len()) {
+        a[j] = pairs[2 * j];
+        b[j] = pairs[2 * j + 1];
     }
 }
 
@@ -90,25 +123,20 @@ fn gather_body(a: Gather<'_>, kw: usize) {
                 let r0 = ((ci * kd + kz) * kh + ky) * kw;
                 let rows = &mut col[r0 * n..(r0 + kw) * n];
                 let tap = tap_row(g, kz, ky);
-                for_runs(g, p0, n, |i, len, at| {
+                for (i, len, at) in runs(g, p0, n) {
                     let src = &xc[at + tap..at + tap + len * kw];
                     if kw == 2 {
-                        // Both taps from one pass over the pairs: an interleaved load the
-                        // compiler vectorises (one tap at a time stays scalar).
+                        // Both taps in one pass (one tap at a time is a strided, scalar read).
                         let (r0, r1) = rows.split_at_mut(n);
-                        let pairs = r0[i..i + len].iter_mut().zip(&mut r1[i..i + len]);
-                        for ((a, b), pair) in pairs.zip(src.chunks_exact(2)) {
-                            *a = pair[0];
-                            *b = pair[1];
-                        }
-                        return;
+                        split_pairs(src, &mut r0[i..i + len], &mut r1[i..i + len]);
+                        continue;
                     }
                     for (kx, row) in rows.chunks_exact_mut(n).enumerate() {
                         for (d, patch) in row[i..i + len].iter_mut().zip(src.chunks_exact(kw)) {
                             *d = patch[kx];
                         }
                     }
-                });
+                }
             }
         }
     }
@@ -161,7 +189,7 @@ unsafe fn scatter_body(a: Scatter<'_>, kw: usize) {
                 let r0 = ((ci * kd + kz) * kh + ky) * kw;
                 let rows = &col[r0 * n..(r0 + kw) * n];
                 let tap = tap_row(g, kz, ky);
-                for_runs(g, p0, n, |i, len, at| {
+                for (i, len, at) in runs(g, p0, n) {
                     // SAFETY: `len` patches of one input row of channel `ci` (in bounds: the
                     // patches tile the volume exactly), owned by this task (contract).
                     let dst = unsafe {
@@ -172,7 +200,7 @@ unsafe fn scatter_body(a: Scatter<'_>, kw: usize) {
                             *d = rows[kx * n + i + j];
                         }
                     }
-                });
+                }
             }
         }
     }
