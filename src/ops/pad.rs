@@ -28,8 +28,11 @@
 //! per-axis index table. The backward pass is its adjoint: every output gradient is added to the
 //! input position it was read from, so with reflect, replicate and circular padding the values
 //! near the edges collect the gradients of their mirrored, repeated or wrapped copies (asserted
-//! below). One task per `(N, C)` plane, so no two tasks write the same input. f16 and bf16 are
-//! copied through f32 exactly.
+//! below). Each input row's gradient is summed from the output rows that read it in a row-sized
+//! accumulator and stored once, and neither pass zeroes its result first: the op is
+//! memory-bound, and a zeroing pass cost as much as the copy. Tasks take whole `(N, C)` planes
+//! (about 16 K values each), so no two tasks write the same input. f16 and bf16 are copied
+//! through f32 exactly.
 //!
 //! # Example
 //! ```

@@ -32,6 +32,11 @@
 //! run in parallel, then the odd ones: no locks, no atomics, no per-thread copy of the input
 //! gradient. The two gradient ops have no backward of their own (no second derivatives).
 //!
+//! A non-overlapping convolution (kernel = stride on every axis, no padding or dilation, the
+//! input tiled exactly: a ViT patch embedding) skips the padded copy, its column tiles being
+//! read straight from the input, and its input gradient writes each value once instead of
+//! scatter-adding into a zeroed buffer (the forward of a k = s transposed convolution).
+//!
 //! With one input channel per group (depthwise, `groups = Cin`, any channel multiplier) each
 //! output value is only $k_d k_h k_w$ multiply-adds and a column matrix would be pure memory
 //! traffic, so those convolutions take a direct kernel instead: one task per input volume and

@@ -165,13 +165,15 @@ impl Kernel for Scatter<'_> {
     type Output = ();
     #[inline(always)]
     fn run<S: Isa>(self, _: S) {
-        // SAFETY (all arms): the fields come from `scatter`'s caller, who upholds its
-        // contract, which is `scatter_body`'s.
-        match self.g.k[2] {
-            2 => unsafe { scatter_body(self, 2) },
-            3 => unsafe { scatter_body(self, 3) },
-            4 => unsafe { scatter_body(self, 4) },
-            kw => unsafe { scatter_body(self, kw) },
+        // SAFETY: the fields come from `scatter`'s caller, who upholds its contract, which is
+        // `scatter_body`'s.
+        unsafe {
+            match self.g.k[2] {
+                2 => scatter_body(self, 2),
+                3 => scatter_body(self, 3),
+                4 => scatter_body(self, 4),
+                kw => scatter_body(self, kw),
+            }
         }
     }
 }

@@ -37,7 +37,14 @@
 //! form. On decoder shapes (one thread per side, `docs/PERFORMANCE.md`) forward + backward runs
 //! about 5 times faster than `Tensor::conv_transpose2d` and 70 times faster than the 3-D
 //! zero-insertion composition, and faster than PyTorch's CPU kernels. f16 and bf16 are widened
-//! to f32 once and rounded on store. Other devices run [`conv_transpose2d_reference`] / [`conv_transpose3d_reference`].
+//! to f32 once and rounded on store.
+//!
+//! The common decoder choice $k = s$ without padding (k = s = 2) has its own path: the patches
+//! do not overlap, so every output value comes from exactly one input position and one tap.
+//! The forward is then, per (batch item, group) and tile, one GEMM into a cache-sized scratch
+//! whose values are interleaved straight into the output, each written once (no zeroed scatter
+//! target, no accumulation, no crop), and the backward reads the gradient's $k \times k$
+//! blocks in place (no padded copy) for both of its GEMMs. Other devices run [`conv_transpose2d_reference`] / [`conv_transpose3d_reference`].
 //!
 //! # Example
 //! ```
