@@ -2,6 +2,13 @@
 //! `Tensor::conv_transpose2d` (2-D) and the zero-insertion composition (3-D), forward and
 //! forward + backward, in the same criterion group; and the padding modes of the convolutions
 //! (`ops::pad2d` against its candle composition `pad2d_reference`).
+//!
+//! fwd+bwd is the forward then `y.backward()` on the op's output itself: candle seeds that with
+//! a tensor of ones shaped like `y`, so both sides backpropagate the same fixed upstream
+//! gradient and pay the same one fill. A `sum()` loss would add its own backward (a zeroed
+//! output-sized gradient plus a broadcast add) to both sides: for the memory-bound padding
+//! that floor was most of the time and hid the op's own cost. `pad2d/fwd_bwd_sum/…` keeps one
+//! pair of that harness for the record.
 #[path = "common/alloc.rs"]
 mod alloc;
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -87,20 +94,10 @@ fn conv_transpose(c: &mut Criterion) {
             b.iter(|| baseline(&xt, &wt))
         });
         g.bench_function(format!("fwd_bwd/ours/{name}"), |b| {
-            b.iter(|| {
-                ours(&x, &w)
-                    .sum_all()
-                    .and_then(|l| l.backward())
-                    .expect("bwd")
-            })
+            b.iter(|| ours(&x, &w).backward().expect("bwd"))
         });
         g.bench_function(format!("fwd_bwd/{base_name}/{name}"), |b| {
-            b.iter(|| {
-                baseline(&x, &w)
-                    .sum_all()
-                    .and_then(|l| l.backward())
-                    .expect("bwd")
-            })
+            b.iter(|| baseline(&x, &w).backward().expect("bwd"))
         });
     }
     g.finish();
@@ -124,11 +121,7 @@ fn pad(c: &mut Criterion) {
         ("circular", PadMode::Circular),
     ] {
         let run = |f: &dyn Fn(&Tensor) -> candle_tricks::Result<Tensor>| {
-            f(x.as_tensor())
-                .expect("pad")
-                .sum_all()
-                .and_then(|l| l.backward())
-                .expect("bwd")
+            f(x.as_tensor()).expect("pad").backward().expect("bwd")
         };
         g.bench_function(format!("fwd_bwd/ours/{mode_name}_16x64x64x64_p1"), |b| {
             b.iter(|| run(&|t| pad2d(t, [1; 4], mode)))
@@ -138,6 +131,19 @@ fn pad(c: &mut Criterion) {
             |b| b.iter(|| run(&|t| pad2d_reference(t, [1; 4], mode))),
         );
     }
+    let run_sum = |f: &dyn Fn(&Tensor) -> candle_tricks::Result<Tensor>| {
+        f(x.as_tensor())
+            .expect("pad")
+            .sum_all()
+            .and_then(|l| l.backward())
+            .expect("bwd")
+    };
+    g.bench_function("fwd_bwd_sum/ours/replicate_16x64x64x64_p1", |b| {
+        b.iter(|| run_sum(&|t| pad2d(t, [1; 4], PadMode::Replicate)))
+    });
+    g.bench_function("fwd_bwd_sum/composition/replicate_16x64x64x64_p1", |b| {
+        b.iter(|| run_sum(&|t| pad2d_reference(t, [1; 4], PadMode::Replicate)))
+    });
     g.finish();
 }
 

@@ -6,7 +6,8 @@
         conv_transpose_k4|conv_transpose3d_k2
 
 Each case does what the matching criterion bench does on our side (benches/compare_torch.py
---suite ops names them): forward (training mode) and `y.sum().backward()` on the same shapes, or
+--suite ops names them): forward (training mode) and `y.sum().backward()` on the same shapes (the
+transposed convolutions: `y.backward(ones_like(y))`, as `y.backward()` in candle), or
 one AdamW step over 25 M parameters (100 tensors of 500 x 500, `fused=True`), or a linear
 layer's inference forward (batch 64, 1024 -> 4096: f32 `F.linear`, or
 `torch.ao.nn.quantized.dynamic.Linear` on the x86 / fbgemm engine). f32, two threads.
@@ -48,13 +49,17 @@ def case_step(name):
         x, k = leaf(b, c, h, w), leaf(c, 1, 3, 3)
         return lambda: F.conv2d(x, k, padding=1, groups=c).sum().backward()
     if name.startswith("conv_transpose"):
-        # benches/conv_transpose.rs: decoder upsampling layers, no bias.
+        # benches/conv_transpose.rs: decoder upsampling layers, no bias; backward from the
+        # output with an upstream gradient of ones, as candle's `y.backward()` there.
+        def backward_ones(y):
+            y.backward(torch.ones_like(y))
+
         if name == "conv_transpose3d_k2":
             x, w = leaf(2, 32, 16, 32, 32), leaf(32, 16, 2, 2, 2, std=0.1)
-            return lambda: F.conv_transpose3d(x, w, stride=2).sum().backward()
+            return lambda: backward_ones(F.conv_transpose3d(x, w, stride=2))
         k, p = (2, 0) if name == "conv_transpose_k2" else (4, 1)
         x, w = leaf(16, 64, 32, 32), leaf(64, 32, k, k, std=0.1)
-        return lambda: F.conv_transpose2d(x, w, stride=2, padding=p).sum().backward()
+        return lambda: backward_ones(F.conv_transpose2d(x, w, stride=2, padding=p))
     if name.startswith("cross_entropy_"):
         n, c = (int(s) for s in name.removeprefix("cross_entropy_").split("x"))
         x = leaf(n, c, std=3.0)

@@ -40,6 +40,12 @@ const CASES: &[(&str, usize, usize, usize, usize, usize)] = &[
     ("3d_k3_s2_op1_g2", 2, 1, 1, 1, 2),
     ("3d_d2", 1, 1, 0, 2, 1),
     ("3d_s3_k2", 3, 0, 1, 1, 1),
+    ("patch_g3_odd", 2, 0, 0, 1, 3),
+    ("patch_k3", 3, 0, 0, 1, 1),
+    ("patch_k4_tiles", 4, 0, 0, 1, 1),
+    ("patch_k5_h1", 5, 0, 0, 1, 1),
+    ("patch_depthwise", 2, 0, 0, 1, 4),
+    ("3d_patch_g2", 2, 0, 0, 1, 2),
 ];
 
 fn ops(x: &Tensor) -> (Op, Op) {
@@ -98,13 +104,16 @@ fn matches_pytorch_forward_and_gradients() -> R<()> {
 fn random_configs_match_reference() -> R<()> {
     let dev = Device::Cpu;
     // (x shape, Cout, kernel, config)
-    let configs: [(&[usize], usize, &[usize], ConvTransposeConfig); 6] = [
+    let configs: [(&[usize], usize, &[usize], ConvTransposeConfig); 8] = [
         (&[2, 16, 17, 19], 8, &[4, 4], cfg(2, 1, 1, 1, 1)),
         (&[1, 6, 9, 31], 9, &[3, 3], cfg(3, 1, 2, 1, 3)),
         (&[2, 4, 8, 6], 4, &[2, 3], cfg(1, 0, 1, 2, 4)),
         (&[1, 3, 30, 40], 5, &[5, 5], cfg(2, 2, 1, 1, 1)),
         (&[1, 8, 7, 9, 11], 4, &[2, 2, 2], cfg(2, 0, 1, 1, 2)),
         (&[2, 4, 4, 5, 6], 6, &[3, 3, 3], cfg(2, 1, 0, 2, 1)),
+        // k = s patch path: several tiles per (batch, group), runs across rows.
+        (&[2, 6, 19, 23], 8, &[2, 2], cfg(2, 0, 0, 1, 2)),
+        (&[1, 8, 5, 6, 7], 6, &[2, 2, 2], cfg(2, 0, 0, 1, 1)),
     ];
     for (xs, cout, k, c) in configs {
         let (ours, reference) = ops(&Tensor::zeros(xs, DType::F32, &dev)?);
@@ -156,12 +165,15 @@ fn half_precision_matches_f32() -> R<()> {
 #[test]
 fn backward_matches_finite_differences() -> R<()> {
     let dev = Device::Cpu;
-    let cases: [(&[usize], usize, &[usize], ConvTransposeConfig); 5] = [
+    let cases: [(&[usize], usize, &[usize], ConvTransposeConfig); 7] = [
         (&[1, 2, 3, 4], 3, &[3, 3], cfg(2, 1, 1, 1, 1)),
         (&[2, 4, 3, 3], 2, &[2, 2], cfg(2, 0, 0, 1, 2)),
         (&[1, 2, 4, 3], 2, &[3, 2], cfg(1, 1, 1, 2, 2)),
         (&[1, 2, 2, 3, 2], 2, &[2, 2, 2], cfg(2, 0, 1, 1, 1)),
         (&[1, 2, 2, 2, 3], 3, &[3, 3, 3], cfg(3, 1, 2, 1, 1)),
+        // The non-overlapping patch path (k = s, no padding), grouped, odd sizes.
+        (&[1, 4, 3, 5], 4, &[3, 3], cfg(3, 0, 0, 1, 2)),
+        (&[1, 2, 2, 1, 3], 4, &[2, 3, 2], cfg(2, 0, 0, 1, 1)),
     ];
     for (xs, cout, k, c) in cases {
         let (ours, _) = ops(&Tensor::zeros(xs, DType::F32, &dev)?);

@@ -99,6 +99,36 @@ fn pad_half_precision_is_exact() -> R<()> {
     Ok(())
 }
 
+/// Several planes per task and a partial last task (the kernels split the work by whole
+/// planes), every mode, against the composition.
+#[test]
+fn many_planes_match_the_composition() -> R<()> {
+    let dev = Device::Cpu;
+    let cases: [(&[usize], &[usize]); 2] = [
+        (&[5, 40, 20, 30], &[1, 2, 3, 1]),
+        (&[2, 9, 4, 30, 31], &[1, 1, 2, 0, 1, 2]),
+    ];
+    let modes = [
+        PadMode::Zeros,
+        PadMode::Constant(0.25),
+        PadMode::Reflect,
+        PadMode::Replicate,
+        PadMode::Circular,
+    ];
+    for (xs, p) in cases {
+        let x = Tensor::randn(0f32, 1., xs, &dev)?;
+        for mode in modes {
+            let gy = Tensor::randn(0f32, 1., ours(&x, p, mode)?.dims(), &dev)?;
+            let (y, gx) = fwd_bwd1(&x, &gy, |x| ours(x, p, mode))?;
+            let (yr, gxr) = fwd_bwd1(&x, &gy, |x| reference(x, p, mode))?;
+            let label = format!("{xs:?} {p:?} {mode:?}");
+            assert_close(&format!("{label} y"), &y, &yr, 0.0);
+            assert_close(&format!("{label} gx"), &gx, &gxr, 1e-6);
+        }
+    }
+    Ok(())
+}
+
 #[test]
 fn pad_backward_matches_finite_differences() -> R<()> {
     let dev = Device::Cpu;

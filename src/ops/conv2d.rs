@@ -75,8 +75,7 @@ pub fn conv2d(x: &Tensor, w: &Tensor, cfg: Conv2dConfig) -> Result<Tensor> {
         let y = conv2d_reference(&upcast(x)?, &upcast(w)?, cfg)?;
         return Ok(y.to_dtype(x.dtype())?);
     }
-    let y = forward_kernel(&x.unsqueeze(2)?, &w.unsqueeze(2)?, g)?;
-    Ok(y.squeeze(2)?)
+    forward_kernel(x, w, g)
 }
 
 /// 2-D convolution through candle's `Tensor::conv2d` on the explicitly zero-padded input.

@@ -28,8 +28,11 @@
 //! per-axis index table. The backward pass is its adjoint: every output gradient is added to the
 //! input position it was read from, so with reflect, replicate and circular padding the values
 //! near the edges collect the gradients of their mirrored, repeated or wrapped copies (asserted
-//! below). One task per `(N, C)` plane, so no two tasks write the same input. f16 and bf16 are
-//! copied through f32 exactly.
+//! below). Each input row's gradient is summed from the output rows that read it in a row-sized
+//! accumulator and stored once, and neither pass zeroes its result first: the op is
+//! memory-bound, and a zeroing pass cost as much as the copy. Tasks take whole `(N, C)` planes
+//! (about 16 K values each), so no two tasks write the same input. f16 and bf16 are copied
+//! through f32 exactly.
 //!
 //! # Example
 //! ```
@@ -64,12 +67,13 @@
 //!   (what zero padding does to the borders)
 
 use crate::check;
-use crate::cpu::{expect_shape, f32_view, par_tasks, store, try_zeros};
+use crate::cpu::{expect_shape, f32_view, items_per_task, par_tasks, store};
 use crate::ops::backend::{backend, upcast, Op};
 use crate::ops::fused::{Fused, FusedOp, Grads, Operand, Output};
 use crate::{Error, Result};
 use candle_core::backend::BackendStorage;
 use candle_core::{DType, Shape, Tensor};
+use std::mem::MaybeUninit;
 
 /// How [`pad2d`] / [`pad3d`] fill the border (PyTorch's `mode` of `F.pad` and `padding_mode`
 /// of `nn.Conv2d`).
@@ -364,7 +368,40 @@ impl FusedOp<1> for PadGradOp {
     }
 }
 
-fn forward(g: &PadGeom, x: &[f32]) -> crate::Result<Vec<f32>> {
+/// A vector of `n` values filled by `fill(task, part)` on the pool, `part` being the task's
+/// `chunk` values (the last may be shorter): no zeroing pass over memory the kernel overwrites
+/// anyway (for this memory-bound op, zeroing the output cost as much as the copy).
+///
+/// # Safety
+/// `fill` writes every value of every part it is given.
+unsafe fn filled(
+    op: &'static str,
+    n: usize,
+    chunk: usize,
+    fill: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync + Send,
+) -> Result<Vec<f32>> {
+    let mut v: Vec<f32> = Vec::new();
+    v.try_reserve_exact(n)
+        .map_err(|_| Error::config(op, format!("cannot allocate {n} elements")))?;
+    par_tasks(
+        &mut v.spare_capacity_mut()[..n],
+        chunk,
+        |i, part, _: &mut ()| fill(i, part),
+    );
+    // SAFETY: the capacity is at least `n`, and `fill` initialised all of it (contract).
+    unsafe { v.set_len(n) };
+    Ok(v)
+}
+
+/// `dst = src`, element by element (a plain loop the compiler turns into vector copies).
+#[inline(always)]
+fn write_row(dst: &mut [MaybeUninit<f32>], src: &[f32]) {
+    for (d, v) in dst.iter_mut().zip(src) {
+        d.write(*v);
+    }
+}
+
+fn forward(g: &PadGeom, x: &[f32]) -> Result<Vec<f32>> {
     let [td, th, tw] = g.tables();
     let (iv, ov) = (
         g.n.iter().product::<usize>(),
@@ -373,57 +410,94 @@ fn forward(g: &PadGeom, x: &[f32]) -> crate::Result<Vec<f32>> {
     let [_, h, w] = g.n;
     let (ow, (wl, _)) = (g.out[2], g.pad[2]);
     let fill = g.mode.fill().unwrap_or(0.0);
-    let mut y = try_zeros::<f32>(g.op, g.planes * ov)?;
-    par_tasks(&mut y, ov, |p, yv, _: &mut ()| {
+    let planes = items_per_task(ov);
+    let write_plane = |p: usize, yv: &mut [MaybeUninit<f32>]| {
         let xv = &x[p * iv..(p + 1) * iv];
         for (z, sz) in td.iter().enumerate() {
             for (r, sy) in th.iter().enumerate() {
                 let row = &mut yv[(z * th.len() + r) * ow..][..ow];
                 let (Some(sz), Some(sy)) = (sz, sy) else {
-                    row.fill(fill);
+                    row.fill(MaybeUninit::new(fill));
                     continue;
                 };
                 let src = &xv[(sz * h + sy) * w..][..w];
                 // The interior is a block copy; only the borders look up the table.
-                row[wl..wl + w].copy_from_slice(src);
+                write_row(&mut row[wl..wl + w], src);
                 for c in (0..wl).chain(wl + w..ow) {
-                    row[c] = tw[c].map_or(fill, |i| src[i]);
+                    row[c].write(tw[c].map_or(fill, |i| src[i]));
                 }
             }
         }
-    });
-    Ok(y)
+    };
+    // SAFETY: every task's part is whole output planes, and `write_plane` writes every row
+    // of a plane in full (the interior, then each border column).
+    unsafe {
+        filled(g.op, g.planes * ov, planes * ov, |t, part| {
+            for (j, yv) in part.chunks_mut(ov).enumerate() {
+                write_plane(t * planes + j, yv);
+            }
+        })
+    }
 }
 
-fn backward(g: &PadGeom, gy: &[f32]) -> crate::Result<Vec<f32>> {
+/// For every input index of each axis, the output indices that read it.
+fn readers(table: &[Option<usize>], n: usize) -> Vec<Vec<usize>> {
+    let mut inv = vec![Vec::new(); n];
+    for (o, i) in table.iter().enumerate() {
+        if let Some(i) = i {
+            inv[*i].push(o);
+        }
+    }
+    inv
+}
+
+fn backward(g: &PadGeom, gy: &[f32]) -> Result<Vec<f32>> {
     let [td, th, tw] = g.tables();
-    let (iv, ov) = (
-        g.n.iter().product::<usize>(),
-        g.out.iter().product::<usize>(),
-    );
-    let [_, h, w] = g.n;
-    let (ow, (wl, _)) = (g.out[2], g.pad[2]);
-    let mut gx = try_zeros::<f32>(g.op, g.planes * iv)?;
-    // One task per plane: a plane's input gradient is written by its task only.
-    par_tasks(&mut gx, iv, |p, gxv, _: &mut ()| {
+    let [d, h, w] = g.n;
+    let (rd, rh) = (readers(&td, d), readers(&th, h));
+    let (iv, ov) = (d * h * w, g.out.iter().product::<usize>());
+    let (oh, ow, (wl, _)) = (g.out[1], g.out[2], g.pad[2]);
+    let planes = items_per_task(iv);
+    // Each input row is the sum of the output rows that read it (its own interior row plus,
+    // at the edges, the border rows): summed in a row-sized accumulator in L1 and written
+    // once, so the gradient is read once and written once, with no zeroed buffer.
+    let write_plane = |p: usize, gxv: &mut [MaybeUninit<f32>], acc: &mut Vec<f32>| {
         let gyv = &gy[p * ov..(p + 1) * ov];
-        for (z, sz) in td.iter().enumerate() {
-            for (r, sy) in th.iter().enumerate() {
-                let (Some(sz), Some(sy)) = (sz, sy) else {
-                    continue;
-                };
-                let row = &gyv[(z * th.len() + r) * ow..][..ow];
-                let dst = &mut gxv[(sz * h + sy) * w..][..w];
-                for (d, v) in dst.iter_mut().zip(&row[wl..wl + w]) {
-                    *d += v;
-                }
-                for c in (0..wl).chain(wl + w..ow) {
-                    if let Some(i) = tw[c] {
-                        dst[i] += row[c];
+        acc.resize(w, 0.0);
+        for (z_in, rows_d) in rd.iter().enumerate() {
+            for (y_in, rows_h) in rh.iter().enumerate() {
+                let mut first = true;
+                for &z in rows_d {
+                    for &r in rows_h {
+                        let row = &gyv[(z * oh + r) * ow..][..ow];
+                        if first {
+                            acc.copy_from_slice(&row[wl..wl + w]);
+                            first = false;
+                        } else {
+                            acc.iter_mut()
+                                .zip(&row[wl..wl + w])
+                                .for_each(|(a, v)| *a += v);
+                        }
+                        for c in (0..wl).chain(wl + w..ow) {
+                            if let Some(i) = tw[c] {
+                                acc[i] += row[c];
+                            }
+                        }
                     }
                 }
+                write_row(&mut gxv[(z_in * h + y_in) * w..][..w], acc);
             }
         }
-    });
-    Ok(gx)
+    };
+    // SAFETY: every task's part is whole input planes, and `write_plane` writes every row of
+    // a plane: each input row has at least one reader (its interior output row), so `acc`
+    // holds the row's full sum before it is written.
+    unsafe {
+        filled(g.op, g.planes * iv, planes * iv, |t, part| {
+            let mut acc = Vec::new();
+            for (j, gxv) in part.chunks_mut(iv).enumerate() {
+                write_plane(t * planes + j, gxv, &mut acc);
+            }
+        })
+    }
 }

@@ -4,6 +4,7 @@
 use std::borrow::Cow;
 
 use super::cpu::*;
+use super::patches;
 use super::*;
 use crate::cpu::gemm::{matmul, Parallelism, Strided};
 use crate::cpu::{Isa, Kernel, Level, SharedMut};
@@ -97,7 +98,11 @@ impl Iterator for Runs {
 /// Unfolds output positions `p0..p0 + n` of one group into `col` (`kg` rows of `n`):
 /// `col[r][j]` is the padded-input value tap `r = (ci, kz, ky, kx)` reads for output `p0 + j`.
 fn vol2col(g: &Geom, xg: &[f32], p0: usize, n: usize, col: &mut [f32]) {
-    Level::detect().run(Vol2Col { g, xg, p0, n, col })
+    if g.patches() {
+        patches::gather(g, xg, p0, n, col)
+    } else {
+        Level::detect().run(Vol2Col { g, xg, p0, n, col })
+    }
 }
 
 /// [`vol2col`]'s arguments: the copy loops vectorise to the level's width.
@@ -203,7 +208,7 @@ unsafe fn col2vol_body(g: &Geom, col: &[f32], p0: usize, n: usize, gxg: *mut f32
 /// `gemm`'s threads: none when our tasks already cover the pool. When they do not (a tiny
 /// problem with fewer tiles than threads) `gemm` splits each product on rayon's pool, the
 /// only parallelism it offers.
-fn parallelism(tasks: usize) -> Parallelism {
+pub(super) fn parallelism(tasks: usize) -> Parallelism {
     let threads = crate::cpu::num_threads();
     if tasks >= threads || threads == 1 {
         Parallelism::None
@@ -212,19 +217,28 @@ fn parallelism(tasks: usize) -> Parallelism {
     }
 }
 
-/// The input in the padded layout the column tiles read: the input itself for a pointwise
-/// convolution (whose padded layout is the plain one), a padded copy otherwise.
+/// The input in the layout the column tiles read: the input itself for a pointwise or a patch
+/// convolution (read in place), a padded copy otherwise.
 fn padded_input<'a>(g: &Geom, x: &'a [f32]) -> Result<Cow<'a, [f32]>> {
-    Ok(if g.pointwise() {
+    Ok(if g.pointwise() || g.patches() {
         Cow::Borrowed(x)
     } else {
         Cow::Owned(pad_input(g, x)?)
     })
 }
 
+/// Values per channel in [`padded_input`]'s layout.
+fn source_vol(g: &Geom) -> usize {
+    if g.patches() {
+        g.n.iter().product()
+    } else {
+        padded_vol(g)
+    }
+}
+
 pub(super) fn forward(g: &Geom, x: &[f32], w: &[f32]) -> Result<Vec<f32>> {
     let (cig, cog, kg, p_vol) = (g.cig(), g.cog(), g.kg(), g.out_vol());
-    let vol_p = padded_vol(g);
+    let vol_p = source_vol(g);
     let xp = padded_input(g, x)?;
     let pointwise = g.pointwise();
     let nt = g.tile();
@@ -266,6 +280,9 @@ pub(super) fn forward(g: &Geom, x: &[f32], w: &[f32]) -> Result<Vec<f32>> {
 }
 
 pub(super) fn grad_input(g: &Geom, gy: &[f32], w: &[f32]) -> Vec<f32> {
+    if g.patches() {
+        return patches::grad_input(g, gy, w);
+    }
     let (cig, cog, kg, p_vol) = (g.cig(), g.cog(), g.kg(), g.out_vol());
     let vol_p = padded_vol(g);
     let nt = g.tile();
@@ -341,7 +358,7 @@ pub(super) fn grad_input(g: &Geom, gy: &[f32], w: &[f32]) -> Vec<f32> {
 
 pub(super) fn grad_weight(g: &Geom, x: &[f32], gy: &[f32]) -> Result<Vec<f32>> {
     let (cig, cog, kg, p_vol) = (g.cig(), g.cog(), g.kg(), g.out_vol());
-    let vol_p = padded_vol(g);
+    let vol_p = source_vol(g);
     let xp = padded_input(g, x)?;
     let pointwise = g.pointwise();
     let nt = g.tile();

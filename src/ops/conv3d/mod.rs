@@ -32,6 +32,11 @@
 //! run in parallel, then the odd ones: no locks, no atomics, no per-thread copy of the input
 //! gradient. The two gradient ops have no backward of their own (no second derivatives).
 //!
+//! A non-overlapping convolution (kernel = stride on every axis, no padding or dilation, the
+//! input tiled exactly: a ViT patch embedding) skips the padded copy, its column tiles being
+//! read straight from the input, and its input gradient writes each value once instead of
+//! scatter-adding into a zeroed buffer (the forward of a k = s transposed convolution).
+//!
 //! With one input channel per group (depthwise, `groups = Cin`, any channel multiplier) each
 //! output value is only $k_d k_h k_w$ multiply-adds and a column matrix would be pure memory
 //! traffic, so those convolutions take a direct kernel instead: one task per input volume and
@@ -85,6 +90,7 @@ mod cpu;
 mod dense;
 mod depthwise;
 mod op;
+mod patches;
 
 pub(crate) use op::{Conv3dOp, Role};
 
@@ -180,6 +186,9 @@ pub(crate) struct Geom {
     /// Compute with [`DirectConv`]: the padded input copy of the fast paths would be far larger
     /// than the tensors (a huge stride, dilation or padding with a small output).
     direct: bool,
+    /// The op's tensors are 2-D ones, `(B, C, H, W)`: the unit depth axis is left out of the
+    /// shapes it checks and returns (no reshape nodes around it in the autograd graph).
+    flat: bool,
 }
 
 impl Geom {
@@ -244,7 +253,13 @@ impl Geom {
             stride,
             dilation,
             direct,
+            flat: false,
         }
+    }
+
+    /// The same geometry on 2-D tensors (see `flat`); its depth axis must be the unit one.
+    pub(crate) fn flat(self) -> Geom {
+        Geom { flat: true, ..self }
     }
 
     /// The op names of [`op::Role`]s for this geometry's public op.
@@ -271,14 +286,22 @@ impl Geom {
     fn kg(&self) -> usize {
         self.cig() * self.taps()
     }
+    /// `(a, b, spatial…)`, without the depth axis when `flat`.
+    fn shape(&self, a: usize, b: usize, [d, h, w]: [usize; 3]) -> Shape {
+        if self.flat {
+            Shape::from((a, b, h, w))
+        } else {
+            Shape::from((a, b, d, h, w))
+        }
+    }
     fn x_shape(&self) -> Shape {
-        Shape::from((self.b, self.cin, self.n[0], self.n[1], self.n[2]))
+        self.shape(self.b, self.cin, self.n)
     }
     fn w_shape(&self) -> Shape {
-        Shape::from((self.cout, self.cig(), self.k[0], self.k[1], self.k[2]))
+        self.shape(self.cout, self.cig(), self.k)
     }
     fn y_shape(&self) -> Shape {
-        Shape::from((self.b, self.cout, self.o[0], self.o[1], self.o[2]))
+        self.shape(self.b, self.cout, self.o)
     }
     /// Output positions per dense tile: columns within [`COL_TARGET`], and enough tiles to keep
     /// every thread busy.
@@ -364,17 +387,20 @@ pub(super) fn geom(
         pad[a] = (before, after);
     }
     check::numel(op, "output", &[b, cout, o[0], o[1], o[2]], x.dtype())?;
-    let names = if spatial == 2 { NAMES_2D } else { NAMES_3D };
-    Ok(Geom::resolved(
-        names,
-        (b, cin, cout, groups),
-        n,
-        k,
-        o,
-        pad,
-        s,
-        dl,
-    ))
+    if spatial == 2 {
+        Ok(Geom::resolved(NAMES_2D, (b, cin, cout, groups), n, k, o, pad, s, dl).flat())
+    } else {
+        Ok(Geom::resolved(
+            NAMES_3D,
+            (b, cin, cout, groups),
+            n,
+            k,
+            o,
+            pad,
+            s,
+            dl,
+        ))
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -397,8 +423,8 @@ pub fn conv3d(x: &Tensor, w: &Tensor, cfg: Conv3dConfig) -> Result<Tensor> {
     forward_kernel(x, w, g)
 }
 
-/// Our kernel on `(B, Cin, D, H, W)` and `(Cout, Cin/groups, kd, kh, kw)` tensors of the
-/// validated geometry `g`, differentiable wrt both.
+/// Our kernel on `(B, Cin, D, H, W)` and `(Cout, Cin/groups, kd, kh, kw)` tensors (without the
+/// depth axes for a 2-D geometry) of the validated geometry `g`, differentiable wrt both.
 pub(super) fn forward_kernel(x: &Tensor, w: &Tensor, g: Geom) -> Result<Tensor> {
     let x = x.contiguous()?;
     let w = w.contiguous()?;
