@@ -102,6 +102,25 @@
 //!   gradients do not wreck the features.
 //! - **Learn an initialisation that adapts in a few steps** — [`train::reptile_step`],
 //!   [`train::fomaml_step`] (first-order only: candle has no double backward).
+//! - **Learn from a few labels and many unlabeled images** — [`train::semi_supervised`]: a
+//!   confidence threshold keeps wrong pseudo-labels out; FixMatch's weak-to-strong consistency
+//!   teaches the invariances; a mean teacher ([`optim::Ema`]) gives a steadier target.
+//!
+//! ### Tuning: hyper-parameters and architectures
+//! - **Search at random, not on a grid** — [`tune::RandomSampler`]: few hyper-parameters matter,
+//!   and random points try many more distinct values of each (Bergstra & Bengio 2012); Sobol points
+//!   ([`tune::SobolSampler`]) cover a small budget more evenly still — use $2^m$ trials.
+//! - **Search rates and widths on a log scale, conditionally** — [`tune::space`]: log-uniform for
+//!   learning rates and weight decay; dimensions active only under their parent so no trial is
+//!   spent on an inactive one.
+//! - **Stop bad trials early** — [`tune::asha`]: asynchronous successive halving moves the budget to
+//!   the configurations whose learning curves lead; [`tune::Study`] records diverging trials as
+//!   failures and saves and resumes the search.
+//! - **Find the learning rate in one short run** — [`train::lr_range_test`]: grow the rate
+//!   exponentially and pick a bit below the steepest descent of the smoothed loss, not its minimum.
+//! - **Search architectures by aging evolution** — [`tune::nas`]: regularized evolution removes the
+//!   *oldest* architecture, not the worst, favouring ones that score well every time they are
+//!   retrained; always report random search at the same budget, over several seeds.
 //!
 //! ### Transfer learning and compression
 //! - **Fine-tune rather than train from scratch** — [`transfer::load_state_dict`] (a report of

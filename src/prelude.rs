@@ -106,8 +106,9 @@ pub use crate::ssm::{
     mamba_block, mamba_model, MambaBlock, MambaConfig, MambaModel, MambaModelConfig,
 };
 pub use crate::train::{
-    dann_lambda, fomaml_step, grad_reverse, reptile_step, semantic_embedding, GradReverse,
-    SemanticEmbedding, SemanticEmbeddingConfig,
+    dann_lambda, fixmatch_loss, fomaml_step, grad_reverse, lr_range_test, mean_teacher_consistency,
+    pseudo_label_loss, reptile_step, semantic_embedding, sigmoid_rampup, GradReverse,
+    LrRangeCurve, LrRangeTestConfig, PseudoLabelLoss, SemanticEmbedding, SemanticEmbeddingConfig,
 };
 pub use crate::transfer::{
     bottleneck_adapter, frozen_batch_norm2d, lora_conv2d, lora_linear, lora_multi_head_attention,
@@ -116,6 +117,8 @@ pub use crate::transfer::{
     ResamplePosEmbedConfig,
 };
 pub use crate::tune::{
-    ensemble_predict, expected_calibration_error, gaussian_process, mc_predict, GaussianProcess,
-    GaussianProcessConfig, GpKernel, TemperatureScaling,
+    ensemble_predict, expected_calibration_error, gaussian_process, mc_predict, random_search,
+    regularized_evolution, ArchSpace, Asha, AshaConfig, Config, Decision, Direction,
+    EvolutionConfig, GaussianProcess, GaussianProcessConfig, Genome, GpKernel, NasHistory,
+    RandomSampler, Sampler, SobolSampler, Space, Study, TemperatureScaling, TrialState,
 };
