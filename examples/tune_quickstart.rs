@@ -17,10 +17,18 @@
 //! It prints one row per trial (the point, the error, the best so far of each strategy) and
 //! writes the two best-so-far curves to `target/tune_quickstart.svg`.
 //!
-//! Measured (2 busy cores, 12 trials each, about N minutes in all):
+//! Measured (12 trials each; 588 s wall on 2 cores shared with five compiling engineers, 182 s
+//! of CPU time, so about 2 to 3 minutes on 2 free cores). Random search's best trial had a
+//! learning rate of 4.7e-2 and a weight decay of 1.9e-3, BO's 5.1e-2 and 1e-5 (its lower
+//! bound), found at trial 10; 60 steps are few, so the errors stay high:
 //!
 //! ```text
-//! (filled in from a run of this code)
+//! best validation error after k trials:
+//! | k | random | BO (EI) |
+//! |---|---|---|
+//! | 4 | 68.4% | 53.1% |
+//! | 8 | 58.2% | 46.5% |
+//! | 12 | 45.3% | 39.1% |
 //! ```
 
 use std::fmt::Write as _;

@@ -356,7 +356,7 @@ impl BayesianOptimization {
             }
             _ => (1.0, vec![0.5; dims]),
         };
-        let restarts = if self.fits % self.cfg.refit_every == 0 {
+        let restarts = if self.fits.is_multiple_of(self.cfg.refit_every) {
             self.cfg.gp_restarts
         } else {
             0
