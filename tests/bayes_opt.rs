@@ -127,9 +127,11 @@ fn beats_random_search_tenfold_on_branin() {
     must_hold("Branin", 2, branin, BRANIN_MIN, 10.0);
 }
 
-/// Hartmann-6 in 30 evaluations is hard for any GP-EI: scikit-learn's GP with scipy's L-BFGS-B
-/// on the same protocol lands at median regrets of the same order as ours (0.1 to 2 per seed),
-/// so this asserts the ratio measured with margin (about 4x), not 10x.
+/// Hartmann-6 in 30 evaluations is hard for plain GP-EI: scikit-learn's GP (same kernel,
+/// bounds and restarts) with EI maximised by scipy's L-BFGS-B from the best of 1000 random
+/// candidates reached regrets 0.52, 0.11, 2.09 and 1.59 on the first four seeds of this
+/// protocol, the spread ours shows. The 10x does not hold here (measured 4.2x: median
+/// regret 0.49 against random search's 2.03), so this asserts 2x.
 #[test]
 fn beats_random_search_on_hartmann6() {
     must_hold("Hartmann-6", 6, hartmann6, HARTMANN6_MIN, 2.0);
