@@ -17,18 +17,19 @@
 //! It prints one row per trial (the point, the error, the best so far of each strategy) and
 //! writes the two best-so-far curves to `target/tune_quickstart.svg`.
 //!
-//! Measured (12 trials each; 588 s wall on 2 cores shared with five compiling engineers, 182 s
-//! of CPU time, so about 2 to 3 minutes on 2 free cores). Random search's best trial had a
-//! learning rate of 4.7e-2 and a weight decay of 1.9e-3, BO's 5.1e-2 and 1e-5 (its lower
-//! bound), found at trial 10; 60 steps are few, so the errors stay high:
+//! Measured (12 trials each; 126 s wall, 105 s of CPU time, on 2 cores shared with other
+//! builds; a trial takes 0.6 to 13 s depending on that load). Random search's best trial had a
+//! learning rate of 7.7e-3 and a weight decay of 3.4e-2, BO's 2.6e-2 and 1e-1 (found at trial
+//! 12, after probing the corners of the box); 60 steps are few, so the errors stay high. A
+//! second run (with candle's unseeded init) gave 45.3 % against 39.1 % after 12 trials.
 //!
 //! ```text
 //! best validation error after k trials:
 //! | k | random | BO (EI) |
 //! |---|---|---|
-//! | 4 | 68.4% | 53.1% |
-//! | 8 | 58.2% | 46.5% |
-//! | 12 | 45.3% | 39.1% |
+//! | 4 | 72.3% | 53.5% |
+//! | 8 | 55.5% | 47.7% |
+//! | 12 | 55.5% | 44.1% |
 //! ```
 
 use std::fmt::Write as _;
