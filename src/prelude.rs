@@ -107,8 +107,8 @@ pub use crate::ssm::{
 };
 pub use crate::train::{
     dann_lambda, fixmatch_loss, fomaml_step, grad_reverse, lr_range_test, mean_teacher_consistency,
-    pseudo_label_loss, reptile_step, semantic_embedding, sigmoid_rampup, GradReverse,
-    LrRangeCurve, LrRangeTestConfig, PseudoLabelLoss, SemanticEmbedding, SemanticEmbeddingConfig,
+    pseudo_label_loss, reptile_step, semantic_embedding, sigmoid_rampup, GradReverse, LrRangeCurve,
+    LrRangeTestConfig, PseudoLabelLoss, SemanticEmbedding, SemanticEmbeddingConfig,
 };
 pub use crate::transfer::{
     bottleneck_adapter, frozen_batch_norm2d, lora_conv2d, lora_linear, lora_multi_head_attention,

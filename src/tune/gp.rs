@@ -69,7 +69,7 @@ use rand::{Rng, SeedableRng};
 use crate::{Error, Result};
 
 mod cholesky;
-mod minimize;
+pub(crate) mod minimize;
 
 use cholesky::{
     add_diagonal, cho_solve, cholesky_in_place, cholesky_jittered, solve_lower, JITTER_TRIES,
@@ -426,12 +426,7 @@ impl GaussianProcess {
         let mut var = Vec::with_capacity(m);
         let prior = self.constant_value();
         for j in 0..m {
-            let q = &xs[j * d..(j + 1) * d];
-            let ks: Vec<f64> = (0..f.n)
-                .map(|i| kern(&f.x[i * d..(i + 1) * d], q))
-                .collect();
-            let mu: f64 = ks.iter().zip(&f.weights).map(|(k, w)| k * w).sum();
-            let vj = solve_lower(&f.chol, f.n, &ks);
+            let (mu, vj) = self.point_posterior(f, &xs[j * d..(j + 1) * d]);
             let explained: f64 = vj.iter().map(|v| v * v).sum();
             mean.push(mu * f.y_std + f.y_mean);
             var.push((prior - explained).max(0.0) * f.y_std * f.y_std);
@@ -456,6 +451,45 @@ impl GaussianProcess {
             }
         }
         Ok((mean, var, cov))
+    }
+
+    /// The posterior mean and variance at one host point `q` (`d` values, unchecked beyond its
+    /// length), in the original target units: for acquisition loops that evaluate thousands of
+    /// single points, where a tensor per point would cost more than the arithmetic.
+    pub(crate) fn predict_point(&self, q: &[f64]) -> Result<(f64, f64)> {
+        let f = self.fitted()?;
+        if q.len() != f.d {
+            return Err(Error::ShapeMismatch {
+                block: BLOCK,
+                what: "x",
+                expected: format!("({})", f.d),
+                actual: q.len().into(),
+            });
+        }
+        let (mu, v) = self.point_posterior(f, q);
+        let explained: f64 = v.iter().map(|v| v * v).sum();
+        let var = (self.constant_value() - explained).max(0.0) * f.y_std * f.y_std;
+        Ok((mu * f.y_std + f.y_mean, var))
+    }
+
+    /// The normalised posterior mean at `q` and `L^-1 k(X, q)`, whose squared norm is the
+    /// variance the data explains.
+    fn point_posterior(&self, f: &Fitted, q: &[f64]) -> (f64, Vec<f64>) {
+        let d = f.d;
+        // The hyper-parameters are exponentiated once per query, not once per training point.
+        let c = self.constant_value();
+        let inv_ls: Vec<f64> = (0..d)
+            .map(|k| (-self.theta[if self.theta.len() == 2 { 1 } else { 1 + k }]).exp())
+            .collect();
+        let ks: Vec<f64> =
+            f.x.chunks_exact(d)
+                .map(|xi| {
+                    let r2: f64 = (0..d).map(|k| ((xi[k] - q[k]) * inv_ls[k]).powi(2)).sum();
+                    c * shape(self.cfg.kernel, r2)
+                })
+                .collect();
+        let mu: f64 = ks.iter().zip(&f.weights).map(|(k, w)| k * w).sum();
+        (mu, solve_lower(&f.chol, f.n, &ks))
     }
 
     /// Maximises the log marginal likelihood from the configured start and the random restarts.

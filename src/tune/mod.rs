@@ -6,6 +6,9 @@
 //!   mean and variance, the log marginal likelihood and its gradient, hyper-parameters fitted by
 //!   bounded L-BFGS with seeded restarts, and posterior samples — the surrogate of Bayesian
 //!   optimisation.
+//! - [`bayes_opt`]: Bayesian optimisation, a [`Sampler`] that fits a Matérn-5/2 Gaussian
+//!   process to the trials so far and proposes the maximiser of expected improvement or a
+//!   confidence bound.
 //! - [`calibration`]: expected calibration error with reliability-diagram data, and temperature
 //!   scaling fitted on validation logits.
 //! - [`uncertainty`]: MC dropout and deep-ensemble predictions summarised by the predictive mean,
@@ -24,6 +27,7 @@
 //!   behind.
 
 pub mod asha;
+pub mod bayes_opt;
 pub mod calibration;
 pub mod gp;
 pub mod nas;
@@ -36,6 +40,10 @@ pub mod study_file;
 pub mod uncertainty;
 
 pub use asha::{Asha, AshaConfig, Decision, Reporter};
+pub use bayes_opt::{
+    bayesian_optimization, expected_improvement, lower_confidence_bound, Acquisition,
+    BayesianOptimization, BayesianOptimizationConfig, InitialDesign, SuggestionKind,
+};
 pub use calibration::{
     expected_calibration_error, Calibration, ReliabilityBin, Scores, TemperatureScaling,
 };

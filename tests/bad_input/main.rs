@@ -362,6 +362,7 @@ fn scfg() -> SeparableConv2dConfig {
 
 mod sweep_attention;
 mod sweep_augment;
+mod sweep_bayes_opt;
 mod sweep_blocks;
 mod sweep_blocks17;
 mod sweep_calibration;
@@ -425,6 +426,7 @@ fn sweep() {
     cases.extend(sweep_quantize::quantize_cases());
     cases.extend(sweep_int8::int8_cases());
     cases.extend(sweep_calibration::calibration_cases());
+    cases.extend(sweep_bayes_opt::bayes_opt_cases());
     cases.extend(sweep_gp::gp_cases());
     cases.extend(sweep_train16::train16_cases());
     cases.extend(sweep_nas::nas_cases());

@@ -1,4 +1,4 @@
-//! Bounded minimisation for the hyper-parameter fit: L-BFGS on the free variables, projected
+//! Bounded minimisation for the hyper-parameter fit (and Bayesian optimisation's acquisition): L-BFGS on the free variables, projected
 //! onto the box (a small stand-in for L-BFGS-B, which scikit-learn uses).
 
 use crate::Result;
@@ -9,7 +9,7 @@ const MAX_ITERS: usize = 500;
 
 /// Minimises `f` over the box `[lo, hi]` from `x0` (clamped into it); `None` when `f` is
 /// undefined (`Ok(None)`) at the start.
-pub(super) fn minimize_in_box(
+pub(crate) fn minimize_in_box(
     f: &impl Fn(&[f64]) -> Result<Option<(f64, Vec<f64>)>>,
     x0: Vec<f64>,
     lo: &[f64],
