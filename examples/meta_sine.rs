@@ -185,6 +185,9 @@ impl Mlp {
     }
 }
 
+/// Points `(x, y)` of one task, `(n, 1)` each.
+type Points = (Tensor, Tensor);
+
 /// A method's name and its mean query MSE after each of [`REPORT_STEPS`] adaptation steps.
 type Row = (&'static str, [f64; REPORT_STEPS.len()]);
 
@@ -193,7 +196,7 @@ type Row = (&'static str, [f64; REPORT_STEPS.len()]);
 fn evaluate(
     name: &'static str,
     model: &Mlp,
-    tasks: &[((Tensor, Tensor), (Tensor, Tensor))],
+    tasks: &[(Points, Points)],
 ) -> candle_core::Result<Row> {
     let mut mean = [0.0; REPORT_STEPS.len()];
     for (support, query) in tasks {
