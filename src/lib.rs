@@ -99,9 +99,13 @@
 //!   learning).
 //! - **Make features domain-invariant** — [`train::grad_reverse()`] puts a domain classifier behind
 //!   a reversed gradient (DANN); ramp $\lambda$ with [`train::dann_lambda`] so early noisy domain
-//!   gradients do not wreck the features.
+//!   gradients do not wreck the features. The extractor must be able to become invariant
+//!   (convolutions, not an MLP on pixels); a domain classifier near 50 % means aligned features,
+//!   near 100 % means DANN is doing nothing.
 //! - **Learn an initialisation that adapts in a few steps** — [`train::reptile_step`],
-//!   [`train::fomaml_step`] (first-order only: candle has no double backward).
+//!   [`train::fomaml_step`] (first-order only: candle has no double backward). Meta-learning pushes
+//!   the initial weights to the edge of the inner rate's stability: keep the inner rate small and
+//!   skip diverging tasks (the meta-step's `NonFinite` error leaves the weights untouched).
 //! - **Learn from a few labels and many unlabeled images** — [`train::semi_supervised`]: a
 //!   confidence threshold keeps wrong pseudo-labels out; FixMatch's weak-to-strong consistency
 //!   teaches the invariances; a mean teacher ([`optim::Ema`]) gives a steadier target.
@@ -113,6 +117,10 @@
 //! - **Search rates and widths on a log scale, conditionally** — [`tune::space`]: log-uniform for
 //!   learning rates and weight decay; dimensions active only under their parent so no trial is
 //!   spent on an inactive one.
+//! - **Spend expensive evaluations where improvement is likely** — [`tune::bayes_opt`]: a
+//!   Matérn-5/2 Gaussian process predicts the objective and its uncertainty; expected improvement
+//!   needs no knob, the confidence bound's `beta` sets exploration explicitly. Best in ≤ ~20
+//!   dimensions and small budgets; random search and ASHA beyond.
 //! - **Stop bad trials early** — [`tune::asha`]: asynchronous successive halving moves the budget to
 //!   the configurations whose learning curves lead; [`tune::Study`] records diverging trials as
 //!   failures and saves and resumes the search.
