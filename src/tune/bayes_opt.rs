@@ -4,7 +4,8 @@
 //! swap it for random or Sobol search without changing anything else.
 //!
 //! # Shapes
-//! - points live in $[0, 1]^d$ (`Vec<f64>` of length `dims`); values are minimised and finite.
+//! - points live in $[0, 1]^d$ (`Vec<f64>` of length `dims`, $1 \le d \le$ [`MAX_DIMS`]);
+//!   values are minimised and finite.
 //! - [`expected_improvement`] and [`lower_confidence_bound`] work on one posterior mean and
 //!   standard deviation at a time (plain `f64`).
 //!
@@ -99,6 +100,10 @@ use super::sobol::{Sobol, SOBOL_MAX_DIMS};
 use crate::{Error, Result};
 
 const BLOCK: &str = "BayesianOptimization";
+
+/// The most dimensions a suggestion accepts: far beyond where a Gaussian process helps, and it
+/// bounds the candidates' memory (2500 points of `MAX_DIMS` values, 20 MB).
+pub const MAX_DIMS: usize = 1024;
 
 /// The acquisition function maximised to pick the next point (for a minimised objective).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -713,8 +718,10 @@ fn standard_normal(rng: &mut StdRng) -> f64 {
 /// `dims >= 1`, and every observation a point of `dims` coordinates in $[0, 1]$ with a finite
 /// value.
 fn validate_history(dims: usize, history: &[Observation]) -> Result<()> {
-    if dims == 0 {
-        return Err(invalid("dims must be >= 1, got 0"));
+    if dims == 0 || dims > MAX_DIMS {
+        return Err(invalid(format!(
+            "dims must be in 1..={MAX_DIMS}, got {dims}"
+        )));
     }
     for (i, o) in history.iter().enumerate() {
         if o.point.len() != dims {
