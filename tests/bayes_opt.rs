@@ -258,7 +258,7 @@ fn confidence_bound_also_finds_the_branin_minimum() {
 fn acquisition_gradients_match_finite_differences() -> R<()> {
     let mut rng = StdRng::seed_from_u64(7);
     let x: Vec<f64> = (0..12 * 3).map(|_| rng.random::<f64>()).collect();
-    let y: Vec<f64> = x.chunks(3).map(|p| hartmann_like(p)).collect();
+    let y: Vec<f64> = x.chunks(3).map(hartmann_like).collect();
     let cfg = GaussianProcessConfig::default()
         .with_constant_value(1.3)
         .with_length_scale(vec![0.3, 0.5, 0.8])
