@@ -52,7 +52,7 @@
 //!
 //! Hartmann-6 in 30 evaluations stays hard: the 10x holds on Branin but not there.
 //! Tried on the same 20 seeds (median regret): a log warp of the values before the surrogate
-//! (0.6 to 1.8, worse: it turns the few good points into a spike the kernel cannot follow,
+//! (0.8 to 1.8, worse: it turns the few good points into a spike the kernel cannot follow,
 //! so it stays an option, [`OutputWarp`]), a TuRBO-1 trust region (1.1 to 1.4, worse in so few
 //! steps), more restarts of the hyper-parameter fit (0.73), tighter length-scale bounds
 //! (0.53 to 0.60), five initial points instead of $2d$ (0.69 to 1.06).
