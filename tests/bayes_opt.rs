@@ -6,8 +6,8 @@
 mod common;
 
 use candle_tricks::tune::bayes_opt::{
-    bayesian_optimization, expected_improvement, lower_confidence_bound, Acquisition,
-    BayesianOptimization, BayesianOptimizationConfig, SuggestionKind,
+    acquisition_with_gradient, bayesian_optimization, expected_improvement, lower_confidence_bound,
+    Acquisition, BayesianOptimization, BayesianOptimizationConfig, SuggestionKind,
 };
 use candle_tricks::tune::gp::{gaussian_process, GaussianProcessConfig};
 use candle_tricks::tune::{Observation, Sampler};
@@ -127,11 +127,11 @@ fn beats_random_search_tenfold_on_branin() {
     must_hold("Branin", 2, branin, BRANIN_MIN, 10.0);
 }
 
-/// Hartmann-6 in 30 evaluations is hard for plain GP-EI: scikit-learn's GP (same kernel,
-/// bounds and restarts) with EI maximised by scipy's L-BFGS-B from the best of 1000 random
-/// candidates reached regrets 0.52, 0.11, 2.09 and 1.59 on the first four seeds of this
-/// protocol, the spread ours shows. The 10x does not hold here (measured 4.2x: median
-/// regret 0.49 against random search's 2.03), so this asserts 2x.
+/// Hartmann-6 in 30 evaluations is hard for GP-EI: scikit-learn's GP (same kernel, bounds and
+/// restarts) with EI maximised by scipy's L-BFGS-B from the best of 1000 random candidates
+/// reached regrets 0.52, 0.11, 2.09 and 1.59 on the first four seeds of this protocol, the
+/// spread ours shows. The 10x does not hold here (see the table in the module docs of
+/// `tune::bayes_opt`), so this asserts 2x.
 #[test]
 fn beats_random_search_on_hartmann6() {
     must_hold("Hartmann-6", 6, hartmann6, HARTMANN6_MIN, 2.0);
@@ -210,11 +210,12 @@ fn same_seed_same_points_and_first_points_fill_the_cube() {
     let (a, b) = (points(3), points(3));
     assert_eq!(a, b);
     assert_ne!(a, points(4));
-    // The 5 initial points are a Latin hypercube: one per fifth of every axis.
+    // The 2d = 4 initial points are the start of a shifted Sobol sequence: one per quarter of
+    // every axis.
     for k in 0..2 {
-        let mut strata: Vec<usize> = a[..5].iter().map(|o| (o.point[k] * 5.0) as usize).collect();
+        let mut strata: Vec<usize> = a[..4].iter().map(|o| (o.point[k] * 4.0) as usize).collect();
         strata.sort();
-        assert_eq!(strata, vec![0, 1, 2, 3, 4]);
+        assert_eq!(strata, vec![0, 1, 2, 3]);
     }
 }
 
@@ -249,4 +250,59 @@ fn confidence_bound_also_finds_the_branin_minimum() {
         .with_acquisition(Acquisition::LowerConfidenceBound { beta: 4.0 });
     let regret = run(&mut bayesian_optimization(cfg).unwrap(), 2, branin) - BRANIN_MIN;
     assert!(regret < 0.1, "LCB regret {regret}");
+}
+
+/// The analytic gradients of log-EI and of the bound against central differences, in the
+/// tail where EI itself underflows too.
+#[test]
+fn acquisition_gradients_match_finite_differences() -> R<()> {
+    let mut rng = StdRng::seed_from_u64(7);
+    let x: Vec<f64> = (0..12 * 3).map(|_| rng.random::<f64>()).collect();
+    let y: Vec<f64> = x.chunks(3).map(hartmann_like).collect();
+    let cfg = GaussianProcessConfig::default()
+        .with_constant_value(1.3)
+        .with_length_scale(vec![0.3, 0.5, 0.8])
+        .with_alpha(1e-6)
+        .with_normalize_y(true)
+        .with_optimize(false);
+    let mut gp = gaussian_process(cfg)?;
+    let dev = candle_core::Device::Cpu;
+    gp.fit(
+        &candle_core::Tensor::from_vec(x, (12, 3), &dev)?,
+        &candle_core::Tensor::from_vec(y.clone(), 12, &dev)?,
+    )?;
+    let best = y.iter().copied().fold(f64::INFINITY, f64::min);
+    let acqs = [
+        Acquisition::ExpectedImprovement { xi: 0.01 },
+        // A margin far beyond the data: EI underflows, its logarithm does not.
+        Acquisition::ExpectedImprovement { xi: 40.0 },
+        Acquisition::LowerConfidenceBound { beta: 2.0 },
+    ];
+    for acq in acqs {
+        for _ in 0..20 {
+            let p: Vec<f64> = (0..3).map(|_| 0.05 + 0.9 * rng.random::<f64>()).collect();
+            let (v, g) = acquisition_with_gradient(acq, &gp, &p, best)?.unwrap();
+            assert!(v.is_finite(), "{acq:?}: {v}");
+            for k in 0..3 {
+                let h = 1e-6;
+                let (mut a, mut b) = (p.clone(), p.clone());
+                a[k] += h;
+                b[k] -= h;
+                let fa = acquisition_with_gradient(acq, &gp, &a, best)?.unwrap().0;
+                let fb = acquisition_with_gradient(acq, &gp, &b, best)?.unwrap().0;
+                let fd = (fa - fb) / (2.0 * h);
+                assert!(
+                    (g[k] - fd).abs() <= 1e-5 * fd.abs().max(1.0),
+                    "{acq:?} at {p:?}, axis {k}: analytic {} vs fd {fd}",
+                    g[k]
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A smooth bumpy function of three inputs for the gradient check.
+fn hartmann_like(p: &[f64]) -> f64 {
+    -(-(10.0 * (p[0] - 0.3).powi(2) + 5.0 * (p[1] - 0.6).powi(2))).exp() + (4.0 * p[2]).sin()
 }

@@ -4,7 +4,8 @@
 //! swap it for random or Sobol search without changing anything else.
 //!
 //! # Shapes
-//! - points live in $[0, 1]^d$ (`Vec<f64>` of length `dims`); values are minimised and finite.
+//! - points live in $[0, 1]^d$ (`Vec<f64>` of length `dims`, $1 \le d \le$ [`MAX_DIMS`]);
+//!   values are minimised and finite.
 //! - [`expected_improvement`] and [`lower_confidence_bound`] work on one posterior mean and
 //!   standard deviation at a time (plain `f64`).
 //!
@@ -16,7 +17,7 @@
 //! minimisation with the best value so far $f^\ast$, expected improvement is
 //! $\mathrm{EI}(x) = (f^\ast - \mu - \xi) \thinspace \Phi(z) + \sigma \thinspace \varphi(z)$
 //! with $z = (f^\ast - \mu - \xi) / \sigma$: it balances the two without a knob worth tuning
-//! (`xi` is a small margin, 0.01 by default). The lower confidence bound
+//! (`xi` is an optional margin, 0 by default). The lower confidence bound
 //! $\mu(x) - \sqrt{\beta} \thinspace \sigma(x)$ (the upper bound of a maximisation) makes the
 //! trade-off explicit: a larger `beta` explores more, and a schedule of $\beta$ growing like
 //! $\log t$ gives the no-regret guarantee of GP-UCB.
@@ -25,9 +26,11 @@
 //! objectives are rough, and an infinitely smooth prior is overconfident between the points.
 //! Its hyper-parameters are refitted by maximum likelihood after every evaluation, warm-started
 //! from the previous fit (random restarts only for the first fit and then every few steps), so a
-//! suggestion costs milliseconds. The acquisition is maximised over random candidates (some
-//! scattered around the best points so far), and the best few are refined by a projected
-//! quasi-Newton inside the box.
+//! suggestion costs milliseconds. The acquisition is scored on 2000 Sobol candidates plus 500
+//! scattered around the best point so far, and a bounded L-BFGS climbs from the best ten on
+//! the analytic gradient of the posterior mean and variance. It climbs $\ln \mathrm{EI}$, not
+//! EI: far from the data EI underflows to exactly 0 and its gradient with it, while its
+//! logarithm stays finite and keeps pointing uphill.
 //!
 //! BO shines in up to about 20 dimensions with budgets of tens to hundreds of evaluations.
 //! Beyond that the surrogate needs more points than the budget allows and costs $O(n^3)$ per
@@ -35,9 +38,24 @@
 //!
 //! Degenerate histories do not fail: while all values are equal, or when the Gaussian-process
 //! fit fails (duplicate points that no jitter rescues), the suggestion is a uniformly random
-//! point. The first `n_initial` suggestions come from a seeded Latin hypercube (or uniform
-//! random points), or from any other [`Sampler`] through
-//! [`BayesianOptimization::with_initial_sampler`].
+//! point. The first `n_initial` suggestions ($2d$ by default) come from a Sobol sequence with
+//! a seeded digital shift (or a Latin hypercube, or uniform points), or from any other
+//! [`Sampler`] through [`BayesianOptimization::with_initial_sampler`].
+//!
+//! Measured (`cargo test --release --test bayes_opt -- --nocapture`): median simple regret
+//! after 30 evaluations over 20 seeds, against uniform random search.
+//!
+//! | function | random | BO (EI) | ratio |
+//! |---|---|---|---|
+//! | Branin (d = 2) | 1.20 | 3.5e-4 | 3408 |
+//! | Hartmann-6 (d = 6) | 2.03 | 0.54 | 3.8 |
+//!
+//! Hartmann-6 in 30 evaluations stays hard: the issue's 10x holds on Branin but not there.
+//! Tried on the same 20 seeds (median regret): a log warp of the values before the surrogate
+//! (0.8 to 1.8, worse: it turns the few good points into a spike the kernel cannot follow,
+//! so it stays an option, [`OutputWarp`]), a TuRBO-1 trust region (1.1 to 1.4, worse in so few
+//! steps), more restarts of the hyper-parameter fit (0.73), tighter length-scale bounds
+//! (0.53 to 0.60), five initial points instead of $2d$ (0.69 to 1.06).
 //!
 //! # Example
 //! ```
@@ -78,9 +96,14 @@ use rand::{Rng, SeedableRng};
 use super::gp::minimize::minimize_in_box;
 use super::gp::{gaussian_process, GaussianProcess, GaussianProcessConfig, GpKernel};
 use super::sampler::{Observation, Sampler};
+use super::sobol::{Sobol, SOBOL_MAX_DIMS};
 use crate::{Error, Result};
 
 const BLOCK: &str = "BayesianOptimization";
+
+/// The most dimensions a suggestion accepts: far beyond where a Gaussian process helps, and it
+/// bounds the candidates' memory (2500 points of `MAX_DIMS` values, 20 MB).
+pub const MAX_DIMS: usize = 1024;
 
 /// The acquisition function maximised to pick the next point (for a minimised objective).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -153,6 +176,9 @@ fn normal_pdf(z: f64) -> f64 {
 /// How the first `n_initial` points fill the cube before there is a model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum InitialDesign {
+    /// A Sobol sequence with a seeded random digital shift: low discrepancy in every
+    /// projection, and the first $2^k$ points stratify each axis into $2^k$ equal parts.
+    Sobol,
     /// A seeded Latin hypercube: each axis split into `n_initial` equal strata, one point per
     /// stratum, strata paired at random across axes (even one-dimensional coverage).
     LatinHypercube,
@@ -160,14 +186,59 @@ pub enum InitialDesign {
     Random,
 }
 
+/// How the observed values are transformed before the surrogate is fitted to them.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum OutputWarp {
+    /// The values as they are (the Gaussian process still standardises them).
+    Identity,
+    /// $\ln(y - y_{\min} + \delta)$ with $\delta$ = `offset` times the observed range: the
+    /// region near the best value is stretched and the far tail compressed, so a few very good
+    /// points do not look like outliers to a stationary kernel.
+    Log {
+        /// $\delta$ as a fraction of $y_{\max} - y_{\min}$ (> 0).
+        offset: f64,
+    },
+}
+
+impl OutputWarp {
+    /// The warped values of `ys` (all finite).
+    pub fn apply(&self, ys: &[f64]) -> Vec<f64> {
+        match *self {
+            OutputWarp::Identity => ys.to_vec(),
+            OutputWarp::Log { offset } => {
+                let lo = ys.iter().copied().fold(f64::INFINITY, f64::min);
+                let hi = ys.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                // A flat history has no scale of its own; 1 keeps the logarithm finite.
+                let range = if hi > lo { hi - lo } else { 1.0 };
+                let delta = offset * range;
+                ys.iter().map(|y| (y - lo + delta).ln()).collect()
+            }
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        match *self {
+            OutputWarp::Identity => Ok(()),
+            OutputWarp::Log { offset } if offset.is_finite() && offset > 0.0 => Ok(()),
+            OutputWarp::Log { offset } => Err(invalid(format!(
+                "the log warp's offset must be finite and > 0, got {offset}"
+            ))),
+        }
+    }
+}
+
 /// Configuration of [`BayesianOptimization`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct BayesianOptimizationConfig {
-    /// Space-filling points before the first model. Default 5.
-    pub n_initial: usize,
-    /// How those points are drawn. Default [`InitialDesign::LatinHypercube`].
+    /// Space-filling points before the first model; `None` for $2d$ in $d$ dimensions (at
+    /// least 2). Default `None`.
+    pub n_initial: Option<usize>,
+    /// How those points are drawn. Default [`InitialDesign::Sobol`].
     pub initial_design: InitialDesign,
-    /// The acquisition function. Default expected improvement with `xi = 0.01`.
+    /// The transform of the values the surrogate sees. Default [`OutputWarp::Identity`].
+    pub output_warp: OutputWarp,
+    /// The acquisition function, evaluated on the warped values (so `xi` is in their units).
+    /// Default expected improvement with `xi = 0` (the objectives are taken as noise-free).
     pub acquisition: Acquisition,
     /// The surrogate's kernel, always with one length scale per dimension. Default
     /// [`GpKernel::Matern52`].
@@ -180,9 +251,13 @@ pub struct BayesianOptimizationConfig {
     pub gp_restarts: usize,
     /// Steps between fits with random restarts (≥ 1). Default 5.
     pub refit_every: usize,
-    /// Random candidates on which the acquisition is evaluated. Default 1000.
+    /// Bounds of the fitted length scales, in units of the cube's side. Default `(0.01, 100.0)`.
+    pub length_scale_bounds: (f64, f64),
+    /// Sobol candidates on which the acquisition is evaluated; a quarter as many again are
+    /// scattered around the best point so far. Default 2000.
     pub n_candidates: usize,
-    /// Best candidates refined by the bounded quasi-Newton. Default 5.
+    /// Best candidates from which a bounded L-BFGS on the acquisition's gradient starts.
+    /// Default 10.
     pub n_refine: usize,
     /// Seed of every random choice. Default 0.
     pub seed: u64,
@@ -191,15 +266,17 @@ pub struct BayesianOptimizationConfig {
 impl Default for BayesianOptimizationConfig {
     fn default() -> Self {
         Self {
-            n_initial: 5,
-            initial_design: InitialDesign::LatinHypercube,
-            acquisition: Acquisition::ExpectedImprovement { xi: 0.01 },
+            n_initial: None,
+            initial_design: InitialDesign::Sobol,
+            output_warp: OutputWarp::Identity,
+            acquisition: Acquisition::ExpectedImprovement { xi: 0.0 },
             kernel: GpKernel::Matern52,
             alpha: 1e-6,
             gp_restarts: 2,
             refit_every: 5,
-            n_candidates: 1000,
-            n_refine: 5,
+            length_scale_bounds: (0.01, 100.0),
+            n_candidates: 2000,
+            n_refine: 10,
             seed: 0,
         }
     }
@@ -208,12 +285,22 @@ impl Default for BayesianOptimizationConfig {
 impl BayesianOptimizationConfig {
     /// Sets [`BayesianOptimizationConfig::n_initial`].
     pub fn with_n_initial(mut self, n_initial: usize) -> Self {
-        self.n_initial = n_initial;
+        self.n_initial = Some(n_initial);
         self
     }
     /// Sets [`BayesianOptimizationConfig::initial_design`].
     pub fn with_initial_design(mut self, initial_design: InitialDesign) -> Self {
         self.initial_design = initial_design;
+        self
+    }
+    /// Sets [`BayesianOptimizationConfig::output_warp`].
+    pub fn with_output_warp(mut self, output_warp: OutputWarp) -> Self {
+        self.output_warp = output_warp;
+        self
+    }
+    /// Sets [`BayesianOptimizationConfig::length_scale_bounds`].
+    pub fn with_length_scale_bounds(mut self, lo: f64, hi: f64) -> Self {
+        self.length_scale_bounds = (lo, hi);
         self
     }
     /// Sets [`BayesianOptimizationConfig::acquisition`].
@@ -254,7 +341,7 @@ impl BayesianOptimizationConfig {
     /// Checks every count and the acquisition's parameter.
     pub fn validate(&self) -> Result<()> {
         for (what, v) in [
-            ("n_initial", self.n_initial),
+            ("n_initial", self.n_initial.unwrap_or(1)),
             ("refit_every", self.refit_every),
             ("n_candidates", self.n_candidates),
         ] {
@@ -268,7 +355,19 @@ impl BayesianOptimizationConfig {
                 self.alpha
             )));
         }
+        let (lo, hi) = self.length_scale_bounds;
+        if !(lo.is_finite() && hi.is_finite() && lo > 0.0 && lo <= hi) {
+            return Err(invalid(format!(
+                "length_scale_bounds must be finite with 0 < lo <= hi, got ({lo}, {hi})"
+            )));
+        }
+        self.output_warp.validate()?;
         self.acquisition.validate()
+    }
+
+    /// The number of initial points in `dims` dimensions.
+    fn initial_count(&self, dims: usize) -> usize {
+        self.n_initial.unwrap_or(dims.saturating_mul(2).max(2))
     }
 }
 
@@ -347,7 +446,8 @@ impl BayesianOptimization {
             .iter()
             .flat_map(|o| o.point.iter().copied())
             .collect();
-        let ys: Vec<f64> = history.iter().map(|o| o.value).collect();
+        let raw: Vec<f64> = history.iter().map(|o| o.value).collect();
+        let ys = self.cfg.output_warp.apply(&raw);
         let x = Tensor::from_vec(xs, (n, dims), &Device::Cpu)?;
         let y = Tensor::from_vec(ys, n, &Device::Cpu)?;
         let (c, ls) = match &self.warm_theta {
@@ -365,9 +465,9 @@ impl BayesianOptimization {
             kernel: self.cfg.kernel,
             constant_value: c,
             length_scale: ls,
-            // Values are normalised and points lie in the unit cube, so these bounds are wide.
+            // Values are normalised, so the signal variance is of order 1.
             constant_value_bounds: (1e-2, 1e2),
-            length_scale_bounds: (1e-2, 1e2),
+            length_scale_bounds: self.cfg.length_scale_bounds,
             alpha: self.cfg.alpha,
             normalize_y: true,
             optimize: true,
@@ -381,52 +481,69 @@ impl BayesianOptimization {
         Ok(gp)
     }
 
-    /// The point maximising the acquisition on `gp`.
+    /// The point maximising the acquisition on `gp`, fitted to the warped values `warped`.
     fn maximize_acquisition(
         &mut self,
         gp: &GaussianProcess,
         dims: usize,
         history: &[Observation],
+        warped: &[f64],
     ) -> Result<Vec<f64>> {
         let acq = self.cfg.acquisition;
-        let best = history
-            .iter()
-            .map(|o| o.value)
-            .fold(f64::INFINITY, f64::min);
-        let score = |p: &[f64]| -> Result<f64> {
-            let (mean, var) = gp.predict_point(p)?;
-            Ok(acq.score(mean, var.sqrt(), best))
+        let (best_at, best) =
+            warped
+                .iter()
+                .copied()
+                .enumerate()
+                .fold(
+                    (0, f64::INFINITY),
+                    |m, (i, v)| if v < m.1 { (i, v) } else { m },
+                );
+        // The bounded L-BFGS minimises.
+        let objective = |p: &[f64]| -> Result<Option<(f64, Vec<f64>)>> {
+            Ok(acquisition_with_gradient(acq, gp, p, best)?
+                .map(|(v, g)| (-v, g.into_iter().map(|g| -g).collect())))
         };
-        let mut incumbents: Vec<&Observation> = history.iter().collect();
-        incumbents.sort_by(|a, b| a.value.total_cmp(&b.value));
-        incumbents.truncate(3);
-        // Half uniform, half scattered around the three best points so far: in several
-        // dimensions the region worth refining is small and uniform draws miss it (on
-        // Hartmann-6 this halves the median regret after 30 evaluations).
-        let mut scored: Vec<(f64, Vec<f64>)> = Vec::with_capacity(self.cfg.n_candidates);
-        for k in 0..self.cfg.n_candidates {
-            let p: Vec<f64> = if k % 2 == 1 {
-                let centre = &incumbents[(k / 2) % incumbents.len()].point;
-                let spread = [0.02, 0.1][(k / 2) % 2];
+        // Sobol candidates cover the cube evenly; the scattered ones look closely at the
+        // incumbent, where in several dimensions the region worth refining is small.
+        let n_local = self.cfg.n_candidates / 4;
+        let mut candidates: Vec<Vec<f64>> = Vec::with_capacity(self.cfg.n_candidates + n_local);
+        if dims <= SOBOL_MAX_DIMS {
+            let mut sobol = Sobol::new(dims)?.with_shift(self.rng.random());
+            for _ in 0..self.cfg.n_candidates {
+                candidates.push(sobol.next_point()?);
+            }
+        } else {
+            for _ in 0..self.cfg.n_candidates {
+                candidates.push(self.random_point(dims));
+            }
+        }
+        let centre = &history[best_at].point;
+        let (lo, hi) = (vec![0.0; dims], vec![1.0; dims]);
+        for k in 0..n_local {
+            let spread = [0.01, 0.05, 0.2][k % 3];
+            candidates.push(
                 centre
                     .iter()
                     .map(|c| (c + spread * standard_normal(&mut self.rng)).clamp(0.0, 1.0))
-                    .collect()
-            } else {
-                (0..dims).map(|_| self.rng.random::<f64>()).collect()
-            };
-            scored.push((score(&p)?, p));
+                    .collect(),
+            );
+        }
+        let mut scored: Vec<(f64, Vec<f64>)> = Vec::with_capacity(candidates.len());
+        for p in candidates {
+            let (mean, var) = gp.predict_point(&p)?;
+            scored.push((acquisition_value(acq, mean, var.sqrt(), best), p));
         }
         scored.sort_by(|a, b| b.0.total_cmp(&a.0));
         scored.truncate(self.cfg.n_refine.max(1));
         let (mut best_score, mut best_point) = scored[0].clone();
         for (s0, p0) in scored.into_iter().take(self.cfg.n_refine) {
-            if !(s0.is_finite() && s0 != 0.0) {
+            if !s0.is_finite() {
                 continue;
             }
-            if let Some((s, p)) = refine(&score, s0, p0)? {
-                if s > best_score {
-                    (best_score, best_point) = (s, p);
+            if let Some((f, p)) = minimize_in_box(&objective, p0, &lo, &hi)? {
+                if -f > best_score {
+                    (best_score, best_point) = (-f, p);
                 }
             }
         }
@@ -442,8 +559,14 @@ impl BayesianOptimization {
             return sampler.suggest(dims, history);
         }
         if self.design.as_ref().is_none_or(|(d, _)| *d != dims) {
-            let n = self.cfg.n_initial;
+            let n = self.cfg.initial_count(dims);
             let design = match self.cfg.initial_design {
+                InitialDesign::Sobol if dims <= SOBOL_MAX_DIMS => {
+                    let mut sobol = Sobol::new(dims)?.with_shift(self.rng.random());
+                    (0..n).map(|_| sobol.next_point()).collect::<Result<_>>()?
+                }
+                // Sobol's direction numbers stop at SOBOL_MAX_DIMS; the hypercube does not.
+                InitialDesign::Sobol => latin_hypercube(&mut self.rng, n, dims),
                 InitialDesign::LatinHypercube => latin_hypercube(&mut self.rng, n, dims),
                 InitialDesign::Random => (0..n).map(|_| self.random_point(dims)).collect(),
             };
@@ -462,7 +585,7 @@ impl Sampler for BayesianOptimization {
     /// every value is equal or the fit fails.
     fn suggest(&mut self, dims: usize, history: &[Observation]) -> Result<Vec<f64>> {
         validate_history(dims, history)?;
-        if history.len() < self.cfg.n_initial {
+        if history.len() < self.cfg.initial_count(dims) {
             self.last = Some(SuggestionKind::Initial);
             return self.initial_point(dims, history);
         }
@@ -472,11 +595,13 @@ impl Sampler for BayesianOptimization {
         } else {
             self.fit_surrogate(dims, history).ok()
         };
+        let raw: Vec<f64> = history.iter().map(|o| o.value).collect();
+        let warped = self.cfg.output_warp.apply(&raw);
         let Some(gp) = model else {
             self.last = Some(SuggestionKind::RandomFallback);
             return Ok(self.random_point(dims));
         };
-        match self.maximize_acquisition(&gp, dims, history) {
+        match self.maximize_acquisition(&gp, dims, history, &warped) {
             Ok(p) => {
                 self.last = Some(SuggestionKind::Model);
                 Ok(p)
@@ -489,37 +614,81 @@ impl Sampler for BayesianOptimization {
     }
 }
 
-/// Bounded quasi-Newton ascent of `score` from `p0` on central finite differences (the
-/// posterior is smooth and a point costs microseconds, so analytic gradients are not worth
-/// their code). The score is divided by its start value so the optimiser's tolerances are
-/// relative. `None` when nothing better was found.
-fn refine(
-    score: &impl Fn(&[f64]) -> Result<f64>,
-    s0: f64,
-    p0: Vec<f64>,
-) -> Result<Option<(f64, Vec<f64>)>> {
-    const STEP: f64 = 1e-6;
-    let scale = s0.abs();
-    let objective = |p: &[f64]| -> Result<Option<(f64, Vec<f64>)>> {
-        let f = -score(p)? / scale;
-        let mut grad = Vec::with_capacity(p.len());
-        let mut q = p.to_vec();
-        for k in 0..p.len() {
-            let (lo, hi) = ((p[k] - STEP).max(0.0), (p[k] + STEP).min(1.0));
-            q[k] = hi;
-            let f_hi = -score(&q)? / scale;
-            q[k] = lo;
-            let f_lo = -score(&q)? / scale;
-            q[k] = p[k];
-            grad.push((f_hi - f_lo) / (hi - lo));
+/// The acquisition's value to maximise from a posterior mean and standard deviation: the
+/// logarithm of the expected improvement (finite far into the tail where the improvement itself
+/// underflows to 0), or the negated lower confidence bound.
+fn acquisition_value(acq: Acquisition, mean: f64, std: f64, best: f64) -> f64 {
+    match acq {
+        Acquisition::ExpectedImprovement { xi } => {
+            if std <= 0.0 {
+                return (best - mean - xi).max(0.0).ln();
+            }
+            std.ln() + log_h((best - mean - xi) / std).0
         }
-        Ok(f.is_finite().then_some((f, grad)))
-    };
-    let d = p0.len();
-    let Some((f, p)) = minimize_in_box(&objective, p0, &vec![0.0; d], &vec![1.0; d])? else {
+        Acquisition::LowerConfidenceBound { beta } => -lower_confidence_bound(mean, std, beta),
+    }
+}
+
+/// The quantity the optimiser maximises at `point` on the fitted `gp`, with its gradient with
+/// respect to `point`: $\ln \mathrm{EI}$ for expected improvement (finite where the
+/// improvement itself underflows to 0), the negated bound for the lower confidence bound.
+/// `best` is the lowest value the surrogate was fitted to. `None` where the posterior variance
+/// vanishes (a training point), where $\ln \mathrm{EI}$ is undefined.
+pub fn acquisition_with_gradient(
+    acq: Acquisition,
+    gp: &GaussianProcess,
+    point: &[f64],
+    best: f64,
+) -> Result<Option<(f64, Vec<f64>)>> {
+    let (mean, var, d_mean, d_var) = gp.predict_point_with_gradient(point)?;
+    if var <= 0.0 {
         return Ok(None);
+    }
+    let std = var.sqrt();
+    // d std = d var / (2 std).
+    let (value, grad): (f64, Vec<f64>) = match acq {
+        Acquisition::ExpectedImprovement { xi } => {
+            let z = (best - mean - xi) / std;
+            let (lh, dlh) = log_h(z);
+            // ln EI = ln std + ln h(z), z = (best - mean - xi) / std.
+            let grad = d_mean
+                .iter()
+                .zip(&d_var)
+                .map(|(dm, dv)| {
+                    let d_std = dv / (2.0 * std);
+                    d_std / std + dlh * (-dm - z * d_std) / std
+                })
+                .collect();
+            (std.ln() + lh, grad)
+        }
+        Acquisition::LowerConfidenceBound { beta } => {
+            let w = beta.sqrt();
+            let grad = d_mean
+                .iter()
+                .zip(&d_var)
+                .map(|(dm, dv)| -dm + w * dv / (2.0 * std))
+                .collect();
+            (-lower_confidence_bound(mean, std, beta), grad)
+        }
     };
-    Ok((-f * scale > s0).then(|| (-f * scale, p)))
+    Ok(value.is_finite().then_some((value, grad)))
+}
+
+/// $\ln h(z)$ and its derivative $\Phi(z) / h(z)$ for $h(z) = z \Phi(z) + \varphi(z)$, the
+/// expected improvement of a standard normal over $-z$. Below $z = -20$ the direct form loses
+/// digits to cancellation, and the asymptotic series
+/// $h(z) \approx \varphi(z) z^{-2} (1 - 3 z^{-2} + 15 z^{-4} - 105 z^{-6})$ takes over.
+fn log_h(z: f64) -> (f64, f64) {
+    if z > -20.0 {
+        let h = z * normal_cdf(z) + normal_pdf(z);
+        return (h.ln(), normal_cdf(z) / h);
+    }
+    let u = 1.0 / (z * z);
+    let h_series = 1.0 - 3.0 * u + 15.0 * u * u - 105.0 * u * u * u;
+    // Mills' ratio: Phi(z) / phi(z) ~ |z|^-1 (1 - z^-2 + 3 z^-4 - 15 z^-6).
+    let mills = 1.0 - u + 3.0 * u * u - 15.0 * u * u * u;
+    let log_phi = -0.5 * z * z - 0.5 * (2.0 * std::f64::consts::PI).ln();
+    (log_phi + u.ln() + h_series.ln(), -z * mills / h_series)
 }
 
 /// `n` points of a Latin hypercube in $[0, 1]^{dims}$: on every axis one point per stratum
@@ -549,8 +718,10 @@ fn standard_normal(rng: &mut StdRng) -> f64 {
 /// `dims >= 1`, and every observation a point of `dims` coordinates in $[0, 1]$ with a finite
 /// value.
 fn validate_history(dims: usize, history: &[Observation]) -> Result<()> {
-    if dims == 0 {
-        return Err(invalid("dims must be >= 1, got 0"));
+    if dims == 0 || dims > MAX_DIMS {
+        return Err(invalid(format!(
+            "dims must be in 1..={MAX_DIMS}, got {dims}"
+        )));
     }
     for (i, o) in history.iter().enumerate() {
         if o.point.len() != dims {

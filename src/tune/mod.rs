@@ -41,8 +41,9 @@ pub mod uncertainty;
 
 pub use asha::{Asha, AshaConfig, Decision, Reporter};
 pub use bayes_opt::{
-    bayesian_optimization, expected_improvement, lower_confidence_bound, Acquisition,
-    BayesianOptimization, BayesianOptimizationConfig, InitialDesign, SuggestionKind,
+    acquisition_with_gradient, bayesian_optimization, expected_improvement, lower_confidence_bound,
+    Acquisition, BayesianOptimization, BayesianOptimizationConfig, InitialDesign, OutputWarp,
+    SuggestionKind,
 };
 pub use calibration::{
     expected_calibration_error, Calibration, ReliabilityBin, Scores, TemperatureScaling,

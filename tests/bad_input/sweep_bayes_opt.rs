@@ -2,7 +2,7 @@
 
 use super::*;
 use candle_tricks::tune::bayes_opt::{
-    bayesian_optimization, Acquisition, BayesianOptimizationConfig,
+    bayesian_optimization, Acquisition, BayesianOptimizationConfig, OutputWarp,
 };
 use candle_tricks::tune::{Observation, Sampler};
 
@@ -37,6 +37,26 @@ pub(super) fn bayes_opt_cases() -> Vec<Case> {
         ("bayes_opt: 0 candidates", base().with_candidates(0, 5)),
         ("bayes_opt: refit_every 0", base().with_gp_restarts(2, 0)),
         ("bayes_opt: alpha -1", base().with_alpha(-1.0)),
+        (
+            "bayes_opt: length scale bounds (0, 1)",
+            base().with_length_scale_bounds(0.0, 1.0),
+        ),
+        (
+            "bayes_opt: length scale bounds (2, 1)",
+            base().with_length_scale_bounds(2.0, 1.0),
+        ),
+        (
+            "bayes_opt: length scale bound NaN",
+            base().with_length_scale_bounds(0.1, f64::NAN),
+        ),
+        (
+            "bayes_opt: log warp offset 0",
+            base().with_output_warp(OutputWarp::Log { offset: 0.0 }),
+        ),
+        (
+            "bayes_opt: log warp offset NaN",
+            base().with_output_warp(OutputWarp::Log { offset: f64::NAN }),
+        ),
     ] {
         c.err(name, block, move || {
             bayesian_optimization(cfg)?;
@@ -50,6 +70,7 @@ pub(super) fn bayes_opt_cases() -> Vec<Case> {
         });
     };
     suggest_err(&mut c, "bayes_opt: dims 0", 0, vec![]);
+    suggest_err(&mut c, "bayes_opt: dims 2^40", 1 << 40, vec![]);
     suggest_err(
         &mut c,
         "bayes_opt: NaN value",
