@@ -68,12 +68,13 @@ const ADAPT_STEPS: usize = 10;
 /// The adaptation's SGD rate $\alpha$.
 const INNER_LR: f64 = 0.01;
 /// Meta-training tasks; every method and the joint baseline see the same tasks.
-const META_TASKS: usize = 150_000;
+const META_TASKS: usize = 300_000;
 /// Tasks whose query gradients FOMAML averages per outer step (its meta-batch).
 const META_BATCH: usize = 5;
 /// Reptile's outer rate (per task), annealed linearly to 0 over meta-training.
 const REPTILE_LR: f64 = 0.1;
-/// FOMAML's outer Adam rate, one step per meta-batch.
+/// FOMAML's outer Adam rate, one step per meta-batch, annealed linearly to 0 over
+/// meta-training.
 const FOMAML_LR: f64 = 1e-3;
 /// The joint baseline's Adam rate.
 const JOINT_LR: f64 = 1e-3;
@@ -249,60 +250,83 @@ fn skip_diverged(result: candle_tricks::Result<MetaLosses>) -> candle_tricks::Re
     }
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let start = Instant::now();
-    // The three networks start from the same weights and see the same meta-training tasks.
-    let reptile = Mlp::new(SEED)?;
-    let fomaml = Mlp::new(SEED)?;
-    let joint = Mlp::new(SEED)?;
-    let adam = |vars: &[Var], lr: f64| Adam::new(vars.to_vec(), AdamConfig::default().with_lr(lr));
+/// The three ways of training an initialisation.
+#[derive(Clone, Copy)]
+enum Method {
+    Joint,
+    Reptile,
+    Fomaml,
+}
+
+/// Trains a network from [`SEED`]'s weights with `method` on the [`META_TASKS`] tasks drawn
+/// from [`SEED`] (so every method sees the same tasks); returns it with the number of
+/// meta-steps skipped because their adaptation diverged.
+fn train(method: Method) -> Result<(Mlp, usize), candle_tricks::Error> {
+    let model = Mlp::new(SEED)?;
+    let adam = |lr: f64| Adam::new(model.vars.clone(), AdamConfig::default().with_lr(lr));
+    let mut joint_opt = adam(JOINT_LR)?;
     let mut fomaml_outer = MetaBatch {
-        tasks: GradAccumulator::new(fomaml.vars.clone(), META_BATCH)?,
-        adam: adam(&fomaml.vars, FOMAML_LR)?,
+        tasks: GradAccumulator::new(model.vars.clone(), META_BATCH)?,
+        adam: adam(FOMAML_LR)?,
     };
-    let mut joint_opt = adam(&joint.vars, JOINT_LR)?;
     let mut rng = StdRng::seed_from_u64(SEED);
-    let mut skipped = [0usize; 2];
+    let mut skipped = 0;
     for step in 0..META_TASKS {
         let task = Sine::sample(&mut rng);
         let support = task.points(&mut rng, SHOTS)?;
         let query = task.points(&mut rng, QUERIES)?;
-        let outer_lr = REPTILE_LR * (1.0 - step as f64 / META_TASKS as f64);
-        let pooled = (
-            Tensor::cat(&[&support.0, &query.0], 0)?,
-            Tensor::cat(&[&support.1, &query.1], 0)?,
-        );
-        let reptile_result = reptile_step(
-            &reptile.vars,
-            |_| reptile.loss(&support),
-            ADAPT_STEPS,
-            INNER_LR,
-            outer_lr,
-        );
-        skipped[0] += skip_diverged(reptile_result)?;
-        let fomaml_result = fomaml_step(
-            &fomaml.vars,
-            |_| fomaml.loss(&support),
-            || fomaml.loss(&query),
-            ADAPT_STEPS,
-            INNER_LR,
-            &mut fomaml_outer,
-        );
-        skipped[1] += skip_diverged(fomaml_result)?;
-        // The baseline: one network fitted to all tasks' points pooled.
-        joint_opt.backward_step(&joint.loss(&pooled)?)?;
-        if (step + 1) % 10_000 == 0 {
-            println!(
-                "task {}/{META_TASKS} ({:.0}s)",
-                step + 1,
-                start.elapsed().as_secs_f32()
-            );
-        }
+        // Both outer rates decay linearly to 0: the late meta-steps average out the task noise.
+        let anneal = 1.0 - step as f64 / META_TASKS as f64;
+        skipped += match method {
+            Method::Joint => {
+                let pooled = (
+                    Tensor::cat(&[&support.0, &query.0], 0)?,
+                    Tensor::cat(&[&support.1, &query.1], 0)?,
+                );
+                joint_opt.backward_step(&model.loss(&pooled)?)?;
+                0
+            }
+            Method::Reptile => skip_diverged(reptile_step(
+                &model.vars,
+                |_| model.loss(&support),
+                ADAPT_STEPS,
+                INNER_LR,
+                REPTILE_LR * anneal,
+            ))?,
+            Method::Fomaml => {
+                fomaml_outer.set_learning_rate(FOMAML_LR * anneal);
+                skip_diverged(fomaml_step(
+                    &model.vars,
+                    |_| model.loss(&support),
+                    || model.loss(&query),
+                    ADAPT_STEPS,
+                    INNER_LR,
+                    &mut fomaml_outer,
+                ))?
+            }
+        };
     }
+    Ok((model, skipped))
+}
 
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let start = Instant::now();
+    // One thread per method: each is a serial chain of tiny steps, and they are independent.
+    let trained = std::thread::scope(|s| {
+        let handles = [Method::Joint, Method::Reptile, Method::Fomaml]
+            .map(|method| s.spawn(move || train(method)));
+        handles.map(|h| {
+            h.join()
+                .map_err(|_| "a training thread panicked".to_string())
+        })
+    });
+    let [joint, reptile, fomaml] = trained;
+    let (joint, _) = joint??;
+    let (reptile, reptile_skipped) = reptile??;
+    let (fomaml, fomaml_skipped) = fomaml??;
     println!(
-        "meta-steps skipped because the adaptation diverged: Reptile {}, FOMAML {}",
-        skipped[0], skipped[1]
+        "meta-steps skipped because the adaptation diverged: Reptile {reptile_skipped}, FOMAML {fomaml_skipped} ({:.0}s)",
+        start.elapsed().as_secs_f32()
     );
 
     let mut test_rng = StdRng::seed_from_u64(SEED + 1);
