@@ -22,8 +22,9 @@
 //! protocol (10 steps, 5 shots, rate 0.01) is the same for all three.
 //!
 //! Results (run with `RAYON_NUM_THREADS=1 CANDLE_NUM_THREADS=1`: the tensors are tiny and one
-//! thread per method beats a pool; 7 min of wall time on 2 cores shared with other builds,
-//! load about 7; deterministic, everything is seeded):
+//! thread per method beats a pool; 233 s of CPU time over the three threads, 6 to 7 min of wall
+//! time on 2 cores shared with other builds; deterministic, everything is seeded, and two runs
+//! gave the same table):
 //!
 //! | initialisation | k = 0 | k = 1 | k = 5 | k = 10 | vs joint at k = 10 |
 //! |---|---|---|---|---|---|
