@@ -21,8 +21,8 @@
 //! points, and the MSE is measured on 100 other points of the task (mean over the tasks). The
 //! protocol (10 steps, 5 shots, rate 0.01) is the same for all three.
 //!
-//! Results (run with `RAYON_NUM_THREADS=1 CANDLE_NUM_THREADS=1`: the tensors are tiny and one
-//! thread per method beats a pool; 233 s of CPU time over the three threads, 6 to 7 min of wall
+//! Results (`main` sets `RAYON_NUM_THREADS=1 CANDLE_NUM_THREADS=1` unless you set them: the
+//! tensors are tiny and one thread per method beats a pool; 233 s of CPU time over the three threads, 6 to 7 min of wall
 //! time on 2 cores shared with other builds; deterministic, everything is seeded, and two runs
 //! gave the same table):
 //!
@@ -320,6 +320,13 @@ fn train(method: Method) -> Result<(Mlp, usize), candle_tricks::Error> {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // Tiny tensors: candle's thread pool costs more in hand-offs than it saves here, so run
+    // candle single-threaded unless the user chose otherwise (must happen before the first op).
+    for var in ["RAYON_NUM_THREADS", "CANDLE_NUM_THREADS"] {
+        if std::env::var_os(var).is_none() {
+            std::env::set_var(var, "1");
+        }
+    }
     let start = Instant::now();
     // One thread per method: each is a serial chain of tiny steps, and they are independent.
     let trained = std::thread::scope(|s| {

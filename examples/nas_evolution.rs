@@ -2,13 +2,13 @@
 //! search at the same budget, over small CNNs built from this crate's blocks.
 //!
 //! ```sh
-//! cargo build --release --example nas_evolution
-//! CANDLE_NUM_THREADS=1 target/release/examples/nas_evolution
+//! cargo run --release --example nas_evolution
 //! ```
 //!
 //! The networks are tiny (8×8 inputs, at most 24 channels), so candle's element-wise ops gain
-//! nothing from threads and, on a busy machine, lose a lot on its spinning barrier:
-//! with `CANDLE_NUM_THREADS=1` the first candidate trained in 7 s instead of 54 s here.
+//! nothing from threads and, on a busy machine, lose a lot on its spinning barrier: with one
+//! thread the first candidate trained in 7 s instead of 54 s here. `main` therefore sets
+//! `CANDLE_NUM_THREADS` / `RAYON_NUM_THREADS` to 1 unless you set them.
 //!
 //! The space (6 dimensions, 1600 architectures): a 3×3 stem, then two stages, each choosing a
 //! block (none, a plain conv + ReLU, a torchvision `BasicBlock`, an EfficientNet `MbConv` with
@@ -207,6 +207,13 @@ fn summary(h: &NasHistory) -> (f64, String, usize) {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // Tiny tensors: candle's thread pool costs more in hand-offs than it saves here, so run
+    // candle single-threaded unless the user chose otherwise (must happen before the first op).
+    for var in ["RAYON_NUM_THREADS", "CANDLE_NUM_THREADS"] {
+        if std::env::var_os(var).is_none() {
+            std::env::set_var(var, "1");
+        }
+    }
     let data = digits(&Device::Cpu)?;
     let (train, val) = data.split(0.3, 0)?;
     let space = ArchSpace::new([
