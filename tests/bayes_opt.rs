@@ -106,7 +106,7 @@ fn must_hold(name: &str, dims: usize, f: fn(&[f64]) -> f64, minimum: f64, min_ra
     println!(
         "{name} (d = {dims}, {BUDGET} evaluations, {SEEDS} seeds), simple regret:\n\
          | strategy | q25 | median | q75 |\n|---|---|---|---|\n\
-         | random | {:.3e} | {:.3e} | {:.3e} |\n| BO (EI) | {:.3e} | {:.3e} | {:.3e} |\n\
+         | random | {:.3e} | {:.3e} | {:.3e} |\n| BO | {:.3e} | {:.3e} | {:.3e} |\n\
          median ratio random / BO = {ratio:.1} ({:.1} s)",
         r.0,
         r.1,
@@ -127,14 +127,14 @@ fn beats_random_search_tenfold_on_branin() {
     must_hold("Branin", 2, branin, BRANIN_MIN, 10.0);
 }
 
-/// Hartmann-6 in 30 evaluations is hard for GP-EI: scikit-learn's GP (same kernel, bounds and
-/// restarts) with EI maximised by scipy's L-BFGS-B from the best of 1000 random candidates
-/// reached regrets 0.52, 0.11, 2.09 and 1.59 on the first four seeds of this protocol, the
-/// spread ours shows. The issue's 10x does not hold here (see the table in the module docs of
-/// `tune::bayes_opt`), so this asserts 2x.
+/// Hartmann-6 in 30 evaluations is hard: its second-best basin is only 0.12 above the global
+/// one, and a run must both find a good basin and converge inside it. A maximum-likelihood
+/// surrogate with expected improvement reached 3.8x; the defaults (priors on the surrogate's
+/// hyper-parameters, the confidence bound, d initial points; see the table in the module docs
+/// of `tune::bayes_opt`) reach the issue's 10x on these seeds and on nine other sets of 20.
 #[test]
-fn beats_random_search_on_hartmann6() {
-    must_hold("Hartmann-6", 6, hartmann6, HARTMANN6_MIN, 2.0);
+fn beats_random_search_tenfold_on_hartmann6() {
+    must_hold("Hartmann-6", 6, hartmann6, HARTMANN6_MIN, 10.0);
 }
 
 fn vec(t: &candle_core::Tensor) -> Vec<f64> {
@@ -210,12 +210,12 @@ fn same_seed_same_points_and_first_points_fill_the_cube() {
     let (a, b) = (points(3), points(3));
     assert_eq!(a, b);
     assert_ne!(a, points(4));
-    // The 2d = 4 initial points are the start of a shifted Sobol sequence: one per quarter of
+    // The d = 2 initial points are the start of a shifted Sobol sequence: one per half of
     // every axis.
     for k in 0..2 {
-        let mut strata: Vec<usize> = a[..4].iter().map(|o| (o.point[k] * 4.0) as usize).collect();
+        let mut strata: Vec<usize> = a[..2].iter().map(|o| (o.point[k] * 2.0) as usize).collect();
         strata.sort();
-        assert_eq!(strata, vec![0, 1, 2, 3]);
+        assert_eq!(strata, vec![0, 1]);
     }
 }
 

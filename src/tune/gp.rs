@@ -112,6 +112,77 @@ pub struct GaussianProcessConfig {
     pub n_restarts: usize,
     /// Seed of the random restarts. Default 0.
     pub seed: u64,
+    /// A prior over every length scale: the fit then maximises the log marginal likelihood
+    /// plus the log prior density (a maximum a posteriori fit). Default `None` (maximum
+    /// likelihood, as scikit-learn).
+    pub length_scale_prior: Option<HyperPrior>,
+    /// A prior over the signal variance `constant_value`. Default `None`.
+    pub constant_value_prior: Option<HyperPrior>,
+}
+
+/// A prior density over one positive hyper-parameter $v$, for a maximum a posteriori fit.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum HyperPrior {
+    /// $\ln v \sim \mathcal{N}(\mathrm{loc}, \mathrm{scale}^2)$.
+    LogNormal {
+        /// Mean of $\ln v$.
+        loc: f64,
+        /// Standard deviation of $\ln v$ (> 0).
+        scale: f64,
+    },
+    /// The Gamma density $\propto v^{a - 1} e^{-b v}$ with shape $a$ and rate $b$.
+    Gamma {
+        /// The shape $a$ (> 0).
+        concentration: f64,
+        /// The rate $b$ (> 0).
+        rate: f64,
+    },
+}
+
+impl HyperPrior {
+    /// The log density at $v = e^t$ (up to its constant) and its derivative with respect to
+    /// $t$: the fit works on log hyper-parameters, while the density is over the value.
+    pub fn log_density(&self, t: f64) -> (f64, f64) {
+        match *self {
+            HyperPrior::LogNormal { loc, scale } => {
+                let z = (t - loc) / scale;
+                (-t - 0.5 * z * z, -1.0 - z / scale)
+            }
+            HyperPrior::Gamma {
+                concentration,
+                rate,
+            } => {
+                let v = t.exp();
+                (
+                    (concentration - 1.0) * t - rate * v,
+                    concentration - 1.0 - rate * v,
+                )
+            }
+        }
+    }
+
+    pub(crate) fn validate(&self, what: &str) -> Result<()> {
+        let (ok, params) = match *self {
+            HyperPrior::LogNormal { loc, scale } => (
+                loc.is_finite() && scale.is_finite() && scale > 0.0,
+                (loc, scale),
+            ),
+            HyperPrior::Gamma {
+                concentration,
+                rate,
+            } => (
+                concentration.is_finite() && rate.is_finite() && concentration > 0.0 && rate > 0.0,
+                (concentration, rate),
+            ),
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(invalid(format!(
+                "{what} must have finite parameters with a positive scale, shape and rate, got {params:?}"
+            )))
+        }
+    }
 }
 
 impl Default for GaussianProcessConfig {
@@ -127,6 +198,8 @@ impl Default for GaussianProcessConfig {
             optimize: true,
             n_restarts: 0,
             seed: 0,
+            length_scale_prior: None,
+            constant_value_prior: None,
         }
     }
 }
@@ -169,6 +242,18 @@ impl GaussianProcessConfig {
         self
     }
 
+    /// Sets [`GaussianProcessConfig::length_scale_prior`] and
+    /// [`GaussianProcessConfig::constant_value_prior`].
+    pub fn with_priors(
+        mut self,
+        length_scale_prior: Option<HyperPrior>,
+        constant_value_prior: Option<HyperPrior>,
+    ) -> Self {
+        self.length_scale_prior = length_scale_prior;
+        self.constant_value_prior = constant_value_prior;
+        self
+    }
+
     /// Checks that every value is finite and in range and every bound is ordered.
     pub fn validate(&self) -> Result<()> {
         let positive = |what: &str, v: f64| {
@@ -204,6 +289,12 @@ impl GaussianProcessConfig {
                 "alpha must be finite and >= 0, got {}",
                 self.alpha
             )));
+        }
+        if let Some(p) = &self.length_scale_prior {
+            p.validate("length_scale_prior")?;
+        }
+        if let Some(p) = &self.constant_value_prior {
+            p.validate("constant_value_prior")?;
         }
         Ok(())
     }
@@ -545,10 +636,20 @@ impl GaussianProcess {
         let hi: Vec<f64> = std::iter::once(chi.ln())
             .chain(std::iter::repeat_n(lhi.ln(), self.theta.len() - 1))
             .collect();
+        let (ls_prior, c_prior) = (self.cfg.length_scale_prior, self.cfg.constant_value_prior);
         let objective = |t: &[f64]| -> Result<Option<(f64, Vec<f64>)>> {
-            Ok(data
-                .lml_with_gradient(t)?
-                .map(|(l, g)| (-l, g.into_iter().map(|v| -v).collect())))
+            Ok(data.lml_with_gradient(t)?.map(|(mut l, mut g)| {
+                // A maximum a posteriori fit adds the log prior of every hyper-parameter.
+                for (i, ti) in t.iter().enumerate() {
+                    let prior = if i == 0 { c_prior } else { ls_prior };
+                    if let Some(p) = prior {
+                        let (lp, dlp) = p.log_density(*ti);
+                        l += lp;
+                        g[i] += dlp;
+                    }
+                }
+                (-l, g.into_iter().map(|v| -v).collect())
+            }))
         };
         let mut rng = StdRng::seed_from_u64(self.cfg.seed);
         let mut best: Option<(f64, Vec<f64>)> = None;
