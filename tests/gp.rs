@@ -1,11 +1,15 @@
 //! `tune::gp` against scikit-learn's `GaussianProcessRegressor` (`tests/fixtures/gen_gp.py`):
 //! posterior mean, variance, log marginal likelihood and its gradient at fixed hyper-parameters,
-//! fitted hyper-parameters, the gradient against finite differences, jitter and sampling.
+//! fitted hyper-parameters, the gradient against finite differences, jitter and sampling; the
+//! hyper-parameter priors against torch.distributions (`tests/fixtures/gen_gp_prior.py`) and
+//! the maximum a posteriori fit.
 
 mod common;
 
 use candle_core::{DType, Device, Tensor};
-use candle_tricks::tune::gp::{gaussian_process, GaussianProcess, GaussianProcessConfig, GpKernel};
+use candle_tricks::tune::gp::{
+    gaussian_process, GaussianProcess, GaussianProcessConfig, GpKernel, HyperPrior,
+};
 use common::{fixtures, get, R};
 
 fn vec(t: &Tensor) -> Vec<f64> {
@@ -210,6 +214,106 @@ fn samples_are_seeded_and_follow_the_posterior() -> R<()> {
             "var {i}: {} vs {}",
             got_var[i],
             var[i]
+        );
+    }
+    Ok(())
+}
+
+fn prior(name: &str) -> HyperPrior {
+    match name {
+        "lognormal_hvarfner" => HyperPrior::LogNormal {
+            loc: std::f64::consts::SQRT_2 + 0.5 * 6f64.ln(),
+            scale: 3f64.sqrt(),
+        },
+        "lognormal_narrow" => HyperPrior::LogNormal {
+            loc: -1.0,
+            scale: 0.5,
+        },
+        "gamma_3_6" => HyperPrior::Gamma {
+            concentration: 3.0,
+            rate: 6.0,
+        },
+        "gamma_2_0.15" => HyperPrior::Gamma {
+            concentration: 2.0,
+            rate: 0.15,
+        },
+        _ => HyperPrior::Gamma {
+            concentration: 0.5,
+            rate: 2.0,
+        },
+    }
+}
+
+/// The log density matches torch's `log_prob` at $e^t$ up to its constant (compared as
+/// differences from the first grid point), and its derivative in $t$ matches autograd's.
+#[test]
+fn prior_log_density_matches_torch() {
+    let f = fixtures("gp_prior");
+    let t = vec(get(&f, "t"));
+    for name in [
+        "lognormal_hvarfner",
+        "lognormal_narrow",
+        "gamma_3_6",
+        "gamma_2_0.15",
+        "gamma_0.5_2",
+    ] {
+        let p = prior(name);
+        let want = vec(get(&f, &format!("{name}.log_prob")));
+        let want_grad = vec(get(&f, &format!("{name}.grad")));
+        let (base, _) = p.log_density(t[0]);
+        for i in 0..t.len() {
+            let (lp, dlp) = p.log_density(t[i]);
+            let (ours, theirs) = (lp - base, want[i] - want[0]);
+            assert!(
+                (ours - theirs).abs() <= 1e-9 * (1.0 + theirs.abs()),
+                "{name} at t = {}: {ours} vs torch {theirs}",
+                t[i]
+            );
+            assert!(
+                (dlp - want_grad[i]).abs() <= 1e-9 * (1.0 + want_grad[i].abs()),
+                "{name} d/dt at t = {}: {dlp} vs torch {}",
+                t[i],
+                want_grad[i]
+            );
+        }
+    }
+}
+
+/// A maximum a posteriori fit stops where the log marginal likelihood's gradient balances the
+/// log prior's, and a narrow prior pulls the length scales toward its centre.
+#[test]
+fn map_fit_balances_likelihood_and_prior() -> R<()> {
+    let f = fixtures("gp");
+    let (x, y) = (get(&f, "fixed.x"), get(&f, "fixed.y"));
+    let ls_prior = HyperPrior::LogNormal {
+        loc: -1.0,
+        scale: 0.3,
+    };
+    let c_prior = HyperPrior::Gamma {
+        concentration: 2.0,
+        rate: 0.15,
+    };
+    let base = GaussianProcessConfig::default()
+        .with_length_scale(vec![1.0; 3])
+        .with_alpha(1e-2)
+        .with_normalize_y(true);
+    let mut ml = gaussian_process(base.clone())?;
+    ml.fit(x, y)?;
+    let mut map = gaussian_process(base.with_priors(Some(ls_prior), Some(c_prior)))?;
+    map.fit(x, y)?;
+    let (_, grad) = map.log_marginal_likelihood_with_gradient()?;
+    for (i, t) in map.theta().iter().enumerate() {
+        let p = if i == 0 { c_prior } else { ls_prior };
+        let total = grad[i] + p.log_density(*t).1;
+        assert!(
+            total.abs() < 1e-4,
+            "d/dtheta_{i} of the log posterior: {total}"
+        );
+    }
+    for (l_map, l_ml) in map.length_scale().iter().zip(ml.length_scale()) {
+        assert!(
+            (l_map.ln() + 1.0).abs() <= (l_ml.ln() + 1.0).abs() + 1e-9,
+            "MAP {l_map} is further from the prior's centre than ML {l_ml}"
         );
     }
     Ok(())

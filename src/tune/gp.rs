@@ -33,6 +33,14 @@
 //! exact gradient of the log marginal likelihood, from the configured start and `n_restarts`
 //! seeded random starts; the best optimum wins.
 //!
+//! With a handful of points, maximum likelihood is often fooled: tiny length scales explain
+//! any data as noise-free wiggles, huge ones as a constant. A [`HyperPrior`] on the length
+//! scales and the signal variance turns the fit into maximum a posteriori, maximising
+//! $\log p(y \mid \theta) + \log p(\theta)$: weak priors (Gamma(3, 6) on length scales in a unit
+//! cube, Gamma(2, 0.15) on the variance of standardised targets) cost nothing when the data are
+//! informative and keep the surrogate sane when they are not. The default stays plain maximum
+//! likelihood, scikit-learn's behaviour.
+//!
 //! # Example
 //! ```
 //! use candle_core::{Device, Tensor};
@@ -61,6 +69,9 @@
 //! - J. Snoek, H. Larochelle and R. P. Adams, *Practical Bayesian Optimization of Machine Learning
 //!   Algorithms*, NeurIPS 2012 (Matérn-5/2 with ARD as the surrogate).
 //!   [arXiv:1206.2944](https://arxiv.org/abs/1206.2944)
+//! - C. Hvarfner, E. O. Hellsten and L. Nardi, *Vanilla Bayesian Optimization Performs Great in
+//!   High Dimensions*, ICML 2024 (priors on the length scales).
+//!   [arXiv:2402.02229](https://arxiv.org/abs/2402.02229)
 
 use candle_core::{DType, Device, Tensor};
 use rand::rngs::StdRng;
@@ -361,7 +372,8 @@ impl GaussianProcess {
     }
 
     /// Fits the process to `x` `(n, d)` or `(n)` and `y` `(n)`: fits the hyper-parameters when
-    /// [`GaussianProcessConfig::optimize`] is set, then factorises the kernel. A kernel that is
+    /// [`GaussianProcessConfig::optimize`] is set (maximum a posteriori when a prior is set),
+    /// then factorises the kernel. A kernel that is
     /// not positive definite is retried with a growing jitter on the diagonal before failing.
     pub fn fit(&mut self, x: &Tensor, y: &Tensor) -> Result<()> {
         let (x, n, d) = host_matrix(x, "x")?;
@@ -427,7 +439,7 @@ impl GaussianProcess {
     }
 
     /// The log marginal likelihood of the (normalised) training targets at the current
-    /// hyper-parameters (sklearn's `log_marginal_likelihood_value_`).
+    /// hyper-parameters (sklearn's `log_marginal_likelihood_value_`), without any prior.
     pub fn log_marginal_likelihood(&self) -> Result<f64> {
         Ok(self.log_marginal_likelihood_with_gradient()?.0)
     }
@@ -626,7 +638,8 @@ impl GaussianProcess {
         (mu, solve_lower(&f.chol, f.n, &ks))
     }
 
-    /// Maximises the log marginal likelihood from the configured start and the random restarts.
+    /// Maximises the log marginal likelihood (plus the log priors) from the configured start and
+    /// the random restarts.
     fn optimize_theta(&self, data: &Data<'_>) -> Result<Vec<f64>> {
         let (clo, chi) = self.cfg.constant_value_bounds;
         let (llo, lhi) = self.cfg.length_scale_bounds;
