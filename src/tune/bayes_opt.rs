@@ -116,6 +116,12 @@
 //! - J. Snoek, H. Larochelle and R. P. Adams, *Practical Bayesian Optimization of Machine Learning
 //!   Algorithms*, NeurIPS 2012 (Matérn-5/2 with ARD, expected improvement).
 //!   [arXiv:1206.2944](https://arxiv.org/abs/1206.2944)
+//! - S. Ament, S. Daulton, D. Eriksson, M. Balandat and E. Bakshy, *Unexpected Improvements to
+//!   Expected Improvement for Bayesian Optimization*, NeurIPS 2023 (log-EI; priors on the
+//!   surrogate's hyper-parameters). [arXiv:2310.20708](https://arxiv.org/abs/2310.20708)
+//! - C. Hvarfner, E. O. Hellsten and L. Nardi, *Vanilla Bayesian Optimization Performs Great in
+//!   High Dimensions*, ICML 2024 (length-scale priors).
+//!   [arXiv:2402.02229](https://arxiv.org/abs/2402.02229)
 
 use candle_core::{Device, Tensor};
 use rand::rngs::StdRng;
@@ -415,11 +421,13 @@ impl BayesianOptimizationConfig {
                 "length_scale_bounds must be finite with 0 < lo <= hi, got ({lo}, {hi})"
             )));
         }
-        if let Some(p) = &self.length_scale_prior {
-            p.validate("length_scale_prior")?;
-        }
-        if let Some(p) = &self.constant_value_prior {
-            p.validate("constant_value_prior")?;
+        for (what, prior) in [
+            ("length_scale_prior", &self.length_scale_prior),
+            ("constant_value_prior", &self.constant_value_prior),
+        ] {
+            if let Some(msg) = prior.as_ref().and_then(|p| p.problem(what)) {
+                return Err(invalid(msg));
+            }
         }
         self.output_warp.validate()?;
         self.acquisition.validate()

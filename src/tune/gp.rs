@@ -172,7 +172,9 @@ impl HyperPrior {
         }
     }
 
-    pub(crate) fn validate(&self, what: &str) -> Result<()> {
+    /// What is wrong with the parameters, as a message naming `what`; `None` when they are
+    /// valid. Each caller reports it as its own block's error.
+    pub(crate) fn problem(&self, what: &str) -> Option<String> {
         let (ok, params) = match *self {
             HyperPrior::LogNormal { loc, scale } => (
                 loc.is_finite() && scale.is_finite() && scale > 0.0,
@@ -186,13 +188,11 @@ impl HyperPrior {
                 (concentration, rate),
             ),
         };
-        if ok {
-            Ok(())
-        } else {
-            Err(invalid(format!(
+        (!ok).then(|| {
+            format!(
                 "{what} must have finite parameters with a positive scale, shape and rate, got {params:?}"
-            )))
-        }
+            )
+        })
     }
 }
 
@@ -301,11 +301,13 @@ impl GaussianProcessConfig {
                 self.alpha
             )));
         }
-        if let Some(p) = &self.length_scale_prior {
-            p.validate("length_scale_prior")?;
-        }
-        if let Some(p) = &self.constant_value_prior {
-            p.validate("constant_value_prior")?;
+        for (what, prior) in [
+            ("length_scale_prior", &self.length_scale_prior),
+            ("constant_value_prior", &self.constant_value_prior),
+        ] {
+            if let Some(msg) = prior.as_ref().and_then(|p| p.problem(what)) {
+                return Err(invalid(msg));
+            }
         }
         Ok(())
     }

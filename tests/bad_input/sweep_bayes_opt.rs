@@ -4,6 +4,7 @@ use super::*;
 use candle_tricks::tune::bayes_opt::{
     bayesian_optimization, Acquisition, BayesianOptimizationConfig, OutputWarp,
 };
+use candle_tricks::tune::gp::HyperPrior;
 use candle_tricks::tune::{Observation, Sampler};
 
 fn obs(point: Vec<f64>, value: f64) -> Observation {
@@ -37,6 +38,26 @@ pub(super) fn bayes_opt_cases() -> Vec<Case> {
         ("bayes_opt: 0 candidates", base().with_candidates(0, 5)),
         ("bayes_opt: refit_every 0", base().with_gp_restarts(2, 0)),
         ("bayes_opt: alpha -1", base().with_alpha(-1.0)),
+        (
+            "bayes_opt: length-scale prior scale 0",
+            base().with_priors(
+                Some(HyperPrior::LogNormal {
+                    loc: 0.0,
+                    scale: 0.0,
+                }),
+                None,
+            ),
+        ),
+        (
+            "bayes_opt: signal prior rate NaN",
+            base().with_priors(
+                None,
+                Some(HyperPrior::Gamma {
+                    concentration: 2.0,
+                    rate: f64::NAN,
+                }),
+            ),
+        ),
         (
             "bayes_opt: length scale bounds (0, 1)",
             base().with_length_scale_bounds(0.0, 1.0),

@@ -1,7 +1,7 @@
 //! Bad input for `tune::gp`.
 
 use super::*;
-use candle_tricks::tune::gp::{gaussian_process, GaussianProcessConfig, GpKernel};
+use candle_tricks::tune::gp::{gaussian_process, GaussianProcessConfig, GpKernel, HyperPrior};
 
 fn xy(n: usize, d: usize) -> (Tensor, Tensor) {
     let x: Vec<f64> = (0..n * d).map(|i| (i as f64 * 0.37).sin()).collect();
@@ -53,6 +53,28 @@ pub(super) fn gp_cases() -> Vec<Case> {
         base().with_constant_value(f64::INFINITY),
     );
     cfg_err(&mut c, "gp: alpha -1e-3", base().with_alpha(-1e-3));
+    cfg_err(
+        &mut c,
+        "gp: length-scale prior shape 0",
+        base().with_priors(
+            Some(HyperPrior::Gamma {
+                concentration: 0.0,
+                rate: 6.0,
+            }),
+            None,
+        ),
+    );
+    cfg_err(
+        &mut c,
+        "gp: signal prior loc inf",
+        base().with_priors(
+            None,
+            Some(HyperPrior::LogNormal {
+                loc: f64::INFINITY,
+                scale: 1.0,
+            }),
+        ),
+    );
     cfg_err(&mut c, "gp: alpha NaN", base().with_alpha(f64::NAN));
     let reversed = GaussianProcessConfig {
         length_scale_bounds: (10.0, 0.1),
