@@ -18,25 +18,25 @@
 //! It prints one row per trial (the point, the error, the best so far of each strategy) and
 //! writes the two best-so-far curves to `target/tune_quickstart.svg`.
 //!
-//! Measured with the final code (12 trials each; 438 s wall, 170 s of CPU time, on 2 cores
-//! shared with five other builds; a trial took 7 to 46 s under that load). Random search's
+//! Measured with the final code (12 trials each; 591 s wall, 192 s of CPU time, on 2 cores
+//! shared with five other builds; a trial took 12 to 71 s under that load). Random search's
 //! best trial had a learning rate of 4.7e-2 and a weight decay of 1.9e-3 (trial 9), BO's
-//! 6.6e-3 and 6.6e-5 (trial 4, the last Sobol point): from there it spent its eight model
-//! steps on the edges of the box and around lr ≈ 7e-3, where the errors (53 to 62 %) differ
-//! by about the run-to-run noise of candle's unseeded init. The objective is noisy and BO's
-//! default `alpha` assumes it is not; with 12 trials one lucky random draw decides, and the
-//! earlier run of this example (before the Study rewrite) had BO ahead, 44.1 % against
-//! 55.5 %, and a rerun on the idle machine (24 trials in 20 s) had BO ahead again, 36.3 %
-//! against 52.7 % after 12 trials (BO's best at lr 3.4e-2, weight decay 3.7e-3). 60 steps are
-//! few, so the errors stay high; for a noisy objective, give BO's GP a noise term (`alpha`).
+//! 5.3e-2 and 1.0e-1 (trial 7): with BO's defaults (the confidence bound after $d = 2$ Sobol
+//! points, priors on the surrogate's hyper-parameters) it probed the corners of the box and
+//! then stayed at large learning rates. The objective is noisy and BO's default `alpha`
+//! assumes it is not; with 12 trials one lucky draw can decide: an earlier run with the
+//! previous defaults (expected improvement after 4 Sobol points) had random search ahead,
+//! 32.0 % against 53.5 %, the runs before it had BO ahead (44.1 % against 55.5 %; 36.3 %
+//! against 52.7 % on the idle machine). 60 steps are few, so the errors stay high; for a
+//! noisy objective, give BO's GP a noise term (`alpha`).
 //!
 //! ```text
 //! best validation error after k trials:
 //! | k | random | BO (EI) |
 //! |---|---|---|
-//! | 4 | 68.8% | 53.5% |
-//! | 8 | 54.3% | 53.5% |
-//! | 12 | 32.0% | 53.5% |
+//! | 4 | 73.8% | 35.9% |
+//! | 8 | 59.0% | 25.8% |
+//! | 12 | 47.7% | 25.8% |
 //! ```
 
 use std::fmt::Write as _;
