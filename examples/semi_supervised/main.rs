@@ -1,15 +1,23 @@
-//! Semi-supervised learning with 5 % of the labels: supervised-only vs pseudo-labels vs
-//! FixMatch vs all labels, same model and step budget.
+//! Semi-supervised learning with 5 % of the labels, on two tasks: supervised-only vs
+//! pseudo-labels vs FixMatch (vs mean teacher) vs all labels, same model and step budget per
+//! task.
 //!
 //! ```sh
 //! cargo run --release --example semi_supervised
 //! ```
 //!
+//! Every row of a task starts from the same seeded weights, trains for the same number of AdamW
+//! steps on batches of 32 labelled samples with the same weak augmentation (the semi-supervised
+//! rows add 128 unlabeled samples a step), and is scored once, after the last step, on a test
+//! set it never saw (no early stopping). Means over 3 label splits (seeds 0, 1, 2). Each run is
+//! single-threaded and the runs go in parallel threads.
+//!
+//! # Task 1: the UCI digits (real images, a small gap)
+//!
 //! Data: the UCI handwritten digits (8×8, embedded in the crate). Per seed, a stratified 30 %
 //! test split; of the other 70 % (1258 images) only 5 % keep their label (60 images, 6 per
 //! digit), and all 1258 images serve as unlabeled data. A multi-layer perceptron
-//! (64 → 256 → 10) is trained four ways for 1000 AdamW steps each, from the same seeded initial
-//! weights, every step on 32 labelled images (plus 128 unlabeled ones for 2 and 3):
+//! (64 → 256 → 10) is trained four ways for 1000 steps:
 //! 1. **supervised only**: cross-entropy on the 60 labelled images;
 //! 2. **pseudo-labels**: plus [`pseudo_label_loss`] on unlabeled images (threshold 0.8): the
 //!    model trains on its own confident predictions;
@@ -18,32 +26,85 @@
 //!    contrast jitter, cutout, uniform noise);
 //! 4. **all labels**: cross-entropy on all 1258 training images, the ceiling.
 //!
-//! Results (test accuracy on 539 images per seed, mean of 3 label splits;
-//! 135 s of CPU time, 9.7 min wall on a 2-core machine shared with other builds):
+//! Results (test accuracy on 539 images per seed, mean of 3 label splits):
 //!
 //! | method | test accuracy | per seed | last mask rate |
 //! |---|---|---|---|
 //! | supervised only (5 % labels) | 86.8 % | 88.3 / 84.4 / 87.8 | – |
-//! | pseudo-labels (5 % labels + unlabeled) | 91.2 % (+4.4) | 93.1 / 87.6 / 92.8 | 99 % |
-//! | **FixMatch (5 % labels + unlabeled)** | **91.5 % (+4.7)** | 92.6 / 87.9 / 94.1 | 91 % |
+//! | pseudo-labels (5 % labels + unlabeled) | 91.2 % (+4.3) | 93.1 / 87.6 / 92.8 | 99 % |
+//! | FixMatch (5 % labels + unlabeled) | 91.5 % (+4.7) | 92.6 / 87.9 / 94.1 | 91 % |
 //! | all labels (100 %) | 97.7 % | 96.7 / 98.0 / 98.5 | – |
 //!
-//! What it shows, and what it does not: the unlabeled images add 4.4 to 4.7 points over the
-//! labelled ones alone (3 to 6 on each split) and close 40 % of the gap to the fully labelled
-//! run.
-//! Issue 16 asks for a gain of 10 points and to land within 5 points of all labels; neither
-//! holds here (FixMatch ends 6.2 points short). On these digits a 10-point gain would leave
-//! hardly any room: 60 labels already give 86.8 % and all 1258 give 97.7 %, so the whole gap is
-//! 10.9 points. A convolutional network leaves even less (in one run, 93 % with 5 % of the
-//! labels against 97 % with all). FixMatch and plain pseudo-labelling end close here: an MLP has
-//! no built-in translation invariance, and the strong view asks it to learn one from 128 images
-//! a step; FixMatch pays off with convolutional networks and long schedules (its paper trains
-//! for 2^20 steps). The mask rate (the fraction of the unlabeled batch above the threshold at
-//! the last step) shows how much of the unlabeled data was in use at the end.
+//! Here the unlabeled images add 4.3 to 4.7 points (3 to 6 on each split) and close 40 % of
+//! the gap to the fully labelled run, short of issue 16's 10 points. There is hardly room for
+//! more: 60 labels already give 86.8 % and all 1258 give 97.7 %, so the whole gap is 10.9
+//! points (a convolutional network leaves even less: 93 % against 97 % in one run). Digits of
+//! one class are not a thin, connected cloud that the unlabeled images could trace: the
+//! classes touch, and the labelled images already cover most of each class. An MLP also has no
+//! translation invariance, so the strong view asks it to learn one from 128 images a step;
+//! FixMatch pays off with convolutional networks and long schedules (its paper trains for
+//! 2^20 steps). The mask rate (the fraction of the unlabeled batch above the threshold at the
+//! last step) shows how much of the unlabeled data was in use at the end.
+//!
+//! # Task 2: interleaved spirals (the cluster assumption, a large gap)
+//!
+//! Data: `candle_tricks::data::spirals` with its default geometry (3 arms, 1.5 turns, noise 0.03:
+//! the arms are 0.22 apart). Per seed, 3000 training points, of which 5 % keep their label (150,
+//! stratified), and 2000 fresh test points. The network is an MLP on 64 random Fourier features
+//! of the point ($\sin$ and $\cos$ of $2 \pi B x$, $B$ fixed and Gaussian with standard deviation
+//! 2; Tancik et al. 2020, arXiv:2006.10739) → 128 → 128 → classes, trained for 2000 steps. The
+//! only augmentation is Gaussian input noise: the weak view (and every labelled batch, in every
+//! row) adds σ = 0.01, the strong view σ = 0.04, well below half the gap between neighbouring
+//! arms, so a noisy copy stays on its own arm. Rows: supervised only; pseudo-labels (threshold
+//! 0.95); FixMatch (threshold 0.95, weak → strong); **mean teacher**
+//! ([`mean_teacher_consistency`] between the student and an EMA teacher, decay 0.99, on two
+//! strong views, weight 10 ramped up with [`sigmoid_rampup`] over the first 30 % of the steps);
+//! all labels. The first row is a reference outside the comparison: the same budget on a plain
+//! MLP fed $(x, y)$.
+//!
+//! Results (test accuracy on 2000 points per seed, mean of 3 label splits; the gains are over
+//! the supervised-only row of the same network):
+//!
+//! | method | test accuracy | per seed | last mask rate |
+//! |---|---|---|---|
+//! | supervised only, plain MLP on (x, y) (5 % labels) | 98.1 % | 96.2 / 99.0 / 99.2 | – |
+//! | supervised only (5 % labels) | 83.6 % | 81.1 / 84.3 / 85.6 | – |
+//! | pseudo-labels (5 % labels + unlabeled) | 86.0 % (+2.4) | 84.5 / 88.2 / 85.5 | 98 % |
+//! | FixMatch (5 % labels + unlabeled) | 99.0 % (+15.3) | 100.0 / 99.9 / 97.1 | 99 % |
+//! | mean teacher (5 % labels + unlabeled) | 99.8 % (+16.2) | 99.7 / 99.9 / 100.0 | – |
+//! | all labels (100 %) | 99.3 % | 99.7 / 98.7 / 99.7 | – |
+//!
+//! With the same network, steps and augmentation, FixMatch and the mean teacher gain 15 to 16
+//! points over supervised-only and land within 0.5 points of the fully labelled run (issue 16's
+//! must-hold); plain pseudo-labelling, with no second view, gains only 2.4. Read the first row
+//! before quoting that gain: a plain MLP on $(x, y)$ already reaches 98.1 % from the same 150
+//! labels, because its smooth extrapolation happens to follow three gently winding arms. The
+//! Fourier-feature network can fit any boundary (99.3 % with all labels) but between labels it
+//! guesses; the unlabeled points tell it where the arms run. So the table shows what the
+//! unlabeled data add to a flexible model, not that 5 % of the labels are hopeless here. What I
+//! tried to make the plain MLP fall short too (tighter geometries, 4 to 6 arms with noise 0.015
+//! to 0.02, 2000 and 4000 steps): the plain MLP drops to 83 to 95 %, but the semi-supervised
+//! rows on the Fourier-feature network end between about 75 % (6 arms) and 97.6 % (4 arms),
+//! from about 6 points below to 2.6 points above it; on the plain MLP itself pseudo-labels and
+//! FixMatch did not help (up to 12 points worse with 6 arms, where a strong view of σ = 0.04
+//! jumps between arms 0.11 apart).
+//!
+//! Why the gap can be large here and is small on the digits: semi-supervised learning can only
+//! recover what the unlabeled inputs reveal about the labels. The spirals are dense, connected arms
+//! separated by empty space (the cluster assumption of Chapelle et al., *Semi-Supervised Learning*,
+//! 2006; Oliver et al. 2018, arXiv:1804.09170, use two moons for the same reason), so the
+//! consistency and pseudo-label losses can carry the few labels along each arm of a network
+//! flexible enough to follow them; on the digits the classes are neither thin nor well separated,
+//! and 5 % of the labels already pin most of each class down.
 //!
 //! To adapt it: put your network in `Net` and your augmentation in `StrongView` (it must keep
 //! the label: no flips for digits or text); keep the threshold high (0.8 to 0.95) and give the
-//! unlabeled batch several times the labelled one's size.
+//! unlabeled batch several times the labelled one's size. Check first that your data has the
+//! structure the method needs (clusters the labels do not cross): where it does not, expect the
+//! digits' few points rather than the spirals' many.
+//!
+//! Time: 52 s of CPU time, 130 s of wall time for both tasks (the digits 23 s) on a 2-core
+//! machine shared with other builds (load average about 20).
 
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
