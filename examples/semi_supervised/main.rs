@@ -294,6 +294,9 @@ fn run(
 
 mod spirals;
 
+/// One method's runs, in seed order: (test accuracy %, last mask rate).
+type Runs = Vec<(f64, f64)>;
+
 /// Mean of the first entries (the accuracies) of a method's runs.
 fn mean(runs: &[(f64, f64)]) -> f64 {
     runs.iter().map(|r| r.0).sum::<f64>() / runs.len() as f64
@@ -306,7 +309,7 @@ fn run_all<M: Copy + Send + Sync, S: Sync>(
     methods: &[M],
     splits: &[S],
     job: impl Fn(M, u64, &S) -> candle_tricks::Result<(f64, f64)> + Sync,
-) -> Result<Vec<Vec<(f64, f64)>>, Box<dyn std::error::Error>> {
+) -> Result<Vec<Runs>, Box<dyn std::error::Error>> {
     let job = &job;
     std::thread::scope(|scope| {
         let handles: Vec<Vec<_>> = methods
@@ -336,7 +339,7 @@ fn run_all<M: Copy + Send + Sync, S: Sync>(
 
 /// Prints the results table; `semi[i]` marks the rows that use unlabeled data (their gain over
 /// row `baseline` and their last mask rate, where they have one, are shown).
-fn print_table(names: &[&str], results: &[Vec<(f64, f64)>], semi: &[bool], baseline: usize) {
+fn print_table(names: &[&str], results: &[Runs], semi: &[bool], baseline: usize) {
     println!("| method | test accuracy | per seed | last mask rate |");
     println!("|---|---|---|---|");
     let base = mean(&results[baseline]);
