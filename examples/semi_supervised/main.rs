@@ -103,7 +103,7 @@
 //! structure the method needs (clusters the labels do not cross): where it does not, expect the
 //! digits' few points rather than the spirals' many.
 //!
-//! Time: 52 s of CPU time, 130 s of wall time for both tasks (the digits 23 s) on a 2-core
+//! Time: 50 s of CPU time, 94 s of wall time for both tasks (the digits 30 s) on a 2-core
 //! machine shared with other builds (load average about 20).
 
 #[global_allocator]
