@@ -45,8 +45,10 @@
 //! the label: no flips for digits or text); keep the threshold high (0.8 to 0.95) and give the
 //! unlabeled batch several times the labelled one's size.
 
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+// mimalloc with freed memory kept mapped (README, "allocator" tip): training steps free and
+// reallocate the same large temporaries every iteration. One module, shared with the benches.
+#[path = "../benches/common/alloc.rs"]
+mod alloc;
 
 use std::time::Instant;
 

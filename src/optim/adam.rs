@@ -35,6 +35,7 @@ use super::optimizer::{Algorithm, Optim};
 use super::slots::Slot;
 use super::tensor_ops::{add, diff_mul, div, mul};
 use super::NonFinite;
+use crate::cpu::simd::{self, Isa, Level};
 use crate::Result;
 
 /// Adam with L2 weight decay folded into the gradient (PyTorch's `Adam`); see the
@@ -211,14 +212,27 @@ struct AdamKernel {
     amsgrad: bool,
 }
 
-impl Kernel for AdamKernel {
-    fn run(&self, p: &mut [f32], g: &[f32], s: &mut [&mut [f32]], off: usize) {
-        let n = p.len();
-        let (gs, l2, decay, w1, b2, w2) = (self.gs, self.l2, self.decay, self.w1, self.b2, self.w2);
-        let (bc, eps, ss) = (self.bc2_sqrt, self.eps, self.step_size);
-        match (self.amsgrad, s) {
-            (false, [m, v, ..]) => {
-                let (m, v) = (&mut m[off..off + n], &mut v[off..off + n]);
+/// One block of [`AdamKernel::run`]: parameter, gradient and state slices of equal length.
+struct AdamLoop<'a> {
+    k: &'a AdamKernel,
+    p: &'a mut [f32],
+    g: &'a [f32],
+    m: &'a mut [f32],
+    v: &'a mut [f32],
+    /// AMSGrad's running maximum of `v`.
+    vm: Option<&'a mut [f32]>,
+}
+
+impl simd::Kernel for AdamLoop<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run<S: Isa>(self, _: S) {
+        let AdamLoop { k, p, g, m, v, vm } = self;
+        let (gs, l2, decay, w1, b2, w2) = (k.gs, k.l2, k.decay, k.w1, k.b2, k.w2);
+        let (bc, eps, ss) = (k.bc2_sqrt, k.eps, k.step_size);
+        match vm {
+            None => {
                 for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
                     let th = *p;
                     let g = gs * g + l2 * th;
@@ -229,12 +243,7 @@ impl Kernel for AdamKernel {
                     *p = th * decay - ss * (nm / (nv.sqrt() / bc + eps));
                 }
             }
-            (true, [m, v, vm, ..]) => {
-                let (m, v, vm) = (
-                    &mut m[off..off + n],
-                    &mut v[off..off + n],
-                    &mut vm[off..off + n],
-                );
+            Some(vm) => {
                 let it = p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut());
                 for ((((p, &g), m), v), vm) in it.zip(vm.iter_mut()) {
                     let th = *p;
@@ -248,8 +257,33 @@ impl Kernel for AdamKernel {
                     *p = th * decay - ss * (nm / (mx.sqrt() / bc + eps));
                 }
             }
-            _ => {}
         }
+    }
+}
+
+impl Kernel for AdamKernel {
+    fn run(&self, p: &mut [f32], g: &[f32], s: &mut [&mut [f32]], off: usize) {
+        let n = p.len();
+        let (m, v, vm) = match (self.amsgrad, s) {
+            (false, [m, v, ..]) => (&mut m[off..off + n], &mut v[off..off + n], None),
+            (true, [m, v, vm, ..]) => (
+                &mut m[off..off + n],
+                &mut v[off..off + n],
+                Some(&mut vm[off..off + n]),
+            ),
+            _ => return,
+        };
+        // Memory-bound with a square root and a division per element: the loop is compiled
+        // for the widest vectors this CPU has (plain multiplies and adds, no fused ones, so every
+        // level rounds alike).
+        Level::detect().run(AdamLoop {
+            k: self,
+            p,
+            g,
+            m,
+            v,
+            vm,
+        });
     }
 
     fn run_tensor(
