@@ -386,3 +386,47 @@ pub(super) fn weight_decay_terms(decoupled: bool, lr: f64, wd: f64) -> (f64, f64
         (wd, 1.0)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::simd::{with_cap, Cap};
+
+    /// The kernel gives the same bits at every SIMD level (plain multiplies and adds, correctly
+    /// rounded square root and divisions), with and without AMSGrad.
+    #[test]
+    fn same_bits_at_every_level() {
+        let n = 1000;
+        let wave = |k: f32| (0..n).map(|i| (k * i as f32).sin()).collect::<Vec<f32>>();
+        for amsgrad in [false, true] {
+            let k = AdamKernel {
+                gs: 1.0,
+                l2: 0.0,
+                decay: 1.0 - 1e-3 * 1e-2,
+                w1: 0.1,
+                b2: 0.999,
+                w2: 1e-3,
+                bc2_sqrt: (1.0f32 - 0.999 * 0.999).sqrt(),
+                eps: 1e-8,
+                step_size: 1e-3 / (1.0 - 0.81),
+                amsgrad,
+            };
+            let run = |cap| {
+                let (mut p, g) = (wave(0.3), wave(1.7));
+                let (mut m, mut v, mut vm) = (wave(0.9), wave(0.2), wave(0.4));
+                for x in v.iter_mut().chain(vm.iter_mut()) {
+                    *x = x.abs();
+                }
+                with_cap(cap, || {
+                    let mut s: [&mut [f32]; 3] = [&mut m, &mut v, &mut vm];
+                    Kernel::run(&k, &mut p, &g, &mut s, 0);
+                });
+                [p, m, v, vm].map(|b| b.iter().map(|x| x.to_bits()).collect::<Vec<u32>>())
+            };
+            let want = run(Cap::All);
+            for cap in [Cap::Scalar, Cap::Avx2] {
+                assert_eq!(run(cap), want, "cap {cap:?}, amsgrad {amsgrad}");
+            }
+        }
+    }
+}
