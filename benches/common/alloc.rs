@@ -9,16 +9,18 @@
 //! variable `MIMALLOC_PURGE_DELAY=-1` does) removes them; the price is that the process keeps
 //! its peak memory until it exits. docs/PERFORMANCE.md ("The allocator") has the numbers.
 //!
-//! The option is set on the first allocation, so no `main` needs a call and no environment
-//! variable is needed. To use the same setup in your own binary, copy this file next to its
-//! `main.rs`, add `mod alloc;` and depend on `mimalloc`. Build with
-//! `RUSTFLAGS="--cfg system_allocator"` to measure the system allocator instead.
+//! The option's default is set on the first allocation, so no `main` needs a call and no
+//! environment variable is needed; one that is set still wins (`MIMALLOC_PURGE_DELAY=1000`, the
+//! default of the mimalloc that `libmimalloc-sys` builds, measures purging again). To use the same
+//! setup in your own binary, copy this file next to its `main.rs`, add `mod alloc;` and depend on
+//! `mimalloc`. Build with `RUSTFLAGS="--cfg system_allocator"` to measure the system allocator
+//! instead.
 
 #[cfg(not(system_allocator))]
 #[global_allocator]
 static GLOBAL: KeepMapped = KeepMapped;
 
-/// mimalloc with purging switched off (set once, on the first allocation).
+/// mimalloc with purging switched off by default (set once, on the first allocation).
 #[cfg(not(system_allocator))]
 struct KeepMapped;
 
@@ -32,7 +34,7 @@ mod keep_mapped {
 
     extern "C" {
         // mimalloc's C API (mimalloc.h), in the static library that `libmimalloc-sys` links.
-        fn mi_option_set(option: c_int, value: c_long);
+        fn mi_option_set_default(option: c_int, value: c_long);
     }
 
     /// `mi_option_purge_delay` in mimalloc.h's `mi_option_t` (v3, what `libmimalloc-sys`
@@ -41,13 +43,15 @@ mod keep_mapped {
 
     static CONFIGURED: Once = Once::new();
 
-    /// Switches purging off; a no-op after the first call. `Once` does not allocate, so
-    /// calling this inside the allocator does not recurse.
+    /// Makes "no purging" the default (a `MIMALLOC_PURGE_DELAY` in the environment overrides
+    /// it); a no-op after the first call. `Once` does not allocate, so calling this inside the
+    /// allocator does not recurse.
     #[inline(always)]
     fn configure() {
-        // SAFETY: `mi_option_set` stores a value in mimalloc's option table (no allocation, no
-        // other effect); `Once` runs it on one thread only.
-        CONFIGURED.call_once(|| unsafe { mi_option_set(PURGE_DELAY, -1) });
+        // SAFETY: `mi_option_set_default` stores a value in mimalloc's option table unless the
+        // environment set that option (no allocation, no other effect); `Once` runs it on one
+        // thread only.
+        CONFIGURED.call_once(|| unsafe { mi_option_set_default(PURGE_DELAY, -1) });
     }
 
     // SAFETY: every method forwards to `MiMalloc`, which upholds the `GlobalAlloc` contract;
