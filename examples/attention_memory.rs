@@ -5,10 +5,10 @@
 //! Shape (1, 8, L, 64), f32, no mask. Prints the resident-set high-water mark (`VmHWM` from
 //! `/proc/self/status`, Linux only) minus the resident set once q, k, v exist.
 
-// mimalloc as the allocator: training steps free and reallocate large temporaries, which glibc's
-// malloc returns to the OS and page-faults back in every step (README, "allocator" tip).
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+// mimalloc with freed memory kept mapped (README, "allocator" tip): training steps free and
+// reallocate the same large temporaries every iteration. One module, shared with the benches.
+#[path = "../benches/common/alloc.rs"]
+mod alloc;
 use candle_core::{Device, Tensor, Var, D};
 use candle_tricks::ops::{scaled_dot_product_attention, AttentionMask};
 

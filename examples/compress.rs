@@ -50,9 +50,10 @@
 //! Weight init is not seeded (candle's CPU generator cannot be), so the numbers vary by a point
 //! or so between runs; data and batches are seeded.
 
-// mimalloc: training steps free and reallocate large temporaries (README, "allocator" tip).
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+// mimalloc with freed memory kept mapped (README, "allocator" tip): training steps free and
+// reallocate the same large temporaries every iteration. One module, shared with the benches.
+#[path = "../benches/common/alloc.rs"]
+mod alloc;
 
 use std::cell::RefCell;
 use std::time::Instant;

@@ -40,8 +40,10 @@
 //! To adapt it: any trained model can be the teacher (its logits are all that is used, computed
 //! without gradients); set `TEMPERATURE` (2–8) and `ALPHA` (the weight of the hard labels).
 
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+// mimalloc with freed memory kept mapped (README, "allocator" tip): training steps free and
+// reallocate the same large temporaries every iteration. One module, shared with the benches.
+#[path = "../benches/common/alloc.rs"]
+mod alloc;
 
 use std::time::Instant;
 

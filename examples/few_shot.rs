@@ -29,8 +29,10 @@
 //! To adapt it: replace `Glyphs` by your classes (any source of "K images of class c"), keep
 //! the episode loop and the embedding network, and evaluate on classes held out from training.
 
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+// mimalloc with freed memory kept mapped (README, "allocator" tip): training steps free and
+// reallocate the same large temporaries every iteration. One module, shared with the benches.
+#[path = "../benches/common/alloc.rs"]
+mod alloc;
 
 use std::time::Instant;
 

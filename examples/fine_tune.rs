@@ -68,8 +68,10 @@
 //! checkpoint's), point `load_pretrained` at your checkpoint and keep its check of the report,
 //! then pick the method from the table above.
 
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+// mimalloc with freed memory kept mapped (README, "allocator" tip): training steps free and
+// reallocate the same large temporaries every iteration. One module, shared with the benches.
+#[path = "../benches/common/alloc.rs"]
+mod alloc;
 
 use std::path::Path;
 use std::time::Instant;

@@ -40,8 +40,10 @@
 //!
 //! To adapt it: put your model in `Net` and your data in `run`; keep the ECE function.
 
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+// mimalloc with freed memory kept mapped (README, "allocator" tip): training steps free and
+// reallocate the same large temporaries every iteration. One module, shared with the benches.
+#[path = "../benches/common/alloc.rs"]
+mod alloc;
 
 use std::time::Instant;
 

@@ -35,10 +35,10 @@
 //! The absolute numbers depend on the machine (cores, memory bandwidth, allocator); the slopes
 //! and crossovers are the point.
 
-// mimalloc as the allocator: training steps free and reallocate large temporaries, which glibc's
-// malloc returns to the OS and page-faults back in every step (README, "allocator" tip).
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+// mimalloc with freed memory kept mapped (README, "allocator" tip): training steps free and
+// reallocate the same large temporaries every iteration. One module, shared with the benches.
+#[path = "../benches/common/alloc.rs"]
+mod alloc;
 use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{VarBuilder, VarMap};
 use candle_tricks::attention::{

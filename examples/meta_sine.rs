@@ -54,8 +54,10 @@
 //! set and a query set of one task), keep the meta-training loop, and adapt at test time with
 //! the same number of steps and rate as in meta-training.
 
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+// mimalloc with freed memory kept mapped (README, "allocator" tip): training steps free and
+// reallocate the same large temporaries every iteration. One module, shared with the benches.
+#[path = "../benches/common/alloc.rs"]
+mod alloc;
 
 use std::f32::consts::PI;
 use std::time::Instant;

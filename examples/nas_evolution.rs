@@ -46,8 +46,10 @@
 //! networks below the budget are re-evaluations: the same network bred again (for instance by a
 //! mutation of a kernel choice that its block ignores), trained afresh for an independent score.
 
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+// mimalloc with freed memory kept mapped (README, "allocator" tip): training steps free and
+// reallocate the same large temporaries every iteration. One module, shared with the benches.
+#[path = "../benches/common/alloc.rs"]
+mod alloc;
 
 use std::collections::HashSet;
 use std::time::Instant;

@@ -44,10 +44,10 @@
 //! machine busy with other work, running with `CANDLE_NUM_THREADS=1` keeps candle's element-wise
 //! ops off its spinning thread barrier (the convolutions and our kernels still use every core).
 
-// mimalloc as the allocator: training steps free and reallocate large temporaries, which glibc's
-// malloc returns to the OS and page-faults back in every step (README, "allocator" tip).
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+// mimalloc with freed memory kept mapped (README, "allocator" tip): training steps free and
+// reallocate the same large temporaries every iteration. One module, shared with the benches.
+#[path = "../benches/common/alloc.rs"]
+mod alloc;
 
 use std::time::Instant;
 

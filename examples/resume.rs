@@ -44,10 +44,10 @@
 //! A real training loop would write the checkpoint every few hundred steps into a temporary
 //! directory and rename it over the previous one, so a crash mid-write leaves the last good one.
 
-// mimalloc as the allocator: training steps free and reallocate large temporaries, which glibc's
-// malloc returns to the OS and page-faults back in every step (README, "allocator" tip).
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+// mimalloc with freed memory kept mapped (README, "allocator" tip): training steps free and
+// reallocate the same large temporaries every iteration. One module, shared with the benches.
+#[path = "../benches/common/alloc.rs"]
+mod alloc;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -28,10 +28,10 @@
 //! For [`ReduceLrOnPlateau`], call `step_optimizer(val_loss, &mut opt)` once per evaluation
 //! instead.
 
-// mimalloc as the allocator: training steps free and reallocate large temporaries, which glibc's
-// malloc returns to the OS and page-faults back in every step (README, "allocator" tip).
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+// mimalloc with freed memory kept mapped (README, "allocator" tip): training steps free and
+// reallocate the same large temporaries every iteration. One module, shared with the benches.
+#[path = "../benches/common/alloc.rs"]
+mod alloc;
 
 use std::fmt::Write as _;
 use std::path::Path;

@@ -39,10 +39,10 @@
 //! one run of four the S6 model sat on a plateau (~12 %) for over 1000 steps before finding
 //! the copying mechanism, hence the seeded initialisation (see `SeededVarMap`).
 
-// mimalloc as the allocator: training steps free and reallocate large temporaries, which glibc's
-// malloc returns to the OS and page-faults back in every step (README, "allocator" tip).
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+// mimalloc with freed memory kept mapped (README, "allocator" tip): training steps free and
+// reallocate the same large temporaries every iteration. One module, shared with the benches.
+#[path = "../benches/common/alloc.rs"]
+mod alloc;
 
 use std::sync::Mutex;
 use std::time::Instant;

@@ -38,8 +38,10 @@
 //! sequences pass `lengths` to the recurrent layers, which then return each sequence's state
 //! at its own last step.
 
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+// mimalloc with freed memory kept mapped (README, "allocator" tip): training steps free and
+// reallocate the same large temporaries every iteration. One module, shared with the benches.
+#[path = "../benches/common/alloc.rs"]
+mod alloc;
 
 use std::time::Instant;
 

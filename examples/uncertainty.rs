@@ -62,8 +62,10 @@
 //! out-of-distribution data in `main`; fit the temperature on a validation split, never on the
 //! test split.
 
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+// mimalloc with freed memory kept mapped (README, "allocator" tip): training steps free and
+// reallocate the same large temporaries every iteration. One module, shared with the benches.
+#[path = "../benches/common/alloc.rs"]
+mod alloc;
 
 use std::time::Instant;
 

@@ -43,10 +43,10 @@
 //! (`encoder.layers.0.self_attn.in_proj_weight`, …). On a machine busy with other work,
 //! `CANDLE_NUM_THREADS=1` keeps candle's element-wise ops off its spinning thread barrier.
 
-// mimalloc as the allocator: training steps free and reallocate large temporaries, which glibc's
-// malloc returns to the OS and page-faults back in every step (README, "allocator" tip).
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+// mimalloc with freed memory kept mapped (README, "allocator" tip): training steps free and
+// reallocate the same large temporaries every iteration. One module, shared with the benches.
+#[path = "../benches/common/alloc.rs"]
+mod alloc;
 
 use std::time::Instant;
 

@@ -34,8 +34,10 @@
 //! To adapt it: put your backbone in `Net`, your class descriptions (attribute vectors or text
 //! embeddings) in `describe`, and keep the unseen classes out of every training batch.
 
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+// mimalloc with freed memory kept mapped (README, "allocator" tip): training steps free and
+// reallocate the same large temporaries every iteration. One module, shared with the benches.
+#[path = "../benches/common/alloc.rs"]
+mod alloc;
 
 use std::time::Instant;
 

@@ -106,8 +106,10 @@
 //! Time: 50 s of CPU time, 94 s of wall time for both tasks (the digits 30 s) on a 2-core
 //! machine shared with other builds (load average about 20).
 
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+// mimalloc with freed memory kept mapped (README, "allocator" tip): training steps free and
+// reallocate the same large temporaries every iteration. One module, shared with the benches.
+#[path = "../../benches/common/alloc.rs"]
+mod alloc;
 
 use std::time::Instant;
 

@@ -66,12 +66,14 @@
 //!   <https://arxiv.org/abs/1805.02867> (a one-pass max-and-sum; this kernel keeps the
 //!   two-pass form, the row being in L1 by then)
 
+use std::mem::MaybeUninit;
+
 use crate::check;
 use crate::cpu::math::exp;
 use crate::cpu::simd::{dot, max, sum};
 use crate::cpu::{
-    contiguous, dispatch_float, dispatch_float_pair, expect_shape, f32_row, par_tasks, round_into,
-    Element, Isa, Kernel, Level,
+    contiguous, dispatch_float, dispatch_float_pair, expect_shape, f32_row, par_tasks, Element,
+    Isa, Kernel, Level,
 };
 use crate::ops::backend::{backend, upcast, Op};
 use crate::ops::fused::{Fused, FusedOp, Grads, Operand, Output};
@@ -159,7 +161,7 @@ impl FusedOp<1> for SoftmaxOp {
         check_last_dim(l, self.d)?;
         let out = dispatch_float!(s, OP, |v: T| {
             let v = contiguous(v, l, OP)?;
-            let y = forward::<T>(self.d, v);
+            let y = forward::<T>(self.d, v)?;
             Ok::<_, candle_core::Error>(<T as candle_core::WithDType>::to_cpu_storage_owned(y))
         })?;
         Ok((out, l.shape().clone()))
@@ -184,7 +186,7 @@ impl FusedOp<2> for SoftmaxGradOp {
         let out = dispatch_float_pair!(s1, s2, OP, |y, g: T| {
             let y = contiguous(y, l1, OP)?;
             let g = contiguous(g, l2, OP)?;
-            let dx = backward::<T>(self.d, y, g);
+            let dx = backward::<T>(self.d, y, g)?;
             Ok::<_, candle_core::Error>(<T as candle_core::WithDType>::to_cpu_storage_owned(dx))
         })?;
         Ok((out, l1.shape().clone()))
@@ -195,114 +197,125 @@ impl FusedOp<2> for SoftmaxGradOp {
 // Kernels
 // ---------------------------------------------------------------------------------------------
 
-/// One forward row: `y = exp(x - max) / sum`.
+/// One forward row: `e = exp(x - max x)`; returns `1 / sum(e)` (the caller writes `e` scaled by
+/// it, rounding once, straight into the output).
 #[inline(always)]
-fn fwd_row(x: &[f32], y: &mut [f32]) {
+fn fwd_row(x: &[f32], e: &mut [f32]) -> f32 {
     let m = max(x);
-    for (y, x) in y.iter_mut().zip(x) {
-        *y = exp(x - m);
+    for (e, x) in e.iter_mut().zip(x) {
+        *e = exp(x - m);
     }
-    let r = 1.0 / sum(y);
-    for y in y.iter_mut() {
-        *y *= r;
-    }
+    1.0 / sum(e)
 }
 
-/// One backward row: `dx = y * (g - sum(g * y))`.
+/// One backward row: `dx = y * (g - sum(g * y))`, rounded once into `dx`.
 #[inline(always)]
-fn bwd_row(y: &[f32], g: &[f32], dx: &mut [f32]) {
+fn bwd_row<T: Element>(y: &[f32], g: &[f32], dx: &mut [MaybeUninit<T>]) {
     let s = dot(g, y);
     for ((dx, y), g) in dx.iter_mut().zip(y).zip(g) {
-        *dx = y * (g - s);
+        dx.write(T::from_f32(y * (g - s)));
     }
 }
 
-/// Per-worker scratch rows for f16/bf16 (unused for f32).
+/// Per-worker scratch rows: the f16/bf16 inputs widened to f32, and the forward's exponentials.
 #[derive(Default)]
 struct Scratch {
     a: Vec<f32>,
     b: Vec<f32>,
-    out: Vec<f32>,
+    e: Vec<f32>,
 }
 
-/// One forward task: the rows of `x` into `out`.
+/// One forward task: the rows of `x` into `out` (every element of `out` is written).
 struct FwdTask<'a, T> {
     d: usize,
     x: &'a [T],
-    out: &'a mut [T],
+    out: &'a mut [MaybeUninit<T>],
     scr: &'a mut Scratch,
 }
 
 impl<T: Element> Kernel for FwdTask<'_, T> {
     type Output = ();
+
     #[inline(always)]
     fn run<S: Isa>(self, _: S) {
-        let Scratch { a, out: o, .. } = self.scr;
+        let Scratch { a, e, .. } = self.scr;
         let d = self.d;
+        e.resize(d, 0.0);
         for (xr, yr) in self.x.chunks_exact(d).zip(self.out.chunks_exact_mut(d)) {
-            let xf = f32_row(xr, a);
-            match T::as_f32_mut(yr) {
-                Some(y) => fwd_row(xf, y),
-                None => {
-                    o.resize(d, 0.0);
-                    fwd_row(xf, o);
-                    round_into(yr, o);
-                }
+            let r = fwd_row(f32_row(xr, a), e);
+            for (y, e) in yr.iter_mut().zip(e.iter()) {
+                y.write(T::from_f32(e * r));
             }
         }
     }
 }
 
-/// One backward task: the rows of `dx` from those of `y` and `g`.
+/// One backward task: the rows of `y`, `g` into `dx` (every element of `dx` is written).
 struct BwdTask<'a, T> {
     d: usize,
     y: &'a [T],
     g: &'a [T],
-    dx: &'a mut [T],
+    dx: &'a mut [MaybeUninit<T>],
     scr: &'a mut Scratch,
 }
 
 impl<T: Element> Kernel for BwdTask<'_, T> {
     type Output = ();
+
     #[inline(always)]
     fn run<S: Isa>(self, _: S) {
-        let Scratch { a, b, out } = self.scr;
+        let Scratch { a, b, .. } = self.scr;
         let d = self.d;
         let rows = self.y.chunks_exact(d).zip(self.g.chunks_exact(d));
         for ((yr, gr), dxr) in rows.zip(self.dx.chunks_exact_mut(d)) {
-            let yf = f32_row(yr, a);
-            let gf = f32_row(gr, b);
-            match T::as_f32_mut(dxr) {
-                Some(dx) => bwd_row(yf, gf, dx),
-                None => {
-                    out.resize(d, 0.0);
-                    bwd_row(yf, gf, out);
-                    round_into(dxr, out);
-                }
-            }
+            bwd_row(f32_row(yr, a), f32_row(gr, b), dxr);
         }
     }
 }
 
-fn forward<T: Element>(d: usize, x: &[T]) -> Vec<T> {
-    let level = Level::detect();
-    let chunk = (TASK_ELEMS / d).max(1) * d;
-    let mut out = vec![T::from_f32(0.0); x.len()];
-    par_tasks(&mut out, chunk, |i, out, scr: &mut Scratch| {
-        let x = &x[i * chunk..i * chunk + out.len()];
-        level.run(FwdTask { d, x, out, scr })
-    });
-    out
+/// `n` values written by `fill(task, part, scratch)` on the pool in parts of `chunk` (the last
+/// may be shorter), allocated without zeroing: zeroing the output first was one more pass
+/// over memory for this memory-bound op.
+///
+/// # Safety
+/// `fill` writes every element of every part it is given.
+unsafe fn written<T: Element>(
+    n: usize,
+    chunk: usize,
+    fill: impl Fn(usize, &mut [MaybeUninit<T>], &mut Scratch) + Sync + Send,
+) -> candle_core::Result<Vec<T>> {
+    let mut v: Vec<T> = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| {
+        candle_core::Error::from(Error::config(OP, format!("cannot allocate {n} elements")))
+    })?;
+    par_tasks(&mut v.spare_capacity_mut()[..n], chunk, fill);
+    // SAFETY: the capacity is at least `n` and `fill` wrote all `n` elements (contract).
+    unsafe { v.set_len(n) };
+    Ok(v)
 }
 
-fn backward<T: Element>(d: usize, y: &[T], g: &[T]) -> Vec<T> {
+fn forward<T: Element>(d: usize, x: &[T]) -> candle_core::Result<Vec<T>> {
     let level = Level::detect();
     let chunk = (TASK_ELEMS / d).max(1) * d;
-    let mut dx = vec![T::from_f32(0.0); y.len()];
-    par_tasks(&mut dx, chunk, |i, dx, scr: &mut Scratch| {
-        let range = i * chunk..i * chunk + dx.len();
-        let (y, g) = (&y[range.clone()], &g[range]);
-        level.run(BwdTask { d, y, g, dx, scr })
-    });
-    dx
+    // SAFETY: the parts are whole rows (`chunk` and `x.len()` are multiples of `d`), and a task
+    // writes every element of each of its rows.
+    unsafe {
+        written(x.len(), chunk, |i, out, scr| {
+            let x = &x[i * chunk..i * chunk + out.len()];
+            level.run(FwdTask { d, x, out, scr })
+        })
+    }
+}
+
+fn backward<T: Element>(d: usize, y: &[T], g: &[T]) -> candle_core::Result<Vec<T>> {
+    let level = Level::detect();
+    let chunk = (TASK_ELEMS / d).max(1) * d;
+    // SAFETY: as in `forward`.
+    unsafe {
+        written(y.len(), chunk, |i, dx, scr| {
+            let range = i * chunk..i * chunk + dx.len();
+            let (y, g) = (&y[range.clone()], &g[range]);
+            level.run(BwdTask { d, y, g, dx, scr })
+        })
+    }
 }

@@ -35,6 +35,7 @@ use super::optimizer::{Algorithm, Optim};
 use super::slots::Slot;
 use super::tensor_ops::{add, diff_mul, div, mul};
 use super::NonFinite;
+use crate::cpu::simd::{self, Isa, Level};
 use crate::Result;
 
 /// Adam with L2 weight decay folded into the gradient (PyTorch's `Adam`); see the
@@ -211,14 +212,27 @@ struct AdamKernel {
     amsgrad: bool,
 }
 
-impl Kernel for AdamKernel {
-    fn run(&self, p: &mut [f32], g: &[f32], s: &mut [&mut [f32]], off: usize) {
-        let n = p.len();
-        let (gs, l2, decay, w1, b2, w2) = (self.gs, self.l2, self.decay, self.w1, self.b2, self.w2);
-        let (bc, eps, ss) = (self.bc2_sqrt, self.eps, self.step_size);
-        match (self.amsgrad, s) {
-            (false, [m, v, ..]) => {
-                let (m, v) = (&mut m[off..off + n], &mut v[off..off + n]);
+/// One block of [`AdamKernel::run`]: parameter, gradient and state slices of equal length.
+struct AdamLoop<'a> {
+    k: &'a AdamKernel,
+    p: &'a mut [f32],
+    g: &'a [f32],
+    m: &'a mut [f32],
+    v: &'a mut [f32],
+    /// AMSGrad's running maximum of `v`.
+    vm: Option<&'a mut [f32]>,
+}
+
+impl simd::Kernel for AdamLoop<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run<S: Isa>(self, _: S) {
+        let AdamLoop { k, p, g, m, v, vm } = self;
+        let (gs, l2, decay, w1, b2, w2) = (k.gs, k.l2, k.decay, k.w1, k.b2, k.w2);
+        let (bc, eps, ss) = (k.bc2_sqrt, k.eps, k.step_size);
+        match vm {
+            None => {
                 for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
                     let th = *p;
                     let g = gs * g + l2 * th;
@@ -229,12 +243,7 @@ impl Kernel for AdamKernel {
                     *p = th * decay - ss * (nm / (nv.sqrt() / bc + eps));
                 }
             }
-            (true, [m, v, vm, ..]) => {
-                let (m, v, vm) = (
-                    &mut m[off..off + n],
-                    &mut v[off..off + n],
-                    &mut vm[off..off + n],
-                );
+            Some(vm) => {
                 let it = p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut());
                 for ((((p, &g), m), v), vm) in it.zip(vm.iter_mut()) {
                     let th = *p;
@@ -248,8 +257,33 @@ impl Kernel for AdamKernel {
                     *p = th * decay - ss * (nm / (mx.sqrt() / bc + eps));
                 }
             }
-            _ => {}
         }
+    }
+}
+
+impl Kernel for AdamKernel {
+    fn run(&self, p: &mut [f32], g: &[f32], s: &mut [&mut [f32]], off: usize) {
+        let n = p.len();
+        let (m, v, vm) = match (self.amsgrad, s) {
+            (false, [m, v, ..]) => (&mut m[off..off + n], &mut v[off..off + n], None),
+            (true, [m, v, vm, ..]) => (
+                &mut m[off..off + n],
+                &mut v[off..off + n],
+                Some(&mut vm[off..off + n]),
+            ),
+            _ => return,
+        };
+        // Memory-bound with a square root and a division per element: the loop is compiled
+        // for the widest vectors this CPU has (plain multiplies and adds, no fused ones, so every
+        // level rounds alike).
+        Level::detect().run(AdamLoop {
+            k: self,
+            p,
+            g,
+            m,
+            v,
+            vm,
+        });
     }
 
     fn run_tensor(
@@ -350,5 +384,49 @@ pub(super) fn weight_decay_terms(decoupled: bool, lr: f64, wd: f64) -> (f64, f64
         (0.0, 1.0 - lr * wd)
     } else {
         (wd, 1.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::simd::{with_cap, Cap};
+
+    /// The kernel gives the same bits at every SIMD level (plain multiplies and adds, correctly
+    /// rounded square root and divisions), with and without AMSGrad.
+    #[test]
+    fn same_bits_at_every_level() {
+        let n = 1000;
+        let wave = |k: f32| (0..n).map(|i| (k * i as f32).sin()).collect::<Vec<f32>>();
+        for amsgrad in [false, true] {
+            let k = AdamKernel {
+                gs: 1.0,
+                l2: 0.0,
+                decay: 1.0 - 1e-3 * 1e-2,
+                w1: 0.1,
+                b2: 0.999,
+                w2: 1e-3,
+                bc2_sqrt: (1.0f32 - 0.999 * 0.999).sqrt(),
+                eps: 1e-8,
+                step_size: 1e-3 / (1.0 - 0.81),
+                amsgrad,
+            };
+            let run = |cap| {
+                let (mut p, g) = (wave(0.3), wave(1.7));
+                let (mut m, mut v, mut vm) = (wave(0.9), wave(0.2), wave(0.4));
+                for x in v.iter_mut().chain(vm.iter_mut()) {
+                    *x = x.abs();
+                }
+                with_cap(cap, || {
+                    let mut s: [&mut [f32]; 3] = [&mut m, &mut v, &mut vm];
+                    Kernel::run(&k, &mut p, &g, &mut s, 0);
+                });
+                [p, m, v, vm].map(|b| b.iter().map(|x| x.to_bits()).collect::<Vec<u32>>())
+            };
+            let want = run(Cap::All);
+            for cap in [Cap::Scalar, Cap::Avx2] {
+                assert_eq!(run(cap), want, "cap {cap:?}, amsgrad {amsgrad}");
+            }
+        }
     }
 }

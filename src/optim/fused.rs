@@ -139,6 +139,9 @@ pub(crate) fn first_non_finite_host(ts: &[&Tensor]) -> Result<Option<usize>> {
         let n = v.len();
         items.extend((0..n).step_by(CHUNK).map(|a| (k, a, (a + CHUNK).min(n))));
     }
+    // Last chunk first: the step that follows updates the parameters from the first on, so
+    // the gradients scanned last (the first ones) are still in the last-level cache then.
+    items.reverse();
     let check = |&(k, a, b): &(usize, usize, usize), st: &mut Option<usize>| {
         let (i, v) = views[k];
         if !v.finite(a, b) {
