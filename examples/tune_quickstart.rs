@@ -32,7 +32,7 @@
 //!
 //! ```text
 //! best validation error after k trials:
-//! | k | random | BO (EI) |
+//! | k | random | BO (LCB) |
 //! |---|---|---|
 //! | 4 | 73.8% | 35.9% |
 //! | 8 | 59.0% | 25.8% |
@@ -272,12 +272,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("| strategy | trial | lr | weight decay | error | best so far | time |");
     println!("|---|---|---|---|---|---|---|");
     let best_random = search("random", Box::new(RandomSampler::new(SEED)), &train, &valid)?;
-    // The default initial design: 2d = 4 Sobol points, then expected improvement.
+    // The defaults: d = 2 Sobol points, then the confidence bound (beta 2) on a MAP-fitted GP.
     let bo = bayesian_optimization(BayesianOptimizationConfig::default().with_seed(SEED))?;
-    let best_bayes = search("BO (EI)", Box::new(bo), &train, &valid)?;
+    let best_bayes = search("BO (LCB)", Box::new(bo), &train, &valid)?;
 
     println!("\nbest validation error after k trials:");
-    println!("| k | random | BO (EI) |\n|---|---|---|");
+    println!("| k | random | BO (LCB) |\n|---|---|---|");
     for k in [4, 8, TRIALS] {
         println!(
             "| {k} | {:.1}% | {:.1}% |",
