@@ -120,6 +120,6 @@ pub use crate::tune::{
     bayesian_optimization, ensemble_predict, expected_calibration_error, gaussian_process,
     mc_predict, random_search, regularized_evolution, Acquisition, ArchSpace, Asha, AshaConfig,
     BayesianOptimization, BayesianOptimizationConfig, Config, Decision, Direction, EvolutionConfig,
-    GaussianProcess, GaussianProcessConfig, Genome, GpKernel, NasHistory, OutputWarp,
+    GaussianProcess, GaussianProcessConfig, Genome, GpKernel, HyperPrior, NasHistory, OutputWarp,
     RandomSampler, Sampler, SobolSampler, Space, Study, TemperatureScaling, TrialState,
 };

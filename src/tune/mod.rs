@@ -48,7 +48,7 @@ pub use bayes_opt::{
 pub use calibration::{
     expected_calibration_error, Calibration, ReliabilityBin, Scores, TemperatureScaling,
 };
-pub use gp::{gaussian_process, GaussianProcess, GaussianProcessConfig, GpKernel};
+pub use gp::{gaussian_process, GaussianProcess, GaussianProcessConfig, GpKernel, HyperPrior};
 pub use nas::{
     random_search, regularized_evolution, ArchSpace, EvolutionConfig, Genome, NasHistory,
 };
