@@ -78,7 +78,7 @@ use crate::ops::backend::{backend, Op};
 use crate::ops::batch_norm::batch_norm_train;
 use crate::{check, Error, Result};
 use candle_core::{DType, ModuleT, Tensor, Var};
-use candle_nn::{Init, VarBuilder};
+use candle_nn::{Activation, Init, VarBuilder};
 
 const BLOCK: &str = "BatchNorm";
 
@@ -300,6 +300,42 @@ impl BatchNorm {
     /// picks it (CPU), whose backward includes the statistics' dependence on the input; on other
     /// devices, for f64, or with the composition forced, [`BatchNorm::forward_reference`].
     pub fn forward_train_eval(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        match self.forward_kernel(x, train, None)? {
+            Some(y) => Ok(y),
+            None => self.forward_reference(x, train),
+        }
+    }
+
+    /// [`BatchNorm::forward_train_eval`] then `act`, the two as one op where the fused kernel
+    /// runs and `act` is `Relu` or `Relu6`: the activation is applied in the normalisation's
+    /// writing pass and its gradient mask inside the norm's backward, which saves a pass over
+    /// the activation each way and the gradient of the intermediate (candle accumulates every
+    /// gradient into a fresh zero tensor). Elsewhere (eval with running statistics, f64, other
+    /// activations or devices) it is the norm followed by [`crate::ops::activation()`]; both
+    /// paths give PyTorch's `act(bn(x))`, gradients included (zero at the kinks).
+    pub fn forward_act(&self, x: &Tensor, act: &Activation, train: bool) -> Result<Tensor> {
+        let clamp = match act {
+            Activation::Relu => Some((0.0, f32::INFINITY)),
+            Activation::Relu6 => Some((0.0, 6.0)),
+            _ => None,
+        };
+        if clamp.is_some() {
+            if let Some(y) = self.forward_kernel(x, train, clamp)? {
+                return Ok(y);
+            }
+        }
+        crate::ops::activation(&self.forward_train_eval(x, train)?, act)
+    }
+
+    /// The fused kernel's forward with batch statistics (and the running-stat update), clamped
+    /// to `clamp` when given; `None` where the kernel does not run (eval with running
+    /// statistics, f64, a device without the kernel).
+    fn forward_kernel(
+        &self,
+        x: &Tensor,
+        train: bool,
+        clamp: Option<(f32, f32)>,
+    ) -> Result<Option<Tensor>> {
         self.check_input(x)?;
         let dims = x.dims();
         let (b, c) = (dims[0], dims[1]);
@@ -309,16 +345,16 @@ impl BatchNorm {
             return Err(self.one_value_error(x));
         }
         let kernel = backend(Op::BatchNorm, x.device()).is_kernel();
-        if use_batch && kernel && x.dtype() != DType::F64 {
-            let x3 = x.reshape((b, c, l))?;
-            let affine = self.weight.as_ref().zip(self.bias.as_ref());
-            let (y, mean, var) = batch_norm_train(&x3, affine, self.cfg.eps)?;
-            if train {
-                self.update_running(&mean, &var, b * l)?;
-            }
-            return Ok(y.reshape(dims)?);
+        if !(use_batch && kernel && x.dtype() != DType::F64) {
+            return Ok(None);
         }
-        self.forward_reference(x, train)
+        let x3 = x.reshape((b, c, l))?;
+        let affine = self.weight.as_ref().zip(self.bias.as_ref());
+        let (y, mean, var) = batch_norm_train(&x3, affine, self.cfg.eps, clamp)?;
+        if train {
+            self.update_running(&mean, &var, b * l)?;
+        }
+        Ok(Some(y.reshape(dims)?))
     }
 
     fn one_value_error(&self, x: &Tensor) -> Error {

@@ -1,7 +1,8 @@
 //! The fused training-mode batch norm of [`crate::norm::BatchNorm`]: `x̂ = (x − μ_c)·rstd_c`
 //! over `(B, C, L)` with the batch statistics of each channel, one reduction pass and one
 //! writing pass (both multi-threaded), and its backward, which includes the statistics'
-//! dependence on `x`.
+//! dependence on `x`. An optional clamp epilogue (ReLU, ReLU6) runs in the writing pass, and its
+//! gradient mask in the backward's passes, so that `BatchNorm` + activation is one op in the graph.
 
 use std::sync::{Arc, Mutex};
 
@@ -15,11 +16,14 @@ const NAME: &str = "batch-norm-train";
 /// Batch norm in training mode of `x` `(B, C, L)` with the statistics of this batch, then
 /// `x̂·weight + bias` per channel when `affine` is given: `(y, mean, biased variance)`, the
 /// statistics as `(C)` f32 tensors on `x`'s device for the running averages. CPU only (the
-/// caller picks it through [`crate::ops::backend()`]); f32, f16 and bf16.
+/// caller picks it through [`crate::ops::backend()`]); f32, f16 and bf16. With `clamp =
+/// Some((lo, hi))` the output is clamped to `[lo, hi]` (ReLU: `(0, ∞)`, ReLU6: `(0, 6)`) and the
+/// gradient passes where the output lies strictly inside, PyTorch's `hardtanh` convention.
 pub(crate) fn batch_norm_train(
     x: &Tensor,
     affine: Option<(&Tensor, &Tensor)>,
     eps: f64,
+    clamp: Option<(f32, f32)>,
 ) -> crate::Result<(Tensor, Tensor, Tensor)> {
     let (_, c, l) = x.dims3()?;
     let stats = Arc::new(Mutex::new(Stats::default()));
@@ -27,6 +31,7 @@ pub(crate) fn batch_norm_train(
         c,
         l,
         eps,
+        clamp,
         stats: stats.clone(),
     };
     let x = x.contiguous()?;
@@ -54,7 +59,31 @@ struct Normalize {
     c: usize,
     l: usize,
     eps: f64,
+    /// The activation epilogue: clamp the output to `[lo, hi]`.
+    clamp: Option<(f32, f32)>,
     stats: Arc<Mutex<Stats>>,
+}
+
+/// `v` clamped to `[lo, hi]` (comparisons, so that a NaN passes through as in the unfused ops).
+#[inline(always)]
+fn clamp_to(v: f32, (lo, hi): (f32, f32)) -> f32 {
+    if v < lo {
+        lo
+    } else if v > hi {
+        hi
+    } else {
+        v
+    }
+}
+
+/// The epilogue's gradient: `g` where the clamped output `y` lies strictly inside `(lo, hi)`.
+#[inline(always)]
+fn pass_inside(g: f32, y: f32, (lo, hi): (f32, f32)) -> f32 {
+    if y <= lo || y >= hi {
+        0.0
+    } else {
+        g
+    }
 }
 
 fn dims(l: &Layout, c: usize, len: usize) -> Result<usize> {
@@ -132,8 +161,18 @@ impl Normalize {
                 // y = (x − μ)·(rstd·w) + b; subtracting μ first keeps precision when the
                 // mean is large against the spread.
                 let (m, scale) = (stats.mean[ch], stats.rstd[ch] * w);
-                for (o, &v) in row.iter_mut().zip(&x[g * l..(g + 1) * l]) {
-                    *o = (v - m) * scale + sh;
+                let src = &x[g * l..(g + 1) * l];
+                match self.clamp {
+                    None => {
+                        for (o, &v) in row.iter_mut().zip(src) {
+                            *o = (v - m) * scale + sh;
+                        }
+                    }
+                    Some(bounds) => {
+                        for (o, &v) in row.iter_mut().zip(src) {
+                            *o = clamp_to((v - m) * scale + sh, bounds);
+                        }
+                    }
                 }
             }
         });
@@ -141,10 +180,12 @@ impl Normalize {
         Ok((store(s.dtype(), out, NAME)?, layout.shape().clone()))
     }
 
-    /// `(dx, Some((dw, db)))` (the latter when `w` is given) for the output gradient `g`.
+    /// `(dx, Some((dw, db)))` (the latter when `w` is given) for the output gradient `g` of
+    /// the forward's result `y`.
     fn bwd_impl(
         &self,
         x: &Tensor,
+        y: &Tensor,
         g: &Tensor,
         w: Option<&Tensor>,
     ) -> Result<(Tensor, Option<(Tensor, Tensor)>)> {
@@ -159,9 +200,11 @@ impl Normalize {
             l: self.l,
             stats,
             w: w_vals,
+            clamp: self.clamp,
             sums: sums.clone(),
         };
-        let dx = x.apply_op2_no_bwd(&g.contiguous()?, &Fused(op))?;
+        // The output is read only for the epilogue's mask.
+        let dx = x.apply_op3_no_bwd(&g.contiguous()?, &y.contiguous()?, &Fused(op))?;
         let dwb = match w {
             Some(w) => {
                 let s = sums.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -185,8 +228,8 @@ impl FusedOp<1> for Normalize {
         self.fwd(s, layout, None)
     }
 
-    fn grads(&self, [x]: [&Tensor; 1], _res: &Tensor, grad: &Tensor) -> Grads<1> {
-        Ok([Some(self.bwd_impl(x, grad, None)?.0)])
+    fn grads(&self, [x]: [&Tensor; 1], res: &Tensor, grad: &Tensor) -> Grads<1> {
+        Ok([Some(self.bwd_impl(x, res, grad, None)?.0)])
     }
 }
 
@@ -209,41 +252,62 @@ impl FusedOp<3> for Normalize {
         self.fwd(s1, l1, Some((&w, &b)))
     }
 
-    fn grads(&self, [x, w, _]: [&Tensor; 3], _res: &Tensor, grad: &Tensor) -> Grads<3> {
-        let (dx, dwb) = self.bwd_impl(x, grad, Some(w))?;
+    fn grads(&self, [x, w, _]: [&Tensor; 3], res: &Tensor, grad: &Tensor) -> Grads<3> {
+        let (dx, dwb) = self.bwd_impl(x, res, grad, Some(w))?;
         let (dw, db) = dwb.map_or((None, None), |(w, b)| (Some(w), Some(b)));
         Ok([Some(dx), dw, db])
     }
 }
 
-/// `(x, g)` → `dx = rstd·w·(g − mean(g) − x̂·mean(g·x̂))` per channel; leaves the
+/// `(x, g, y)` → `dx = rstd·w·(g − mean(g) − x̂·mean(g·x̂))` per channel, with `g` first
+/// masked by the epilogue's gradient (read from the output `y`) when there is one; leaves the
 /// per-channel `(Σg, Σg·x̂)` (= `db`, `dw`) in `sums`.
 struct Backward {
     c: usize,
     l: usize,
     stats: Stats,
     w: Option<Vec<f32>>,
+    clamp: Option<(f32, f32)>,
     sums: Arc<Mutex<Vec<(f64, f64)>>>,
 }
 
-impl FusedOp<2> for Backward {
+impl Backward {
+    /// The gradient reaching the normalisation: `g`, or `g` masked by the epilogue.
+    #[inline(always)]
+    fn masked(&self, g: f32, y: Option<&[f32]>, i: usize) -> f32 {
+        match (self.clamp, y) {
+            (Some(bounds), Some(y)) => pass_inside(g, y[i], bounds),
+            _ => g,
+        }
+    }
+}
+
+impl FusedOp<3> for Backward {
     fn name(&self) -> &'static str {
         "batch-norm-train-bwd"
     }
 
-    fn cpu(&self, [(s1, l1), (s2, l2)]: [Operand<'_>; 2]) -> Output {
+    fn cpu(&self, [(s1, l1), (s2, l2), (s3, l3)]: [Operand<'_>; 3]) -> Output {
         let (c, l) = (self.c, self.l);
         let b = dims(l1, c, l)?;
         dims(l2, c, l)?;
+        dims(l3, c, l)?;
         let (dtype, x, g) = f32_pair(s1, l1, s2, l2, NAME)?;
+        let y = match self.clamp {
+            Some(_) => Some(f32_view(s3, l3, NAME)?),
+            None => None,
+        };
+        let y = y.as_deref();
         let st = &self.stats;
         let n = (b * l) as f64;
         let sums = per_channel(c, |ch| {
             let (m, rs) = (st.mean[ch], st.rstd[ch]);
             let mut sg = 0f64;
             let mut sgx = 0f64;
-            for (xr, gr) in channel_rows(&x, b, c, l, ch).zip(channel_rows(&g, b, c, l, ch)) {
-                for (&xv, &gv) in xr.iter().zip(gr) {
+            for bi in 0..b {
+                let off = (bi * c + ch) * l;
+                for (j, (&xv, &gv)) in x[off..off + l].iter().zip(&g[off..off + l]).enumerate() {
+                    let gv = self.masked(gv, y, off + j);
                     sg += gv as f64;
                     sgx += (gv * (xv - m) * rs) as f64;
                 }
@@ -259,8 +323,11 @@ impl FusedOp<2> for Backward {
                 let (m, rs) = (st.mean[ch], st.rstd[ch]);
                 let (mg, mgx) = ((sums[ch].0 / n) as f32, (sums[ch].1 / n) as f32);
                 let k = rs * self.w.as_ref().map_or(1.0, |w| w[ch]);
-                let span = gi * l..(gi + 1) * l;
-                for ((o, &xv), &gv) in row.iter_mut().zip(&x[span.clone()]).zip(&g[span]) {
+                let off = gi * l;
+                let span = off..off + l;
+                let it = row.iter_mut().zip(&x[span.clone()]).zip(&g[span]);
+                for (j, ((o, &xv), &gv)) in it.enumerate() {
+                    let gv = self.masked(gv, y, off + j);
                     *o = k * (gv - mg - (xv - m) * rs * mgx);
                 }
             }
