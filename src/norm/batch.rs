@@ -39,6 +39,15 @@
 //! (different domains, image sizes, or the two branches of a siamese net fed separately): its
 //! running averages then describe neither.
 //!
+//! Fuse the activation in training: [`BatchNorm::forward_act`] applies a ReLU or ReLU6 in the
+//! normalisation's writing pass and masks the gradient inside the norm's backward (the mask
+//! needs only the output: ReLU6's $y$ lies strictly inside $(0, 6)$ exactly where its input
+//! does). One op instead of two saves a pass over the activation each way, one intermediate
+//! tensor, and that tensor's gradient accumulation (candle adds every gradient into a fresh zero
+//! tensor). `BasicBlock`, `Bottleneck` and `SeparableConv2d` use it; on the ResNet and
+//! MobileNetV2 training steps of `benches/train.rs` it was part of a 10–25 % cut (see
+//! `docs/PERFORMANCE.md`, "CNN steps").
+//!
 //! # Example
 //! ```
 //! use candle_core::{DType, Device, ModuleT, Tensor, D};
@@ -313,6 +322,28 @@ impl BatchNorm {
     /// gradient into a fresh zero tensor). Elsewhere (eval with running statistics, f64, other
     /// activations or devices) it is the norm followed by [`crate::ops::activation()`]; both
     /// paths give PyTorch's `act(bn(x))`, gradients included (zero at the kinks).
+    ///
+    /// ```
+    /// use candle_core::{DType, Device, ModuleT, Tensor, Var};
+    /// use candle_nn::{Activation, VarBuilder, VarMap};
+    /// use candle_tricks::norm::{batch_norm, BatchNormConfig};
+    /// # fn main() -> candle_tricks::Result<()> {
+    /// let vm = VarMap::new();
+    /// let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+    /// let bn = batch_norm(4, BatchNormConfig::default(), vb)?;
+    /// let x = Var::from_tensor(&Tensor::randn(0f32, 1., (8, 4, 6, 6), &Device::Cpu)?)?;
+    /// // One op in the graph, the same values and input gradient as the norm then ReLU6.
+    /// let fused = bn.forward_act(&x, &Activation::Relu6, true)?;
+    /// let unfused = candle_tricks::ops::relu6(&bn.forward_t(&x, true)?)?;
+    /// let d = (&fused - &unfused)?.abs()?.max_all()?.to_scalar::<f32>()?;
+    /// assert!(d < 1e-6);
+    /// let gf = fused.sqr()?.sum_all()?.backward()?;
+    /// let gu = unfused.sqr()?.sum_all()?.backward()?;
+    /// let (gf, gu) = (gf.get(&x).expect("grad"), gu.get(&x).expect("grad"));
+    /// assert!((gf - gu)?.abs()?.max_all()?.to_scalar::<f32>()? < 1e-5);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn forward_act(&self, x: &Tensor, act: &Activation, train: bool) -> Result<Tensor> {
         let clamp = match act {
             Activation::Relu => Some((0.0, f32::INFINITY)),
