@@ -44,9 +44,9 @@
 //! needs only the output: ReLU6's $y$ lies strictly inside $(0, 6)$ exactly where its input
 //! does). One op instead of two saves a pass over the activation each way, one intermediate
 //! tensor, and that tensor's gradient accumulation (candle adds every gradient into a fresh zero
-//! tensor). `BasicBlock`, `Bottleneck` and `SeparableConv2d` use it; on the ResNet and
-//! MobileNetV2 training steps of `benches/train.rs` it was part of a 10–25 % cut (see
-//! `docs/PERFORMANCE.md`, "CNN steps").
+//! tensor). `BasicBlock`, `Bottleneck` and `SeparableConv2d` use it; with the changes around
+//! it, the ResNet and MobileNetV2 training steps of `benches/train.rs` took 10 % and 29 % less
+//! time (see `docs/PERFORMANCE.md`, "CNN steps").
 //!
 //! # Example
 //! ```
