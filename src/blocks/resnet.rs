@@ -105,7 +105,7 @@ use crate::ops::Conv2dConfig;
 use crate::{check, Error, Result};
 use candle_core::{ModuleT, Tensor};
 use candle_nn::init::{FanInOut, NonLinearity, NormalOrUniform};
-use candle_nn::{Init, VarBuilder};
+use candle_nn::{Activation, Init, VarBuilder};
 
 const BASIC: &str = "BasicBlock";
 const BOTTLENECK: &str = "Bottleneck";
@@ -358,7 +358,7 @@ impl Common {
             Some(s) => s.norm.forward_t(&x.apply(&s.conv)?, train)?,
             None => x.clone(),
         };
-        Ok((branch + shortcut)?.relu()?)
+        crate::ops::relu(&(branch + shortcut)?)
     }
 
     fn downsample(&self) -> Option<(&Conv2d, &Norm)> {
@@ -369,6 +369,11 @@ impl Common {
 /// conv → norm, with the norm's train flag.
 fn conv_norm(x: &Tensor, conv: &Conv2d, norm: &Norm, train: bool) -> Result<Tensor> {
     Ok(norm.forward_t(&x.apply(conv)?, train)?)
+}
+
+/// conv → norm → ReLU, the last two one op for a batch norm in training.
+fn conv_norm_relu(x: &Tensor, conv: &Conv2d, norm: &Norm, train: bool) -> Result<Tensor> {
+    norm.forward_act(&x.apply(conv)?, &Activation::Relu, train)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -395,7 +400,7 @@ impl BasicBlock {
     /// input is not `(B, in_ch, H, W)` or its dtype/device differ from the weights').
     pub fn apply(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         self.common.check_input(x, &self.conv1)?;
-        let h = conv_norm(x, &self.conv1, &self.bn1, train)?.relu()?;
+        let h = conv_norm_relu(x, &self.conv1, &self.bn1, train)?;
         let h = conv_norm(&h, &self.conv2, &self.bn2, train)?;
         self.common.merge(x, h, train)
     }
@@ -513,8 +518,8 @@ impl Bottleneck {
     /// input is not `(B, in_ch, H, W)` or its dtype/device differ from the weights').
     pub fn apply(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         self.common.check_input(x, &self.conv1)?;
-        let h = conv_norm(x, &self.conv1, &self.bn1, train)?.relu()?;
-        let h = conv_norm(&h, &self.conv2, &self.bn2, train)?.relu()?;
+        let h = conv_norm_relu(x, &self.conv1, &self.bn1, train)?;
+        let h = conv_norm_relu(&h, &self.conv2, &self.bn2, train)?;
         let h = conv_norm(&h, &self.conv3, &self.bn3, train)?;
         self.common.merge(x, h, train)
     }

@@ -415,31 +415,33 @@ impl SeparableConv2d {
 impl ModuleT for SeparableConv2d {
     fn forward_t(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         self.check_input(xs)?;
-        let mut ys = self.conv_dw.forward(xs)?;
-        if let Some(bn) = &self.bn_dw {
-            ys = bn.forward_t(&ys, train)?;
-        }
-        if let Some(act) = &self.cfg.dw_act {
-            ys = crate::ops::activation(&ys, act)?;
-        }
-        // The 1x1 convolution as one matrix product per image: (C_out, C·m) x (C·m, Ho·Wo).
-        let (b, cm, h, w) = ys.dims4()?;
-        let weight = self.conv_pw.weight();
-        let c_out = weight.dims()[0];
-        let mut ys = weight
-            .reshape((c_out, cm))?
-            .broadcast_matmul(&ys.contiguous()?.reshape((b, cm, h * w))?)?
-            .reshape((b, c_out, h, w))?;
-        if let Some(bias) = self.conv_pw.bias() {
-            ys = ys.broadcast_add(&bias.reshape((1, c_out, 1, 1))?)?;
-        }
-        if let Some(bn) = &self.bn_pw {
-            ys = bn.forward_t(&ys, train)?;
-        }
-        if let Some(act) = &self.cfg.pw_act {
-            ys = crate::ops::activation(&ys, act)?;
-        }
-        Ok(ys)
+        let ys = self.conv_dw.forward(xs)?;
+        let ys = norm_act(ys, self.bn_dw.as_ref(), self.cfg.dw_act.as_ref(), train)?;
+        // The 1x1 convolution: `ops::conv2d` multiplies the input in place (no column copy)
+        // and computes the weight gradient as one product, not one per image.
+        let ys = self.conv_pw.forward(&ys)?;
+        Ok(norm_act(
+            ys,
+            self.bn_pw.as_ref(),
+            self.cfg.pw_act.as_ref(),
+            train,
+        )?)
+    }
+}
+
+/// The optional norm then the optional activation; a batch norm in training fuses a ReLU /
+/// ReLU6 into its kernel ([`BatchNorm::forward_act`]).
+fn norm_act(
+    ys: Tensor,
+    bn: Option<&BatchNorm>,
+    act: Option<&Activation>,
+    train: bool,
+) -> Result<Tensor> {
+    match (bn, act) {
+        (Some(bn), Some(act)) => bn.forward_act(&ys, act, train),
+        (Some(bn), None) => bn.forward_train_eval(&ys, train),
+        (None, Some(act)) => crate::ops::activation(&ys, act),
+        (None, None) => Ok(ys),
     }
 }
 

@@ -80,7 +80,7 @@ use crate::norm::{
 };
 use crate::{check, Error, Result};
 use candle_core::{Module, ModuleT, Tensor};
-use candle_nn::VarBuilder;
+use candle_nn::{Activation, VarBuilder};
 
 const BLOCK: &str = "norm::create";
 
@@ -108,6 +108,18 @@ pub enum Norm {
     Instance(InstanceNorm),
     /// No normalization: the input is returned unchanged.
     Identity,
+}
+
+impl Norm {
+    /// The norm (with the `train` flag, as [`ModuleT::forward_t`]) then `act`; a batch norm
+    /// fuses a ReLU / ReLU6 into its training kernel ([`BatchNorm::forward_act`]), the other
+    /// norms apply [`crate::ops::activation()`] to their output.
+    pub fn forward_act(&self, xs: &Tensor, act: &Activation, train: bool) -> Result<Tensor> {
+        match self {
+            Norm::Batch(n) => n.forward_act(xs, act, train),
+            other => crate::ops::activation(&other.forward_t(xs, train)?, act),
+        }
+    }
 }
 
 impl ModuleT for Norm {

@@ -96,13 +96,14 @@ pub enum Op {
     RmsNorm,
     /// [`crate::ops::group_norm()`].
     GroupNorm,
-    /// The fused train-mode batch norm of [`crate::norm::BatchNorm`] (batch statistics).
+    /// The fused train-mode batch norm of [`crate::norm::BatchNorm`] (batch statistics), with
+    /// its ReLU / ReLU6 epilogue ([`crate::norm::BatchNorm::forward_act`]).
     BatchNorm,
     /// [`crate::ops::softmax_last_dim()`].
     SoftmaxLastDim,
     /// [`crate::ops::gelu_erf()`].
     GeluErf,
-    /// [`crate::ops::hardtanh()`] and [`crate::ops::relu6()`].
+    /// [`crate::ops::hardtanh()`], [`crate::ops::relu6()`] and [`crate::ops::relu()`].
     Hardtanh,
     /// [`crate::ops::upsample_bilinear2d()`].
     UpsampleBilinear2d,
@@ -290,7 +291,7 @@ static TABLE: [OpBackends; 26] = [
         Op::BatchNorm,
         "batch_norm",
         true,
-        "`BatchNorm::forward_reference`: per-channel sums, divide, affine",
+        "`BatchNorm::forward_reference`: per-channel sums, divide, affine (+ the activation op)",
     ),
     row(
         Op::SoftmaxLastDim,
@@ -308,7 +309,7 @@ static TABLE: [OpBackends; 26] = [
         Op::Hardtanh,
         "hardtanh",
         true,
-        "comparison masks, multiply, add",
+        "comparison masks, multiply, add (`relu`: `x · (x > 0)`)",
     ),
     row(
         Op::UpsampleBilinear2d,

@@ -1,5 +1,6 @@
-//! `hardtanh` (clamp to $[a, b]$) and `relu6` as one fused pass forward and one backward, and
-//! [`activation`], which runs a `candle_nn::Activation` on the fused ops where we have them.
+//! `hardtanh` (clamp to $[a, b]$), `relu6` and `relu` as one fused pass forward and one
+//! backward, and [`activation`], which runs a `candle_nn::Activation` on the fused ops where we
+//! have them.
 //!
 //! # Tip
 //! ReLU6, $\min(\max(x, 0), 6)$, is MobileNet's activation: the bounded range keeps activations
@@ -70,6 +71,32 @@ pub fn relu6(x: &Tensor) -> Result<Tensor> {
     hardtanh(x, 0.0, 6.0)
 }
 
+/// ReLU, $\max(x, 0)$ (PyTorch's `F.relu`), on the [`hardtanh`] kernel with bounds
+/// $(0, \infty)$: the gradient is zero where $x \le 0$, PyTorch's convention at the kink
+/// (candle's `Tensor::relu` passes it at $x = 0$). Its backward is one pass over `(x, grad)`
+/// where candle's builds a zero tensor, a comparison mask, its float copy and a product.
+///
+/// Errors (naming `hardtanh`) on a zero-sized dimension or a dtype other than f32/f16/bf16.
+pub fn relu(x: &Tensor) -> Result<Tensor> {
+    validate(x, 0.0, f64::INFINITY, false)?;
+    if !backend(Op::Hardtanh, x.device()).is_kernel() {
+        return Ok(relu_reference(&upcast(x)?)?.to_dtype(x.dtype())?);
+    }
+    let f = Hardtanh {
+        min: 0.0,
+        max: f32::INFINITY,
+    };
+    Ok(apply(f, x)?)
+}
+
+/// [`relu`] composed from candle ops, `x · (x > 0)` with the mask a constant of the graph (so
+/// the gradient is zero at $x = 0$ as in PyTorch); f64 accepted. The composition other devices
+/// run.
+pub fn relu_reference(x: &Tensor) -> Result<Tensor> {
+    validate(x, 0.0, f64::INFINITY, true)?;
+    Ok(x.mul(&x.gt(0.0)?.to_dtype(x.dtype())?)?)
+}
+
 /// [`hardtanh`] composed from candle ops (comparison masks, multiply, add), with the same
 /// gradient convention; same checks and result, except that f64 is accepted too. The
 /// composition other devices run.
@@ -83,11 +110,12 @@ pub fn hardtanh_reference(x: &Tensor, min_val: f64, max_val: f64) -> Result<Tens
     Ok((x.mul(&inside)? + clamped)?)
 }
 
-/// `act` applied to `x`, on our fused kernels for `Relu6` ([`relu6`]) and `Gelu` (exact,
-/// [`crate::ops::gelu_erf()`]), and through `candle_nn` for the others: a drop-in for
-/// `act.forward(x)` that trains faster.
+/// `act` applied to `x`, on our fused kernels for `Relu` ([`relu`]), `Relu6` ([`relu6`]) and
+/// `Gelu` (exact, [`crate::ops::gelu_erf()`]), and through `candle_nn` for the others: a
+/// drop-in for `act.forward(x)` that trains faster (and whose ReLU gradient at 0 is PyTorch's).
 pub fn activation(x: &Tensor, act: &Activation) -> Result<Tensor> {
     match act {
+        Activation::Relu => relu(x),
         Activation::Relu6 => relu6(x),
         Activation::Gelu => crate::ops::gelu_erf(x),
         other => Ok(other.forward(x)?),

@@ -59,7 +59,7 @@ pub use fake_quantize::{
 pub mod gelu;
 pub use gelu::{gelu_erf, gelu_erf_reference};
 pub mod hardtanh;
-pub use hardtanh::{activation, hardtanh, hardtanh_reference, relu6};
+pub use hardtanh::{activation, hardtanh, hardtanh_reference, relu, relu6, relu_reference};
 pub mod linear;
 pub use linear::linear;
 pub mod pad;

@@ -366,6 +366,7 @@ mod sweep_bayes_opt;
 mod sweep_blocks;
 mod sweep_blocks17;
 mod sweep_calibration;
+mod sweep_cnn;
 mod sweep_conv;
 mod sweep_conv_transpose;
 mod sweep_gp;
@@ -405,6 +406,7 @@ fn sweep() {
     cases.extend(sweep_pool::pool_cases());
     cases.extend(sweep_pool2d::pool2d_cases());
     cases.extend(sweep_norm::norm_cases());
+    cases.extend(sweep_cnn::cnn_cases());
     cases.extend(sweep_blocks::blocks_cases());
     cases.extend(sweep_blocks17::blocks17_cases());
     cases.extend(sweep_attention::attention_cases());
