@@ -135,10 +135,11 @@ impl ConvBn {
     }
 
     fn forward(&self, x: &Tensor) -> R<Tensor> {
-        let y = self.bn.forward_t(&self.conv.forward(x)?, true)?;
+        let y = self.conv.forward(x)?;
+        // The activation fused into the train-mode norm: one op, one gradient accumulation.
         Ok(match &self.act {
-            Some(a) => candle_tricks::ops::activation(&y, a)?,
-            None => y,
+            Some(a) => self.bn.forward_act(&y, a, true)?,
+            None => self.bn.forward_t(&y, true)?,
         })
     }
 }
