@@ -51,7 +51,9 @@
 //!   ([`ops::layer_norm`], [`ops::rms_norm`]) *with a backward*: candle's fused ops are
 //!   forward-only, so a model trained through them gets no gradient upstream of the norm.
 //! - **Batch norm before the activation, and only with large batches** — [`norm::BatchNorm`]
-//!   (train uses batch statistics, eval the running averages).
+//!   (train uses batch statistics, eval the running averages); fuse the activation into it when
+//!   training ([`norm::BatchNorm::forward_act`]: one op, one pass and one gradient accumulation
+//!   fewer).
 //! - **Small batches or per-image statistics** — [`norm::GroupNorm`] (batch-size independent),
 //!   [`norm::InstanceNorm`] (invariant to per-image contrast, for style and medical images).
 //! - **Switch a model's norm by name** — [`norm::create`] (`"batch"`, `"group:32"`, `"layer2d"`, …),
