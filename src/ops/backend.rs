@@ -124,11 +124,13 @@ pub enum Op {
     /// The int8 product of [`crate::compress::quantize::QuantizedLinear`] and
     /// [`crate::compress::quantize::QuantizedConv2d`] (inference only, no backward).
     QuantizedMatmul,
+    /// [`crate::ops::linear()`].
+    Linear,
 }
 
 impl Op {
     /// Every op, in the order of [`table`].
-    pub const ALL: [Op; 26] = [
+    pub const ALL: [Op; 27] = [
         Op::DepthwiseConv2d,
         Op::DepthwiseConv1d,
         Op::CausalConv1d,
@@ -155,6 +157,7 @@ impl Op {
         Op::GruRecurrence,
         Op::FakeQuantize,
         Op::QuantizedMatmul,
+        Op::Linear,
     ];
 
     /// The op's name as `docs/FEATURES.md` writes it (the public function, or the block).
@@ -208,7 +211,7 @@ const fn row(op: Op, name: &'static str, cpu: bool, composition: &'static str) -
     }
 }
 
-static TABLE: [OpBackends; 26] = [
+static TABLE: [OpBackends; 27] = [
     row(
         Op::DepthwiseConv2d,
         "depthwise_conv2d",
@@ -363,6 +366,12 @@ static TABLE: [OpBackends; 26] = [
         "quantized_matmul",
         true,
         "fake-quantized input times the dequantized weight, f32 `matmul` / `conv2d`",
+    ),
+    row(
+        Op::Linear,
+        "linear",
+        true,
+        "`matmul` with the transposed weight, `broadcast_add` of the bias",
     ),
 ];
 

@@ -61,7 +61,7 @@ pub use gelu::{gelu_erf, gelu_erf_reference};
 pub mod hardtanh;
 pub use hardtanh::{activation, hardtanh, hardtanh_reference, relu, relu6, relu_reference};
 pub mod linear;
-pub use linear::linear;
+pub use linear::{linear, linear_reference};
 pub mod pad;
 mod pointwise;
 pub use pad::{pad2d, pad2d_reference, pad3d, pad3d_reference, PadMode};

@@ -371,6 +371,7 @@ mod sweep_conv;
 mod sweep_conv_transpose;
 mod sweep_gp;
 mod sweep_int8;
+mod sweep_linear;
 mod sweep_loaders;
 mod sweep_lora;
 mod sweep_lora_vit;
@@ -401,6 +402,7 @@ mod sweep_tune;
 fn sweep() {
     let mut cases = sweep_ops_conv::conv_ops_cases();
     cases.extend(sweep_ops_other::other_ops_cases());
+    cases.extend(sweep_linear::linear_cases());
     cases.extend(sweep_conv::conv_cases());
     cases.extend(sweep_conv_transpose::conv_transpose_cases());
     cases.extend(sweep_pool::pool_cases());
