@@ -229,6 +229,13 @@
 //!   their own curves.
 //! - **Clip by the global norm and log it** — [`optim::clip_grad_norm`] returns the pre-clip norm;
 //!   [`optim::agc`] clips unit-wise relative to the weight norm (normalizer-free nets).
+//! - **Fold the tokens into rows and fuse the bias** — [`ops::linear()`]: one
+//!   `(B·L, in) × (in, out)` product with the bias written into the output tiles; the backward
+//!   writes the input and weight gradients without transposed copies and sums the bias gradient
+//!   in parallel (candle-nn's `Linear` makes `B` small products for a 3-D input).
+//! - **Keep freed memory mapped** — a training step frees and reallocates the same large
+//!   temporaries every iteration: use mimalloc with purging off (`benches/common/alloc.rs`, the
+//!   README's allocator tip) or every step page-faults them back in.
 //!
 //! ### Sequence models: selective state spaces and attention
 //! - **Linear-time sequence mixing** — [`ssm::MambaBlock`] / [`ssm::MambaModel`] on the fused
