@@ -42,8 +42,12 @@ fn pre_activation(x: &[f32], taps: &[f32], bias: f32, out: &mut [f32]) {
     let k = taps.len();
     out.fill(bias);
     for (j, &w) in taps.iter().enumerate() {
-        // Tap j reads the input `K - 1 - j` steps back; earlier outputs see the zero padding.
+        // Tap j reads the input `K - 1 - j` steps back; earlier outputs see the zero padding,
+        // and 0 · w keeps a NaN or infinite tap poisoning them as in the reference.
         let shift = k - 1 - j;
+        for o in &mut out[..shift.min(x.len())] {
+            *o += w * 0.0;
+        }
         if shift >= x.len() {
             continue;
         }
@@ -114,10 +118,12 @@ fn backward(gm: &Geom, x: &[f32], params: &[f32], gy: &[f32]) -> (Vec<f32>, Vec<
             }
             for (j, &w) in p[..k].iter().enumerate() {
                 let shift = k - 1 - j;
+                // The padded positions add g · 0 (NaN for a NaN g, as in the reference).
+                let mut acc: f32 = g[..shift.min(l)].iter().map(|&v| v * 0.0).sum();
                 if shift >= l {
+                    gpr[j] += acc;
                     continue;
                 }
-                let mut acc = 0f32;
                 for ((gxv, &gv), &xv) in gxr.iter_mut().zip(&g[shift..]).zip(xr) {
                     *gxv += w * gv;
                     acc += gv * xv;
