@@ -495,3 +495,92 @@ fn peak_memory_and_cpu_time() -> R<()> {
     assert_eq!(grads.len(), 8);
     Ok(())
 }
+
+/// `seq_major`: the gate given and the output returned as `(B, L, D)` gives the channels-first
+/// results transposed, gradients included, on the kernel and the reference, with and without
+/// the last state.
+#[test]
+fn seq_major_equals_transposed_channels_first() -> R<()> {
+    let c = random_case(2, 20, 5, 37, 0)?;
+    let get = |k| c.get(k).ok_or(format!("missing {k}"));
+    let gy = randn(&[2, 20, 37], 0.0, 1.0)?;
+    for last in [false, true] {
+        for reference in [false, true] {
+            let scan = if reference {
+                selective_scan_reference
+            } else {
+                selective_scan
+            };
+            let what = format!("seq_major last {last} reference {reference}");
+            let inputs = ["u", "delta", "a", "b", "c", "d", "z", "delta_bias"]
+                .iter()
+                .map(|k| get(k))
+                .collect::<Result<Vec<_>, _>>()?;
+            let run = |seq_major: bool, gy: &Tensor| {
+                fwd_bwd_n(&inputs, gy, |t| {
+                    let z = if seq_major {
+                        t[6].transpose(1, 2)?.contiguous()?
+                    } else {
+                        t[6].clone()
+                    };
+                    let cfg = SelectiveScanConfig {
+                        d: Some(&t[5]),
+                        z: Some(&z),
+                        delta_bias: Some(&t[7]),
+                        delta_softplus: true,
+                        return_last_state: last,
+                        seq_major,
+                        chunk: 8,
+                        ..Default::default()
+                    };
+                    let (y, s) = scan(&t[0], &t[1], &t[2], &t[3], &t[4], &cfg)?;
+                    // Compare channels-first; the last state adds to the loss when returned.
+                    let y = if seq_major {
+                        y.transpose(1, 2)?.contiguous()?
+                    } else {
+                        y
+                    };
+                    match s {
+                        Some(s) => Tensor::cat(&[y.flatten_all()?, s.sum_all()?.reshape(1)?], 0),
+                        None => y.flatten_all(),
+                    }
+                })
+            };
+            let n = gy.elem_count();
+            let g = if last {
+                Tensor::cat(
+                    &[
+                        gy.flatten_all()?,
+                        Tensor::ones(1, DType::F32, &Device::Cpu)?,
+                    ],
+                    0,
+                )?
+            } else {
+                gy.flatten_all()?
+            };
+            let (y0, g0) = run(false, &g)?;
+            let (y1, g1) = run(true, &g)?;
+            assert_eq!(y0.elem_count(), n + usize::from(last));
+            assert_close(&format!("{what} y"), &y1, &y0, 1e-6);
+            for (i, (a, b)) in g1.iter().zip(&g0).enumerate() {
+                assert_close(&format!("{what} grad {}", INPUTS[i]), a, b, 1e-6);
+            }
+        }
+    }
+    // A channels-first gate with seq_major is a shape error naming the layout.
+    let cfg = SelectiveScanConfig {
+        z: Some(get("z")?),
+        seq_major: true,
+        ..Default::default()
+    };
+    let r = selective_scan(
+        get("u")?,
+        get("delta")?,
+        get("a")?,
+        get("b")?,
+        get("c")?,
+        &cfg,
+    );
+    assert_err("seq_major z", r, &["selective_scan", "token-major"]);
+    Ok(())
+}

@@ -435,7 +435,8 @@ impl MambaBlock {
         // The convolution and the scan run channels-first, (B, channels, L). The wide in and
         // out projections are one 2-D product each over the B·L tokens (`ops::linear`: one GEMM
         // each way, no per-batch weight gradients to sum); the narrow inner projections
-        // multiply their weight from the left, one GEMM per batch entry.
+        // multiply their weight from the left, one GEMM per batch entry. The gate z and the
+        // scan's output stay token-major (the scan's `seq_major`), so only x is transposed.
         let left = |w: &Tensor, t: &Tensor| w.broadcast_left(bs)?.matmul(t);
         // The two halves of in_proj as two products: a narrow of the activations would cost a
         // full-size zero-padded gradient each in the backward, a narrow of the weight only its
@@ -446,9 +447,10 @@ impl MambaBlock {
                 Some(b) => Some(b.narrow(0, i * e, e)?),
                 None => None,
             };
-            Ok(linear(x, &w, b.as_ref())?.transpose(1, 2)?.contiguous()?) // (B, E, L)
+            linear(x, &w, b.as_ref()) // (B, L, E)
         };
-        let (xin, z) = (half(0)?, half(1)?);
+        let xin = half(0)?.transpose(1, 2)?.contiguous()?; // (B, E, L)
+        let z = half(1)?;
         let xc = causal_conv1d(&xin, &self.w.conv_weight, self.w.conv_bias.as_ref(), true)?;
         let a = self.a()?;
         let (delta, b, c) = if self.cfg.lti {
@@ -475,10 +477,11 @@ impl MambaBlock {
             .with_z(&z)
             .with_delta_bias(&self.w.dt_proj_bias)
             .with_delta_softplus(true)
+            .with_seq_major(true)
             .with_return_last_state(want_state);
         let (y, last) = selective_scan(&xc, &delta, &a, &b, &c, &cfg)?;
         let out_bias = self.w.out_proj_bias.as_ref();
-        let out = linear(&y.transpose(1, 2)?, &self.w.out_proj_weight, out_bias)?; // (B, L, d_model)
+        let out = linear(&y, &self.w.out_proj_weight, out_bias)?; // (B, L, d_model)
         let state = match last {
             Some(ssm) if want_state => {
                 // The convolution window: the last K inputs, zero-padded on the left.

@@ -22,6 +22,8 @@
 //! - optional `d` (skip) `(D)`, `z` (gate) `(B, D, L)`, `delta_bias` `(D)` — given through
 //!   [`SelectiveScanConfig`].
 //! - output `(B, D, L)`; with `return_last_state` also the final state $x_{L-1}$ `(B, D, N)`.
+//! - with `seq_major` (`SelectiveScanConfig::with_seq_major`) the gate `z` and the output are
+//!   token-major `(B, L, D)`, the layout of the linear projections around the scan.
 //!
 //! Gradients flow to all of `u`, `delta`, `a`, `b`, `c`, `d`, `z`, `delta_bias` and through the
 //! returned last state.
@@ -163,6 +165,11 @@ pub struct SelectiveScanConfig<'a> {
     /// Scan every input for NaN/Inf first and return an error naming the input (one extra
     /// pass over the inputs). Default `false`.
     pub checked: bool,
+    /// Token-major gate and output: `z` is given, and the output returned, as `(B, L, D)`
+    /// (the layout of the linear projections around the scan in a Mamba block) instead of
+    /// `(B, D, L)`; the kernel turns them around inside the op, which saves the graph two
+    /// full-size transposed copies and their gradient accumulations. Default `false`.
+    pub seq_major: bool,
     /// Time steps between the state checkpoints the forward keeps for the backward; memory
     /// `B·D·N·⌈L/chunk⌉` floats, the backward recomputes at most `chunk` states per row at a
     /// time. Must be > 0. Default 64.
@@ -178,6 +185,7 @@ impl Default for SelectiveScanConfig<'_> {
             delta_softplus: false,
             return_last_state: false,
             checked: false,
+            seq_major: false,
             chunk: DEFAULT_CHUNK,
         }
     }
@@ -217,6 +225,12 @@ impl<'a> SelectiveScanConfig<'a> {
     /// Sets whether the inputs are scanned for NaN/Inf.
     pub fn with_checked(mut self, on: bool) -> Self {
         self.checked = on;
+        self
+    }
+
+    /// Sets whether the gate and the output are token-major `(B, L, D)`.
+    pub fn with_seq_major(mut self, on: bool) -> Self {
+        self.seq_major = on;
         self
     }
 
@@ -276,7 +290,12 @@ pub fn selective_scan(
     let out = u.apply_op3(&delta, &rest, Fused(op))?;
     let Geom { b: bs, d, l, n, .. } = geom;
     if cfg.return_last_state {
-        let y = out.narrow(0, 0, bs * d * l)?.reshape((bs, d, l))?;
+        let y = out.narrow(0, 0, bs * d * l)?;
+        let y = if cfg.seq_major {
+            y.reshape((bs, l, d))?
+        } else {
+            y.reshape((bs, d, l))?
+        };
         let last = out.narrow(0, bs * d * l, bs * d * n)?.reshape((bs, d, n))?;
         Ok((y, Some(last)))
     } else {
@@ -370,7 +389,15 @@ pub fn selective_scan_reference(
         y = (y + u.broadcast_mul(&dd.reshape((1, d, 1))?)?)?;
     }
     if let Some(z) = cfg.z {
+        let z = if cfg.seq_major {
+            z.transpose(1, 2)?
+        } else {
+            z.clone()
+        };
         y = (y * z.silu()?)?;
+    }
+    if cfg.seq_major {
+        y = y.transpose(1, 2)?.contiguous()?;
     }
     let last = if cfg.return_last_state {
         Some(x.reshape((bs, d, n))?)
@@ -400,6 +427,8 @@ struct Geom {
     has_bias: bool,
     softplus: bool,
     last: bool,
+    /// Gate and output token-major `(B, L, D)`.
+    seq_major: bool,
 }
 
 impl Geom {
@@ -506,12 +535,21 @@ fn validate(
         same("d", t, &[d], format!("(D) = ({d})"))?;
     }
     if let Some(t) = cfg.z {
-        same(
-            "z",
-            t,
-            &[bs, d, l],
-            format!("(B, D, L) = ({bs}, {d}, {l}) as u"),
-        )?;
+        if cfg.seq_major {
+            same(
+                "z",
+                t,
+                &[bs, l, d],
+                format!("token-major (B, L, D) = ({bs}, {l}, {d})"),
+            )?;
+        } else {
+            same(
+                "z",
+                t,
+                &[bs, d, l],
+                format!("(B, D, L) = ({bs}, {d}, {l}) as u"),
+            )?;
+        }
     }
     if let Some(t) = cfg.delta_bias {
         same("delta_bias", t, &[d], format!("(D) = ({d})"))?;
@@ -530,6 +568,7 @@ fn validate(
         has_bias: cfg.delta_bias.is_some(),
         softplus: cfg.delta_softplus,
         last: cfg.return_last_state,
+        seq_major: cfg.seq_major,
     })
 }
 

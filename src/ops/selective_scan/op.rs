@@ -1,6 +1,7 @@
 //! The [`ScanOp`] fused op: the forward kernel on CPU storage, the backward as a second kernel
 //! call.
 
+use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
 
 use super::backward::backward;
@@ -29,6 +30,40 @@ fn expect_len(l: &Layout, len: usize, what: &str) -> candle_core::Result<()> {
     Ok(())
 }
 
+/// `v` `(B, R, C)` as `(B, C, R)`, in tiles that keep reads and writes in cache.
+fn swap_last(v: &[f32], b: usize, r: usize, c: usize) -> Vec<f32> {
+    const TILE: usize = 32;
+    let mut out = vec![0f32; v.len()];
+    for (src, dst) in v
+        .chunks_exact(r * c)
+        .zip(out.chunks_exact_mut(r * c))
+        .take(b)
+    {
+        for i0 in (0..r).step_by(TILE) {
+            for j0 in (0..c).step_by(TILE) {
+                for i in i0..(i0 + TILE).min(r) {
+                    for j in j0..(j0 + TILE).min(c) {
+                        dst[j * r + i] = src[i * c + j];
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The packed inputs with a token-major gate `(B, L, D)` turned channels-first, as the kernels
+/// read it (borrowed unchanged otherwise).
+fn gate_channels_first<'a>(gm: &Geom, rest: &'a [f32]) -> Cow<'a, [f32]> {
+    if !(gm.seq_major && gm.has_z) {
+        return Cow::Borrowed(rest);
+    }
+    let [zo, bo, ..] = gm.offsets();
+    let mut v = rest.to_vec();
+    v[zo..bo].copy_from_slice(&swap_last(&rest[zo..bo], gm.b, gm.l, gm.d));
+    Cow::Owned(v)
+}
+
 impl FusedOp<3> for ScanOp {
     fn name(&self) -> &'static str {
         OP
@@ -46,12 +81,18 @@ impl FusedOp<3> for ScanOp {
         let u = f32_view(s1, l1, OP)?;
         let delta = f32_view(s2, l2, OP)?;
         let rest = f32_view(s3, l3, OP)?;
-        let (out, ckpt) = forward(&gm, &u, &delta, &rest, self.save);
+        let (mut out, ckpt) = forward(&gm, &u, &delta, &gate_channels_first(&gm, &rest), self.save);
+        if gm.seq_major {
+            let y = swap_last(&out[..gm.bdl()], gm.b, gm.d, gm.l);
+            out[..gm.bdl()].copy_from_slice(&y);
+        }
         if self.save {
             *self.ckpt.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(ckpt));
         }
         let shape = if gm.last {
             Shape::from(gm.out_len())
+        } else if gm.seq_major {
+            Shape::from((gm.b, gm.l, gm.d))
         } else {
             Shape::from((gm.b, gm.d, gm.l))
         };
@@ -75,11 +116,26 @@ impl FusedOp<3> for ScanOp {
         let saved = self.ckpt.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let (gu, gdelta, grest) =
             with_f32_views(OP, [u, delta, rest, &grad], |[u, delta, rest, g]| {
+                let rest = gate_channels_first(&gm, rest);
+                let g = if gm.seq_major {
+                    let mut v = g.to_vec();
+                    v[..gm.bdl()].copy_from_slice(&swap_last(&g[..gm.bdl()], gm.b, gm.l, gm.d));
+                    Cow::Owned(v)
+                } else {
+                    Cow::Borrowed(g)
+                };
                 let ckpt = match saved {
                     Some(c) => c,
-                    None => Arc::new(forward(&gm, u, delta, rest, true).1),
+                    None => Arc::new(forward(&gm, u, delta, &rest, true).1),
                 };
-                Ok(backward(&gm, u, delta, rest, g, &ckpt))
+                let (gu, gdelta, mut grest) = backward(&gm, u, delta, &rest, &g, &ckpt);
+                if gm.seq_major && gm.has_z {
+                    // The gate's gradient goes back in the gate's own (B, L, D) layout.
+                    let [zo, bo, ..] = gm.offsets();
+                    let gz = swap_last(&grest[zo..bo], gm.b, gm.d, gm.l);
+                    grest[zo..bo].copy_from_slice(&gz);
+                }
+                Ok((gu, gdelta, grest))
             })?;
         let dev = &Device::Cpu;
         let shape = (gm.b, gm.d, gm.l);
