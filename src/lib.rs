@@ -241,7 +241,10 @@
 //! - **Linear-time sequence mixing** — [`ssm::MambaBlock`] / [`ssm::MambaModel`] on the fused
 //!   selective scan [`ops::selective_scan()`] (forward and backward kernels, no `(B, D, L, N)`
 //!   tensor): input-dependent Δ, B, C; $O(L)$ training, $O(1)$ memory per generated token
-//!   ([`ssm::MambaBlock::step`]).
+//!   ([`ssm::MambaBlock::step`]). Fuse a short convolution with its bias and activation
+//!   ([`ops::causal_conv1d()`]) and let the scan take the layout its neighbours use
+//!   ([`ops::SelectiveScanConfig::with_seq_major`]): every separate full-size intermediate costs
+//!   a zero-filled gradient buffer and an add in candle's backward.
 //! - **Attention without the $L \times L$ matrix** — [`ops::scaled_dot_product_attention`]: tiled
 //!   online softmax (FlashAttention-2) with a backward, $O(L)$ extra memory; GQA shrinks the KV
 //!   cache; [`ops::AttentionMask::SlidingWindow`] makes the cost $O(L \cdot w)$
