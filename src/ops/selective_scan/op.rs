@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use super::backward::backward;
 use super::forward::forward;
 use super::{Geom, OP};
-use crate::cpu::{f32_view, store};
+use crate::cpu::{f32_view, par_tasks, store};
 use crate::ops::fused::{with_f32_views, FusedOp, Grads, Operand, Output};
 use candle_core::backend::BackendStorage;
 use candle_core::{Device, Layout, Shape, Tensor};
@@ -30,15 +30,14 @@ fn expect_len(l: &Layout, len: usize, what: &str) -> candle_core::Result<()> {
     Ok(())
 }
 
-/// `v` `(B, R, C)` as `(B, C, R)`, in tiles that keep reads and writes in cache.
+/// `v` `(B, R, C)` as `(B, C, R)`, one batch entry per task, in tiles that keep reads and writes
+/// in cache.
 fn swap_last(v: &[f32], b: usize, r: usize, c: usize) -> Vec<f32> {
     const TILE: usize = 32;
     let mut out = vec![0f32; v.len()];
-    for (src, dst) in v
-        .chunks_exact(r * c)
-        .zip(out.chunks_exact_mut(r * c))
-        .take(b)
-    {
+    let plane = r * c;
+    par_tasks(&mut out[..b * plane], plane, |bi, dst, _: &mut ()| {
+        let src = &v[bi * plane..(bi + 1) * plane];
         for i0 in (0..r).step_by(TILE) {
             for j0 in (0..c).step_by(TILE) {
                 for i in i0..(i0 + TILE).min(r) {
@@ -48,7 +47,7 @@ fn swap_last(v: &[f32], b: usize, r: usize, c: usize) -> Vec<f32> {
                 }
             }
         }
-    }
+    });
     out
 }
 
