@@ -80,12 +80,16 @@ use rand::{Rng, SeedableRng};
 use crate::{Error, Result};
 
 mod cholesky;
+mod kernel;
 pub(crate) mod minimize;
+mod prior;
 
 use cholesky::{
     add_diagonal, cho_solve, cholesky_in_place, cholesky_jittered, solve_lower, JITTER_TRIES,
 };
+use kernel::{kernel_value, kernel_value_grad, shape, shape_slope};
 use minimize::minimize_in_box;
+pub use prior::HyperPrior;
 
 const BLOCK: &str = "GaussianProcess";
 
@@ -129,71 +133,6 @@ pub struct GaussianProcessConfig {
     pub length_scale_prior: Option<HyperPrior>,
     /// A prior over the signal variance `constant_value`. Default `None`.
     pub constant_value_prior: Option<HyperPrior>,
-}
-
-/// A prior density over one positive hyper-parameter $v$, for a maximum a posteriori fit.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum HyperPrior {
-    /// $\ln v \sim \mathcal{N}(\mathrm{loc}, \mathrm{scale}^2)$.
-    LogNormal {
-        /// Mean of $\ln v$.
-        loc: f64,
-        /// Standard deviation of $\ln v$ (> 0).
-        scale: f64,
-    },
-    /// The Gamma density $\propto v^{a - 1} e^{-b v}$ with shape $a$ and rate $b$.
-    Gamma {
-        /// The shape $a$ (> 0).
-        concentration: f64,
-        /// The rate $b$ (> 0).
-        rate: f64,
-    },
-}
-
-impl HyperPrior {
-    /// The log density at $v = e^t$ (up to its constant) and its derivative with respect to
-    /// $t$: the fit works on log hyper-parameters, while the density is over the value.
-    pub fn log_density(&self, t: f64) -> (f64, f64) {
-        match *self {
-            HyperPrior::LogNormal { loc, scale } => {
-                let z = (t - loc) / scale;
-                (-t - 0.5 * z * z, -1.0 - z / scale)
-            }
-            HyperPrior::Gamma {
-                concentration,
-                rate,
-            } => {
-                let v = t.exp();
-                (
-                    (concentration - 1.0) * t - rate * v,
-                    concentration - 1.0 - rate * v,
-                )
-            }
-        }
-    }
-
-    /// What is wrong with the parameters, as a message naming `what`; `None` when they are
-    /// valid. Each caller reports it as its own block's error.
-    pub(crate) fn problem(&self, what: &str) -> Option<String> {
-        let (ok, params) = match *self {
-            HyperPrior::LogNormal { loc, scale } => (
-                loc.is_finite() && scale.is_finite() && scale > 0.0,
-                (loc, scale),
-            ),
-            HyperPrior::Gamma {
-                concentration,
-                rate,
-            } => (
-                concentration.is_finite() && rate.is_finite() && concentration > 0.0 && rate > 0.0,
-                (concentration, rate),
-            ),
-        };
-        (!ok).then(|| {
-            format!(
-                "{what} must have finite parameters with a positive scale, shape and rate, got {params:?}"
-            )
-        })
-    }
 }
 
 impl Default for GaussianProcessConfig {
@@ -765,74 +704,6 @@ impl Data<'_> {
             .collect();
         Ok(Some((lml, grad)))
     }
-}
-
-/// The squared scaled distance `r^2` and the per-dimension terms `(x_k - x_k')^2 / l_k^2`
-/// (written into `terms` when given).
-fn scaled_sq_dist(theta: &[f64], a: &[f64], b: &[f64], mut terms: Option<&mut [f64]>) -> f64 {
-    let iso = theta.len() == 2;
-    let mut r2 = 0.0;
-    for k in 0..a.len() {
-        let l = theta[if iso { 1 } else { 1 + k }].exp();
-        let t = ((a[k] - b[k]) / l).powi(2);
-        r2 += t;
-        if let Some(terms) = terms.as_deref_mut() {
-            terms[if iso { 0 } else { k }] += t;
-        }
-    }
-    r2
-}
-
-/// `k(a, b)` at the log hyper-parameters `theta`.
-fn kernel_value(kernel: GpKernel, theta: &[f64], a: &[f64], b: &[f64]) -> f64 {
-    theta[0].exp() * shape(kernel, scaled_sq_dist(theta, a, b, None))
-}
-
-/// The unit-variance kernel shape at `r^2`.
-fn shape(kernel: GpKernel, r2: f64) -> f64 {
-    match kernel {
-        GpKernel::Rbf => (-0.5 * r2).exp(),
-        GpKernel::Matern52 => {
-            let s = (5.0 * r2).sqrt();
-            (1.0 + s + s * s / 3.0) * (-s).exp()
-        }
-    }
-}
-
-/// The derivative of the unit-variance kernel shape with respect to `r^2`.
-fn shape_slope(kernel: GpKernel, r2: f64) -> f64 {
-    match kernel {
-        GpKernel::Rbf => -0.5 * (-0.5 * r2).exp(),
-        GpKernel::Matern52 => {
-            let s = (5.0 * r2).sqrt();
-            -(5.0 / 6.0) * (1.0 + s) * (-s).exp()
-        }
-    }
-}
-
-/// `k(a, b)` and its gradient in log space, written into `grad` (`[d/d ln c, d/d ln l_k, …]`).
-fn kernel_value_grad(
-    kernel: GpKernel,
-    theta: &[f64],
-    a: &[f64],
-    b: &[f64],
-    grad: &mut [f64],
-) -> f64 {
-    let c = theta[0].exp();
-    grad.iter_mut().for_each(|g| *g = 0.0);
-    let r2 = scaled_sq_dist(theta, a, b, Some(&mut grad[1..]));
-    let k = c * shape(kernel, r2);
-    // d k / d ln l_k = (dk/d r^2) (-2 t_k), with t_k = (a_k - b_k)^2 / l_k^2.
-    let factor = match kernel {
-        GpKernel::Rbf => k,
-        GpKernel::Matern52 => {
-            let s = (5.0 * r2).sqrt();
-            c * (5.0 / 3.0) * (1.0 + s) * (-s).exp()
-        }
-    };
-    grad[1..].iter_mut().for_each(|t| *t *= factor);
-    grad[0] = k;
-    k
 }
 
 // ---------------------------------------------------------------------------------------------
