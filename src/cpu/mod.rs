@@ -20,6 +20,6 @@ pub(crate) use element::{
     f32_row, f32_view, round_into, store, try_zeros, widen, Element,
 };
 pub(crate) use parallel::{
-    items_per_task, num_threads, par_each, par_fold, par_parts, par_tasks, SharedMut,
+    items_per_task, num_threads, par_each, par_filled, par_fold, par_parts, par_tasks, SharedMut,
 };
 pub(crate) use simd::{Isa, Kernel, Level};

@@ -5,6 +5,7 @@
 //! `K` outputs of one element type, [`par_tasks`] the common one-output, fixed-chunk case. [`SharedMut`] is left for the few writers (a `gemm` call into a strided block)
 //! that cannot be expressed as disjoint slices.
 
+use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -108,6 +109,27 @@ pub(crate) fn par_tasks<T: Send, S: Default + Send>(
     par_parts(chunks.len(), [chunks], |i, [chunk], st: &mut S| {
         f(i, chunk, st)
     });
+}
+
+/// A vector of `n` values written by `fill(task, part, scratch)` on [`par_tasks`] in parts of
+/// `chunk` (the last may be shorter), allocated without zeroing: for a memory-bound kernel a
+/// zeroing pass costs as much as its own writes. An allocation that fails is an error naming `op`.
+///
+/// # Safety
+/// `fill` writes every element of every part it is given.
+pub(crate) unsafe fn par_filled<T: Send, S: Default + Send>(
+    op: &'static str,
+    n: usize,
+    chunk: usize,
+    fill: impl Fn(usize, &mut [MaybeUninit<T>], &mut S) + Sync + Send,
+) -> crate::Result<Vec<T>> {
+    let mut v: Vec<T> = Vec::new();
+    v.try_reserve_exact(n)
+        .map_err(|_| crate::Error::config(op, format!("cannot allocate {n} elements")))?;
+    par_tasks(&mut v.spare_capacity_mut()[..n], chunk, fill);
+    // SAFETY: the capacity is at least `n`, and `fill` wrote all `n` elements (contract).
+    unsafe { v.set_len(n) };
+    Ok(v)
 }
 
 /// A raw pointer parallel tasks share, for writers that cannot take disjoint slices (a `gemm`

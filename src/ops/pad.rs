@@ -67,7 +67,7 @@
 //!   (what zero padding does to the borders)
 
 use crate::check;
-use crate::cpu::{expect_shape, f32_view, items_per_task, par_tasks, store};
+use crate::cpu::{expect_shape, f32_view, items_per_task, par_filled, store};
 use crate::ops::backend::{backend, upcast, Op};
 use crate::ops::fused::{Fused, FusedOp, Grads, Operand, Output};
 use crate::{Error, Result};
@@ -368,31 +368,6 @@ impl FusedOp<1> for PadGradOp {
     }
 }
 
-/// A vector of `n` values filled by `fill(task, part)` on the pool, `part` being the task's
-/// `chunk` values (the last may be shorter): no zeroing pass over memory the kernel overwrites
-/// anyway (for this memory-bound op, zeroing the output cost as much as the copy).
-///
-/// # Safety
-/// `fill` writes every value of every part it is given.
-unsafe fn filled(
-    op: &'static str,
-    n: usize,
-    chunk: usize,
-    fill: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync + Send,
-) -> Result<Vec<f32>> {
-    let mut v: Vec<f32> = Vec::new();
-    v.try_reserve_exact(n)
-        .map_err(|_| Error::config(op, format!("cannot allocate {n} elements")))?;
-    par_tasks(
-        &mut v.spare_capacity_mut()[..n],
-        chunk,
-        |i, part, _: &mut ()| fill(i, part),
-    );
-    // SAFETY: the capacity is at least `n`, and `fill` initialised all of it (contract).
-    unsafe { v.set_len(n) };
-    Ok(v)
-}
-
 /// `dst = src`, element by element (a plain loop the compiler turns into vector copies).
 #[inline(always)]
 fn write_row(dst: &mut [MaybeUninit<f32>], src: &[f32]) {
@@ -432,7 +407,7 @@ fn forward(g: &PadGeom, x: &[f32]) -> Result<Vec<f32>> {
     // SAFETY: every task's part is whole output planes, and `write_plane` writes every row
     // of a plane in full (the interior, then each border column).
     unsafe {
-        filled(g.op, g.planes * ov, planes * ov, |t, part| {
+        par_filled(g.op, g.planes * ov, planes * ov, |t, part, _: &mut ()| {
             for (j, yv) in part.chunks_mut(ov).enumerate() {
                 write_plane(t * planes + j, yv);
             }
@@ -493,7 +468,7 @@ fn backward(g: &PadGeom, gy: &[f32]) -> Result<Vec<f32>> {
     // a plane: each input row has at least one reader (its interior output row), so `acc`
     // holds the row's full sum before it is written.
     unsafe {
-        filled(g.op, g.planes * iv, planes * iv, |t, part| {
+        par_filled(g.op, g.planes * iv, planes * iv, |t, part, _: &mut ()| {
             let mut acc = Vec::new();
             for (j, gxv) in part.chunks_mut(iv).enumerate() {
                 write_plane(t * planes + j, gxv, &mut acc);

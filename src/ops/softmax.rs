@@ -72,7 +72,7 @@ use crate::check;
 use crate::cpu::math::exp;
 use crate::cpu::simd::{dot, max, sum};
 use crate::cpu::{
-    contiguous, dispatch_float, dispatch_float_pair, expect_shape, f32_row, par_tasks, Element,
+    contiguous, dispatch_float, dispatch_float_pair, expect_shape, f32_row, par_filled, Element,
     Isa, Kernel, Level,
 };
 use crate::ops::backend::{backend, upcast, Op};
@@ -273,49 +273,30 @@ impl<T: Element> Kernel for BwdTask<'_, T> {
     }
 }
 
-/// `n` values written by `fill(task, part, scratch)` on the pool in parts of `chunk` (the last
-/// may be shorter), allocated without zeroing: zeroing the output first was one more pass
-/// over memory for this memory-bound op.
-///
-/// # Safety
-/// `fill` writes every element of every part it is given.
-unsafe fn written<T: Element>(
-    n: usize,
-    chunk: usize,
-    fill: impl Fn(usize, &mut [MaybeUninit<T>], &mut Scratch) + Sync + Send,
-) -> candle_core::Result<Vec<T>> {
-    let mut v: Vec<T> = Vec::new();
-    v.try_reserve_exact(n).map_err(|_| {
-        candle_core::Error::from(Error::config(OP, format!("cannot allocate {n} elements")))
-    })?;
-    par_tasks(&mut v.spare_capacity_mut()[..n], chunk, fill);
-    // SAFETY: the capacity is at least `n` and `fill` wrote all `n` elements (contract).
-    unsafe { v.set_len(n) };
-    Ok(v)
-}
-
 fn forward<T: Element>(d: usize, x: &[T]) -> candle_core::Result<Vec<T>> {
     let level = Level::detect();
     let chunk = (TASK_ELEMS / d).max(1) * d;
     // SAFETY: the parts are whole rows (`chunk` and `x.len()` are multiples of `d`), and a task
     // writes every element of each of its rows.
-    unsafe {
-        written(x.len(), chunk, |i, out, scr| {
+    let y = unsafe {
+        par_filled(OP, x.len(), chunk, |i, out, scr| {
             let x = &x[i * chunk..i * chunk + out.len()];
             level.run(FwdTask { d, x, out, scr })
         })
-    }
+    }?;
+    Ok(y)
 }
 
 fn backward<T: Element>(d: usize, y: &[T], g: &[T]) -> candle_core::Result<Vec<T>> {
     let level = Level::detect();
     let chunk = (TASK_ELEMS / d).max(1) * d;
     // SAFETY: as in `forward`.
-    unsafe {
-        written(y.len(), chunk, |i, dx, scr| {
+    let dx = unsafe {
+        par_filled(OP, y.len(), chunk, |i, dx, scr| {
             let range = i * chunk..i * chunk + dx.len();
             let (y, g) = (&y[range.clone()], &g[range]);
             level.run(BwdTask { d, y, g, dx, scr })
         })
-    }
+    }?;
+    Ok(dx)
 }
